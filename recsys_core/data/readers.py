@@ -1,0 +1,79 @@
+"""Parsers for the raw formats, each returning the normalized interactions table.
+
+The normalized table has columns user, item (raw ids, int64), timestamp (int64) and rating
+(float64, null where the format has none), in the original file order; titles map raw item
+ids to display strings.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys_core.data.fetch import DataError
+
+COLUMNS = ["user", "item", "timestamp", "rating"]
+
+
+def _read_table(path, sep: str, names: list[str], header: int | None = None,
+                label: Path | None = None) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, names=names, header=header, engine="c",
+                           dtype={n: "int64" for n in names if n != "rating"})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{label or path}: cannot parse as {sep!r}-separated {names}: {e}") from e
+
+
+def read_ml100k(folder: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    # u.data: user \t item \t rating \t timestamp
+    df = _read_table(folder / "u.data", "\t", ["user", "item", "rating", "timestamp"])
+    titles = {}
+    with open(folder / "u.item", encoding="latin-1") as f:  # GroupLens wrote Latin-1
+        for line in f:
+            fields = line.rstrip("\n").split("|")
+            if len(fields) >= 2 and fields[0]:
+                titles[int(fields[0])] = fields[1]
+    return _normalized(df), titles
+
+
+def read_ml1m_style(folder: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """ml-1m and ml-10m: ratings.dat `user::item::rating::timestamp`, movies.dat Latin-1."""
+    ratings = folder / "ratings.dat"
+    # '::' is two characters, which pandas' fast parser cannot split on: make it a tab first.
+    data = io.BytesIO(ratings.read_bytes().replace(b"::", b"\t"))
+    df = _read_table(data, "\t", ["user", "item", "rating", "timestamp"], label=ratings)
+    titles = {}
+    with open(folder / "movies.dat", encoding="latin-1") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("::")
+            if len(fields) >= 2 and fields[0]:
+                titles[int(fields[0])] = fields[1]
+    return _normalized(df), titles
+
+
+def read_ml20m(folder: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """ml-20m: ratings.csv with a header `userId,movieId,rating,timestamp`, movies.csv UTF-8."""
+    df = _read_table(folder / "ratings.csv", ",", ["user", "item", "rating", "timestamp"], header=0)
+    movies = pd.read_csv(folder / "movies.csv", encoding="utf-8")
+    titles = dict(zip(movies["movieId"].astype(int), movies["title"].astype(str)))
+    return _normalized(df), titles
+
+
+def read_sequence_file(path: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """The SASRec/BERT4Rec papers' benchmark format: `user item` per line, each user's lines
+    in chronological order, no timestamps. The line number stands in for the timestamp, so the
+    stable sort of preprocessing keeps the file's order."""
+    df = _read_table(path, " ", ["user", "item"])
+    if len(df) == 0:
+        raise DataError(f"{path}: no interactions")
+    df["timestamp"] = np.arange(len(df), dtype=np.int64)
+    df["rating"] = np.nan
+    return _normalized(df), {}
+
+
+def _normalized(df: pd.DataFrame) -> pd.DataFrame:
+    df = df[COLUMNS].copy()
+    df["rating"] = df["rating"].astype("float64")
+    return df.reset_index(drop=True)

@@ -1,0 +1,36 @@
+"""Models by name. Each module holds one model; `build_model` constructs it from a config."""
+from __future__ import annotations
+
+import importlib
+
+from recsys_core.models.base import SequentialModel
+
+# name -> "module:Class"; imported lazily so that a CPU install never imports what it can't run.
+REGISTRY = {
+    "pop": "recsys_core.models.pop:Pop",
+    "sasrec": "recsys_core.models.sasrec:SASRec",
+    "bert4rec": "recsys_core.models.bert4rec:BERT4Rec",
+    "gru4rec": "recsys_core.models.gru4rec:GRU4Rec",
+    "lstm": "recsys_core.models.lstm:LSTMRec",
+    "xlstm": "recsys_core.models.xlstm:XLSTMRec",
+}
+MODEL_NAMES = sorted(REGISTRY)
+
+
+def model_class(name: str) -> type[SequentialModel]:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_model(name: str, n_items: int, cfg, device_type: str = "cpu") -> SequentialModel:
+    """cfg: a TrainConfig (or anything with its model-shape attributes). device_type ("cpu" or
+    "cuda") lets a model pick device-specific kernels (xLSTM: Triton on CUDA, native on CPU)."""
+    return model_class(name)(
+        n_items=n_items, embedding_dim=cfg.embedding_dim, num_heads=cfg.num_heads,
+        num_blocks=cfg.num_blocks, dropout=cfg.dropout, max_len=cfg.max_len,
+        mask_prob=cfg.mask_prob, device_type=device_type)
+
+
+__all__ = ["MODEL_NAMES", "REGISTRY", "SequentialModel", "build_model", "model_class"]

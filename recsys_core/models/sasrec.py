@@ -1,0 +1,42 @@
+"""SASRec: a causal Transformer over the item sequence (Kang & McAuley, 2018).
+
+Trained on every position with full-softmax cross-entropy over all items (the SASRec+ recipe of
+Klenitskiy & Vasilev, 2023) by the trainer; learned positions, pre-LayerNorm blocks, dropout.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_core.models.base import SequentialModel
+
+
+class SASRec(SequentialModel):
+    def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
+                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50, **_):
+        super().__init__(n_items, embedding_dim)
+        self.pos_emb = nn.Embedding(max_len, embedding_dim)
+        self.emb_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(
+            embedding_dim, num_heads, dim_feedforward=embedding_dim * 4, dropout=dropout,
+            activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(embedding_dim)
+        # A causal mask as a buffer: built once, not per step (it shows up in CUDA graphs).
+        self.register_buffer("causal_mask", torch.triu(
+            torch.full((max_len, max_len), float("-inf")), diagonal=1), persistent=False)
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        length = input_ids.shape[1]
+        pos = torch.arange(length, device=input_ids.device)
+        # Positions count from the right so that the most recent item always has the same one.
+        pos = self.pos_emb.num_embeddings - length + pos
+        x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
+        keep = (input_ids != 0).unsqueeze(-1)
+        x = self.emb_dropout(x) * keep
+        mask = self.causal_mask[-length:, -length:]
+        # As in the SASRec paper, padded positions are zeroed before every block. (A key
+        # padding mask instead would leave all-padding rows with nothing to attend to: NaN.)
+        for layer in self.blocks.layers:
+            x = layer(x, src_mask=mask, is_causal=True) * keep
+        return self.final_norm(x)

@@ -1,0 +1,69 @@
+"""Experiment tracking: Weights & Biases (offline-first) and optional TensorBoard.
+
+Only the main process logs. One W&B run per cell, id = the cell id, resume="allow". Offline
+runs cannot be resumed in place: a requeued job writes a new `offline-run-*` directory for the
+same id, so every fragment is recorded in `wandb_fragments.json`, and the step is the epoch
+number, continuing across fragments; `wandb sync --id ID DIR1 DIR2 ...` uploads them as one run.
+The API key is read by wandb from the environment and is never written anywhere by us.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def wandb_mode(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+class Tracker:
+    def __init__(self, cfg, out: Path, *, enabled: bool, run_id: str, start_epoch: int,
+                 config: dict):
+        self.out = Path(out)
+        self.run = None
+        self.tb = None
+        if not enabled:
+            return
+        mode = wandb_mode(cfg.wandb_mode)
+        if mode != "disabled":
+            os.environ.setdefault("WANDB_SILENT", "true")
+            os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+            import wandb
+            self.run = wandb.init(
+                project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.wandb_group,
+                job_type=cfg.model, tags=[cfg.dataset, cfg.model, f"max_len={cfg.max_len}"],
+                id=run_id, resume="allow", dir=str(self.out), mode=mode, config=config,
+                settings=wandb.Settings(x_disable_stats=True, console="off"))
+            self._record_fragment(mode, start_epoch)
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(self.out / "tensorboard"))
+
+    def _record_fragment(self, mode: str, start_epoch: int) -> None:
+        from recsys_core.train.results import atomic_write_text
+        path = self.out / "wandb_fragments.json"
+        fragments = json.loads(path.read_text()) if path.exists() else []
+        fragments.append({"run_id": self.run.id, "dir": str(Path(self.run.dir).parent),
+                          "mode": mode, "start_epoch": start_epoch, "started_at": time.time()})
+        atomic_write_text(path, json.dumps(fragments, indent=1) + "\n")
+
+    def log(self, metrics: dict, step: int) -> None:
+        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        if self.run is not None:
+            self.run.log(clean, step=step)
+        if self.tb is not None:
+            for k, v in clean.items():
+                self.tb.add_scalar(k, v, step)
+
+    def finish(self, summary: dict, exit_code: int = 0) -> None:
+        if self.run is not None:
+            for k, v in summary.items():
+                if isinstance(v, (int, float, str)) and v is not None:
+                    self.run.summary[k] = v
+            self.run.finish(exit_code=exit_code)
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,9 @@
+"""Training one cell: `run(TrainConfig)` (loop.py) and the CLI `python -m recsys_core.train`."""
+from recsys_core.train.config import ConfigError, TrainConfig
+
+__all__ = ["ConfigError", "TrainConfig", "run"]
+
+
+def run(cfg: TrainConfig) -> dict:
+    from recsys_core.train.loop import run as _run
+    return _run(cfg)

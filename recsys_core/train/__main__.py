@@ -1,0 +1,5 @@
+import sys
+
+from recsys_core.train.loop import main
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+"""Training batches built by index arithmetic on the device: no per-sample Python work.
+
+Every epoch is a permutation of all training windows, seeded by (seed, epoch) so that every
+process draws the same one and takes an equal, disjoint share of it (the data-parallel shard),
+and so that a run resumed at epoch E sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int,
+                  device) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    share = n // world          # equal shares: every process runs the same number of steps
+    mine = perm[rank * share:(rank + 1) * share] if world > 1 else perm
+    return mine.to(device).split(batch_size)
+
+
+def training_batch(cfg, model, split, starts: torch.Tensor, ends: torch.Tensor):
+    """(inputs, targets, negatives) for one batch of windows; target 0 = no loss there."""
+    if model.objective == "masked":
+        seq = split.window(starts, ends, cfg.max_len)
+        masked = (torch.rand(seq.shape, device=seq.device) < cfg.mask_prob) & (seq != 0)
+        inputs = torch.where(masked, torch.full_like(seq, model.mask_token), seq)
+        targets = torch.where(masked, seq, torch.zeros_like(seq))
+    else:
+        window = split.window(starts, ends, cfg.max_len + 1)
+        inputs, targets = window[:, :-1], window[:, 1:]
+        targets = torch.where(inputs != 0, targets, torch.zeros_like(targets))
+    negatives = None
+    if cfg.loss == "sampled":
+        negatives = torch.randint(1, split.n_items + 1, (cfg.num_negatives,), device=inputs.device)
+    return inputs, targets, negatives

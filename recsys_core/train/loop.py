@@ -1,0 +1,217 @@
+"""One cell, top to bottom: data → model → epochs (train, validate, early stop, checkpoint) →
+test of the best checkpoint → result files. Runs the same on CPU, one GPU or several through
+Accelerate; only the main process writes files and logs.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+
+from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.models import build_model
+from recsys_core.telemetry import GpuTelemetry
+from recsys_core.tracking import Tracker
+from recsys_core.train import checkpoint as ckpt
+from recsys_core.train.batches import epoch_batches, training_batch
+from recsys_core.train.config import TrainConfig
+from recsys_core.train.evaluate import evaluate, user_loader
+from recsys_core.train.optim import make_optimizer, make_scheduler, step_scheduler
+from recsys_core.train.record import base_record, predictions
+from recsys_core.train.results import write_history, write_predictions, write_result
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is visible")
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "no" if cpu else "bf16"
+    return Accelerator(cpu=cpu, mixed_precision=precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train and evaluate one cell; always leaves result files, FAILED with a reason if it
+    failed. Returns the result record (raises after recording if the run crashed)."""
+    t0 = time.time()
+    out = Path(cfg.out)
+    accelerator = make_accelerator(cfg)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    record = base_record(cfg, accelerator)
+    history: list[dict] = []
+    tracker = None
+    try:
+        data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
+                            mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
+        split = LeaveOneOut.from_data(data, accelerator.device)
+        record.update(dataset_users=data.n_users, dataset_items=data.n_items,
+                      dataset_interactions=data.n_interactions)
+        model = build_model(cfg.model, data.n_items, cfg, accelerator.device.type).to(accelerator.device)
+        record.update({f"params_{k}": v for k, v in model.param_counts().items()})
+        loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
+        state = ckpt.TrainState()
+        if model.trainable:
+            lr = cfg.lr * (accelerator.num_processes if cfg.lr_scale_with_processes else 1)
+            record["lr_effective"] = lr
+            optimizer = make_optimizer(cfg, model, lr)
+            model, optimizer = accelerator.prepare(model, optimizer)
+            starts, ends = split.train_windows(cfg.max_len, cfg.train_windows)
+            steps_per_epoch = math.ceil(len(starts) // accelerator.num_processes / cfg.batch_size)
+            scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+            state = ckpt.resume(out, cfg, accelerator, model, optimizer, scheduler)
+            history = state.history
+            record["resumed_from_epoch"] = state.epoch if state.epoch else None
+        else:
+            model.fit(split.train_item_counts())
+        tracker = Tracker(cfg, out, enabled=main, run_id=record["run_id"],
+                          start_epoch=state.epoch + 1, config=record_config(record))
+        telemetry = GpuTelemetry(accelerator.device)
+        eval_args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks,
+                         loader=loader, accelerator=accelerator)
+        monitor = "val_recall@10" if 10 in cfg.ks else f"val_recall@{cfg.ks[0]}"
+
+        while model.trainable and not state.stopped and state.epoch < cfg.epochs:
+            epoch = state.epoch + 1
+            t_epoch = time.time()
+            loss, grad_norm, n_seq = train_epoch(cfg, model, optimizer, scheduler, split,
+                                                 starts, ends, epoch, accelerator)
+            train_time = time.time() - t_epoch
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite training loss ({loss}) in epoch {epoch}")
+            t_eval = time.time()
+            val = evaluate(model, split, "val", **eval_args)
+            eval_time = time.time() - t_eval
+            if cfg.scheduler == "plateau":
+                scheduler.step(val[monitor])
+            elif cfg.scheduler in ("step", "cosine"):
+                scheduler.step()
+            state.observe(epoch, val[monitor], cfg.patience)
+            row = {"epoch": epoch, "train_loss": loss, "grad_norm": grad_norm,
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t_epoch,
+                   "train_time_s": train_time, "eval_time_s": eval_time,
+                   "train_sequences_per_s": n_seq / max(train_time, 1e-9),
+                   **val, **telemetry.read()}
+            history.append(row)
+            state.history = history
+            if main:
+                if state.best_epoch == epoch:
+                    ckpt.save_best(out, accelerator.unwrap_model(model))
+                ckpt.save(out, cfg, accelerator, model, optimizer, scheduler, state)
+                write_history(out, history)
+                tracker.log(row, step=epoch)
+            accelerator.wait_for_everyone()
+            if cfg.epoch_sleep_s:
+                time.sleep(cfg.epoch_sleep_s)
+
+        if model.trainable and state.best_epoch:
+            ckpt.load_best(out, accelerator.unwrap_model(model), accelerator.device)
+        val = evaluate(model, split, "val", **eval_args)
+        test = evaluate(model, split, "test", **eval_args)
+        record.update(val)
+        record.update(test)
+        record.update(status="COMPLETED", reason=None, best_epoch=state.best_epoch or None,
+                      epochs_run=state.epoch, stopped_early=state.stopped)
+        summarize_history(record, history)
+        record["wall_time_s"] = time.time() - t0
+        if main:
+            write_history(out, history)
+            write_predictions(out, predictions(accelerator.unwrap_model(model), split, data, cfg))
+            write_result(out, record)
+            tracker.finish(record)
+        return record
+    except Exception as e:
+        record.update(status="FAILED", reason=f"{type(e).__name__}: {e}",
+                      traceback=traceback.format_exc()[-4000:], epochs_run=len(history),
+                      wall_time_s=time.time() - t0)
+        summarize_history(record, history)
+        if main:
+            write_history(out, history)
+            write_result(out, record)
+            if tracker is not None:
+                tracker.finish(record, exit_code=1)
+        if isinstance(e, NonFiniteLoss):
+            return record
+        raise
+
+
+def train_epoch(cfg, model, optimizer, scheduler, split, starts, ends, epoch, accelerator):
+    """One pass over this process's share of the training windows. The loss and gradient norm
+    are summed on the device and read once at the end: no host sync inside the step loop."""
+    model.train()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    norm_sum = torch.zeros((), device=accelerator.device)
+    steps, n_seq = 0, 0
+    unwrapped = accelerator.unwrap_model(model)
+    fault, _, fault_epoch = cfg.inject_fault.partition("@")
+    for idx in epoch_batches(len(starts), cfg.batch_size, cfg.seed, epoch,
+                             accelerator.process_index, accelerator.num_processes,
+                             accelerator.device):
+        inputs, targets, negatives = training_batch(cfg, unwrapped, split, starts[idx], ends[idx])
+        loss = model(inputs, targets, negatives)
+        if fault and int(fault_epoch) == epoch:
+            if fault == "raise":
+                raise RuntimeError(f"injected failure in epoch {epoch} (inject_fault={cfg.inject_fault})")
+            loss = loss * float("nan")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            norm_sum += accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip).detach()
+        optimizer.step()
+        if cfg.scheduler == "onecycle":
+            step_scheduler(scheduler)
+        loss_sum += loss.detach()
+        steps += 1
+        n_seq += len(idx)
+    stats = accelerator.reduce(torch.stack([loss_sum, norm_sum]), reduction="mean")
+    steps = max(steps, 1)
+    return float(stats[0]) / steps, float(stats[1]) / steps, n_seq * accelerator.num_processes
+
+
+def summarize_history(record: dict, history: list[dict]) -> None:
+    if not history:
+        record.setdefault("epoch_time_s", None)
+        return
+    record["epoch_time_s"] = float(np.mean([h["epoch_time_s"] for h in history]))
+    record["train_sequences_per_s"] = float(np.mean([h["train_sequences_per_s"] for h in history]))
+    peaks = [h["peak_gpu_mem_mb"] for h in history if h.get("peak_gpu_mem_mb") is not None]
+    record["peak_gpu_mem_mb"] = max(peaks) if peaks else None
+
+
+def record_config(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith(("val_", "test_"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recsys_core.train.config import ConfigError, config_from_args
+    try:
+        cfg = config_from_args(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    record = run(cfg)
+    print(f"{record['status']}: test recall@10 {record.get('test_recall@10')} "
+          f"ndcg@10 {record.get('test_ndcg@10')} → {Path(cfg.out) / 'result.json'}")
+    return 0 if record["status"] == "COMPLETED" else 1
