@@ -84,4 +84,4 @@ def save_best(out: Path, model) -> None:
 
 
 def load_best(out: Path, model, device) -> None:
-    model.load_state_dict(torch.load(Path(out) / BEST, map_location=device))
+    model.load_state_dict(torch.load(Path(out) / BEST, map_location="cpu"))  # copied onto the model's device

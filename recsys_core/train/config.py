@@ -99,7 +99,7 @@ class TrainConfig:
     def hash(self) -> str:
         """Identity of what is trained: everything but where it is written and how tracked."""
         skip = {"out", "data_mirror", "wandb_mode", "wandb_project", "wandb_entity",
-                "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s"}
+                "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -40,6 +40,7 @@ def user_loader(n_users: int, batch_size: int) -> DataLoader:
 def user_ranks(model, split: LeaveOneOut, which: str, *, max_len: int, filter_seen: bool,
                loader, accelerator, n_valid: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of every user's `which` target (all processes), and NaN-score counts."""
+    model = accelerator.unwrap_model(model)   # scoring is not a DDP forward
     model.eval()
     all_ranks, all_nans = [], []
     for users in loader:

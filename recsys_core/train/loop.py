@@ -73,7 +73,8 @@ def run(cfg: TrainConfig) -> dict:
         record.update({f"params_{k}": v for k, v in model.param_counts().items()})
         loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
         state = ckpt.TrainState()
-        if model.trainable:
+        trainable = model.trainable          # read before DDP wraps the model
+        if trainable:
             lr = cfg.lr * (accelerator.num_processes if cfg.lr_scale_with_processes else 1)
             record["lr_effective"] = lr
             optimizer = make_optimizer(cfg, model, lr)
@@ -93,7 +94,7 @@ def run(cfg: TrainConfig) -> dict:
                          loader=loader, accelerator=accelerator)
         monitor = "val_recall@10" if 10 in cfg.ks else f"val_recall@{cfg.ks[0]}"
 
-        while model.trainable and not state.stopped and state.epoch < cfg.epochs:
+        while trainable and not state.stopped and state.epoch < cfg.epochs:
             epoch = state.epoch + 1
             t_epoch = time.time()
             loss, grad_norm, n_seq = train_epoch(cfg, model, optimizer, scheduler, split,
@@ -126,7 +127,7 @@ def run(cfg: TrainConfig) -> dict:
             if cfg.epoch_sleep_s:
                 time.sleep(cfg.epoch_sleep_s)
 
-        if model.trainable and state.best_epoch:
+        if trainable and state.best_epoch:
             ckpt.load_best(out, accelerator.unwrap_model(model), accelerator.device)
         val = evaluate(model, split, "val", **eval_args)
         test = evaluate(model, split, "test", **eval_args)

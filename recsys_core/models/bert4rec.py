@@ -1,0 +1,78 @@
+"""BERT4Rec: a bidirectional Transformer trained on the cloze task (Sun et al., 2019).
+
+Random items of a window are replaced by a [mask] token (id n_items + 1) and predicted from both
+sides; at evaluation the history is followed by one [mask] whose prediction is the next item.
+Learned positions, post-LayerNorm BERT blocks with GELU, dropout; output head as in the paper:
+dense → GELU → LayerNorm, then the tied item embeddings plus an output bias.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_core.models.base import SequentialModel
+
+
+class BERT4Rec(SequentialModel):
+    objective = "masked"
+
+    def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
+                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50, **_):
+        super().__init__(n_items, embedding_dim)
+        self.mask_token = n_items + 1
+        # One row more than the base model's table: the [mask] token (same init).
+        self.item_emb = nn.Embedding(n_items + 2, embedding_dim, padding_idx=0)
+        nn.init.normal_(self.item_emb.weight, std=embedding_dim ** -0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.pos_emb = nn.Embedding(max_len, embedding_dim)
+        self.emb_norm = nn.LayerNorm(embedding_dim)
+        self.emb_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(
+            embedding_dim, num_heads, dim_feedforward=embedding_dim * 4, dropout=dropout,
+            activation="gelu", batch_first=True, norm_first=False)
+        self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
+        self.head_transform = nn.Sequential(
+            nn.Linear(embedding_dim, embedding_dim), nn.GELU(), nn.LayerNorm(embedding_dim))
+        self.head_bias = nn.Parameter(torch.zeros(n_items + 1))
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the head's transform: what is scored against the item table
+        (inside encode so that base's sampled-softmax path, which skips `logits`, uses it too)."""
+        length = input_ids.shape[1]
+        # Positions count from the right so that the most recent item always has the same one.
+        pos = self.pos_emb.num_embeddings - length + torch.arange(length, device=input_ids.device)
+        x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
+        x = self.emb_dropout(self.emb_norm(x))
+        pad = input_ids == 0
+        # A row of padding only (never built by the trainer, but possible for a caller) would
+        # leave attention nothing to attend to, i.e. NaN: such rows attend to everything.
+        pad = pad & ~pad.all(1, keepdim=True)
+        x = self.blocks(x, src_key_padding_mask=pad)
+        return self.head_transform(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # The [mask] row is an input token only: never scored.
+        return hidden @ self.item_emb.weight[: self.n_items + 1].T + self.head_bias
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
+                negatives: torch.Tensor | None = None) -> torch.Tensor:
+        if negatives is None:
+            return super().forward(input_ids, targets)
+        # Base's sampled softmax scores with the item table alone; here the output bias joins
+        # it (and gets a gradient, which DDP with find_unused_parameters=False requires).
+        h = self.encode(input_ids).flatten(0, -2)
+        t = targets.flatten()
+        pos = (h * self.item_emb(t)).sum(-1, keepdim=True) + self.head_bias[t, None]
+        neg = h @ self.item_emb(negatives).T + self.head_bias[negatives]
+        neg = neg.masked_fill(negatives[None, :] == t[:, None], float("-inf"))
+        loss = F.cross_entropy(torch.cat([pos, neg], 1).float(), torch.zeros_like(t),
+                               reduction="none")
+        keep = (t != 0).float()
+        return (loss * keep).sum() / keep.sum().clamp(min=1)
+
+    def eval_input(self, history: torch.Tensor) -> torch.Tensor:
+        """The history's last L-1 items followed by [mask]: the masked slot is the next item."""
+        mask = torch.full_like(history[:, :1], self.mask_token)
+        return torch.cat([history[:, 1:], mask], 1)

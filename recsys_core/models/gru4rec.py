@@ -1,0 +1,54 @@
+"""GRU4Rec: a recurrent network over the item sequence (Hidasi et al., 2016).
+
+Item embedding → dropout → a stack of `num_blocks` GRU layers (hidden size = embedding size) →
+dropout → LayerNorm → tied output layer. Trained on every position with the same full-softmax
+cross-entropy as SASRec (the GRU4Rec+CE recipe), not the original session-parallel BPR/TOP1.
+`LSTMRec` (lstm.py) is the same model with an LSTM cell.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_core.models.base import SequentialModel
+
+
+def left_to_right_padding(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index [B, L] that rotates each left-padded row so that its items come first, and the
+    count of padding per row. x.gather(1, index) rotates; `rotate_back` undoes it."""
+    length = ids.shape[1]
+    pad = (ids == 0).sum(1, keepdim=True)
+    index = (torch.arange(length, device=ids.device) + pad) % length
+    return index, pad
+
+
+def rotate_back(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    length = x.shape[1]
+    index = (torch.arange(length, device=x.device) - pad) % length
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class GRU4Rec(SequentialModel):
+    rnn_class: type[nn.RNNBase] = nn.GRU
+
+    def __init__(self, n_items: int, embedding_dim: int = 64, num_blocks: int = 1,
+                 dropout: float = 0.2, **_):
+        super().__init__(n_items, embedding_dim)
+        self.emb_dropout = nn.Dropout(dropout)
+        self.rnn = self.rnn_class(embedding_dim, embedding_dim, num_layers=num_blocks,
+                                  batch_first=True, dropout=dropout if num_blocks > 1 else 0.0)
+        self.out_dropout = nn.Dropout(dropout)
+        self.final_norm = nn.LayerNorm(embedding_dim)
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # Run over left padding, the recurrence would reach the first item in a state that
+        # depends on how much padding there was (the biases act on zero inputs too). Rotating every row so that its items come first starts each sequence from the
+        # zero state, needs no packing (no lengths on the host) and keeps the fused kernel; the
+        # padding then runs after the last item, where its outputs are never used.
+        index, pad = left_to_right_padding(input_ids)
+        ids = input_ids.gather(1, index)
+        # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size for the input.
+        x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
+        out, _ = self.rnn(x)
+        out = rotate_back(self.out_dropout(out), pad)
+        return self.final_norm(out) * (input_ids != 0).unsqueeze(-1)

@@ -1,0 +1,63 @@
+"""xLSTM recommender: the mLSTM block stack of `xlstm`'s xLSTMLarge (Beck et al., 2024) over the
+item sequence.
+
+Item embedding → dropout → `xLSTMLargeBlockStack` (pre-RMSNorm mLSTM + gated FFN blocks, final
+RMSNorm) → dropout → tied output layer, trained causally on every position. The study's model
+is the whole xLSTMLarge; here its embedding and untied lm_head give way to our own tied item
+embedding (with a padding row and dropout, which xLSTMLarge lacks). Triton kernels on CUDA,
+the package's native PyTorch kernels on CPU.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from xlstm.xlstm_large.model import xLSTMLargeBlockStack, xLSTMLargeConfig
+
+from recsys_core.models.base import SequentialModel
+
+KERNELS = {
+    "cuda": dict(chunkwise_kernel="chunkwise--triton_xl_chunk",
+                 sequence_kernel="native_sequence__triton", step_kernel="triton"),
+    "cpu": dict(chunkwise_kernel="chunkwise--native_autograd",
+                sequence_kernel="native_sequence__native", step_kernel="native"),
+}
+
+
+def kernel_length(length: int, chunk_size: int, triton: bool) -> int:
+    """The shortest sequence length >= `length` that the training kernel accepts."""
+    if triton and length <= 64:
+        # Below 128 the Triton kernel makes the whole sequence one chunk: 16, 32 or 64.
+        return max(16, 1 << (length - 1).bit_length())
+    return -(-length // chunk_size) * chunk_size
+
+
+class XLSTMRec(SequentialModel):
+    def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
+                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
+                 device_type: str = "cpu", **_):
+        super().__init__(n_items, embedding_dim)
+        self.triton = device_type == "cuda"
+        # Triton: 64, xLSTMLargeConfig's default (longer chunks must be multiples of 64 and
+        # divide L). Native CPU kernel: a Python loop over chunks, each chunk a quadratic
+        # block, so one chunk up to 64 items (no padding at L = max_len) is the fastest.
+        self.chunk_size = 64 if self.triton else min(64, max_len)
+        self.config = xLSTMLargeConfig(
+            embedding_dim=embedding_dim, num_heads=num_heads, num_blocks=num_blocks,
+            vocab_size=n_items + 1, return_last_states=True, mode="train",
+            chunk_size=self.chunk_size, **KERNELS["cuda" if self.triton else "cpu"])
+        self.emb_dropout = torch.nn.Dropout(dropout)
+        self.blocks = xLSTMLargeBlockStack(self.config)
+        self.out_dropout = torch.nn.Dropout(dropout)
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        length = input_ids.shape[1]
+        # Left padding up to a length the kernel takes leaves the real positions' outputs as
+        # they were: padding embeds to 0, and with no biases in the stack a zero input stays
+        # zero and adds nothing to the mLSTM state (k = v = 0).
+        padded = kernel_length(length, self.chunk_size, self.triton)
+        ids = F.pad(input_ids, (padded - length, 0))
+        # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size on input, the
+        # scale of xLSTMLarge's own N(0, 1) embedding.
+        x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
+        x, _ = self.blocks(x)
+        return self.out_dropout(x[:, padded - length:])

@@ -1,0 +1,112 @@
+"""One cell through the trainer: determinism, resume, failures, results, W&B, two processes."""
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_core.train import TrainConfig, run
+from recsys_core.train.eval_checkpoint import evaluate_checkpoint
+
+TINY = dict(dataset="synthetic", synthetic={"n_users": 120, "n_items": 60,
+                                            "n_interactions": 3000, "seed": 5},
+            max_len=10, embedding_dim=16, num_heads=2, num_blocks=1, batch_size=64,
+            lr=3e-3, patience=10, wandb_mode="disabled")
+
+
+def cell(tmp_path, name, **kw):
+    return TrainConfig(**{**TINY, "model": "sasrec", "epochs": 3, "out": str(tmp_path / name), **kw})
+
+
+def metrics(record):
+    return {k: v for k, v in record.items() if k.startswith(("val_", "test_"))}
+
+
+def test_same_seed_twice_gives_identical_metrics(tmp_path):
+    a = run(cell(tmp_path, "a"))
+    b = run(cell(tmp_path, "b"))
+    assert a["status"] == "COMPLETED" and metrics(a) == metrics(b)
+    c = run(cell(tmp_path, "c", seed=7))
+    assert metrics(c) != metrics(a)
+
+
+def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
+    full = run(cell(tmp_path, "full", epochs=4))
+    crashed = cell(tmp_path, "resumed", epochs=4, inject_fault="raise@3")
+    with pytest.raises(RuntimeError, match="injected failure in epoch 3"):
+        run(crashed)
+    first = json.loads((tmp_path / "resumed" / "result.json").read_text())
+    assert first["status"] == "FAILED" and "injected failure" in first["reason"]
+    assert first["epochs_run"] == 2
+    resumed = run(cell(tmp_path, "resumed", epochs=4))
+    assert resumed["resumed_from_epoch"] == 2
+    assert metrics(resumed) == metrics(full)
+    assert resumed["best_epoch"] == full["best_epoch"]
+
+
+def test_nan_loss_ends_failed_with_reason(tmp_path):
+    record = run(cell(tmp_path, "nan", inject_fault="nan@2"))
+    assert record["status"] == "FAILED" and "non-finite training loss" in record["reason"]
+    on_disk = json.loads((tmp_path / "nan" / "result.json").read_text())
+    assert on_disk["status"] == "FAILED" and on_disk["epochs_run"] == 1
+
+
+def test_result_schema_history_predictions(tmp_path):
+    record = run(cell(tmp_path, "s", epochs=2))
+    out = tmp_path / "s"
+    on_disk = json.loads((out / "result.json").read_text())
+    row = pq.read_table(out / "result.parquet").to_pylist()
+    assert len(row) == 1 and row[0]["test_recall@10"] == on_disk["test_recall@10"]
+    for key in ("status", "best_epoch", "epochs_run", "params_total", "params_embedding",
+                "params_backbone", "params_head", "epoch_time_s", "train_sequences_per_s",
+                "peak_gpu_mem_mb", "wall_time_s", "device", "python_version", "torch_version",
+                "xlstm_version", "git_sha", "config_hash", "seed", "filter_seen",
+                "num_processes", "test_ndcg@10", "test_mrr@10", "val_recall@5"):
+        assert key in on_disk, key
+    assert on_disk["params_total"] == (on_disk["params_embedding"] + on_disk["params_backbone"]
+                                       + on_disk["params_head"])
+    assert on_disk["peak_gpu_mem_mb"] is None          # no GPU here: null, not an error
+    hist = pq.read_table(out / "history.parquet").to_pandas()
+    assert hist["epoch"].tolist() == [1, 2] and hist["gpu_util_pct"].isna().all()
+    assert "test target" in (out / "predictions.txt").read_text()
+    assert record["test_recall@10"] == on_disk["test_recall@10"]
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(tmp_path):
+    record = run(cell(tmp_path, "w", epochs=2, wandb_mode="offline", run_id="cell-abc"))
+    fragments = json.loads((tmp_path / "w" / "wandb_fragments.json").read_text())
+    assert len(fragments) == 1 and fragments[0]["run_id"] == "cell-abc"
+    run_dir = fragments[0]["dir"]
+    assert os.path.basename(run_dir).startswith("offline-run-") and run_dir.endswith("cell-abc")
+    wandb = os.path.join(os.path.dirname(sys.executable), "wandb")
+    summary = json.loads(subprocess.run([wandb, "leet", "inspect", "--summary", "--json", run_dir],
+                                        capture_output=True, text=True, check=True,
+                                        stdin=subprocess.DEVNULL).stdout)
+    assert summary["summary"]["test_recall@10"] == pytest.approx(record["test_recall@10"])
+    lines = subprocess.run([wandb, "leet", "inspect", "--json", run_dir], capture_output=True,
+                           text=True, check=True, stdin=subprocess.DEVNULL).stdout.splitlines()
+    history = [json.loads(x) for x in lines if '"type":"history"' in x]
+    assert len(history) == 2
+
+
+def test_two_cpu_processes_with_accelerate(tmp_path):
+    out = tmp_path / "ddp"
+    cfg = tmp_path / "cell.yaml"
+    cfg.write_text(json.dumps({**TINY, "model": "sasrec", "epochs": 2}))
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "recsys_core.train",
+         "--config", str(cfg), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "COMPLETED" and result["num_processes"] == 2
+    single = evaluate_checkpoint(out, device="cpu")
+    assert single["num_processes"] == 1
+    for k, v in single.items():
+        if k.startswith(("val_", "test_")):
+            assert result[k] == v, k
