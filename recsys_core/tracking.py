@@ -44,7 +44,7 @@ class Tracker:
             self.tb = SummaryWriter(str(self.out / "tensorboard"))
 
     def _record_fragment(self, mode: str, start_epoch: int) -> None:
-        from recsys_core.train.results import atomic_write_text
+        from recsys_core.atomic import atomic_write_text
         path = self.out / "wandb_fragments.json"
         fragments = json.loads(path.read_text()) if path.exists() else []
         fragments.append({"run_id": self.run.id, "dir": str(Path(self.run.dir).parent),

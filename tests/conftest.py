@@ -31,3 +31,31 @@ def mirror(monkeypatch) -> Path:
         pytest.fail(f"the data mirror {path} has no ml-100k/u.data; set RECSYS_DATA_MIRROR")
     monkeypatch.setenv("RECSYS_DATA_MIRROR", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """The dev SLURM cluster: the one SLURM_CONF points at (CI starts it), else started here."""
+    import shutil
+    import subprocess
+
+    if os.environ.get("SLURM_CONF"):
+        probe = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            yield os.environ["SLURM_CONF"]
+            return
+    if not shutil.which("slurmctld"):
+        pytest.fail("no SLURM: run `slurm/dev-cluster install` (or set SLURM_CONF)")
+    state = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run([str(REPO / "slurm" / "dev-cluster"), "up", "--dir", str(state)],
+                        capture_output=True, text=True)
+    if up.returncode != 0:
+        pytest.fail(f"slurm/dev-cluster up failed:\n{up.stderr[-3000:]}")
+    conf = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield conf
+    finally:
+        subprocess.run([str(REPO / "slurm" / "dev-cluster"), "down", "--dir", str(state)],
+                       capture_output=True)
+        del os.environ["SLURM_CONF"]

@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys_core.data import readers
+from recsys_core.data import names, readers
+from recsys_core.data.names import DATASET_NAMES, SEQUENCE_FILES
 from recsys_core.data.fetch import DataError, cache_root, raw_dir
 from recsys_core.data.synthetic import SyntheticSpec, generate
 
@@ -31,12 +32,6 @@ GROUPLENS_READERS: dict[str, Reader] = {
     "ml-10m": readers.read_ml1m_style,
     "ml-20m": readers.read_ml20m,
 }
-SEQUENCE_FILES: dict[str, str] = {   # dataset name → file inside its mirror folder
-    "amazon-beauty": "beauty.txt",
-    "steam": "steam.txt",
-    "ml-1m-bert4rec": "ml-1m.txt",
-    "ml-20m-bert4rec": "ml-20m.txt",
-}
 SYNTHETIC_SHAPES: dict[str, SyntheticSpec] = {
     "synthetic": SyntheticSpec(),
     # The shapes of the GPU benchmarks (issue "GPU"): ML-1M and ML-20M sized, structure as above.
@@ -45,7 +40,7 @@ SYNTHETIC_SHAPES: dict[str, SyntheticSpec] = {
     "synthetic-ml-20m": SyntheticSpec(n_users=138_493, n_items=26_744,
                                       n_interactions=20_000_263, n_clusters=200),
 }
-DATASET_NAMES = sorted([*GROUPLENS_READERS, *SEQUENCE_FILES, *SYNTHETIC_SHAPES])
+assert set(GROUPLENS_READERS) == set(names.GROUPLENS) and set(SYNTHETIC_SHAPES) == set(names.SYNTHETIC)
 
 
 @dataclass

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import importlib
 
-from recsys_core.models.base import SequentialModel
-
 # name -> "module:Class"; imported lazily so that a CPU install never imports what it can't run.
 REGISTRY = {
     "pop": "recsys_core.models.pop:Pop",
@@ -17,14 +15,14 @@ REGISTRY = {
 MODEL_NAMES = sorted(REGISTRY)
 
 
-def model_class(name: str) -> type[SequentialModel]:
+def model_class(name: str):
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def build_model(name: str, n_items: int, cfg, device_type: str = "cpu") -> SequentialModel:
+def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
     """cfg: a TrainConfig (or anything with its model-shape attributes). device_type ("cpu" or
     "cuda") lets a model pick device-specific kernels (xLSTM: Triton on CUDA, native on CPU)."""
     return model_class(name)(
@@ -33,4 +31,4 @@ def build_model(name: str, n_items: int, cfg, device_type: str = "cpu") -> Seque
         mask_prob=cfg.mask_prob, device_type=device_type)
 
 
-__all__ = ["MODEL_NAMES", "REGISTRY", "SequentialModel", "build_model", "model_class"]
+__all__ = ["MODEL_NAMES", "REGISTRY", "build_model", "model_class"]

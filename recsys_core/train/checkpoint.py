@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys_core.train.results import atomic_write
+from recsys_core.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best_model.pt"

@@ -1,0 +1,1 @@
+"""Job callables the launcher submits (see train_cell.py)."""

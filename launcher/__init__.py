@@ -1,0 +1,1 @@
+"""The launcher: grid files → cells → SLURM (or local) jobs → status, resume, aggregate."""

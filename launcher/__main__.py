@@ -1,0 +1,218 @@
+"""`python -m launcher {sweep,status,resume,cancel}`: the product's front door.
+
+    sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
+    status SWEEP [--json] [--watch [SECONDS]]
+    resume SWEEP [--executor slurm|local] [--workers N]
+    cancel SWEEP [--cells ID ...]
+Exit codes: 0 ok, 1 some cell failed (local runs) or a SLURM command failed, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from launcher.grid import GridError, load_grid, expand
+from launcher.sweep import Sweep, cell_records
+
+EXECUTORS = ("slurm", "local", "dry-run")
+SHIPPED_GRIDS = Path(__file__).parent / "grids"
+
+
+def grid_path(arg: str) -> Path:
+    """A grid file, or the name of one shipped in launcher/grids (quickstart, paper)."""
+    path = Path(arg)
+    if not path.exists() and (SHIPPED_GRIDS / f"{arg}.yaml").exists():
+        return SHIPPED_GRIDS / f"{arg}.yaml"
+    return path
+
+
+def _err(msg: str, code: int = 2) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def _table(cells) -> str:
+    lines = [f"{'id':<13}{'name':<40}{'gpus':>5} {'time':>10}  resources"]
+    for c in cells:
+        r = c.resources
+        extra = ", ".join(f"{k}={v}" for k, v in (("partition", r.partition), ("mem", r.mem),
+                                                   ("cpus", r.cpus), ("nodes", r.nodes))
+                          if v not in (None, 1))
+        lines.append(f"{c.id:<13}{c.name:<40}{r.gpus:>5} {str(r.time or '-'):>10}  {extra}")
+    lines.append(f"{len(cells)} cells")
+    return "\n".join(lines)
+
+
+def cmd_sweep(args) -> int:
+    try:
+        grid = load_grid(grid_path(args.grid))
+        cells = expand(grid)
+    except (GridError, OSError) as e:
+        return _err(str(e))
+    out = Path(args.out) if args.out else Path("sweeps") / grid.name
+    if args.executor == "dry-run":
+        if args.json:
+            sys.stdout.write(json.dumps(cell_records(cells)) + "\n")
+        else:
+            print(_table(cells))
+    from launcher import slurm
+    try:
+        with Sweep(out).lock():
+            sweep = Sweep.create(out, grid.path, grid.name, cells, args.executor,
+                                 write_cells=args.executor != "dry-run")
+            if args.executor == "dry-run":
+                scripts = slurm.sbatch_scripts(sweep, cells, grid.name)
+                print(f"dry-run: {len(scripts)} sbatch script(s) in {sweep.root / 'sbatch'}; "
+                      "nothing submitted", file=sys.stderr)
+                return 0
+            if sweep.latest_submissions():
+                return _err(f"{out} was submitted before; use `python -m launcher resume {out}`")
+            if args.executor == "slurm":
+                records = slurm.submit(sweep, cells)
+                arrays = sorted({r["job_id"].split("_")[0] for r in records})
+                print(f"submitted {len(records)} cells as {len(arrays)} array job(s) "
+                      f"{', '.join(arrays)} → {sweep.root}")
+                return 0
+    except (FileExistsError, slurm.SlurmError) as e:
+        return _err(str(e))
+    return _run_local(sweep, cells, args.workers)
+
+
+def _run_local(sweep: Sweep, cells, workers) -> int:
+    from launcher import local
+    print(f"running {len(cells)} cells locally → {sweep.root}")
+    codes = local.run_cells(sweep, cells, workers)
+    failed = [c for c, code in codes.items() if code != 0]
+    print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    from launcher.status import cell_states, render
+    sweep = Sweep(args.sweep)
+    try:
+        sweep.manifest()
+    except (FileNotFoundError, ValueError) as e:
+        return _err(str(e))
+    reported: set[str] = set()
+    while True:
+        rows = cell_states(sweep)
+        if args.json:
+            print(json.dumps(rows))
+        elif args.watch is None:
+            print(render(rows))
+        else:
+            for r in rows:   # failures as they happen
+                if r["state"] in ("FAILED", "TIMEOUT", "CANCELLED", "PREEMPTED") and \
+                        r["id"] not in reported:
+                    reported.add(r["id"])
+                    print(f"{time.strftime('%H:%M:%S')} {r['id']} {r['name']} {r['state']}: "
+                          f"{(r['reason'] or '').splitlines()[-1:] }", flush=True)
+            print(render(rows).splitlines()[-1], flush=True)
+        if args.watch is None or all(r["state"] not in ("PENDING", "RUNNING") for r in rows):
+            return 0
+        time.sleep(args.watch)
+
+
+def cmd_resume(args) -> int:
+    from launcher import slurm
+    from launcher.status import RESUBMIT, cell_states
+    sweep = Sweep(args.sweep)
+    try:
+        manifest = sweep.manifest()
+    except (FileNotFoundError, ValueError) as e:
+        return _err(str(e))
+    executor = args.executor or manifest["executor"]
+    if executor not in ("slurm", "local"):
+        return _err(f"{sweep.root} was a {executor} sweep: pass --executor slurm or local")
+    with sweep.lock():   # a second resume waits here, then finds these cells PENDING
+        rows = {r["id"]: r for r in cell_states(sweep)}
+        todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
+        if not todo:
+            print("nothing to resume: every cell is completed, queued or running")
+            return 0
+        for c in todo:   # cells of a dry-run sweep have no cell.json yet
+            if not (sweep.cell_dir(c.id) / "cell.json").exists():
+                sweep.write_cell(c, manifest["name"])
+        print(f"resuming {len(todo)} cell(s): " + ", ".join(
+            f"{c.id} ({rows[c.id]['state']})" for c in todo))
+        if executor == "slurm":
+            try:
+                records = slurm.submit(sweep, todo)
+            except slurm.SlurmError as e:
+                return _err(str(e), 1)
+            print(f"submitted {len(records)} cell(s)")
+            return 0
+    return _run_local(sweep, todo, args.workers)
+
+
+def cmd_cancel(args) -> int:
+    from launcher import slurm
+    sweep = Sweep(args.sweep)
+    try:
+        cells = {c.id for c in sweep.cells()}
+    except (FileNotFoundError, ValueError) as e:
+        return _err(str(e))
+    wanted = set(args.cells or cells)
+    unknown = sorted(wanted - cells)
+    if unknown:
+        return _err(f"unknown cell id(s) {', '.join(unknown)} in {sweep.root}")
+    latest = sweep.latest_submissions()
+    jobs = [latest[c]["job_id"] for c in sorted(wanted)
+            if c in latest and latest[c].get("executor") == "slurm"]
+    slurm.cancel(jobs)
+    killed = 0
+    for c in wanted:
+        pid_file = sweep.cell_dir(c) / "local.pid"
+        if c in latest and latest[c].get("executor") == "local" and pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+                killed += 1
+            except (OSError, ValueError):
+                pass
+    print(f"cancelled {len(jobs)} SLURM job(s), {killed} local process(es)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="expand a grid file and run or submit its cells")
+    s.add_argument("grid", help="grid file, or a shipped grid: "
+                   + ", ".join(sorted(p.stem for p in SHIPPED_GRIDS.glob("*.yaml"))))
+    s.add_argument("--executor", choices=EXECUTORS, default="slurm")
+    s.add_argument("--out", help="sweep directory (default: sweeps/<grid name>)")
+    s.add_argument("--json", action="store_true", help="dry-run: print cells as JSON")
+    s.add_argument("--workers", type=int, default=None,
+                   help="local: cells at a time (default: one per GPU, else 1)")
+    s.set_defaults(func=cmd_sweep)
+    st = sub.add_parser("status", help="state of every cell")
+    st.add_argument("sweep")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", nargs="?", type=float, const=10.0, default=None,
+                    help="refresh every SECONDS (default 10) until nothing is queued or running")
+    st.set_defaults(func=cmd_status)
+    r = sub.add_parser("resume", help="resubmit cells without a COMPLETED result")
+    r.add_argument("sweep")
+    r.add_argument("--executor", choices=("slurm", "local"), default=None)
+    r.add_argument("--workers", type=int, default=None)
+    r.set_defaults(func=cmd_resume)
+    c = sub.add_parser("cancel", help="cancel a sweep's jobs (all, or --cells)")
+    c.add_argument("sweep")
+    c.add_argument("--cells", nargs="+")
+    c.set_defaults(func=cmd_cancel)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Every cell's state, from the result files plus ONE sacct call for the whole sweep.
+
+A cell's latest submission decides: while SLURM says it is queued or running, that is its
+state; once it has ended, a result file written after that submission says COMPLETED or
+FAILED (with the trainer's reason); with no such result, SLURM's end state stands (CANCELLED,
+TIMEOUT, PREEMPTED, FAILED: the reason is then the tail of the job's stderr). A cell never
+submitted is MISSING unless it has a COMPLETED result.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from launcher import slurm
+from launcher.sweep import Sweep
+
+STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED",
+          "MISSING")
+ACTIVE = ("PENDING", "RUNNING")
+# What resume resubmits: everything that did not complete and is not queued or running.
+RESUBMIT = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "MISSING")
+
+
+def _tail(path: Path, lines: int = 5) -> str | None:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    useful = [line for line in text if line.strip()]
+    return "\n".join(useful[-lines:]) or None
+
+
+def _result(cell_dir: Path) -> tuple[dict | None, float | None, str | None]:
+    """(result, its mtime, problem): a corrupt result file is reported, not fatal."""
+    path = cell_dir / "result.json"
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None, None, None
+    try:
+        return json.loads(path.read_text()), mtime, None
+    except (OSError, json.JSONDecodeError) as e:
+        return None, mtime, f"{path}: unreadable result ({e})"
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    try:   # a zombie or a recycled pid that is not ours counts as dead
+        return "train_cell" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def cell_states(sweep: Sweep) -> list[dict]:
+    manifest = sweep.manifest()
+    latest = sweep.latest_submissions()
+    job_ids = [s["job_id"] for s in latest.values() if s.get("executor") == "slurm"]
+    sacct = slurm.sacct_states(job_ids) if job_ids else {}
+    rows = []
+    for cell in manifest["cells"]:
+        cell_dir = sweep.cell_dir(cell["id"])
+        result, mtime, problem = _result(cell_dir)
+        sub = latest.get(cell["id"])
+        row = {"id": cell["id"], "name": cell["name"], "job_id": sub and sub.get("job_id"),
+               "state": "MISSING", "reason": None}
+        fresh = result is not None and (sub is None or mtime >= sub["time"] - 1)
+        if sub is None:
+            if result and result.get("status") == "COMPLETED":
+                row["state"] = "COMPLETED"
+        elif sub.get("executor") == "local" and _alive(cell_dir / "local.pid"):
+            row["state"] = "RUNNING"
+        elif sub.get("executor") == "slurm" and \
+                sacct.get(sub["job_id"], {}).get("state") in ACTIVE:
+            row["state"] = sacct[sub["job_id"]]["state"]
+        elif fresh:
+            row["state"] = result["status"]
+            row["reason"] = result.get("reason")
+        elif problem:
+            row.update(state="FAILED", reason=problem)
+        elif sub.get("executor") == "slurm" and sub["job_id"] in sacct:
+            state = sacct[sub["job_id"]]["state"]
+            row["state"] = "FAILED" if state == "COMPLETED" else state   # ended without a result
+            if row["state"] not in STATES:
+                row["state"] = "FAILED"
+            row["reason"] = _tail(slurm.log_paths(sweep, sub["job_id"])[1]) or \
+                f"job {sub['job_id']} ended {sacct[sub['job_id']]['raw']} without a result file"
+        elif sub.get("executor") == "local":
+            row.update(state="FAILED", reason=_tail(cell_dir / "local.err") or "no result file")
+        if row["state"] == "FAILED" and not row["reason"]:
+            row["reason"] = "no reason recorded"
+        if result is not None and row["state"] == "COMPLETED":
+            row["test_recall@10"] = result.get("test_recall@10")
+        rows.append(row)
+    return rows
+
+
+def counts(rows: list[dict]) -> dict[str, int]:
+    return {s: sum(r["state"] == s for r in rows) for s in STATES if any(r["state"] == s for r in rows)}
+
+
+def render(rows: list[dict], width: int = 40) -> str:
+    c = counts(rows)
+    done = sum(c.get(s, 0) for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
+    filled = int(width * done / max(len(rows), 1))
+    lines = [f"{'id':<13}{'state':<11}{'job':<12}name"]
+    for r in rows:
+        lines.append(f"{r['id']:<13}{r['state']:<11}{str(r['job_id'] or '-'):<12}{r['name']}")
+        if r["reason"] and r["state"] not in ("COMPLETED",) + ACTIVE:
+            lines.extend("    " + line for line in str(r["reason"]).splitlines()[-5:])
+    lines.append("")
+    lines.append(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} finished  "
+                 + "  ".join(f"{k} {v}" for k, v in c.items()))
+    return "\n".join(lines)

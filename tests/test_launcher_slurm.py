@@ -1,0 +1,218 @@
+"""The launcher against the real SLURM cluster (slurm/dev-cluster): arrays, failures, cancel,
+kill -9, preemption, concurrent resumes, the local executor, shell safety and secrets."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+TINY = {"dataset": "synthetic", "synthetic": {"n_users": 80, "n_items": 40,
+                                             "n_interactions": 1600, "seed": 3},
+        "max_len": 8, "embedding_dim": 8, "num_heads": 2, "num_blocks": 1, "batch_size": 64,
+        "lr": 0.005, "patience": 5, "wandb_mode": "disabled", "device": "cpu"}
+RESOURCES = {"cpus": 1, "mem": "2G", "time": "00:10:00"}
+
+
+def write_grid(path: Path, name: str, grid: dict, fixed: dict | None = None, **extra) -> Path:
+    body = {"name": name, "fixed": {**TINY, **(fixed or {})}, "grid": grid,
+            "resources": RESOURCES, **extra}
+    path.write_text(json.dumps(body))           # JSON is YAML
+    return path
+
+
+def launcher(*args, env=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "launcher", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"launcher {args} exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def states(sweep: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads(launcher("status", sweep, "--json").stdout)}
+
+
+def wait_for(sweep: Path, done, timeout=240, every=2.0) -> dict[str, dict]:
+    deadline = time.time() + timeout
+    while True:
+        rows = states(sweep)
+        if done(rows):
+            return rows
+        if time.time() > deadline:
+            raise AssertionError(f"timed out; states: { {k: v['state'] for k, v in rows.items()} }")
+        time.sleep(every)
+
+
+def all_final(rows):
+    return all(r["state"] not in ("PENDING", "RUNNING") for r in rows.values())
+
+
+def submissions(sweep: Path) -> list[dict]:
+    return [json.loads(x) for x in (sweep / "submissions.jsonl").read_text().splitlines()]
+
+
+def cell_dir(sweep: Path, rows, name) -> Path:
+    return sweep / "cells" / rows[name]["id"]
+
+
+def test_sweep_runs_as_arrays_failures_recorded_and_local_gives_same_results(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "six", {"model": ["pop", "sasrec"],
+                                                   "seed": [1, 2, 3]},
+                      fixed={"epochs": 2},
+                      overrides=[{"when": {"model": "sasrec", "seed": 3},
+                                  "set": {"inject_fault": "raise@1"}}])
+    sweep = tmp_path / "sweep"
+    out = launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
+    assert "submitted 6 cells as 1 array job(s)" in out.stdout
+    jobs = {s["job_id"].split("_")[0] for s in submissions(sweep)}
+    assert len(jobs) == 1                                   # one sbatch for the whole array
+    rows = wait_for(sweep, all_final)
+    failed = rows.pop("sasrec-synthetic-L8-s3")
+    assert failed["state"] == "FAILED" and "injected failure in epoch 1" in failed["reason"]
+    assert {r["state"] for r in rows.values()} == {"COMPLETED"}
+    for name in rows:
+        assert json.loads((cell_dir(sweep, rows, name) / "result.json").read_text())["status"] \
+            == "COMPLETED"
+
+    # The local executor runs the same grid to the same results (two of its cells suffice).
+    local_grid = write_grid(tmp_path / "l.yaml", "six", {"model": ["pop", "sasrec"], "seed": [1]},
+                            fixed={"epochs": 2})
+    local = tmp_path / "local"
+    launcher("sweep", local_grid, "--executor", "local", "--out", local, "--workers", "2")
+    local_rows = states(local)
+    for name in ("pop-synthetic-L8-s1", "sasrec-synthetic-L8-s1"):
+        assert local_rows[name]["id"] == rows[name]["id"]          # same cell, same id
+        a = json.loads((cell_dir(sweep, rows, name) / "result.json").read_text())
+        b = json.loads((cell_dir(local, local_rows, name) / "result.json").read_text())
+        assert {k: v for k, v in a.items() if k.startswith("test_")} == \
+            {k: v for k, v in b.items() if k.startswith("test_")}
+
+
+def test_scancel_then_resume_reruns_only_that_cell(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "cancel", {"model": ["pop"], "seed": [1, 2]},
+                      fixed={"epoch_sleep_s": 0.0})
+    sweep = tmp_path / "sweep"
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
+    rows = states(sweep)
+    victim = rows["pop-synthetic-L8-s2"]
+    launcher("cancel", sweep, "--cells", victim["id"])
+    rows = wait_for(sweep, all_final)
+    assert rows["pop-synthetic-L8-s2"]["state"] == "CANCELLED"
+    assert rows["pop-synthetic-L8-s1"]["state"] == "COMPLETED"
+    before = len(submissions(sweep))
+    out = launcher("resume", sweep)
+    assert f"resuming 1 cell(s): {victim['id']} (CANCELLED)" in out.stdout
+    assert len(submissions(sweep)) == before + 1
+    rows = wait_for(sweep, all_final)
+    assert {r["state"] for r in rows.values()} == {"COMPLETED"}
+    assert "nothing to resume" in launcher("resume", sweep).stdout     # idempotent
+
+
+def _wait_file(path: Path, timeout=180):
+    deadline = time.time() + timeout
+    while not path.exists():
+        if time.time() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.5)
+
+
+def test_kill_9_then_resume_continues_from_checkpoint_with_identical_metrics(slurm_cluster,
+                                                                            tmp_path):
+    fixed = {"epochs": 4, "epoch_sleep_s": 3.0}
+    grid = write_grid(tmp_path / "g.yaml", "kill", {"model": ["sasrec"], "seed": [1]}, fixed=fixed)
+    sweep = tmp_path / "sweep"
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
+    cdir = cell_dir(sweep, states(sweep), "sasrec-synthetic-L8-s1")
+    _wait_file(cdir / "checkpoint.pt")
+    pid = json.loads((cdir / "running.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    rows = wait_for(sweep, all_final)
+    assert rows["sasrec-synthetic-L8-s1"]["state"] == "FAILED"
+    launcher("resume", sweep)
+    rows = wait_for(sweep, all_final)
+    assert rows["sasrec-synthetic-L8-s1"]["state"] == "COMPLETED"
+    resumed = json.loads((cdir / "result.json").read_text())
+    assert resumed["resumed_from_epoch"] >= 1
+
+    from recsys_core.train import TrainConfig, run
+    reference = run(TrainConfig(**{**TINY, **fixed, "epoch_sleep_s": 0.0, "model": "sasrec",
+                                   "seed": 1, "out": str(tmp_path / "ref")}))
+    for k, v in reference.items():
+        if k.startswith(("val_", "test_")):
+            assert resumed[k] == v, k
+
+
+def test_preemption_signal_checkpoints_requeues_and_completes(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "preempt", {"model": ["sasrec"], "seed": [1]},
+                      fixed={"epochs": 3, "epoch_sleep_s": 3.0})
+    sweep = tmp_path / "sweep"
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
+    rows = states(sweep)
+    cdir = cell_dir(sweep, rows, "sasrec-synthetic-L8-s1")
+    _wait_file(cdir / "checkpoint.pt")
+    job = rows["sasrec-synthetic-L8-s1"]["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    rows = wait_for(sweep, all_final, timeout=300)
+    assert rows["sasrec-synthetic-L8-s1"]["state"] == "COMPLETED"
+    assert json.loads((cdir / "requeues.json").read_text())["count"] == 1
+    assert json.loads((cdir / "result.json").read_text())["resumed_from_epoch"] >= 1
+    assert len(submissions(sweep)) == 1                     # requeued by SLURM, not resubmitted
+
+
+def test_two_resumes_at_once_never_submit_a_cell_twice(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "race", {"model": ["pop"], "seed": [1, 2, 3]})
+    sweep = tmp_path / "sweep"
+    launcher("sweep", grid, "--executor", "dry-run", "--out", sweep)
+    assert not (sweep / "submissions.jsonl").exists()       # dry-run submitted nothing
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        launcher("resume", sweep, "--executor", "slurm"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = {}
+    for s in submissions(sweep):
+        counts[s["cell"]] = counts.get(s["cell"], 0) + 1
+    assert sorted(counts.values()) == [1, 1, 1]
+    assert sum("nothing to resume" in r.stdout for r in results) == 1
+    launcher("cancel", sweep)
+
+
+def test_shell_metacharacters_stay_literal_and_secrets_stay_out(slurm_cluster, tmp_path):
+    evil = "x; rm -rf ~ $(touch PWNED) `id`"
+    grid = write_grid(tmp_path / "g.yaml", "safe", {"model": ["pop"], "seed": [1]},
+                      fixed={"wandb_project": evil, "wandb_mode": "offline"})
+    sweep = tmp_path / "sweep"
+    secret = "planted-secret-key-" + "7" * 20
+    env = {**os.environ, "WANDB_API_KEY": secret}
+    launcher("sweep", grid, "--executor", "dry-run", "--out", tmp_path / "dry", env=env)
+    for script in (tmp_path / "dry" / "sbatch").iterdir():
+        assert evil not in script.read_text()
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep, env=env)
+    rows = wait_for(sweep, all_final)
+    result = json.loads((cell_dir(sweep, rows, "pop-synthetic-L8-s1") / "result.json").read_text())
+    assert result["status"] == "COMPLETED" and result["wandb_project"] == evil
+    assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()
+    for path in [*sweep.rglob("*"), *(tmp_path / "dry").rglob("*")]:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_control_characters_in_resources_are_refused_before_submitting(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "inject", {"model": ["pop"], "seed": [1]})
+    body = json.loads(grid.read_text())
+    body["resources"]["partition"] = "debug\nrm -rf /tmp/x"
+    grid.write_text(json.dumps(body))
+    proc = launcher("sweep", grid, "--executor", "slurm", "--out", tmp_path / "s", check=False)
+    assert proc.returncode == 2 and "partition" in proc.stderr
+    assert not (tmp_path / "s" / "submissions.jsonl").exists()
