@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from launcher import slurm
@@ -20,6 +21,7 @@ STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "
 ACTIVE = ("PENDING", "RUNNING")
 # What resume resubmits: everything that did not complete and is not queued or running.
 RESUBMIT = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "MISSING")
+ACCOUNTING_LAG_S = 300   # a job sacct doesn't know yet, submitted this recently, is PENDING
 
 
 def _tail(path: Path, lines: int = 5) -> str | None:
@@ -89,6 +91,10 @@ def cell_states(sweep: Sweep) -> list[dict]:
                 row["state"] = "FAILED"
             row["reason"] = _tail(slurm.log_paths(sweep, sub["job_id"])[1]) or \
                 f"job {sub['job_id']} ended {sacct[sub['job_id']]['raw']} without a result file"
+        elif sub.get("executor") == "slurm" and time.time() - sub["time"] < ACCOUNTING_LAG_S:
+            row["state"] = "PENDING"      # just submitted: slurmdbd has not recorded it yet
+        elif sub.get("executor") == "slurm":
+            row["reason"] = f"job {sub['job_id']} is unknown to sacct"
         elif sub.get("executor") == "local":
             row.update(state="FAILED", reason=_tail(cell_dir / "local.err") or "no result file")
         if row["state"] == "FAILED" and not row["reason"]:

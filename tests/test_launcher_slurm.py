@@ -98,15 +98,15 @@ def test_sweep_runs_as_arrays_failures_recorded_and_local_gives_same_results(slu
 
 
 def test_scancel_then_resume_reruns_only_that_cell(slurm_cluster, tmp_path):
-    grid = write_grid(tmp_path / "g.yaml", "cancel", {"model": ["pop"], "seed": [1, 2]},
-                      fixed={"epoch_sleep_s": 0.0})
+    grid = write_grid(tmp_path / "g.yaml", "cancel", {"model": ["pop", "sasrec"], "seed": [1]},
+                      fixed={"epochs": 2, "epoch_sleep_s": 4.0})   # sasrec: slow enough to catch
     sweep = tmp_path / "sweep"
     launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
     rows = states(sweep)
-    victim = rows["pop-synthetic-L8-s2"]
+    victim = rows["sasrec-synthetic-L8-s1"]
     launcher("cancel", sweep, "--cells", victim["id"])
     rows = wait_for(sweep, all_final)
-    assert rows["pop-synthetic-L8-s2"]["state"] == "CANCELLED"
+    assert rows["sasrec-synthetic-L8-s1"]["state"] == "CANCELLED"
     assert rows["pop-synthetic-L8-s1"]["state"] == "COMPLETED"
     before = len(submissions(sweep))
     out = launcher("resume", sweep)
