@@ -95,16 +95,31 @@ def submit(sweep: Sweep, cells: list[Cell], parallelism: int = DEFAULT_ARRAY_PAR
            max_requeues: int = 3) -> list[dict]:
     """Submit cells as arrays; returns the submission records (also appended to the sweep)."""
     name = sweep.manifest()["name"]
+    limit = max_array_size()
     records = []
     for group in groups(cells).values():
-        params = submitit_parameters(group[0].resources, _job_name(name, group), parallelism)
-        ex = executor(sweep, params)
-        with ex.batch():
-            jobs = [ex.submit(TrainCell(str(sweep.cell_dir(c.id)), max_requeues)) for c in group]
-        for c, job in zip(group, jobs):
-            records.append({"cell": c.id, "executor": "slurm", "job_id": str(job.job_id)})
-    sweep.record_submissions(records)
+        for start in range(0, len(group), limit):    # arrays larger than the cluster allows
+            chunk = group[start:start + limit]
+            params = submitit_parameters(chunk[0].resources, _job_name(name, chunk), parallelism)
+            ex = executor(sweep, params)
+            with ex.batch():
+                jobs = [ex.submit(TrainCell(str(sweep.cell_dir(c.id)), max_requeues))
+                        for c in chunk]
+            records += [{"cell": c.id, "executor": "slurm", "job_id": str(job.job_id)}
+                        for c, job in zip(chunk, jobs)]
+            sweep.record_submissions(records[-len(chunk):])
     return records
+
+
+def max_array_size() -> int:
+    """Tasks per array the cluster accepts (MaxArraySize - 1 is the largest index)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                             timeout=30).stdout
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        return max(int(match.group(1)) - 1, 1) if match else 1000
+    except (OSError, subprocess.SubprocessError):
+        return 1000
 
 
 def sbatch_scripts(sweep: Sweep, cells: list[Cell], name: str,
