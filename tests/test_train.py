@@ -34,14 +34,18 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
 
 def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
     full = run(cell(tmp_path, "full", epochs=4))
-    crashed = cell(tmp_path, "resumed", epochs=4, inject_fault="raise@3")
+    crashed = cell(tmp_path, "resumed", epochs=4, inject_fault="raise@3", wandb_mode="offline")
     with pytest.raises(RuntimeError, match="injected failure in epoch 3"):
         run(crashed)
     first = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert first["status"] == "FAILED" and "injected failure" in first["reason"]
     assert first["epochs_run"] == 2
-    resumed = run(cell(tmp_path, "resumed", epochs=4))
+    resumed = run(cell(tmp_path, "resumed", epochs=4, wandb_mode="offline"))
     assert resumed["resumed_from_epoch"] == 2
+    # W&B offline runs can't be resumed in place: both fragments are recorded for `wandb sync`
+    fragments = json.loads((tmp_path / "resumed" / "wandb_fragments.json").read_text())
+    assert [f["start_epoch"] for f in fragments] == [1, 3]
+    assert len({f["dir"] for f in fragments}) == 2 and len({f["run_id"] for f in fragments}) == 1
     assert metrics(resumed) == metrics(full)
     assert resumed["best_epoch"] == full["best_epoch"]
 
@@ -110,3 +114,11 @@ def test_two_cpu_processes_with_accelerate(tmp_path):
     for k, v in single.items():
         if k.startswith(("val_", "test_")):
             assert result[k] == v, k
+
+
+def test_tensorboard_option_writes_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run(cell(tmp_path, "tb", epochs=2, tensorboard=True))
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("val_recall@10")] == [1, 2]
