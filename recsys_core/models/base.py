@@ -47,8 +47,8 @@ class SequentialModel(nn.Module):
             return total / (targets != 0).sum().clamp(min=1)
         h = hidden.flatten(0, -2)
         t = targets.flatten()
-        pos = (h * self.item_emb(t)).sum(-1, keepdim=True)
-        neg = h @ self.item_emb(negatives).T
+        pos = ((h * self.item_emb(t)).sum(-1) + self.output_bias(t))[:, None]
+        neg = h @ self.item_emb(negatives).T + self.output_bias(negatives)
         neg = neg.masked_fill(negatives[None, :] == t[:, None], float("-inf"))
         logits = torch.cat([pos, neg], 1).float()
         loss = F.cross_entropy(logits, torch.zeros_like(t), reduction="none")
@@ -60,6 +60,10 @@ class SequentialModel(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:     # [..., D] -> [..., n_items+1]
         return hidden @ self.item_emb.weight[: self.n_items + 1].T
+
+    def output_bias(self, ids: torch.Tensor):
+        """Per-item output bias added to the scores of `ids` (none here; BERT4Rec has one)."""
+        return 0.0
 
     def eval_input(self, history: torch.Tensor) -> torch.Tensor:
         """Model input for predicting the item after `history` ([B, L], left padded)."""

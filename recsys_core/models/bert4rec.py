@@ -8,7 +8,6 @@ dense → GELU → LayerNorm, then the tied item embeddings plus an output bias.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recsys_core.models.base import SequentialModel
@@ -39,7 +38,7 @@ class BERT4Rec(SequentialModel):
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states after the head's transform: what is scored against the item table
-        (inside encode so that base's sampled-softmax path, which skips `logits`, uses it too)."""
+        (inside encode so that the sampled-softmax path, which skips `logits`, uses it too)."""
         length = input_ids.shape[1]
         # Positions count from the right so that the most recent item always has the same one.
         pos = self.pos_emb.num_embeddings - length + torch.arange(length, device=input_ids.device)
@@ -56,21 +55,8 @@ class BERT4Rec(SequentialModel):
         # The [mask] row is an input token only: never scored.
         return hidden @ self.item_emb.weight[: self.n_items + 1].T + self.head_bias
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
-                negatives: torch.Tensor | None = None) -> torch.Tensor:
-        if negatives is None:
-            return super().forward(input_ids, targets)
-        # Base's sampled softmax scores with the item table alone; here the output bias joins
-        # it (and gets a gradient, which DDP with find_unused_parameters=False requires).
-        h = self.encode(input_ids).flatten(0, -2)
-        t = targets.flatten()
-        pos = (h * self.item_emb(t)).sum(-1, keepdim=True) + self.head_bias[t, None]
-        neg = h @ self.item_emb(negatives).T + self.head_bias[negatives]
-        neg = neg.masked_fill(negatives[None, :] == t[:, None], float("-inf"))
-        loss = F.cross_entropy(torch.cat([pos, neg], 1).float(), torch.zeros_like(t),
-                               reduction="none")
-        keep = (t != 0).float()
-        return (loss * keep).sum() / keep.sum().clamp(min=1)
+    def output_bias(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head_bias[ids]   # used by the sampled softmax, so the bias is trained there too
 
     def eval_input(self, history: torch.Tensor) -> torch.Tensor:
         """The history's last L-1 items followed by [mask]: the masked slot is the next item."""

@@ -42,9 +42,10 @@ class GRU4Rec(SequentialModel):
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Run over left padding, the recurrence would reach the first item in a state that
-        # depends on how much padding there was (the biases act on zero inputs too). Rotating every row so that its items come first starts each sequence from the
-        # zero state, needs no packing (no lengths on the host) and keeps the fused kernel; the
-        # padding then runs after the last item, where its outputs are never used.
+        # depends on how much padding there was (the biases act on zero inputs too). Rotating
+        # every row so that its items come first starts each sequence from the zero state,
+        # needs no packing (no lengths on the host) and keeps the fused kernel; the padding
+        # then runs after the last item, where its outputs are never used.
         index, pad = left_to_right_padding(input_ids)
         ids = input_ids.gather(1, index)
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size for the input.

@@ -34,9 +34,13 @@ class SASRec(SequentialModel):
         x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
         keep = (input_ids != 0).unsqueeze(-1)
         x = self.emb_dropout(x) * keep
-        mask = self.causal_mask[-length:, -length:]
-        # As in the SASRec paper, padded positions are zeroed before every block. (A key
-        # padding mask instead would leave all-padding rows with nothing to attend to: NaN.)
+        # Causal and blind to padded keys, so that the output does not depend on how much left
+        # padding there is. Every position may still attend to itself: an all-padding row
+        # with nothing to attend to would give NaN.
+        eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
+        blocked = (input_ids == 0)[:, None, :] & ~eye
+        mask = self.causal_mask[-length:, -length:].masked_fill(blocked, float("-inf"))
+        mask = mask.repeat_interleave(self.blocks.layers[0].self_attn.num_heads, 0)
         for layer in self.blocks.layers:
-            x = layer(x, src_mask=mask, is_causal=True) * keep
+            x = layer(x, src_mask=mask) * keep     # padded positions stay zero between blocks
         return self.final_norm(x)

@@ -31,6 +31,23 @@ def kernel_length(length: int, chunk_size: int, triton: bool) -> int:
     return -(-length // chunk_size) * chunk_size
 
 
+def check_triton_shape(embedding_dim: int, num_heads: int, qk_dim_factor: float) -> None:
+    """Shapes the Triton kernels get wrong or refuse, as errors at construction."""
+    if num_heads < 2:
+        # mlstm_kernels 2.0.6 indexes (batch, head) through stride(1), which torch leaves
+        # non-canonical for a size-1 head dimension: every row past the first reads another
+        # row's memory (NaN or garbage, no error; seen on an H100, fp32 and bf16, and gone
+        # with canonical strides).
+        raise ValueError("xlstm on CUDA needs num_heads >= 2 "
+                         "(the Triton kernels mis-stride a single head)")
+    qk_head_dim = int(embedding_dim * qk_dim_factor) // num_heads
+    if qk_head_dim < 16:
+        # Otherwise Triton fails at the first step ("... K >= 16"): tl.dot's minimum.
+        raise ValueError(f"xlstm on CUDA needs a query/key head dim >= 16, got {qk_head_dim} "
+                         f"(embedding_dim {embedding_dim} x {qk_dim_factor} / "
+                         f"num_heads {num_heads})")
+
+
 class XLSTMRec(SequentialModel):
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
                  num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
@@ -45,6 +62,8 @@ class XLSTMRec(SequentialModel):
             embedding_dim=embedding_dim, num_heads=num_heads, num_blocks=num_blocks,
             vocab_size=n_items + 1, return_last_states=True, mode="train",
             chunk_size=self.chunk_size, **KERNELS["cuda" if self.triton else "cpu"])
+        if self.triton:
+            check_triton_shape(embedding_dim, num_heads, self.config.qk_dim_factor)
         self.emb_dropout = torch.nn.Dropout(dropout)
         self.blocks = xLSTMLargeBlockStack(self.config)
         self.out_dropout = torch.nn.Dropout(dropout)

@@ -1,0 +1,162 @@
+"""Every model keeps the interface the trainer relies on: finite losses with a gradient for
+every parameter, scores over all items, honest parameter counts, causal models that never look
+ahead and that ignore left padding, BERT4Rec's [mask] handling, xLSTM's kernel choice and
+sequence-length padding."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.models import MODEL_NAMES, build_model
+from recsys_core.train.batches import training_batch
+
+N_ITEMS = 30
+TRAINED = [m for m in MODEL_NAMES if m != "pop"]
+CAUSAL = ["sasrec", "gru4rec", "lstm", "xlstm"]
+
+
+def config(**overrides) -> SimpleNamespace:
+    shape = dict(embedding_dim=16, num_heads=2, num_blocks=2, dropout=0.1, max_len=12,
+                 mask_prob=0.3, loss="ce", num_negatives=8)
+    return SimpleNamespace(**{**shape, **overrides})
+
+
+def make(name: str, **overrides):
+    torch.manual_seed(0)
+    return build_model(name, N_ITEMS, config(**overrides))
+
+
+def left_padded(lengths: list[int], width: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.cat([torch.zeros(width - n, dtype=torch.long),
+                       torch.randint(1, N_ITEMS + 1, (n,), generator=g)]) for n in lengths]
+    return torch.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def split() -> LeaveOneOut:
+    data = load_dataset("synthetic", synthetic={"n_users": 40, "n_items": N_ITEMS, "seed": 3})
+    return LeaveOneOut.from_data(data)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+@pytest.mark.parametrize("name", TRAINED)
+def test_training_step_gives_finite_loss_and_a_gradient_to_every_parameter(name, loss, split):
+    cfg = config(loss=loss)
+    model = make(name)
+    model.train()
+    starts, ends = split.train_windows(cfg.max_len)
+    inputs, targets, negatives = training_batch(cfg, model, split, starts[:16], ends[:16])
+    assert (targets != 0).any()
+    out = model(inputs, targets, negatives)
+    assert out.ndim == 0 and torch.isfinite(out)
+    out.backward()
+    # DDP runs with find_unused_parameters=False: a parameter without a gradient breaks it.
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_score_next_scores_every_id(name):
+    model = make(name)
+    model.eval()
+    history = left_padded([1, 5, 12], 12)
+    with torch.no_grad():
+        scores = model.score_next(history)
+    assert scores.shape == (3, N_ITEMS + 1)
+    assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_param_counts_add_up(name):
+    model = make(name)
+    counts = model.param_counts()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["total"] == counts["embedding"] + counts["backbone"] + counts["head"]
+    if name != "pop":
+        assert counts["embedding"] > 0 and counts["backbone"] > 0
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_causal_models_never_look_ahead(name):
+    model = make(name, dropout=0.0)
+    model.eval()
+    x = left_padded([10, 12], 12)
+    y = x.clone()
+    y[:, 7] = y[:, 7] % N_ITEMS + 1          # another item at position 7 only
+    with torch.no_grad():
+        hx, hy = model.encode(x), model.encode(y)
+    assert torch.allclose(hx[:, :7], hy[:, :7], atol=1e-5)
+    assert not torch.allclose(hx[:, 7:], hy[:, 7:], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "lstm", "xlstm"])
+def test_left_padding_does_not_change_the_last_output(name):
+    model = make(name, dropout=0.0)
+    model.eval()
+    short = left_padded([3, 6, 9], 9)
+    long = torch.cat([torch.zeros(3, 3, dtype=torch.long), short], 1)
+    with torch.no_grad():
+        a, b = model.encode(short)[:, -1], model.encode(long)[:, -1]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bert4rec_masks_the_slot_after_the_history():
+    model = make("bert4rec")
+    assert model.objective == "masked" and model.mask_token == N_ITEMS + 1
+    assert model.item_emb.num_embeddings == N_ITEMS + 2
+    history = left_padded([2, 12], 12)
+    x = model.eval_input(history)
+    assert x.shape == history.shape
+    assert torch.equal(x[:, -1], torch.full((2,), N_ITEMS + 1))
+    assert torch.equal(x[:, :-1], history[:, 1:])
+    hidden = model.encode(x)
+    assert model.logits(hidden).shape == (2, 12, N_ITEMS + 1)   # no [mask] column
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_bert4rec_all_padding_row_stays_finite(train):
+    model = make("bert4rec")
+    model.train(train)
+    x = left_padded([0, 4], 12)
+    with torch.set_grad_enabled(train):
+        assert torch.isfinite(model.encode(x)).all()
+
+
+def test_xlstm_picks_native_kernels_on_cpu():
+    model = make("xlstm")
+    assert model.config.chunkwise_kernel == "chunkwise--native_autograd"
+    assert model.config.sequence_kernel == "native_sequence__native"
+    assert model.config.step_kernel == "native"
+    assert model.chunk_size == 12            # min(64, max_len): one chunk, no padding
+
+
+def test_xlstm_kernel_lengths():
+    from recsys_core.models.xlstm import KERNELS, kernel_length
+    assert KERNELS["cuda"]["chunkwise_kernel"] == "chunkwise--triton_xl_chunk"
+    # Triton: 16, 32 or 64 below 128, then multiples of the chunk size (64).
+    assert [kernel_length(n, 64, True) for n in (1, 16, 17, 50, 64, 65, 128, 129, 200)] == \
+        [16, 16, 32, 64, 64, 128, 128, 192, 256]
+    assert [kernel_length(n, 20, False) for n in (1, 20, 21, 50)] == [20, 20, 40, 60]
+
+
+@pytest.mark.parametrize("dim, heads, error",
+                         [(32, 2, "head dim >= 16"), (64, 1, "num_heads >= 2")])
+def test_xlstm_refuses_shapes_the_triton_kernels_get_wrong(dim, heads, error):
+    cfg = config(embedding_dim=dim, num_heads=heads)
+    with pytest.raises(ValueError, match=error):
+        build_model("xlstm", N_ITEMS, cfg, device_type="cuda")
+
+
+@pytest.mark.parametrize("length", [5, 12, 29])
+def test_xlstm_takes_lengths_that_are_not_multiples_of_the_chunk(length):
+    model = make("xlstm", dropout=0.0)
+    model.eval()
+    x = left_padded([length, 3], length)
+    with torch.no_grad():
+        hidden = model.encode(x)
+        padded = model.encode(torch.cat([torch.zeros(2, 12, dtype=torch.long), x], 1))
+    assert hidden.shape == (2, length, 16)
+    assert torch.allclose(hidden, padded[:, 12:], atol=1e-5)
