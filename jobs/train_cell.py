@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         TrainCell(argv[0])()
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:   # a failed run, a bad cell.json
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

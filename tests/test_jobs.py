@@ -1,0 +1,45 @@
+"""The job callable the launcher submits: runs a cell from its directory, requeues boundedly."""
+import json
+import subprocess
+import sys
+
+import submitit
+
+from jobs.train_cell import TrainCell
+from tests.conftest import REPO
+
+
+def make_cell(tmp_path, **params):
+    cell = tmp_path / "cells" / "abc123"
+    cell.mkdir(parents=True)
+    (cell / "cell.json").write_text(json.dumps({
+        "id": "abc123", "name": "pop-synthetic", "sweep": "t",
+        "params": {"model": "pop", "dataset": "synthetic", "wandb_mode": "disabled", **params}}))
+    return cell
+
+
+def test_cli_runs_a_cell_directory(tmp_path):
+    cell = make_cell(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((cell / "result.json").read_text())
+    assert result["status"] == "COMPLETED" and result["run_id"] == "abc123"
+    assert result["wandb_group"] == "t" and result["out"] == str(cell)
+
+
+def test_bad_cell_file_is_a_clear_error(tmp_path):
+    cell = make_cell(tmp_path, optimizer="sgd")
+    proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "cell.json" in proc.stderr and "optimizer" in proc.stderr
+
+
+def test_requeues_are_bounded(tmp_path):
+    cell = make_cell(tmp_path)
+    job = TrainCell(str(cell), max_requeues=2)
+    for expected in (1, 2):
+        again = job.checkpoint()
+        assert isinstance(again, submitit.helpers.DelayedSubmission)
+        assert json.loads((cell / "requeues.json").read_text())["count"] == expected
+    assert job.checkpoint() is None          # the third signal: no more requeues
