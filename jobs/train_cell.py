@@ -6,13 +6,21 @@ is a submitit `Checkpointable`: on SLURM's pre-timeout/preemption signal (USR2) 
 `checkpoint()`, which requeues the same callable. The trainer checkpoints after every epoch,
 so the requeued job resumes from the last finished epoch. Requeues are bounded per cell.
 
+A cell with num_processes > 1 (a multi-GPU cell: gpus × nodes) runs one task per node that
+starts `accelerate launch --multi_gpu --num_processes P --num_machines N --machine_rank
+<this node's SLURM_NODEID> --main_process_ip <first host of the allocation> --main_process_port
+<a free port found by node 0>` on this same module, which then trains in each process.
+
 Also runnable by hand or by the local executor: `python -m jobs.train_cell CELL_DIR`.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import submitit
@@ -39,6 +47,47 @@ def train_config(cell_dir: Path):
     return TrainConfig.from_dict(values, str(Path(cell_dir) / CELL_FILE))
 
 
+INSIDE_LAUNCH = "RECSYS_INSIDE_ACCELERATE_LAUNCH"
+
+
+def accelerate_command(num_processes: int, nodes: int, node_rank: int | str, main_ip: str,
+                       port: int | str, cell_dir: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", str(num_processes), "--num_machines", str(nodes),
+            "--machine_rank", str(node_rank), "--main_process_ip", main_ip,
+            "--main_process_port", str(port), "--mixed_precision", "no",
+            "--dynamo_backend", "no", "-m", "jobs.train_cell", str(cell_dir)]
+
+
+def first_host() -> str:
+    """The first host of the SLURM allocation (where process 0 listens); here without SLURM."""
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        return "127.0.0.1"
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    return out[0]
+
+
+def rendezvous_port(cell_dir: Path, job: str, node_rank: int, timeout_s: float = 300) -> int:
+    """A port free on node 0, found by binding port 0 there (so two jobs on one node never
+    collide) and shared with the other nodes through the cell directory."""
+    path = cell_dir / f".port-{job}"
+    if node_rank == 0:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        from recsys_core.atomic import atomic_write_text
+        atomic_write_text(path, str(port))
+        return port
+    deadline = time.time() + timeout_s
+    while not path.exists():
+        if time.time() > deadline:
+            raise RuntimeError(f"{path}: node 0 never published its port")
+        time.sleep(0.5)
+    return int(path.read_text())
+
+
 class TrainCell(submitit.helpers.Checkpointable):
     def __init__(self, cell_dir: str, max_requeues: int = DEFAULT_MAX_REQUEUES):
         self.cell_dir = str(cell_dir)
@@ -48,6 +97,8 @@ class TrainCell(submitit.helpers.Checkpointable):
         from recsys_core.train import run
         from recsys_core.atomic import atomic_write_text
         cfg = train_config(Path(self.cell_dir))
+        if cfg.num_processes > 1 and os.environ.get(INSIDE_LAUNCH) != "1":
+            return self.launch_processes(cfg)
         # Who runs this cell now: status and operators (and the kill -9 test) read it.
         atomic_write_text(Path(self.cell_dir) / "running.json", json.dumps(
             {"pid": os.getpid(), "host": os.uname().nodename,
@@ -58,6 +109,25 @@ class TrainCell(submitit.helpers.Checkpointable):
             # The result file already says FAILED and why; fail the job too, so SLURM agrees.
             raise RuntimeError(f"cell {Path(self.cell_dir).name} {record['status']}: {record['reason']}")
         return {k: v for k, v in record.items() if k.startswith("test_") or k == "status"}
+
+    def launch_processes(self, cfg) -> dict:
+        """This node's share of a data-parallel cell: one `accelerate launch` per node."""
+        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+        rank = int(os.environ.get("SLURM_NODEID", "0"))
+        job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
+        cmd = accelerate_command(cfg.num_processes, nodes, rank, first_host(),
+                                 rendezvous_port(Path(self.cell_dir), job, rank), self.cell_dir)
+        env = {**os.environ, INSIDE_LAUNCH: "1"}
+        if cfg.device == "cpu":
+            env["ACCELERATE_USE_CPU"] = "1"     # gloo; `--cpu` would silently run ONE process
+        print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, env=env)
+        result = json.loads((Path(self.cell_dir) / "result.json").read_text()) \
+            if (Path(self.cell_dir) / "result.json").exists() else {}
+        if proc.returncode != 0 or result.get("status") != "COMPLETED":
+            raise RuntimeError(f"cell {Path(self.cell_dir).name}: accelerate launch exit "
+                               f"{proc.returncode}, status {result.get('status')}: {result.get('reason')}")
+        return {k: v for k, v in result.items() if k.startswith("test_") or k == "status"}
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on USR2. The epoch checkpoint on disk is the restart point."""

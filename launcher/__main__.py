@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from launcher.grid import GridError, load_grid, expand
-from launcher.sweep import Sweep, cell_records
+from launcher.sweep import Sweep, cell_records, check_processes
 
 EXECUTORS = ("slurm", "local", "dry-run")
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
@@ -52,7 +52,8 @@ def cmd_sweep(args) -> int:
     try:
         grid = load_grid(grid_path(args.grid))
         cells = expand(grid)
-    except (GridError, OSError) as e:
+        check_processes(cells, str(grid.path))
+    except (GridError, OSError, ValueError) as e:
         return _err(str(e))
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
     if args.executor == "dry-run":

@@ -18,8 +18,8 @@ import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
 from launcher.grid import Cell, Resources
-from launcher.sweep import Sweep
-from jobs.train_cell import TrainCell
+from launcher.sweep import Sweep, job_params
+from jobs.train_cell import TrainCell, accelerate_command
 
 DEFAULT_ARRAY_PARALLELISM = 64
 # sacct states → the launcher's states
@@ -141,8 +141,14 @@ def sbatch_scripts(sweep: Sweep, cells: list[Cell], name: str,
                                    folder=slurm_ex.folder, **params)
         path = out_dir / f"array{i:03d}.sh"
         shebang, rest = text.split("\n", 1)
-        path.write_text(f"{shebang}\n# cells, in array task order: {' '.join(c.id for c in group)}"
-                        f"\n{rest}\n")
+        header = [f"# cells, in array task order: {' '.join(c.id for c in group)}"]
+        procs = job_params(group[0]).get("num_processes", 1)
+        if procs > 1:   # what TrainCell runs on each node (jobs/train_cell.py)
+            cmd = accelerate_command(procs, group[0].resources.nodes, "$SLURM_NODEID",
+                                     "<first host of $SLURM_JOB_NODELIST>",
+                                     "<free port of node 0>", "SWEEP/cells/<id>")
+            header.append("# each node's task runs: " + " ".join(cmd))
+        path.write_text("\n".join([shebang, *header, rest]) + "\n")
         paths.append(path)
     return paths
 

@@ -44,6 +44,23 @@ def code_version() -> dict:
         return {"git_sha": None, "dirty": None}
 
 
+def job_params(cell: Cell) -> dict:
+    """What the job trains with: a cell with several GPUs (gpus × nodes) runs one data-parallel
+    process per GPU, unless the grid set num_processes itself (e.g. CPU processes)."""
+    gpus = cell.resources.gpus * cell.resources.nodes
+    if gpus > 1 and "num_processes" not in cell.params:
+        return {**cell.params, "num_processes": gpus}
+    return cell.params
+
+
+def check_processes(cells: list[Cell], source: str) -> None:
+    for c in cells:
+        n, gpus = c.params.get("num_processes"), c.resources.gpus * c.resources.nodes
+        if n is not None and gpus and n != gpus:
+            raise ValueError(f"{source}: cell {c.name}: num_processes={n} but the job gets "
+                             f"{gpus} GPUs (gpus × nodes); one process per GPU")
+
+
 def cell_records(cells: list[Cell]) -> list[dict]:
     """Cells as plain dicts (manifest, --json). Cells share Resources objects: convert each once."""
     resources: dict[int, dict] = {}
@@ -100,7 +117,7 @@ class Sweep:
     def write_cell(self, cell: Cell, sweep_name: str) -> None:
         """cell.json: what the job callable reads (id, sweep name, parameters)."""
         text = json.dumps({"id": cell.id, "name": cell.name, "sweep": sweep_name,
-                           "params": cell.params}, indent=1, sort_keys=True) + "\n"
+                           "params": job_params(cell)}, indent=1, sort_keys=True) + "\n"
         atomic_write_text(self.cell_dir(cell.id) / "cell.json", text)
 
     # --- reading -------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path):
 def test_two_cpu_processes_with_accelerate(tmp_path):
     out = tmp_path / "ddp"
     cfg = tmp_path / "cell.yaml"
-    cfg.write_text(json.dumps({**TINY, "model": "sasrec", "epochs": 2}))
+    cfg.write_text(json.dumps({**TINY, "model": "sasrec", "epochs": 2, "num_processes": 2}))
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

@@ -56,6 +56,7 @@ class TrainConfig:
     loss: str = "ce"
     num_negatives: int = 256          # loss=sampled
     train_windows: str = "all"
+    num_processes: int = 1            # data-parallel processes (GPUs); >1 runs under accelerate launch
     lr_scale_with_processes: bool = False   # multiply lr by the number of processes (global batch rule)
     # evaluation and early stopping
     patience: int = 3
@@ -70,6 +71,7 @@ class TrainConfig:
     # runtime and tracking
     device: str = "auto"
     mixed_precision: str = "auto"     # auto = bf16 on CUDA, no on CPU
+    cuda_graphs: bool = True          # one GPU, one process: the training step as a CUDA graph
     wandb_mode: str = "auto"          # auto = online with WANDB_API_KEY, else offline
     wandb_project: str = "recsys-xlstm"
     wandb_entity: str | None = None
@@ -86,7 +88,7 @@ class TrainConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; valid: {', '.join(valid)}")
         for name in ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs",
-                     "batch_size", "eval_batch_size"):
+                     "batch_size", "eval_batch_size", "num_processes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.ks = sorted({int(k) for k in self.ks})
@@ -99,7 +101,8 @@ class TrainConfig:
     def hash(self) -> str:
         """Identity of what is trained: everything but where it is written and how tracked."""
         skip = {"out", "data_mirror", "wandb_mode", "wandb_project", "wandb_entity",
-                "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault"}
+                "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
+                "cuda_graphs"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def evaluate_checkpoint(run_dir: Path, device: str = "auto", eval_batch_size: in
     values = {k: v for k, v in record.items() if k in fields}
     values["synthetic"] = json.loads(values["synthetic"]) if isinstance(values.get("synthetic"), str) \
         else values.get("synthetic") or {}
-    values.update(device=device, wandb_mode="disabled")
+    # however many processes this evaluation runs in (WORLD_SIZE is set by accelerate/torchrun)
+    values.update(device=device, wandb_mode="disabled",
+                  num_processes=int(os.environ.get("WORLD_SIZE", "1")))
     if eval_batch_size:
         values["eval_batch_size"] = eval_batch_size
     cfg = TrainConfig.from_dict(values, f"{run_dir}/result.json")

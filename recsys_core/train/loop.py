@@ -21,6 +21,7 @@ from recsys_core.models import build_model
 from recsys_core.telemetry import GpuTelemetry
 from recsys_core.tracking import Tracker
 from recsys_core.train import checkpoint as ckpt
+from recsys_core.train import fast_step
 from recsys_core.train.batches import epoch_batches, training_batch
 from recsys_core.train.config import TrainConfig
 from recsys_core.train.evaluate import evaluate, user_loader
@@ -56,6 +57,12 @@ def run(cfg: TrainConfig) -> dict:
     t0 = time.time()
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
+    if accelerator.num_processes != cfg.num_processes:
+        # e.g. `accelerate launch --cpu --num_processes 2` silently runs one process
+        raise RuntimeError(
+            f"configured for num_processes={cfg.num_processes} but running in "
+            f"{accelerator.num_processes}; launch through `python -m jobs.train_cell` or "
+            "`accelerate launch --multi_gpu --num_processes N` (README)")
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -73,17 +80,25 @@ def run(cfg: TrainConfig) -> dict:
         record.update({f"params_{k}": v for k, v in model.param_counts().items()})
         loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
         state = ckpt.TrainState()
+        graph_step = None
         trainable = model.trainable          # read before DDP wraps the model
         if trainable:
             lr = cfg.lr * (accelerator.num_processes if cfg.lr_scale_with_processes else 1)
             record["lr_effective"] = lr
-            optimizer = make_optimizer(cfg, model, lr)
+            # --- CUDA-graph training step (fast_step.py): capturable optimiser where it can run
+            graphs = fast_step.graph_unsupported_reason(cfg, accelerator) is None
+            record["train_step"] = "cuda_graph" if graphs else "eager"
+            optimizer = make_optimizer(cfg, model, lr, capturable=graphs)
+            # ---
             model, optimizer = accelerator.prepare(model, optimizer)
             starts, ends = split.train_windows(cfg.max_len, cfg.train_windows)
             steps_per_epoch = math.ceil(len(starts) // accelerator.num_processes / cfg.batch_size)
             scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
             state = ckpt.resume(out, cfg, accelerator, model, optimizer, scheduler)
             history = state.history
+            # --- None where the eager loop runs (CPU, DDP, cuda_graphs=false, inject_fault)
+            graph_step = fast_step.for_run(cfg, model, optimizer, accelerator, split, starts, ends)
+            # ---
             record["resumed_from_epoch"] = state.epoch if state.epoch else None
         else:
             model.fit(split.train_item_counts())
@@ -98,7 +113,9 @@ def run(cfg: TrainConfig) -> dict:
             epoch = state.epoch + 1
             t_epoch = time.time()
             loss, grad_norm, n_seq = train_epoch(cfg, model, optimizer, scheduler, split,
-                                                 starts, ends, epoch, accelerator)
+                                                 starts, ends, epoch, accelerator, graph_step)
+            if graph_step is not None and graph_step.fallback_reason:   # capture failed: eager
+                record["train_step"] = f"eager ({graph_step.fallback_reason})"[:500]
             train_time = time.time() - t_epoch
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite training loss ({loss}) in epoch {epoch}")
@@ -111,7 +128,7 @@ def run(cfg: TrainConfig) -> dict:
                 scheduler.step()
             state.observe(epoch, val[monitor], cfg.patience)
             row = {"epoch": epoch, "train_loss": loss, "grad_norm": grad_norm,
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t_epoch,
+                   "lr": float(optimizer.param_groups[0]["lr"]), "epoch_time_s": time.time() - t_epoch,
                    "train_time_s": train_time, "eval_time_s": eval_time,
                    "train_sequences_per_s": n_seq / max(train_time, 1e-9),
                    **val, **telemetry.read()}
@@ -158,9 +175,13 @@ def run(cfg: TrainConfig) -> dict:
         raise
 
 
-def train_epoch(cfg, model, optimizer, scheduler, split, starts, ends, epoch, accelerator):
+def train_epoch(cfg, model, optimizer, scheduler, split, starts, ends, epoch, accelerator,
+                graph_step=None):
     """One pass over this process's share of the training windows. The loss and gradient norm
-    are summed on the device and read once at the end: no host sync inside the step loop."""
+    are summed on the device and read once at the end: no host sync inside the step loop.
+    With `graph_step` (fast_step.TrainStep) the same epoch runs as CUDA-graph replays."""
+    if graph_step is not None:
+        return graph_step.run_epoch(epoch, scheduler)
     model.train()
     loss_sum = torch.zeros((), device=accelerator.device)
     norm_sum = torch.zeros((), device=accelerator.device)
