@@ -33,3 +33,27 @@ def training_batch(cfg, model, split, starts: torch.Tensor, ends: torch.Tensor):
     if cfg.loss == "sampled":
         negatives = torch.randint(1, split.n_items + 1, (cfg.num_negatives,), device=inputs.device)
     return inputs, targets, negatives
+
+
+def padded_epoch_batches(n: int, batch_size: int, seed: int, epoch: int, device,
+                         pad_index: int | None = None) -> torch.Tensor:
+    """The single-process epoch of `epoch_batches` as one [steps, batch_size] index matrix (the
+    same permutation, the same batches in the same order), the last partial row filled with
+    `pad_index` (default n). Indexing windows extended by `with_empty_window` at n gives that
+    row all-zero sequences, whose targets are 0: the loss (a sum over targets / their count)
+    and its gradients are those of the unpadded batch. A fixed batch shape is what a CUDA
+    graph of the training step needs."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    steps = max(-(-n // batch_size), 1)
+    rows = torch.full((steps * batch_size,), n if pad_index is None else pad_index,
+                      dtype=torch.long)
+    rows[:n] = perm
+    return rows.view(steps, batch_size).to(device)
+
+
+def with_empty_window(starts: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(starts, ends) with one more window at index len(starts) that holds no item
+    (start = end = 0: `LeaveOneOut.window` gives all padding for it)."""
+    zero = starts.new_zeros(1)
+    return torch.cat([starts, zero]), torch.cat([ends, zero])

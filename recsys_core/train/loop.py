@@ -114,8 +114,9 @@ def run(cfg: TrainConfig) -> dict:
             t_epoch = time.time()
             loss, grad_norm, n_seq = train_epoch(cfg, model, optimizer, scheduler, split,
                                                  starts, ends, epoch, accelerator, graph_step)
-            if graph_step is not None and graph_step.fallback_reason:   # capture failed: eager
-                record["train_step"] = f"eager ({graph_step.fallback_reason})"[:500]
+            if graph_step is not None:   # what ran: graph or eager (capture failed), which loss
+                record["train_step"] = (f"{graph_step.mode}, loss {graph_step.loss_path}" + (
+                    f" ({graph_step.fallback_reason})" if graph_step.fallback_reason else ""))[:500]
             train_time = time.time() - t_epoch
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite training loss ({loss}) in epoch {epoch}")

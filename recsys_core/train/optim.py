@@ -1,12 +1,42 @@
-"""Optimisers and learning-rate schedules by name (the study used all of these)."""
+"""Optimisers and learning-rate schedules by name (the study used all of these).
+
+On CUDA the optimiser is the fused (one-kernel) Adam/AdamW. When the training step is to be
+captured in a CUDA graph (`capturable=True`), its step count and learning rate live on the
+device as well: the graph reads the learning rate from a device tensor, so a schedule that
+changes it (in place, `fill_`) takes effect at the next replay without re-capturing. On the
+CPU nothing changes (plain torch Adam/AdamW, float learning rate).
+"""
 from __future__ import annotations
 
 import torch
 
 
-def make_optimizer(cfg, model, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(cfg, model, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    return cls(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    if device.type != "cuda":
+        return cls(params, lr=lr, weight_decay=cfg.weight_decay)
+    if capturable:
+        return cls(params, lr=torch.tensor(float(lr), device=device), weight_decay=cfg.weight_decay,
+                   fused=True, capturable=True)
+    return cls(params, lr=lr, weight_decay=cfg.weight_decay, fused=True)
+
+
+def lr_on_device(optimizer: torch.optim.Optimizer, device) -> None:
+    """Make every param group's learning rate a float32 0-dim tensor on `device`, as a captured
+    step needs (a resumed checkpoint brings a float, or a tensor loaded onto the CPU). The
+    tensor object is replaced only when it must be: the capture reads its address."""
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if not (isinstance(lr, torch.Tensor) and lr.device == torch.device(device)
+                and lr.dtype == torch.float32 and lr.dim() == 0):
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def current_lr(optimizer) -> float:
+    """The first param group's learning rate as a float (one read; a device tensor syncs)."""
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def make_scheduler(cfg, optimizer, steps_per_epoch: int):
@@ -21,7 +51,9 @@ def make_scheduler(cfg, optimizer, steps_per_epoch: int):
         return s.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if cfg.scheduler == "plateau":
         return s.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.gamma, patience=1)
-    return s.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
+    # max_lr as a float: OneCycle then computes every step's rate on the host and writes it
+    # into a device learning rate with one fill_ (no read back, no sync per batch).
+    return s.OneCycleLR(optimizer, max_lr=current_lr(optimizer),
                         total_steps=max(cfg.epochs * steps_per_epoch, 1))
 
 

@@ -1,0 +1,405 @@
+"""The training step as one CUDA graph: one GPU, one process.
+
+At the study's sizes (batch 128, a few hundred thousand parameters) a training step is a few
+hundred small kernels, and launching them from Python costs more than running them. Captured
+once in a CUDA graph, a whole step (batch building, forward, backward, gradient clipping, the
+optimiser's update and the loss sums) is replayed with one launch.
+
+What makes that possible:
+- a fixed batch shape: the epoch is one [steps, batch] index matrix (`padded_epoch_batches`,
+  the same permutation and batches as the eager loop), the last partial batch padded with an
+  empty window whose targets are 0, i.e. ignored by the loss (a sum / count) and its gradient;
+- static buffers: the index matrix and a step counter live on the device; the graph reads its
+  batch row at the counter and advances it, so a replay needs no copy and no argument;
+- a capturable optimiser (fused Adam/AdamW, step count and learning rate on the device:
+  `optim.make_optimizer(capturable=True)`; schedules write the learning rate in place);
+- gradient clipping without a host sync (`clip_grad_norm_` scales by a clamped device factor);
+- RNG in the graph (dropout, BERT4Rec's masks, sampled negatives): PyTorch advances the
+  generator's offset on every replay, so every step draws fresh numbers;
+- warm-up on a side stream before capture (Triton autotuning, cuBLAS/cuDNN handles, the
+  optimiser's state), after which weights and optimiser state are restored, so the graph
+  trains from exactly the state the eager loop would have.
+
+Under the graph the GPU work itself is what is left, and half of it (ML-1M shape, measured:
+results/benchmarks/gpu_notes.md) was the model's loss over the full catalogue: fp32 copy,
+softmax, NLL and their backward passes over [batch x length x items]. So where the model's
+output layer is the standard one (item embeddings, plus BERT4Rec's bias), the graph step
+computes that same loss as `linear_cross_entropy`: one Triton kernel per row reads the bf16
+logits (log-sum-exp, loss) and writes their gradient in the same pass (the gradient of a final
+loss is known at the forward); the item table is padded to a multiple of 8 rows so that the
+output matmuls run on aligned kernels. Before capture it is checked against the model's own
+loss and gradients on the first batch (dropout off) and left out if they disagree
+(`loss_path` says which loss runs, `fused_check` the differences).
+
+`TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
+tests, and as the reference the GPU benchmark compares the graph against. Where no graph can
+run (CPU, several processes, `cuda_graphs: false`, fault injection) `for_run` returns None and
+`loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
+`fallback_reason` and the step body runs eagerly (same training, no graph).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from recsys_core.train.batches import padded_epoch_batches, training_batch, with_empty_window
+from recsys_core.train.optim import lr_on_device, step_scheduler
+
+WARMUP_STEPS = 3
+
+
+def graph_unsupported_reason(cfg, accelerator) -> str | None:
+    """None when the training step can be captured in a CUDA graph, else why not."""
+    if not getattr(cfg, "cuda_graphs", False):
+        return "cuda_graphs=false"
+    if accelerator.device.type != "cuda":
+        return f"device is {accelerator.device.type}, not cuda"
+    if accelerator.num_processes != 1:
+        return f"{accelerator.num_processes} processes (DDP): graphs are single-process only"
+    if cfg.inject_fault:
+        return "inject_fault is set (the fault paths run eagerly)"
+    if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
+        return "gradient accumulation"
+    return None
+
+
+_KERNEL = None
+
+
+def _ce_kernel():
+    """The Triton kernel, built on first use (CPU installs need no triton)."""
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def ce_fwd_bwd(logits_ptr, grad_ptr, targets_ptr, loss_ptr, inv_ptr, stride, V, VP,
+                   BLOCK: tl.constexpr):
+        # One row: online log-sum-exp over columns < V, loss = lse - x[target] (0 where the
+        # target is 0), grad = (softmax - onehot) / count for columns < VP (0 past V).
+        row = tl.program_id(0).to(tl.int64)
+        t = tl.load(targets_ptr + row)
+        inv = tl.load(inv_ptr)
+        base = logits_ptr + row * stride
+        gbase = grad_ptr + row * stride
+        m = tl.full([BLOCK], float("-inf"), tl.float32)
+        s = tl.zeros([BLOCK], tl.float32)
+        for off in range(0, V, BLOCK):
+            cols = off + tl.arange(0, BLOCK)
+            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, x)
+            empty = m_new == float("-inf")
+            s = tl.where(empty, 0.0, s * tl.exp(m - m_new) + tl.exp(x - m_new))
+            m = m_new
+        mx = tl.max(m, 0)
+        total = tl.sum(tl.where(m == float("-inf"), 0.0, s * tl.exp(m - mx)), 0)
+        lse = mx + tl.log(total)
+        valid = t != 0
+        xt = tl.load(base + t).to(tl.float32)
+        tl.store(loss_ptr + row, tl.where(valid, lse - xt, 0.0))
+        w = tl.where(valid, inv, 0.0)
+        for off in range(0, VP, BLOCK):
+            cols = off + tl.arange(0, BLOCK)
+            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            g = (tl.exp(x - lse) - tl.where(cols == t, 1.0, 0.0)) * w
+            tl.store(gbase + cols, g.to(grad_ptr.dtype.element_ty), mask=cols < VP)
+
+    _KERNEL = ce_fwd_bwd
+    return _KERNEL
+
+
+class _LinearCE(torch.autograd.Function):
+    """logits = hidden @ weight.T + bias (in `dtype`), then the fused loss; the backward
+    scales the small results (dX, dW, db) by the incoming gradient, not the logits'."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, n_valid: int, dtype):
+        h, w = hidden.to(dtype), weight.to(dtype)
+        logits = torch.nn.functional.linear(h, w, None if bias is None else bias.to(dtype))
+        n, vp = logits.shape
+        grad = torch.empty_like(logits)
+        losses = torch.empty(n, dtype=torch.float32, device=logits.device)
+        inv = 1.0 / (targets != 0).sum().clamp(min=1).float()
+        block = min(1024, 1 << (max(n_valid, 2) - 1).bit_length())
+        _ce_kernel()[(n,)](logits, grad, targets.contiguous(), losses, inv, logits.stride(0),
+                           n_valid, vp, BLOCK=block, num_warps=4)
+        ctx.saved = (h, w, grad, hidden.dtype, weight.dtype, bias is not None)
+        return losses.sum() * inv
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, w, grad, h_dtype, w_dtype, has_bias = ctx.saved
+        ctx.saved = None
+        g = grad_out.float()
+        dh = ((grad @ w).float() * g).to(h_dtype)
+        dw = ((grad.t() @ h).float() * g).to(w_dtype)
+        db = (grad.sum(0, dtype=torch.float32) * g).to(w_dtype) if has_bias else None
+        return dh, dw, db, None, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, n_valid: int,
+                         dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """With logits = hidden @ weight.T + bias computed in `dtype` ([N, V'], V' >= n_valid):
+    sum over rows with target != 0 of (logsumexp(logits[r, :n_valid]) - logits[r, target])
+    / their count, i.e. `F.cross_entropy(logits[:, :n_valid].float(), targets, ignore_index=0,
+    reduction="sum") / count`, the loss in one pass over the logits (CUDA, Triton). Columns
+    >= n_valid (alignment padding) are ignored and get no gradient."""
+    return _LinearCE.apply(hidden, weight, bias, targets, n_valid, dtype)
+
+
+def fused_loss_unsupported_reason(model) -> str | None:
+    """None when the model's loss is the base model's full-softmax CE over the standard output
+    layer (item embeddings, plus BERT4Rec's output bias), which the fused loss reproduces."""
+    from recsys_core.models.base import SequentialModel
+    cls = type(model)
+    if cls.forward is not SequentialModel.forward:
+        return f"{cls.__name__} has its own forward"
+    if cls.logits is SequentialModel.logits:
+        return None
+    from recsys_core.models.bert4rec import BERT4Rec
+    if cls.logits is BERT4Rec.logits:
+        return None
+    return f"{cls.__name__} has its own output layer"
+
+
+def _inner(optimizer):
+    """The torch optimiser under Accelerate's wrapper (whose step() adds host logic only)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+class TrainStep:
+    """A fixed-shape training step over this run's training windows, replayed from a CUDA
+    graph (`use_graph=True`) or run eagerly. `run_epoch` returns what `loop.train_epoch`
+    returns: (mean loss, mean gradient norm, sequences)."""
+
+    def __init__(self, cfg, model, optimizer, accelerator, split, starts, ends,
+                 use_graph: bool = True, record_losses: bool = False, fused_loss: bool = True):
+        self.cfg, self.model, self.optimizer, self.accelerator = cfg, model, optimizer, accelerator
+        self.unwrapped = accelerator.unwrap_model(model)
+        self.split = split
+        self.device = accelerator.device
+        self.n = len(starts)
+        self.starts, self.ends = with_empty_window(starts, ends)     # window n is empty
+        self.steps = max(-(-self.n // cfg.batch_size), 1)
+        dev = self.device
+        self.rows = torch.full((self.steps, cfg.batch_size), self.n, dtype=torch.long, device=dev)
+        self.counter = torch.zeros((), dtype=torch.long, device=dev)
+        self.loss_sum = torch.zeros((), device=dev)
+        self.norm_sum = torch.zeros((), device=dev)
+        self.losses = torch.zeros(self.steps, device=dev) if record_losses else None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.use_graph = use_graph
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.fallback_reason: str | None = None
+        self.capture_time_s: float | None = None
+        self.fused_check: dict | None = None
+        if use_graph:
+            lr_on_device(_inner(optimizer), dev)
+        # the loss: "model" (the model's forward) or "fused" (linear_cross_entropy)
+        why = ("fused_loss=False" if not fused_loss else
+               "eager step" if not use_graph else
+               "not CUDA" if dev.type != "cuda" else
+               f"loss={cfg.loss}" if cfg.loss != "ce" else
+               fused_loss_unsupported_reason(self.unwrapped))
+        self.fused = why is None
+        self.compute_dtype = (torch.bfloat16 if accelerator.mixed_precision == "bf16"
+                              else torch.float32)
+        self.loss_path = "fused" if self.fused else f"model ({why})"
+
+    # -- the step ---------------------------------------------------------------------------
+    def _body(self) -> None:
+        """One step on the static buffers: batch row `counter` → loss → update. No host sync;
+        every tensor it writes outside itself is updated in place."""
+        cfg = self.cfg
+        row = self.rows.index_select(0, self.counter.view(1)).view(-1)
+        inputs, targets, negatives = training_batch(cfg, self.unwrapped, self.split,
+                                                    self.starts[row], self.ends[row])
+        loss = self._fused_loss(inputs, targets) if self.fused else \
+            self.model(inputs, targets, negatives)
+        self.accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+            self.norm_sum.add_(norm.detach().float())
+        _inner(self.optimizer).step()
+        loss = loss.detach().float()
+        self.loss_sum.add_(loss)
+        if self.losses is not None:
+            self.losses.index_copy_(0, self.counter.view(1), loss.view(1))
+        self.counter.add_(1)
+
+    def _fused_loss(self, inputs, targets) -> torch.Tensor:
+        """The model's forward loss (full-softmax CE, mean over targets) through the fused
+        kernel; the item table padded to a multiple of 8 rows for aligned matmuls."""
+        m = self.unwrapped
+        v = m.n_items + 1
+        vp = -(-v // 8) * 8
+        with self.accelerator.autocast():
+            hidden = m.encode(inputs)
+            weight = torch.nn.functional.pad(m.item_emb.weight[:v], (0, 0, 0, vp - v))
+            bias = getattr(m, "head_bias", None) if type(m).logits is not _base_logits() else None
+            if bias is not None:
+                bias = torch.nn.functional.pad(bias, (0, vp - v))
+        return linear_cross_entropy(hidden.flatten(0, -2), weight, bias, targets.flatten(), v,
+                                    self.compute_dtype)
+
+    @torch.no_grad()
+    def _grads(self):
+        return torch.cat([p.grad.float().flatten() if p.grad is not None else
+                          torch.zeros(p.numel(), device=p.device) for p in self.params])
+
+    def validate_fused_loss(self) -> None:
+        """The fused loss against the model's own on the first batch (no dropout, one mask
+        draw for both): loss and gradients within bf16 tolerance, else the model's loss."""
+        if not self.fused:
+            return
+        saved = _dropout_off(self.unwrapped)    # train mode (cuDNN RNNs only backprop there)
+        try:
+            row = self.rows[0]
+            inputs, targets, _ = training_batch(self.cfg, self.unwrapped, self.split,
+                                                self.starts[row], self.ends[row])
+            out = []
+            for fused in (False, True):
+                _inner(self.optimizer).zero_grad(set_to_none=True)
+                loss = self._fused_loss(inputs, targets) if fused else \
+                    self.model(inputs, targets, None)
+                loss.backward()
+                out.append((float(loss.detach()), self._grads()))
+            (l0, g0), (l1, g1) = out
+            loss_diff = abs(l1 - l0) / max(abs(l0), 1e-12)
+            grad_diff = float((g1 - g0).norm() / g0.norm().clamp(min=1e-30))
+            self.fused_check = dict(loss_rel_diff=loss_diff, grad_rel_diff=grad_diff)
+            if not (loss_diff < 1e-2 and grad_diff < 5e-2):
+                raise ValueError(f"fused loss disagrees: loss rel diff {loss_diff:.2e}, "
+                                 f"gradient rel diff {grad_diff:.2e}")
+        except Exception as e:  # noqa: BLE001 -- the model's own loss, with the reason
+            self.fused = False
+            self.loss_path = f"model (fused loss failed: {type(e).__name__}: {str(e)[:200]})"
+        finally:
+            _inner(self.optimizer).zero_grad(set_to_none=True)
+            for mod, name, value in saved:
+                setattr(mod, name, value)
+
+    def _eager_step(self) -> None:
+        _inner(self.optimizer).zero_grad(set_to_none=True)
+        self._body()
+
+    # -- capture ----------------------------------------------------------------------------
+    def _snapshot(self):
+        opt = _inner(self.optimizer)
+        params = [p.detach().clone() for p in self.params]
+        state = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
+                 for p in self.params if p in opt.state and opt.state[p]}
+        return params, state
+
+    @torch.no_grad()
+    def _restore(self, snapshot) -> None:
+        params, state = snapshot
+        opt = _inner(self.optimizer)
+        for p, saved in zip(self.params, params):
+            p.copy_(saved)
+        for p in self.params:
+            now = opt.state.get(p)
+            if not now:
+                continue
+            before = state.get(p)
+            for k, v in now.items():
+                if not torch.is_tensor(v):
+                    continue
+                if before is not None:
+                    v.copy_(before[k])
+                else:   # no state before the warm-up: a fresh one (step 0, zero moments)
+                    v.zero_()
+
+    def _reset_epoch(self, rows: torch.Tensor) -> None:
+        self.rows.copy_(rows)
+        self.counter.zero_()
+        self.loss_sum.zero_()
+        self.norm_sum.zero_()
+
+    def capture(self) -> None:
+        """Warm up on a side stream, capture one step, restore weights and optimiser state.
+        The batch rows must be set (`_reset_epoch`) before; they are reset here again."""
+        t0 = time.perf_counter()
+        self.validate_fused_loss()
+        snapshot = self._snapshot()
+        rows = self.rows.clone()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        try:
+            with torch.cuda.stream(stream):
+                for _ in range(WARMUP_STEPS):
+                    self._eager_step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            torch.cuda.synchronize(self.device)
+            _inner(self.optimizer).zero_grad(set_to_none=True)
+            self._reset_epoch(rows)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._body()
+            torch.cuda.synchronize(self.device)
+            self.graph = graph
+        except Exception as e:   # noqa: BLE001 -- any capture failure: eager, with the reason
+            self.graph = None
+            self.fallback_reason = f"capture failed: {type(e).__name__}: {str(e)[:300]}"
+            torch.cuda.synchronize(self.device)
+            _inner(self.optimizer).zero_grad(set_to_none=True)
+        finally:
+            self._restore(snapshot)
+            self._reset_epoch(rows)
+            torch.cuda.synchronize(self.device)
+            self.capture_time_s = time.perf_counter() - t0
+
+    # -- an epoch ---------------------------------------------------------------------------
+    def run_epoch(self, epoch: int, scheduler=None) -> tuple[float, float, int]:
+        cfg = self.cfg
+        self.model.train()
+        self._reset_epoch(padded_epoch_batches(self.n, cfg.batch_size, cfg.seed, epoch,
+                                               self.device, pad_index=self.n))
+        if self.use_graph and self.graph is None and self.fallback_reason is None:
+            self.capture()
+        per_batch = cfg.scheduler == "onecycle" and scheduler is not None
+        step = self.graph.replay if self.graph is not None else self._eager_step
+        for _ in range(self.steps):
+            step()
+            if per_batch:
+                step_scheduler(scheduler)
+        stats = torch.stack([self.loss_sum, self.norm_sum]).cpu()   # the epoch's one sync
+        return float(stats[0]) / self.steps, float(stats[1]) / self.steps, self.n
+
+    @property
+    def mode(self) -> str:
+        return "graph" if self.graph is not None else "eager"
+
+
+def _dropout_off(model) -> list:
+    """Every dropout probability of the model set to 0 (nn.Dropout's p, the `dropout` of RNNs
+    and attention); returns what to restore."""
+    saved = []
+    for mod in model.modules():
+        for name in ("p", "dropout") if isinstance(mod, torch.nn.Dropout) else ("dropout",):
+            value = getattr(mod, name, None)
+            if isinstance(value, float) and value > 0 and (
+                    name == "p" or isinstance(mod, (torch.nn.RNNBase, torch.nn.MultiheadAttention))):
+                saved.append((mod, name, value))
+                setattr(mod, name, 0.0)
+    return saved
+
+
+def _base_logits():
+    from recsys_core.models.base import SequentialModel
+    return SequentialModel.logits
+
+
+def for_run(cfg, model, optimizer, accelerator, split, starts, ends,
+            fused_loss: bool = True) -> TrainStep | None:
+    """The trainer's CUDA-graph step, or None where the eager loop must run (and why is
+    `graph_unsupported_reason`). A capture that fails later leaves `fallback_reason` set and
+    the step runs its body eagerly, which trains identically."""
+    if graph_unsupported_reason(cfg, accelerator) is not None:
+        return None
+    return TrainStep(cfg, model, optimizer, accelerator, split, starts, ends, use_graph=True,
+                     fused_loss=fused_loss)

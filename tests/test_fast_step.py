@@ -1,0 +1,138 @@
+"""The parts of the CUDA-graph training step that a CPU can check: the fixed-shape epoch (same
+batches as the eager loop, last batch padded), padding that changes neither loss nor
+gradients, the eager run of the step body against the trainer's loop, the optimiser choices
+and the dispatch (no graph off CUDA). The graph itself is compared with the eager step on the
+GPU by `python -m recsys_core.benchmark_gpu` (results/benchmarks/gpu_notes.md)."""
+import copy
+import math
+
+import pytest
+import torch
+
+from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.models import build_model
+from recsys_core.train import TrainConfig
+from recsys_core.train.batches import (epoch_batches, padded_epoch_batches, training_batch,
+                                       with_empty_window)
+from recsys_core.train.fast_step import TrainStep, for_run, graph_unsupported_reason
+from recsys_core.train.loop import make_accelerator, seed_everything, train_epoch
+from recsys_core.train.optim import lr_on_device, make_optimizer, make_scheduler
+
+TINY = dict(dataset="synthetic", synthetic={"n_users": 90, "n_items": 50,
+                                            "n_interactions": 2500, "seed": 3},
+            max_len=12, embedding_dim=16, num_heads=2, num_blocks=1, batch_size=30,
+            dropout=0.0, wandb_mode="disabled", device="cpu")
+
+
+def setup(model_name="sasrec", **kw):
+    cfg = TrainConfig(**{**TINY, "model": model_name, **kw})
+    acc = make_accelerator(cfg)
+    data = load_dataset(cfg.dataset, synthetic=cfg.synthetic)
+    split = LeaveOneOut.from_data(data, acc.device)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, data.n_items, cfg, "cpu")
+    starts, ends = split.train_windows(cfg.max_len, cfg.train_windows)
+    return cfg, acc, split, model, starts, ends
+
+
+def test_padded_epoch_is_the_eager_epoch_plus_padding():
+    for n, b in [(100, 32), (96, 32), (5, 32), (1, 1)]:
+        eager = epoch_batches(n, b, 42, 3, 0, 1, "cpu")
+        rows = padded_epoch_batches(n, b, 42, 3, "cpu")
+        assert rows.shape == (math.ceil(n / b), b)
+        flat = rows.flatten()
+        assert torch.equal(flat[:n], torch.cat(eager))
+        assert (flat[n:] == n).all()
+
+
+def test_empty_window_is_all_padding_with_no_target():
+    cfg, acc, split, model, starts, ends = setup()
+    s, e = with_empty_window(starts, ends)
+    n = len(starts)
+    for m in ("sasrec", "bert4rec"):
+        model = build_model(m, split.n_items, TrainConfig(**{**TINY, "model": m}), "cpu")
+        inputs, targets, _ = training_batch(cfg, model, split, s[[n, n]], e[[n, n]])
+        assert (inputs == 0).all() and (targets == 0).all()
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "bert4rec", "gru4rec", "lstm", "xlstm"])
+def test_padding_changes_neither_loss_nor_gradients(model_name):
+    cfg, acc, split, model, starts, ends = setup(model_name)
+    model.eval()     # no dropout: the two passes must see the same function
+    s, e = with_empty_window(starts, ends)
+    idx = torch.arange(7)
+    padded = torch.cat([idx, torch.full((25,), len(starts))])
+    torch.manual_seed(0)
+    batch = training_batch(cfg, model, split, s[idx], e[idx])
+    torch.manual_seed(0)
+    batch_p = training_batch(cfg, model, split, s[padded], e[padded])
+    if model.objective == "masked":       # the masks are random: use the unpadded rows' mask
+        inputs = torch.cat([batch[0], batch_p[0][7:]])
+        targets = torch.cat([batch[1], batch_p[1][7:]])
+        batch_p = (inputs, targets, None)
+    assert torch.equal(batch_p[0][:7], batch[0]) and torch.equal(batch_p[1][:7], batch[1])
+    assert (batch_p[1][7:] == 0).all()
+    grads = []
+    for inputs, targets, neg in (batch, batch_p):
+        model.zero_grad(set_to_none=True)
+        loss = model(inputs, targets, neg)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()
+                                      if p.grad is not None]))
+    (l1, g1), (l2, g2) = grads
+    torch.testing.assert_close(l2, l1, rtol=1e-5, atol=1e-6)
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_eager_fixed_shape_step_trains_like_the_loop(model_name):
+    """The step body (what the graph captures), run eagerly, gives the trainer loop's losses
+    and weights: same batches, padded last batch, clipping, optimiser, sums."""
+    cfg, acc, split, model, starts, ends = setup(model_name, grad_clip=0.5)
+    twin = copy.deepcopy(model)
+    opt_a = make_optimizer(cfg, model, cfg.lr)
+    opt_b = make_optimizer(cfg, twin, cfg.lr)
+    assert len(starts) % cfg.batch_size != 0       # the last batch is partial
+    results = []
+    for epoch in (1, 2):
+        a = train_epoch(cfg, model, opt_a, None, split, starts, ends, epoch, acc)
+        step = TrainStep(cfg, twin, opt_b, acc, split, starts, ends, use_graph=False,
+                         record_losses=True)
+        b = step.run_epoch(epoch)
+        assert step.mode == "eager" and b[2] == a[2] == len(starts)
+        assert (step.losses > 0).all()
+        results.append((a, b))
+    for a, b in results:
+        assert b[0] == pytest.approx(a[0], rel=1e-5) and b[1] == pytest.approx(a[1], rel=1e-5)
+    # Weights to float noise, amplified by Adam where a gradient is ~0 in exact arithmetic
+    # (the attention's key bias: softmax ignores it), which lr=1e-3 per step bounds.
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=2e-4)
+
+
+def test_no_graph_off_cuda_and_for_fault_injection():
+    cfg, acc, split, model, starts, ends = setup()
+    opt = make_optimizer(cfg, model, cfg.lr)
+    assert "not cuda" in graph_unsupported_reason(cfg, acc)
+    assert for_run(cfg, model, opt, acc, split, starts, ends) is None
+    cfg.cuda_graphs = False
+    assert graph_unsupported_reason(cfg, acc) == "cuda_graphs=false"
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
+def test_cpu_optimiser_unchanged_and_device_lr():
+    cfg, acc, split, model, starts, ends = setup()
+    opt = make_optimizer(cfg, model, 1e-3, capturable=True)   # ignored off CUDA
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-3
+    assert not opt.param_groups[0]["fused"] and not opt.param_groups[0]["capturable"]
+    lr_on_device(opt, "cpu")
+    lr = opt.param_groups[0]["lr"]
+    assert torch.is_tensor(lr) and float(lr) == pytest.approx(1e-3)
+    lr_on_device(opt, "cpu")
+    assert opt.param_groups[0]["lr"] is lr              # kept: a capture reads its address
+    # OneCycle over a tensor learning rate writes floats into it in place
+    sched = make_scheduler(TrainConfig(**{**TINY, "scheduler": "onecycle", "epochs": 2}), opt, 5)
+    sched.step()
+    assert opt.param_groups[0]["lr"] is lr and 0 < float(lr) < 1e-3
