@@ -1,9 +1,10 @@
-"""`python -m launcher {sweep,status,resume,cancel}`: the product's front door.
+"""`python -m launcher {sweep,status,resume,cancel,aggregate}`: the product's front door.
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N]
     cancel SWEEP [--cells ID ...]
+    aggregate SWEEP [--out DIR] [--no-plots]
 Exit codes: 0 ok, 1 some cell failed (local runs) or a SLURM command failed, 2 bad input.
 """
 from __future__ import annotations
@@ -180,6 +181,11 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def cmd_aggregate(args) -> int:
+    from launcher.aggregate import run_cli
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sweep")
     c.add_argument("--cells", nargs="+")
     c.set_defaults(func=cmd_cancel)
+    a = sub.add_parser("aggregate", help="a sweep's tables (md, csv, tex) and plots")
+    a.add_argument("sweep")
+    a.add_argument("--out", help="output folder (default: SWEEP/aggregate)")
+    a.add_argument("--no-plots", action="store_true")
+    a.set_defaults(func=cmd_aggregate)
     return p
 
 

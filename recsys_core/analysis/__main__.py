@@ -1,0 +1,91 @@
+"""`python -m recsys_core.analysis {geometry,longtail,latency} ...`
+
+    geometry RUN [RUN ...] --out DIR [--k 10] [--tsne-points 2000] [--tsne-iterations 750]
+    longtail RUN [RUN ...] --out DIR [--k 10] [--head 0.2] [--tail 0.5] [--top 50]
+    latency [RUN ...] --out DIR [--models sasrec bert4rec xlstm] [--lengths 64:1536:64]
+            [--batch 32] [--dim 256] [--blocks 4] [--heads 4] [--items 10678]
+            [--warmup 3] [--repeats 10] [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
+            [--threads N]
+
+A RUN is a run folder (result.json, best_model.pt) or a sweep folder (its completed cells).
+Each writes tables (md + csv) and a PNG figure into --out. Latency with RUNs takes each run's
+model and sizes; without, the --models at the given sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m recsys_core.analysis",
+                                description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="analysis", required=True)
+    g = sub.add_parser("geometry", help="item-embedding geometry (RQ4)")
+    g.add_argument("runs", nargs="+")
+    g.add_argument("--k", type=int, default=10)
+    g.add_argument("--tsne-points", type=int, default=2000)
+    g.add_argument("--tsne-iterations", type=int, default=750)
+    lt = sub.add_parser("longtail", help="popularity bias and long-tail accuracy")
+    lt.add_argument("runs", nargs="+")
+    lt.add_argument("--k", type=int, default=10)
+    lt.add_argument("--head", type=float, default=0.2, help="share of items in the head")
+    lt.add_argument("--tail", type=float, default=0.5, help="share of items in the tail")
+    lt.add_argument("--top", type=int, default=50, help="most recommended items listed")
+    la = sub.add_parser("latency", help="inference latency against sequence length")
+    la.add_argument("runs", nargs="*")
+    la.add_argument("--models", nargs="+", default=["sasrec", "bert4rec", "xlstm"])
+    la.add_argument("--lengths", nargs="+", default=["64:1536:64"],
+                    help="lengths, or START:STOP:STEP (inclusive)")
+    la.add_argument("--batch", type=int, default=32)
+    la.add_argument("--dim", type=int, default=256)
+    la.add_argument("--blocks", type=int, default=4)
+    la.add_argument("--heads", type=int, default=4)
+    la.add_argument("--items", type=int, default=10_678)
+    la.add_argument("--warmup", type=int, default=3)
+    la.add_argument("--repeats", type=int, default=10)
+    la.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    la.add_argument("--threads", type=int, default=None, help="CPU: torch intra-op threads")
+    for s in (g, lt, la):
+        s.add_argument("--out", type=Path, required=True)
+        s.add_argument("--device", default="auto" if s is la else "cpu",
+                       choices=("auto", "cpu", "cuda"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from recsys_core.analysis import markdown_table, run_dirs
+    try:
+        runs = run_dirs(args.runs)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = args.device
+    if device == "auto" and args.analysis != "latency":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.analysis == "geometry":
+        from recsys_core.analysis import geometry
+        table = geometry.analyse(runs, args.out, k=args.k, tsne_points=args.tsne_points,
+                                 tsne_iterations=args.tsne_iterations, device=device)
+    elif args.analysis == "longtail":
+        from recsys_core.analysis import longtail
+        table = longtail.analyse(runs, args.out, k=args.k, head=args.head, tail=args.tail,
+                                 top=args.top, device=device)
+    else:
+        from recsys_core.analysis import latency
+        lengths = latency.parse_lengths(args.lengths)
+        _, table = latency.analyse(args.out, args.models, lengths, runs or None,
+                                   batch=args.batch, dim=args.dim, blocks=args.blocks,
+                                   heads=args.heads, n_items=args.items, device=device,
+                                   warmup=args.warmup, repeats=args.repeats,
+                                   precision=args.precision, threads=args.threads)
+    print(markdown_table(table), end="")
+    print(f"→ {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

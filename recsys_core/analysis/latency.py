@@ -1,0 +1,176 @@
+"""Inference latency against sequence length (the study's scaling figure).
+
+For each model and length L: an untrained model (weights do not change the work done) of the
+given size with max_len = L scores a batch of full-length histories with `score_next` (encode
++ logits over the whole catalogue); warm-up calls first, then the median of timed repeats, each
+bracketed by device synchronisation (torch.cuda.synchronize on CUDA). bf16 autocast on CUDA
+and fp32 on CPU by default, as the trainer evaluates. Throughput = sequences per second. Per
+model a least-squares fit of log latency on log length gives the scaling exponent alpha.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_core.analysis import write_table
+from recsys_core.models import build_model
+
+DEFAULT_LENGTHS = list(range(64, 1537, 64))
+
+
+def parse_lengths(tokens: list[str]) -> list[int]:
+    """`64 128` or a range `64:1536:64` (inclusive), or both."""
+    out = []
+    for tok in tokens:
+        if ":" in tok:
+            start, stop, step = (int(x) for x in tok.split(":"))
+            out.extend(range(start, stop + 1, step))
+        else:
+            out.append(int(tok))
+    return sorted(set(out))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def time_model(model, batch: int, length: int, n_items: int, device: torch.device,
+               warmup: int, repeats: int, bf16: bool, seed: int = 0) -> list[float]:
+    gen = torch.Generator().manual_seed(seed)
+    history = torch.randint(1, n_items + 1, (batch, length), generator=gen).to(device)
+    times = []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for i in range(warmup + repeats):
+            _sync(device)
+            start = time.perf_counter()
+            model.score_next(history)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(models: list[str], lengths: list[int], *, batch: int = 32, dim: int = 256,
+            blocks: int = 4, heads: int = 4, n_items: int = 10_678, device: str = "auto",
+            warmup: int = 3, repeats: int = 10, precision: str = "auto",
+            threads: int | None = None) -> pd.DataFrame:
+    if threads:
+        # On a busy CPU, intra-op threads wait for each other: 1 thread can be 100x faster.
+        torch.set_num_threads(threads)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
+    rows = []
+    for name in models:
+        for length in lengths:
+            # Built for each length, as a model trained at max_len = L would be (xLSTM's CPU
+            # kernel picks its chunk size from max_len).
+            torch.manual_seed(0)
+            cfg = SimpleNamespace(embedding_dim=dim, num_heads=heads, num_blocks=blocks,
+                                  dropout=0.0, max_len=length, mask_prob=0.2)
+            model = build_model(name, n_items, cfg, dev.type).to(dev).eval()
+            row = {"model": name, "max_len": length, "batch": batch, "dim": dim, "blocks": blocks,
+                   "heads": heads, "n_items": n_items, "device": str(dev),
+                   "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+                   "precision": "bf16" if bf16 else "fp32",
+                   "params": sum(p.numel() for p in model.parameters())}
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            try:
+                times = time_model(model, batch, length, n_items, dev, warmup, repeats, bf16)
+            except torch.OutOfMemoryError:
+                del model
+                torch.cuda.empty_cache()
+                rows.append({**row, "status": "OOM"})
+                break            # longer sequences need more memory still
+            median = statistics.median(times)
+            rows.append({**row, "status": "ok", "latency_ms": median * 1e3,
+                         "latency_ms_min": min(times) * 1e3, "latency_ms_max": max(times) * 1e3,
+                         "throughput_seq_s": batch / median,
+                         "throughput_tokens_s": batch * length / median,
+                         "peak_mem_mb": torch.cuda.max_memory_allocated(dev) / 2**20
+                         if dev.type == "cuda" else None})
+            del model
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return pd.DataFrame(rows)
+
+
+def fit_alpha(table: pd.DataFrame) -> pd.DataFrame:
+    """latency ≈ c · L^alpha per model: slope of log latency on log L, with R²."""
+    rows = []
+    for name, t in table[table["status"] == "ok"].groupby("model", sort=False):
+        x, y = np.log(t["max_len"].to_numpy(float)), np.log(t["latency_ms"].to_numpy(float))
+        if len(t) < 2:
+            rows.append({"model": name, "alpha": np.nan, "r2": np.nan, "points": len(t)})
+            continue
+        alpha, intercept = np.polyfit(x, y, 1)
+        resid = y - (alpha * x + intercept)
+        r2 = 1 - (resid ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
+        rows.append({"model": name, "alpha": float(alpha), "c_ms": float(np.exp(intercept)),
+                     "r2": float(r2), "points": len(t),
+                     "min_len": int(t["max_len"].min()), "max_len": int(t["max_len"].max())})
+    return pd.DataFrame(rows)
+
+
+def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] | None = None,
+            **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs, when given, set the sizes (model, embedding, blocks, heads, catalogue) per run."""
+    if runs:
+        tables = []
+        for path in runs:
+            r = json.loads((Path(path) / "result.json").read_text())
+            sizes = dict(dim=r["embedding_dim"], blocks=r["num_blocks"], heads=r["num_heads"],
+                         n_items=r["dataset_items"])
+            tables.append(measure([r["model"]], lengths, **{**kw, **sizes}))
+        table = pd.concat(tables, ignore_index=True)
+    else:
+        table = measure(models, lengths, **kw)
+    fit = fit_alpha(table)
+    write_table(table, out, "latency")
+    write_table(fit, out, "latency_fit")
+    figure(table, fit, out / "latency.png")
+    return table, fit
+
+
+def figure(table: pd.DataFrame, fit: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    ok = table[table["status"] == "ok"]
+    alphas = dict(zip(fit["model"], fit["alpha"]))
+    for i, (name, t) in enumerate(ok.groupby("model", sort=False)):
+        colour = plt.get_cmap("tab10")(i)
+        left.loglog(t["max_len"], t["latency_ms"], "o", ms=4, color=colour,
+                    label=f"{name} (alpha = {alphas.get(name, float('nan')):.2f})")
+        row = fit[fit["model"] == name]
+        if len(row) and np.isfinite(row["alpha"].iloc[0]):
+            xs = np.array([t["max_len"].min(), t["max_len"].max()], dtype=float)
+            left.loglog(xs, row["c_ms"].iloc[0] * xs ** row["alpha"].iloc[0], "--", color=colour)
+        right.plot(t["max_len"], t["throughput_seq_s"], "o-", ms=3, color=colour, label=name)
+    first = table.iloc[0] if len(table) else {}
+    left.set(xlabel="sequence length L", ylabel="latency per batch (ms, median)",
+             title=f"batch {first.get('batch')}, D={first.get('dim')}, "
+                   f"{first.get('blocks')} blocks, {first.get('device')}")
+    right.set(xlabel="sequence length L", ylabel="sequences / s", title="throughput")
+    right.set_yscale("log")
+    left.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    left.set_xticks(sorted(set(ok["max_len"]))[:: max(1, len(set(ok["max_len"])) // 6)])
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

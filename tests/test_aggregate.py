@@ -1,0 +1,244 @@
+"""`python -m launcher aggregate` on a tiny constructed sweep: formats, values, paired tests,
+failed/missing cells, corrupt files, compute hours, the cache, where states come from."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from launcher.__main__ import main as launcher_main
+from launcher.grid import expand, load_grid
+from launcher.sweep import Sweep
+from recsys_core.train.results import write_history, write_result
+
+GRID = """
+name: tiny
+fixed: {epochs: 3, embedding_dim: 16}
+grid:
+  model: [sasrec, gru4rec, pop]
+  dataset: [synthetic, ml-100k]
+  max_len: [10, 20]
+  seed: [1, 2, 3]
+resources: {gpus: 1, nodes: 2, cpus: 4}
+overrides:
+  - when: {model: pop}
+    set: {resources: {gpus: 0}}
+"""
+BASE = {"sasrec": 0.30, "gru4rec": 0.25, "pop": 0.10}
+FAILED = ("gru4rec", "synthetic", 10, 3)       # → sasrec/gru4rec share seeds 1, 2 there
+MISSING = ("pop", "synthetic", 20, 2)
+ONE_SEED = [("gru4rec", "ml-100k", 20, 2), ("gru4rec", "ml-100k", 20, 3)]   # FAILED too
+CORRUPT = ("sasrec", "ml-100k", 10, 1)
+
+
+def recall(model, dataset, max_len, seed):
+    wobble = ((seed * 7 + max_len) % 5) * 0.01 + (0.02 if dataset == "ml-100k" else 0)
+    own = {"sasrec": 0, "gru4rec": 0.002 * seed, "pop": 0.003 * seed ** 2}[model]
+    return BASE[model] + wobble + own
+
+
+def key(cell):
+    p = cell.params
+    return p["model"], p["dataset"], p["max_len"], p["seed"]
+
+
+def wall(cell):
+    return 100.0 * (1 + cell.params["seed"]) + cell.params["max_len"]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(GRID)
+    cells = expand(load_grid(grid_file))
+    sw = Sweep.create(tmp_path / "sweep", grid_file, "tiny", cells, "local")
+    for c in cells:
+        k, out = key(c), sw.cell_dir(c.id)
+        if k == MISSING:
+            continue
+        r = recall(*k)
+        record = {**c.params, "status": "COMPLETED", "reason": None, "test_recall@10": r,
+                  "test_ndcg@10": r * 0.6, "test_mrr@10": r * 0.5, "val_recall@10": r,
+                  "params_total": 1000 if k[0] != "pop" else 0, "wall_time_s": wall(c),
+                  "epoch_time_s": None if k[0] == "pop" else 2.0 + k[2] / 10, "ks": [5, 10, 20]}
+        if k == FAILED or k in ONE_SEED:
+            record.update({"status": "FAILED", "reason": "Traceback ...\nRuntimeError: boom",
+                           "test_recall@10": None})
+        if k[0] == "sasrec" and k[3] == 2:   # schemas differ between cells
+            record.update(params_total=1000.0, peak_gpu_mem_mb=None, extra_field="x")
+        write_result(out, record)
+        if k[0] != "pop":
+            write_history(out, [{"epoch": e, "train_loss": 1.0 / e, "val_recall@10": r * e / 3}
+                                for e in (1, 2, 3)])
+        if k == CORRUPT:
+            data = (out / "result.json").read_bytes()
+            (out / "result.json").write_bytes(data[: len(data) // 2])
+    return sw
+
+
+def aggregate(sweep, tmp_path, plots=False):
+    out = tmp_path / "agg"
+    args = ["aggregate", str(sweep.root), "--out", str(out)] + ([] if plots else ["--no-plots"])
+    assert launcher_main(args) == 0
+    return out
+
+
+def md_rows(path):
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    assert set(lines[1]) <= set("|-")
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[:1] + lines[2:]]
+    assert all(len(r) == len(rows[0]) == lines[1].count("---") for r in rows)
+    return rows[0], rows[1:]
+
+
+def test_every_table_in_every_format_and_the_plots(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path, plots=True)
+    for name in ("main", "paired", "compute", "cells", "states"):
+        csv = pd.read_csv(out / f"{name}.csv")
+        header, rows = md_rows(out / f"{name}.md")
+        assert len(rows) == len(csv) > 0
+        tex = (out / f"{name}.tex").read_text()
+        body = tex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
+        assert tex.count("\\begin{tabular}") == 1 and len(body) == len(csv)
+        assert all(line.count(" & ") == len(header) - 1 for line in body)
+    cells = pd.read_csv(out / "cells.csv")
+    assert len(cells) == 36
+    for png in ("curves", "recall_vs_max_len", "accuracy_vs_time"):
+        assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Results" in (out / "summary.md").read_text()
+
+
+def test_main_table_means_stds_and_best_per_dataset(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    main = pd.read_csv(out / "main.csv")
+    assert list(main.columns[:3]) == ["model", "dataset", "max_len"]
+    assert "embedding_dim" not in main.columns   # the same in every cell
+    row = main[(main.model == "sasrec") & (main.dataset == "synthetic") & (main.max_len == 20)].iloc[0]
+    values = [recall("sasrec", "synthetic", 20, s) for s in (1, 2, 3)]
+    assert row["test_recall@10_mean"] == pytest.approx(np.mean(values))
+    assert row["test_recall@10_std"] == pytest.approx(np.std(values, ddof=1))
+    assert row["test_ndcg@10_mean"] == pytest.approx(0.6 * np.mean(values))
+    assert row["n_seeds"] == 3 and row["epoch_time_s"] == pytest.approx(4.0)
+    for dataset, grp in main.groupby("dataset"):   # ties (sasrec L10 = L20 here) all marked
+        top = grp["test_recall@10_mean"] == grp["test_recall@10_mean"].max()
+        assert (grp["test_recall@10_best"] == top).all() and top.sum() >= 1
+    header, rows = md_rows(out / "main.md")
+    bold = [(r[0], r[1], r[2]) for r in rows if r[header.index("Recall@10")].startswith("**")]
+    expected = [(b.model, b.dataset, str(b.max_len)) for b in main[main["test_recall@10_best"]].itertuples()]
+    assert sorted(bold) == sorted(expected)
+    assert (out / "main.tex").read_text().count("\\textbf{") == main.filter(like="_best").to_numpy().sum()
+
+
+def test_paired_tests_equal_scipy(sweep, tmp_path):
+    paired = pd.read_csv(aggregate(sweep, tmp_path) / "paired.csv")
+    row = paired[(paired.dataset == "synthetic") & (paired.max_len == 10) &
+                 (paired.model == "gru4rec") & (paired.metric == "Recall@10")].iloc[0]
+    assert row["best"] == "sasrec" and row["n_shared_seeds"] == 2
+    a = np.array([recall("sasrec", "synthetic", 10, s) for s in (1, 2)])
+    b = np.array([recall("gru4rec", "synthetic", 10, s) for s in (1, 2)])
+    t, p = stats.ttest_rel(a, b)
+    d = a - b
+    half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+    assert row["t"] == pytest.approx(t) and row["p_value"] == pytest.approx(p)
+    assert row["mean_diff"] == pytest.approx(d.mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    three = paired[(paired.dataset == "ml-100k") & (paired.max_len == 10) &
+                   (paired.model == "pop") & (paired.metric == "NDCG@10")].iloc[0]
+    # sasrec's seed 1 there is unreadable: seeds 2, 3 are shared
+    a = np.array([0.6 * recall("sasrec", "ml-100k", 10, s) for s in (2, 3)])
+    b = np.array([0.6 * recall("pop", "ml-100k", 10, s) for s in (2, 3)])
+    assert three["n_shared_seeds"] == 2
+    assert three["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+
+
+def test_fewer_than_two_shared_seeds_is_na(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    paired = pd.read_csv(out / "paired.csv")
+    one = paired[(paired.dataset == "ml-100k") & (paired.max_len == 20) & (paired.model == "gru4rec")]
+    assert len(one) == 3 and (one["n_shared_seeds"] == 1).all()
+    assert one[["ci_low", "ci_high", "t", "p_value"]].isna().all().all()
+    header, rows = md_rows(out / "paired.md")
+    shown = [r for r in rows if r[header.index("model")] == "gru4rec" and r[0] == "ml-100k" and r[1] == "20"]
+    assert all(r[header.index("95% CI")] == "n/a" and r[header.index("p")] == "n/a" for r in shown)
+
+
+def test_failed_missing_and_corrupt_cells_are_counted_never_dropped(sweep, tmp_path, capsys):
+    out = aggregate(sweep, tmp_path)
+    err = capsys.readouterr().err
+    cells = pd.read_csv(out / "cells.csv")
+    states = dict(pd.read_csv(out / "states.csv").values)
+    assert states == {"COMPLETED": 31, "FAILED": 4, "MISSING": 1, "all": 36}
+    by_key = {(r.model, r.dataset, r.max_len, r.seed): r for r in cells.itertuples()}
+    assert by_key[MISSING].state == "MISSING"
+    assert by_key[FAILED].state == "FAILED" and by_key[FAILED].reason == "RuntimeError: boom"
+    corrupt = by_key[CORRUPT]
+    corrupt_path = str(sweep.cell_dir(corrupt.id) / "result.json")
+    assert corrupt.state == "FAILED" and "unreadable" in corrupt.reason
+    assert corrupt_path in err and corrupt_path in (out / "summary.md").read_text()
+    main = pd.read_csv(out / "main.csv", dtype={"incomplete": object})
+    main["incomplete"] = main["incomplete"].fillna("")
+    incomplete = {(r.model, r.dataset, r.max_len): r.incomplete for r in main.itertuples()}
+    assert incomplete[FAILED[:3]] == "1 FAILED" and incomplete[MISSING[:3]] == "1 MISSING"
+    assert incomplete[ONE_SEED[0][:3]] == "2 FAILED"
+    assert incomplete[("sasrec", "synthetic", 10)] == ""
+
+
+def test_gpu_and_cpu_hours(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    cells = pd.read_csv(out / "cells.csv")
+    timed = cells[cells.state.isin(["COMPLETED", "FAILED"]) & cells.wall_time_s.notna()]
+    assert (timed.gpu_hours == timed.wall_time_s * timed.gpus * 2 / 3600).all()
+    assert (timed.cpu_hours == timed.wall_time_s * 4 * 2 / 3600).all()
+    compute = pd.read_csv(out / "compute.csv").set_index("model")
+    assert compute.loc["pop", "gpu_hours"] == 0 and compute.loc["pop", "cpu_hours"] > 0
+    expected = {m: cells[cells.model == m].gpu_hours.sum() for m in BASE}
+    for m, hours in expected.items():
+        assert compute.loc[m, "gpu_hours"] == pytest.approx(hours)
+    assert compute.loc["all", "gpu_hours"] == pytest.approx(sum(expected.values()))
+    assert compute.loc["all", "cells"] == 36
+
+
+def test_a_changed_result_is_read_again(sweep, tmp_path):
+    aggregate(sweep, tmp_path)
+    assert any((sweep.root / ".aggregate-cache").iterdir())
+    cell = next(c for c in sweep.cells() if key(c) == FAILED)
+    write_result(sweep.cell_dir(cell.id), {**cell.params, "status": "COMPLETED", "test_recall@10": 0.99,
+                                           "test_ndcg@10": 0.5, "test_mrr@10": 0.4, "wall_time_s": 1.0})
+    cells = pd.read_csv(aggregate(sweep, tmp_path) / "cells.csv").set_index("id")
+    assert cells.loc[cell.id, "state"] == "COMPLETED" and cells.loc[cell.id, "test_recall@10"] == 0.99
+
+
+def test_states_from_the_launcher_status_when_submitted(sweep, tmp_path, monkeypatch):
+    from launcher import slurm
+    sweep.record_submissions([{"cell": c.id, "executor": "local", "job_id": None, "time": 0}
+                               for c in sweep.cells()])
+    cells = pd.read_csv(aggregate(sweep, tmp_path) / "cells.csv")
+    missing = cells[[(r.model, r.dataset, r.max_len, r.seed) == MISSING for r in cells.itertuples()]]
+    assert missing.state.item() == "FAILED"     # status: a local run that left no result
+    assert "launcher status" in (tmp_path / "agg" / "summary.md").read_text()
+
+    def unreachable(job_ids):
+        raise slurm.SlurmError("sacct: cannot reach slurmdbd")
+    monkeypatch.setattr(slurm, "sacct_states", unreachable)
+    sweep.record_submissions([{"cell": c.id, "executor": "slurm", "job_id": "7_1", "time": 0}
+                               for c in sweep.cells()])
+    out = aggregate(sweep, tmp_path)
+    assert "SLURM not reachable" in (out / "summary.md").read_text()
+    assert dict(pd.read_csv(out / "states.csv").values)["MISSING"] == 1
+
+
+def test_not_a_sweep_is_an_error(tmp_path, capsys):
+    assert launcher_main(["aggregate", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_a_sweep_without_any_result_yet(tmp_path):
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(GRID)
+    sweep = Sweep.create(tmp_path / "empty", grid_file, "tiny", expand(load_grid(grid_file)), "slurm")
+    out = aggregate(sweep, tmp_path, plots=True)
+    assert dict(pd.read_csv(out / "states.csv").values) == {"MISSING": 36, "all": 36}
+    main = pd.read_csv(out / "main.csv")
+    assert len(main) == 12 and (main["n_seeds"] == 0).all() and (main["incomplete"] == "3 MISSING").all()
+    assert len(pd.read_csv(out / "paired.csv")) == 0 and (out / "curves.png").exists()
