@@ -47,7 +47,8 @@ METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@1
 RESULT_SCHEMA = pa.schema(
     [("status", pa.string()), ("reason", pa.string())]
     + [(c, pa.float64()) for c in (*METRICS, "val_recall@10", "params_total", "epoch_time_s",
-                                   "wall_time_s", "num_processes", "best_epoch", "epochs_run")])
+                                   "wall_time_s", "num_processes", "best_epoch", "epochs_run")]
+    + [("val_recall@10_by_epoch", pa.list_(pa.float64()))])
 DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(TrainConfig)}
 # Parameters that do not change what is trained (those TrainConfig.hash skips): never a column.

@@ -55,6 +55,7 @@ def record(cell, rng) -> dict:
             rec.update({f"{split}_recall@{k}": r, f"{split}_ndcg@{k}": r * 0.55,
                         f"{split}_mrr@{k}": r * 0.45, f"{split}_precision@{k}": r / k})
         rec.update({f"{split}_nan_scores": 0, f"{split}_users": 6040})
+    rec["val_recall@10_by_epoch"] = [rec["val_recall@10"] * e / EPOCHS for e in range(1, EPOCHS + 1)]
     return rec
 
 

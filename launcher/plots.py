@@ -57,7 +57,18 @@ def _joined(frame: pd.DataFrame, by: list[str], cols: list[str]) -> list[np.ndar
 def curves(agg, out: Path) -> tuple[Path, dict[str, str]]:
     from launcher.aggregate import read_cached
     cells = agg.cells[agg.cells["state"] == "COMPLETED"]
-    history, problems = read_cached(agg.root, cells["id"], "history.parquet", HISTORY_SCHEMA)
+    # The curve is in each result (val_recall@10_by_epoch); history.parquet only for results
+    # written before it was.
+    curve = cells["val_recall@10_by_epoch"] if "val_recall@10_by_epoch" in cells else \
+        pd.Series([None] * len(cells), index=cells.index, dtype=object)
+    has_curve = curve.map(lambda v: v is not None and len(v) > 0).astype(bool)
+    inline = pd.DataFrame({"id": cells["id"][has_curve], "val_recall@10_by_epoch": curve[has_curve]})
+    inline = inline.explode("val_recall@10_by_epoch")
+    inline["epoch"] = inline.groupby("id").cumcount() + 1
+    inline = inline.rename(columns={"id": "cell", "val_recall@10_by_epoch": "val_recall@10"})
+    older, problems = read_cached(agg.root, cells[~has_curve]["id"], "history.parquet",
+                                  HISTORY_SCHEMA)
+    history = pd.concat([inline.astype({"val_recall@10": float}), older], ignore_index=True)
     history = history.merge(cells[["id", *agg.keys]], left_on="cell", right_on="id")
     mean = history.groupby(agg.keys + ["epoch"], sort=False)["val_recall@10"].mean().reset_index()
     mean = mean.sort_values(agg.keys + ["epoch"], kind="stable")

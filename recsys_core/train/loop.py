@@ -218,6 +218,9 @@ def summarize_history(record: dict, history: list[dict]) -> None:
         record.setdefault("epoch_time_s", None)
         return
     record["epoch_time_s"] = float(np.mean([h["epoch_time_s"] for h in history]))
+    # The validation curve travels in the result itself: aggregating a sweep's curves then
+    # needs no history file per cell.
+    record["val_recall@10_by_epoch"] = [h.get("val_recall@10") for h in history]
     record["train_sequences_per_s"] = float(np.mean([h["train_sequences_per_s"] for h in history]))
     peaks = [h["peak_gpu_mem_mb"] for h in history if h.get("peak_gpu_mem_mb") is not None]
     record["peak_gpu_mem_mb"] = max(peaks) if peaks else None
