@@ -7,6 +7,8 @@
       cells/<id>/          a cell's run: cell.json (written here), then the trainer's files
       slurm/               submitit's pickles and logs (%A_%a_0_log.out/.err)
       sbatch/              dry-run: the exact sbatch scripts that would be submitted
+      aggregate/           `aggregate`'s tables and plots (default output)
+      .aggregate-cache/    rows `aggregate` has read, by file size and mtime (safe to delete)
       .lock                held by commands that submit (sweep, resume), so two never overlap
 
 Status, resume and aggregate read only this directory (and sacct), never the grid file again.
