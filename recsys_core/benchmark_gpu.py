@@ -260,22 +260,29 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
     return row
 
 
-def profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step, epoch) -> str:
-    """torch.profiler over one epoch: kernel time by name (top 12) and the GPU-busy share."""
+def _profiled(run, device) -> tuple[float, dict[str, list]]:
+    """Wall time of run() under torch.profiler, and CUDA kernel time and count by name."""
     from torch.profiler import ProfilerActivity, profile
-    from recsys_core.train.loop import train_epoch
-    sync(acc.device)
+    sync(device)
     t = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        train_epoch(cfg, model, optimizer, None, split, starts, ends, epoch, acc, step)
-        sync(acc.device)
+        run()
+        sync(device)
     wall = time.perf_counter() - t
-    kernels = {}
+    kernels: dict[str, list] = {}
     for ev in prof.events():
         if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
             k = kernels.setdefault(ev.name, [0.0, 0])
             k[0] += ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
             k[1] += 1
+    return wall, kernels
+
+
+def profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step, epoch) -> str:
+    """torch.profiler over one epoch: kernel time by name (top 12) and the GPU-busy share."""
+    from recsys_core.train.loop import train_epoch
+    wall, kernels = _profiled(lambda: train_epoch(cfg, model, optimizer, None, split, starts,
+                                                  ends, epoch, acc, step), acc.device)
     total = sum(v[0] for v in kernels.values()) / 1e6
     lines = [f"profile {cfg.dataset} {cfg.model} ({step.mode}): wall {wall:.4f} s (profiled), "
              f"GPU kernel time {total:.4f} s ({100 * total / max(wall, 1e-9):.0f}% of wall), "
@@ -288,24 +295,12 @@ def profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step, epoch) 
 
 def profile_eval(model, split, acc, cfg) -> str:
     """torch.profiler over one evaluation of all users in one batch: wall vs kernel time."""
-    from torch.profiler import ProfilerActivity, profile
     from recsys_core.train.evaluate import evaluate, user_loader
     loader = acc.prepare(user_loader(split.n_users, max(split.n_users, 1)))
     args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks, loader=loader,
                 accelerator=acc)
     evaluate(model, split, "val", **args)
-    sync(acc.device)
-    t = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        evaluate(model, split, "val", **args)
-        sync(acc.device)
-    wall = time.perf_counter() - t
-    kernels = {}
-    for ev in prof.events():
-        if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
-            k = kernels.setdefault(ev.name, [0.0, 0])
-            k[0] += ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
-            k[1] += 1
+    wall, kernels = _profiled(lambda: evaluate(model, split, "val", **args), acc.device)
     total = sum(v[0] for v in kernels.values()) / 1e6
     lines = [f"eval profile {cfg.model} (all users, one batch): wall {wall:.4f} s (profiled), "
              f"GPU kernel time {total:.4f} s, {sum(v[1] for v in kernels.values())} kernels"]
