@@ -58,3 +58,10 @@ def test_two_process_cell_runs_through_the_local_executor(tmp_path):
     assert result["status"] == "COMPLETED" and result["num_processes"] == 2
     single = evaluate_checkpoint(cell, device="cpu")
     assert all(result[k] == v for k, v in single.items() if k.startswith(("val_", "test_")))
+    # status: the table, JSON, and --watch (returns once nothing is queued or running)
+    table = launcher("status", sweep)
+    assert table.returncode == 0 and "1/1 finished  COMPLETED 1" in table.stdout
+    rows = json.loads(launcher("status", sweep, "--json").stdout)
+    assert [r["state"] for r in rows] == ["COMPLETED"]
+    watch = launcher("status", sweep, "--watch", "0.1")
+    assert watch.returncode == 0 and "1/1 finished" in watch.stdout
