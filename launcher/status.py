@@ -113,9 +113,12 @@ def render(rows: list[dict], width: int = 40) -> str:
     c = counts(rows)
     done = sum(c.get(s, 0) for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
     filled = int(width * done / max(len(rows), 1))
-    lines = [f"{'id':<13}{'state':<11}{'job':<12}name"]
+    lines = [f"{'id':<13}{'state':<11}{'job':<12}{'test R@10':<11}name"]
     for r in rows:
-        lines.append(f"{r['id']:<13}{r['state']:<11}{str(r['job_id'] or '-'):<12}{r['name']}")
+        recall = r.get("test_recall@10")
+        shown = f"{recall:.4f}" if isinstance(recall, float) else "-"
+        lines.append(f"{r['id']:<13}{r['state']:<11}{str(r['job_id'] or '-'):<12}{shown:<11}"
+                     f"{r['name']}")
         if r["reason"] and r["state"] not in ("COMPLETED",) + ACTIVE:
             lines.extend("    " + line for line in str(r["reason"]).splitlines()[-5:])
     lines.append("")
