@@ -13,7 +13,6 @@ launcher can use its table helpers cheaply.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -110,38 +109,16 @@ class Run:
         return f"{self.cfg.model}-{self.cfg.dataset}-L{self.cfg.max_len}-s{self.cfg.seed}"
 
 
-def config_from_record(record: dict, source: str = "result.json"):
-    """The TrainConfig a result was trained with (nested values are stored as JSON text)."""
-    from recsys_core.train.config import TrainConfig
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in record.items() if k in fields}
-    for k in ("synthetic", "ks"):
-        if isinstance(values.get(k), str):
-            values[k] = json.loads(values[k])
-    values.update(device="auto", wandb_mode="disabled")   # "device" holds the device name
-    return TrainConfig.from_dict(values, source)
-
-
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """A finished run: its config, data, split and model with the best checkpoint's weights
     (rebuilt as recsys_core.train.eval_checkpoint does; `pop` is fitted on the train split)."""
     import torch
 
-    from recsys_core.data import LeaveOneOut, load_dataset
-    from recsys_core.models import build_model
-    from recsys_core.train import checkpoint as ckpt
+    from recsys_core.train.eval_checkpoint import config_from_record, restore
     path = Path(path)
     record = json.loads((path / "result.json").read_text())
     cfg = config_from_record(record, f"{path}/result.json")
-    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
-                        mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
-    split = LeaveOneOut.from_data(data, device)
-    model = build_model(cfg.model, data.n_items, cfg, torch.device(device).type).to(device)
-    if model.trainable:
-        ckpt.load_best(path, model, device)
-    else:
-        model.fit(split.train_item_counts())
-    model.eval()
+    data, split, model = restore(path, cfg, torch.device(device))
     return Run(path, record, cfg, data, split, model)
 
 
@@ -154,5 +131,5 @@ def item_embeddings(model) -> np.ndarray | None:
     return emb.weight.detach()[1: model.n_items + 1].double().cpu().numpy()
 
 
-__all__ = ["Run", "config_from_record", "gini", "item_embeddings", "latex_table", "load_run",
+__all__ = ["Run", "gini", "item_embeddings", "latex_table", "load_run",
            "markdown_table", "run_dirs", "write_table"]

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from recsys_core.data import LeaveOneOut, load_dataset
 from recsys_core.models import build_model
 from recsys_core.train import checkpoint as ckpt
@@ -19,29 +21,43 @@ from recsys_core.train.loop import make_accelerator
 from recsys_core.train.results import read_result
 
 
+def config_from_record(record: dict, source: str = "result.json", **overrides) -> TrainConfig:
+    """The TrainConfig a result was trained with (nested values are stored as JSON text; the
+    record's `device` holds the device's name, so it is reset unless given)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in record.items() if k in fields}
+    for k in ("synthetic", "ks"):
+        if isinstance(values.get(k), str):
+            values[k] = json.loads(values[k])
+    values.update({"device": "auto", "wandb_mode": "disabled", **overrides})
+    return TrainConfig.from_dict(values, source)
+
+
+def restore(run_dir: Path, cfg: TrainConfig, device: torch.device):
+    """(data, split, model) of a finished run: the best checkpoint's weights (pop: refitted)."""
+    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
+                        mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
+    split = LeaveOneOut.from_data(data, device)
+    model = build_model(cfg.model, data.n_items, cfg, device.type).to(device)
+    if model.trainable:
+        ckpt.load_best(run_dir, model, device)
+    else:
+        model.fit(split.train_item_counts())
+    model.eval()
+    return data, split, model
+
+
 def evaluate_checkpoint(run_dir: Path, device: str = "auto", eval_batch_size: int | None = None) -> dict:
     record = read_result(run_dir)
     if record is None:
         raise FileNotFoundError(f"{run_dir}/result.json: no result to take the configuration from")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in record.items() if k in fields}
-    values["synthetic"] = json.loads(values["synthetic"]) if isinstance(values.get("synthetic"), str) \
-        else values.get("synthetic") or {}
     # however many processes this evaluation runs in (WORLD_SIZE is set by accelerate/torchrun)
-    values.update(device=device, wandb_mode="disabled",
-                  num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    overrides = {"device": device, "num_processes": int(os.environ.get("WORLD_SIZE", "1"))}
     if eval_batch_size:
-        values["eval_batch_size"] = eval_batch_size
-    cfg = TrainConfig.from_dict(values, f"{run_dir}/result.json")
+        overrides["eval_batch_size"] = eval_batch_size
+    cfg = config_from_record(record, f"{run_dir}/result.json", **overrides)
     accelerator = make_accelerator(cfg)
-    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
-                        mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
-    split = LeaveOneOut.from_data(data, accelerator.device)
-    model = build_model(cfg.model, data.n_items, cfg, accelerator.device.type).to(accelerator.device)
-    if model.trainable:
-        ckpt.load_best(run_dir, model, accelerator.device)
-    else:
-        model.fit(split.train_item_counts())
+    data, split, model = restore(run_dir, cfg, accelerator.device)
     loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
     args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks, loader=loader,
                 accelerator=accelerator)
