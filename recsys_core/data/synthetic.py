@@ -47,36 +47,41 @@ def generate(spec: SyntheticSpec) -> tuple[pd.DataFrame, dict[int, str]]:
     lengths = rng.lognormal(0.0, 0.7, spec.n_users)
     lengths = np.maximum(spec.min_length, np.round(lengths / lengths.mean() * mean_len)).astype(int)
 
-    def pick_in(clusters: np.ndarray) -> np.ndarray:
-        u = rng.random(len(clusters))
-        out = np.empty(len(clusters), dtype=np.int64)
-        for c in np.unique(clusters):
-            sel = clusters == c
-            cum = cum_in_cluster[starts[c]:starts[c] + sizes[c]]
-            out[sel] = starts[c] + np.minimum(np.searchsorted(cum, u[sel]), sizes[c] - 1)
-        return out
+    # Picking by popularity inside a cluster is one searchsorted over all items: cluster c's
+    # cumulative weights shifted by c, so c + u falls inside cluster c's block.
+    keys = cluster_of + cum_in_cluster
+    last_of = starts + sizes - 1
 
-    seq = np.zeros((spec.n_users, lengths.max()), dtype=np.int64)
+    def pick_in(clusters: np.ndarray, u: np.ndarray) -> np.ndarray:
+        picked = np.searchsorted(keys, clusters + u, side="right")
+        return np.minimum(np.maximum(picked, starts[clusters]), last_of[clusters])
+
+    seq = np.zeros((spec.n_users, lengths.max()), dtype=np.int32)
     cluster = rng.integers(0, spec.n_clusters, spec.n_users)
-    seq[:, 0] = pick_in(cluster)
+    seq[:, 0] = pick_in(cluster, rng.random(spec.n_users))
     for t in range(1, lengths.max()):
-        last = seq[:, t - 1]
+        # Random numbers are drawn for every user (the same stream whatever the lengths), the
+        # walk is computed only for users whose sequence is still running.
         r = rng.random(spec.n_users)
+        step = rng.choice([-1, 1], spec.n_users)
+        u = rng.random(spec.n_users)
+        act = np.flatnonzero(lengths > t)
+        r, step, u, c = r[act], step[act], u[act], cluster[act]
+        last = seq[act, t - 1]
         follow = r < spec.p_follow
         drift = (r >= spec.p_follow) & (r < spec.p_follow + spec.p_drift)
-        cluster = np.where(drift, (cluster + rng.choice([-1, 1], spec.n_users)) % spec.n_clusters,
-                           cluster)
+        c = np.where(drift, (c + step) % spec.n_clusters, c)
         c_last = cluster_of[last]
         successor = starts[c_last] + (last - starts[c_last] + 1) % sizes[c_last]
-        seq[:, t] = np.where(follow, successor, pick_in(cluster))
-        cluster = np.where(follow, c_last, cluster)
+        seq[act, t] = np.where(follow, successor, pick_in(c, u))
+        cluster[act] = np.where(follow, c_last, c)
 
     mask = np.arange(seq.shape[1])[None, :] < lengths[:, None]
     users = np.broadcast_to(np.arange(1, spec.n_users + 1)[:, None], seq.shape)[mask]
     steps = np.broadcast_to(np.arange(seq.shape[1])[None, :], seq.shape)[mask]
     df = pd.DataFrame({
         "user": users.astype(np.int64),
-        "item": seq[mask] + 1,
+        "item": seq[mask].astype(np.int64) + 1,
         "timestamp": 1_000_000 + steps.astype(np.int64) * 60,
         "rating": np.nan,
     })
