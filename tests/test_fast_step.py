@@ -4,7 +4,12 @@ gradients, the eager run of the step body against the trainer's loop, the optimi
 and the dispatch (no graph off CUDA). The graph itself is compared with the eager step on the
 GPU by `python -m recsys_core.benchmark_gpu` (results/benchmarks/gpu_notes.md)."""
 import copy
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +141,27 @@ def test_cpu_optimiser_unchanged_and_device_lr():
     sched = make_scheduler(TrainConfig(**{**TINY, "scheduler": "onecycle", "epochs": 2}), opt, 5)
     sched.step()
     assert opt.param_groups[0]["lr"] is lr and 0 < float(lr) < 1e-3
+
+
+@pytest.mark.parametrize("model_name", ["sasrec"])
+def test_data_parallel_step_trains_like_ddp(tmp_path, model_name):
+    """Two CPU processes (gloo): the multi-process step body (each process's share, one
+    all-reduce of the flat gradients, clipping, optimiser) trains like the eager DDP loop."""
+    out = tmp_path / "twin.json"
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no",
+         str(Path(__file__).parent / "helpers" / "ddp_step_twin.py"), model_name, str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    share = seen["n_windows"] // 2
+    for e in seen["epochs"]:
+        (la, na, sa), (lb, nb, sb) = e["loop"], e["step"]
+        assert e["mode"] == "eager" and e["steps"] == math.ceil(share / 30)
+        assert sa == sb == 2 * share
+        assert lb == pytest.approx(la, rel=1e-5) and nb == pytest.approx(na, rel=1e-5)
+    assert seen["ranks_identical"]                  # every process holds the same weights
+    assert seen["max_weight_diff"] < 2e-4

@@ -36,19 +36,21 @@ def training_batch(cfg, model, split, starts: torch.Tensor, ends: torch.Tensor):
 
 
 def padded_epoch_batches(n: int, batch_size: int, seed: int, epoch: int, device,
-                         pad_index: int | None = None) -> torch.Tensor:
-    """The single-process epoch of `epoch_batches` as one [steps, batch_size] index matrix (the
-    same permutation, the same batches in the same order), the last partial row filled with
+                         pad_index: int | None = None, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """This process's epoch of `epoch_batches` as one [steps, batch_size] index matrix (the
+    same permutation and share, the same batches in the same order), the last partial row filled with
     `pad_index` (default n). Indexing windows extended by `with_empty_window` at n gives that
     row all-zero sequences, whose targets are 0: the loss (a sum over targets / their count)
     and its gradients are those of the unpadded batch. A fixed batch shape is what a CUDA
     graph of the training step needs."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
-    steps = max(-(-n // batch_size), 1)
+    share = n // world
+    mine = perm[rank * share:(rank + 1) * share] if world > 1 else perm
+    steps = max(-(-len(mine) // batch_size), 1)
     rows = torch.full((steps * batch_size,), n if pad_index is None else pad_index,
                       dtype=torch.long)
-    rows[:n] = perm
+    rows[:len(mine)] = mine
     return rows.view(steps, batch_size).to(device)
 
 

@@ -1,4 +1,4 @@
-"""The training step as one CUDA graph: one GPU, one process.
+"""The training step as one CUDA graph, on one GPU or on each GPU of a data-parallel run.
 
 At the study's sizes (batch 128, a few hundred thousand parameters) a training step is a few
 hundred small kernels, and launching them from Python costs more than running them. Captured
@@ -24,16 +24,23 @@ Under the graph the GPU work itself is what is left, and half of it (ML-1M shape
 results/benchmarks/gpu_notes.md) was the model's loss over the full catalogue: fp32 copy,
 softmax, NLL and their backward passes over [batch x length x items]. So where the model's
 output layer is the standard one (item embeddings, plus BERT4Rec's bias), the graph step
-computes that same loss as `linear_cross_entropy`: one Triton kernel per row reads the bf16
+computes that same loss as `linear_cross_entropy` (fused_ce.py): one Triton kernel per row reads the bf16
 logits (log-sum-exp, loss) and writes their gradient in the same pass (the gradient of a final
 loss is known at the forward); the item table is padded to a multiple of 8 rows so that the
 output matmuls run on aligned kernels. Before capture it is checked against the model's own
 loss and gradients on the first batch (dropout off) and left out if they disagree
 (`loss_path` says which loss runs, `fused_check` the differences).
 
+Several processes (one GPU each, NCCL): every process runs the module itself, not DDP's
+wrapper, and the graph averages the gradients with one all-reduce of a flat buffer between the
+backward and the optimiser (NCCL collectives can be captured; DDP's own hooks stay idle when its
+forward is not called). Each process takes its equal share of the epoch's permutation, exactly
+the batches of the eager DDP loop, so the two train alike. Capture success and the loss path
+are agreed across processes: all replay the same graph or none does.
+
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
 tests, and as the reference the GPU benchmark compares the graph against. Where no graph can
-run (CPU, several processes, `cuda_graphs: false`, fault injection) `for_run` returns None and
+run (CPU, `cuda_graphs: false`, fault injection, a non-NCCL process group) `for_run` returns None and
 `loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
 `fallback_reason` and the step body runs eagerly (same training, no graph).
 """
@@ -44,6 +51,7 @@ import time
 import torch
 
 from recsys_core.train.batches import padded_epoch_batches, training_batch, with_empty_window
+from recsys_core.train.fused_ce import fused_loss_unsupported_reason, linear_cross_entropy
 from recsys_core.train.optim import lr_on_device, step_scheduler
 
 WARMUP_STEPS = 3
@@ -55,115 +63,13 @@ def graph_unsupported_reason(cfg, accelerator) -> str | None:
         return "cuda_graphs=false"
     if accelerator.device.type != "cuda":
         return f"device is {accelerator.device.type}, not cuda"
-    if accelerator.num_processes != 1:
-        return f"{accelerator.num_processes} processes (DDP): graphs are single-process only"
+    if accelerator.num_processes != 1 and torch.distributed.get_backend() != "nccl":
+        return f"{accelerator.num_processes} processes on {torch.distributed.get_backend()}, not NCCL"
     if cfg.inject_fault:
         return "inject_fault is set (the fault paths run eagerly)"
     if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
         return "gradient accumulation"
     return None
-
-
-_KERNEL = None
-
-
-def _ce_kernel():
-    """The Triton kernel, built on first use (CPU installs need no triton)."""
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def ce_fwd_bwd(logits_ptr, grad_ptr, targets_ptr, loss_ptr, inv_ptr, stride, V, VP,
-                   BLOCK: tl.constexpr):
-        # One row: online log-sum-exp over columns < V, loss = lse - x[target] (0 where the
-        # target is 0), grad = (softmax - onehot) / count for columns < VP (0 past V).
-        row = tl.program_id(0).to(tl.int64)
-        t = tl.load(targets_ptr + row)
-        inv = tl.load(inv_ptr)
-        base = logits_ptr + row * stride
-        gbase = grad_ptr + row * stride
-        m = tl.full([BLOCK], float("-inf"), tl.float32)
-        s = tl.zeros([BLOCK], tl.float32)
-        for off in range(0, V, BLOCK):
-            cols = off + tl.arange(0, BLOCK)
-            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-            m_new = tl.maximum(m, x)
-            empty = m_new == float("-inf")
-            s = tl.where(empty, 0.0, s * tl.exp(m - m_new) + tl.exp(x - m_new))
-            m = m_new
-        mx = tl.max(m, 0)
-        total = tl.sum(tl.where(m == float("-inf"), 0.0, s * tl.exp(m - mx)), 0)
-        lse = mx + tl.log(total)
-        valid = t != 0
-        xt = tl.load(base + t).to(tl.float32)
-        tl.store(loss_ptr + row, tl.where(valid, lse - xt, 0.0))
-        w = tl.where(valid, inv, 0.0)
-        for off in range(0, VP, BLOCK):
-            cols = off + tl.arange(0, BLOCK)
-            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-            g = (tl.exp(x - lse) - tl.where(cols == t, 1.0, 0.0)) * w
-            tl.store(gbase + cols, g.to(grad_ptr.dtype.element_ty), mask=cols < VP)
-
-    _KERNEL = ce_fwd_bwd
-    return _KERNEL
-
-
-class _LinearCE(torch.autograd.Function):
-    """logits = hidden @ weight.T + bias (in `dtype`), then the fused loss; the backward
-    scales the small results (dX, dW, db) by the incoming gradient, not the logits'."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, n_valid: int, dtype):
-        h, w = hidden.to(dtype), weight.to(dtype)
-        logits = torch.nn.functional.linear(h, w, None if bias is None else bias.to(dtype))
-        n, vp = logits.shape
-        grad = torch.empty_like(logits)
-        losses = torch.empty(n, dtype=torch.float32, device=logits.device)
-        inv = 1.0 / (targets != 0).sum().clamp(min=1).float()
-        block = min(1024, 1 << (max(n_valid, 2) - 1).bit_length())
-        _ce_kernel()[(n,)](logits, grad, targets.contiguous(), losses, inv, logits.stride(0),
-                           n_valid, vp, BLOCK=block, num_warps=4)
-        ctx.saved = (h, w, grad, hidden.dtype, weight.dtype, bias is not None)
-        return losses.sum() * inv
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        h, w, grad, h_dtype, w_dtype, has_bias = ctx.saved
-        ctx.saved = None
-        g = grad_out.float()
-        dh = ((grad @ w).float() * g).to(h_dtype)
-        dw = ((grad.t() @ h).float() * g).to(w_dtype)
-        db = (grad.sum(0, dtype=torch.float32) * g).to(w_dtype) if has_bias else None
-        return dh, dw, db, None, None, None
-
-
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         targets: torch.Tensor, n_valid: int,
-                         dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """With logits = hidden @ weight.T + bias computed in `dtype` ([N, V'], V' >= n_valid):
-    sum over rows with target != 0 of (logsumexp(logits[r, :n_valid]) - logits[r, target])
-    / their count, i.e. `F.cross_entropy(logits[:, :n_valid].float(), targets, ignore_index=0,
-    reduction="sum") / count`, the loss in one pass over the logits (CUDA, Triton). Columns
-    >= n_valid (alignment padding) are ignored and get no gradient."""
-    return _LinearCE.apply(hidden, weight, bias, targets, n_valid, dtype)
-
-
-def fused_loss_unsupported_reason(model) -> str | None:
-    """None when the model's loss is the base model's full-softmax CE over the standard output
-    layer (item embeddings, plus BERT4Rec's output bias), which the fused loss reproduces."""
-    from recsys_core.models.base import SequentialModel
-    cls = type(model)
-    if cls.forward is not SequentialModel.forward:
-        return f"{cls.__name__} has its own forward"
-    if cls.logits is SequentialModel.logits:
-        return None
-    from recsys_core.models.bert4rec import BERT4Rec
-    if cls.logits is BERT4Rec.logits:
-        return None
-    return f"{cls.__name__} has its own output layer"
 
 
 def _inner(optimizer):
@@ -184,7 +90,11 @@ class TrainStep:
         self.device = accelerator.device
         self.n = len(starts)
         self.starts, self.ends = with_empty_window(starts, ends)     # window n is empty
-        self.steps = max(-(-self.n // cfg.batch_size), 1)
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.share = self.n // self.world if self.world > 1 else self.n
+        self.steps = max(-(-self.share // cfg.batch_size), 1)
+        # several processes: the module itself (DDP's hooks idle), gradients all-reduced here
+        self.forward_model = self.unwrapped if self.world > 1 else model
         dev = self.device
         self.rows = torch.full((self.steps, cfg.batch_size), self.n, dtype=torch.long, device=dev)
         self.counter = torch.zeros((), dtype=torch.long, device=dev)
@@ -219,8 +129,10 @@ class TrainStep:
         inputs, targets, negatives = training_batch(cfg, self.unwrapped, self.split,
                                                     self.starts[row], self.ends[row])
         loss = self._fused_loss(inputs, targets) if self.fused else \
-            self.model(inputs, targets, negatives)
+            self.forward_model(inputs, targets, negatives)
         self.accelerator.backward(loss)
+        if self.world > 1:
+            self._average_grads()
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
             self.norm_sum.add_(norm.detach().float())
@@ -230,6 +142,23 @@ class TrainStep:
         if self.losses is not None:
             self.losses.index_copy_(0, self.counter.view(1), loss.view(1))
         self.counter.add_(1)
+
+    def _average_grads(self) -> None:
+        """The data-parallel mean of the gradients: one all-reduce of one flat buffer."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat.div_(self.world)
+        torch._foreach_copy_(grads, [v.view_as(g) for v, g in
+                                     zip(flat.split([g.numel() for g in grads]), grads)])
+
+    def _all_agree(self, ok: bool) -> bool:
+        """True on every process when `ok` is true on every process (one eager all-reduce)."""
+        if self.world == 1:
+            return ok
+        flag = torch.tensor([1 if ok else 0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _fused_loss(self, inputs, targets) -> torch.Tensor:
         """The model's forward loss (full-softmax CE, mean over targets) through the fused
@@ -265,7 +194,7 @@ class TrainStep:
             for fused in (False, True):
                 _inner(self.optimizer).zero_grad(set_to_none=True)
                 loss = self._fused_loss(inputs, targets) if fused else \
-                    self.model(inputs, targets, None)
+                    self.forward_model(inputs, targets, None)
                 loss.backward()
                 out.append((float(loss.detach()), self._grads()))
             (l0, g0), (l1, g1) = out
@@ -282,6 +211,9 @@ class TrainStep:
             _inner(self.optimizer).zero_grad(set_to_none=True)
             for mod, name, value in saved:
                 setattr(mod, name, value)
+        if not self._all_agree(self.fused) and self.fused:
+            self.fused = False
+            self.loss_path = "model (the fused loss failed its check on another process)"
 
     def _eager_step(self) -> None:
         _inner(self.optimizer).zero_grad(set_to_none=True)
@@ -351,14 +283,18 @@ class TrainStep:
             self._restore(snapshot)
             self._reset_epoch(rows)
             torch.cuda.synchronize(self.device)
-            self.capture_time_s = time.perf_counter() - t0
+        if not self._all_agree(self.graph is not None) and self.graph is not None:
+            self.graph = None
+            self.fallback_reason = "capture failed on another process"
+        self.capture_time_s = time.perf_counter() - t0
 
     # -- an epoch ---------------------------------------------------------------------------
     def run_epoch(self, epoch: int, scheduler=None) -> tuple[float, float, int]:
         cfg = self.cfg
         self.model.train()
         self._reset_epoch(padded_epoch_batches(self.n, cfg.batch_size, cfg.seed, epoch,
-                                               self.device, pad_index=self.n))
+                                               self.device, pad_index=self.n,
+                                               rank=self.rank, world=self.world))
         if self.use_graph and self.graph is None and self.fallback_reason is None:
             self.capture()
         per_batch = cfg.scheduler == "onecycle" and scheduler is not None
@@ -367,8 +303,11 @@ class TrainStep:
             step()
             if per_batch:
                 step_scheduler(scheduler)
-        stats = torch.stack([self.loss_sum, self.norm_sum]).cpu()   # the epoch's one sync
-        return float(stats[0]) / self.steps, float(stats[1]) / self.steps, self.n
+        stats = torch.stack([self.loss_sum, self.norm_sum])
+        if self.world > 1:
+            stats = self.accelerator.reduce(stats, reduction="mean")
+        stats = stats.cpu()                                         # the epoch's one sync
+        return float(stats[0]) / self.steps, float(stats[1]) / self.steps, self.share * self.world
 
     @property
     def mode(self) -> str:

@@ -1,0 +1,113 @@
+"""The full-softmax cross-entropy of the standard output layer in one pass over the logits.
+
+At the study's sizes the loss over [batch x length x items] logits (fp32 copy, softmax, NLL and
+their backward passes) was half of a CUDA-graph training step (results/benchmarks/gpu_notes.md).
+`linear_cross_entropy` computes the same loss with one Triton kernel per row that reads the bf16
+logits (online log-sum-exp, loss) and writes their gradient in the same pass: the gradient of a
+final loss is known at the forward. The training step (fast_step.py) uses it on the GPU.
+"""
+from __future__ import annotations
+
+import torch
+
+
+_KERNEL = None
+
+
+def _ce_kernel():
+    """The Triton kernel, built on first use (CPU installs need no triton)."""
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def ce_fwd_bwd(logits_ptr, grad_ptr, targets_ptr, loss_ptr, inv_ptr, stride, V, VP,
+                   BLOCK: tl.constexpr):
+        # One row: online log-sum-exp over columns < V, loss = lse - x[target] (0 where the
+        # target is 0), grad = (softmax - onehot) / count for columns < VP (0 past V).
+        row = tl.program_id(0).to(tl.int64)
+        t = tl.load(targets_ptr + row)
+        inv = tl.load(inv_ptr)
+        base = logits_ptr + row * stride
+        gbase = grad_ptr + row * stride
+        m = tl.full([BLOCK], float("-inf"), tl.float32)
+        s = tl.zeros([BLOCK], tl.float32)
+        for off in range(0, V, BLOCK):
+            cols = off + tl.arange(0, BLOCK)
+            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, x)
+            empty = m_new == float("-inf")
+            s = tl.where(empty, 0.0, s * tl.exp(m - m_new) + tl.exp(x - m_new))
+            m = m_new
+        mx = tl.max(m, 0)
+        total = tl.sum(tl.where(m == float("-inf"), 0.0, s * tl.exp(m - mx)), 0)
+        lse = mx + tl.log(total)
+        valid = t != 0
+        xt = tl.load(base + t).to(tl.float32)
+        tl.store(loss_ptr + row, tl.where(valid, lse - xt, 0.0))
+        w = tl.where(valid, inv, 0.0)
+        for off in range(0, VP, BLOCK):
+            cols = off + tl.arange(0, BLOCK)
+            x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            g = (tl.exp(x - lse) - tl.where(cols == t, 1.0, 0.0)) * w
+            tl.store(gbase + cols, g.to(grad_ptr.dtype.element_ty), mask=cols < VP)
+
+    _KERNEL = ce_fwd_bwd
+    return _KERNEL
+
+
+class _LinearCE(torch.autograd.Function):
+    """logits = hidden @ weight.T + bias (in `dtype`), then the fused loss; the backward
+    scales the small results (dX, dW, db) by the incoming gradient, not the logits'."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, n_valid: int, dtype):
+        h, w = hidden.to(dtype), weight.to(dtype)
+        logits = torch.nn.functional.linear(h, w, None if bias is None else bias.to(dtype))
+        n, vp = logits.shape
+        grad = torch.empty_like(logits)
+        losses = torch.empty(n, dtype=torch.float32, device=logits.device)
+        inv = 1.0 / (targets != 0).sum().clamp(min=1).float()
+        block = min(1024, 1 << (max(n_valid, 2) - 1).bit_length())
+        _ce_kernel()[(n,)](logits, grad, targets.contiguous(), losses, inv, logits.stride(0),
+                           n_valid, vp, BLOCK=block, num_warps=4)
+        ctx.saved = (h, w, grad, hidden.dtype, weight.dtype, bias is not None)
+        return losses.sum() * inv
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, w, grad, h_dtype, w_dtype, has_bias = ctx.saved
+        ctx.saved = None
+        g = grad_out.float()
+        dh = ((grad @ w).float() * g).to(h_dtype)
+        dw = ((grad.t() @ h).float() * g).to(w_dtype)
+        db = (grad.sum(0, dtype=torch.float32) * g).to(w_dtype) if has_bias else None
+        return dh, dw, db, None, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, n_valid: int,
+                         dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """With logits = hidden @ weight.T + bias computed in `dtype` ([N, V'], V' >= n_valid):
+    sum over rows with target != 0 of (logsumexp(logits[r, :n_valid]) - logits[r, target])
+    / their count, i.e. `F.cross_entropy(logits[:, :n_valid].float(), targets, ignore_index=0,
+    reduction="sum") / count`, the loss in one pass over the logits (CUDA, Triton). Columns
+    >= n_valid (alignment padding) are ignored and get no gradient."""
+    return _LinearCE.apply(hidden, weight, bias, targets, n_valid, dtype)
+
+
+def fused_loss_unsupported_reason(model) -> str | None:
+    """None when the model's loss is the base model's full-softmax CE over the standard output
+    layer (item embeddings, plus BERT4Rec's output bias), which the fused loss reproduces."""
+    from recsys_core.models.base import SequentialModel
+    cls = type(model)
+    if cls.forward is not SequentialModel.forward:
+        return f"{cls.__name__} has its own forward"
+    if cls.logits is SequentialModel.logits:
+        return None
+    from recsys_core.models.bert4rec import BERT4Rec
+    if cls.logits is BERT4Rec.logits:
+        return None
+    return f"{cls.__name__} has its own output layer"
