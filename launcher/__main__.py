@@ -1,8 +1,9 @@
 """`python -m launcher {sweep,status,resume,cancel,aggregate}`: the product's front door.
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
+               [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K]
     status SWEEP [--json] [--watch [SECONDS]]
-    resume SWEEP [--executor slurm|local] [--workers N]
+    resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
 Exit codes: 0 ok, 1 some cell failed (local runs) or a SLURM command failed, 2 bad input.
@@ -49,10 +50,31 @@ def _table(cells) -> str:
     return "\n".join(lines)
 
 
+def select(cells, where: list[str], src: str):
+    """The cells whose parameters match every `KEY=V1,V2` (values read as YAML scalars)."""
+    import yaml
+    for clause in where:
+        key, eq, values = clause.partition("=")
+        if not eq or not key or not values:
+            raise GridError(f"--where {clause!r}: expected KEY=VALUE[,VALUE...]")
+        keys = sorted({k for c in cells for k in c.params})
+        if key not in keys:
+            raise GridError(f"--where {clause!r}: {src} has no parameter {key!r}; "
+                            f"its cells have: {', '.join(keys)}")
+        wanted = [yaml.safe_load(v) for v in values.split(",")]
+        chosen = [c for c in cells if c.params.get(key) in wanted]
+        if not chosen:
+            seen = sorted({str(c.params.get(key)) for c in cells})
+            raise GridError(f"--where {clause!r}: no cell of {src} has {key} in {wanted}; "
+                            f"its values: {', '.join(seen)}")
+        cells = chosen
+    return cells
+
+
 def cmd_sweep(args) -> int:
     try:
         grid = load_grid(grid_path(args.grid))
-        cells = expand(grid)
+        cells = select(expand(grid), args.where, str(grid.path))
         check_processes(cells, str(grid.path))
     except (GridError, OSError, ValueError) as e:
         return _err(str(e))
@@ -82,13 +104,16 @@ def cmd_sweep(args) -> int:
                 return 0
     except (FileExistsError, slurm.SlurmError) as e:
         return _err(str(e))
-    return _run_local(sweep, cells, args.workers)
+    return _run_local(sweep, cells, args)
 
 
-def _run_local(sweep: Sweep, cells, workers) -> int:
+def _run_local(sweep: Sweep, cells, args) -> int:
     from launcher import local
     print(f"running {len(cells)} cells locally → {sweep.root}")
-    codes = local.run_cells(sweep, cells, workers)
+    try:
+        codes = local.run_cells(sweep, cells, args.workers, cells_per_gpu=args.cells_per_gpu)
+    except ValueError as e:
+        return _err(str(e))
     failed = [c for c, code in codes.items() if code != 0]
     print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
     return 1 if failed else 0
@@ -150,7 +175,7 @@ def cmd_resume(args) -> int:
                 return _err(str(e), 1)
             print(f"submitted {len(records)} cell(s)")
             return 0
-    return _run_local(sweep, todo, args.workers)
+    return _run_local(sweep, todo, args)
 
 
 def cmd_cancel(args) -> int:
@@ -196,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="sweep directory (default: sweeps/<grid name>)")
     s.add_argument("--json", action="store_true", help="dry-run: print cells as JSON")
     s.add_argument("--workers", type=int, default=None,
-                   help="local: cells at a time (default: one per GPU, else 1)")
+                   help="local: cells at a time (default: GPUs x cells-per-gpu, else 1)")
+    s.add_argument("--cells-per-gpu", type=int, default=1,
+                   help="local: cells sharing one GPU at a time (default 1)")
+    s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
+                   help="only the cells with these parameter values (repeatable)")
     s.set_defaults(func=cmd_sweep)
     st = sub.add_parser("status", help="state of every cell")
     st.add_argument("sweep")
@@ -208,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("sweep")
     r.add_argument("--executor", choices=("slurm", "local"), default=None)
     r.add_argument("--workers", type=int, default=None)
+    r.add_argument("--cells-per-gpu", type=int, default=1)
     r.set_defaults(func=cmd_resume)
     c = sub.add_parser("cancel", help="cancel a sweep's jobs (all, or --cells)")
     c.add_argument("sweep")

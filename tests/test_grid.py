@@ -252,11 +252,14 @@ def test_shipped_grids_load():
     assert all(c.resources.gpus == 0 and c.params["epochs"] <= 3 for c in quick)
 
     paper = load_cells(REPO / "launcher" / "grids" / "paper.yaml")
-    assert len(paper) == 5 * 4 * 3 * 3
+    assert len(paper) == 6 * 4 * 3 * 3
+    pop = [c for c in paper if c.params["model"] == "pop"]
+    assert len(pop) == 36 and all(c.resources.gpus == 0 for c in pop)     # pop trains nothing
     shape = {c.params["dataset"]: (c.params["embedding_dim"], c.params["num_heads"],
                                    c.params["num_blocks"], c.params["batch_size"] *
                                    c.resources.gpus, c.params["optimizer"], c.params["lr"],
-                                   c.params["scheduler"], c.resources.gpus) for c in paper}
+                                   c.params["scheduler"], c.resources.gpus)
+             for c in paper if c.params["model"] != "pop"}
     assert shape == {"ml-100k": (64, 2, 1, 128, "adam", 1e-3, "step", 1),
                      "ml-1m": (128, 2, 2, 128, "adamw", 3e-4, "plateau", 1),
                      "ml-10m": (128, 2, 2, 1024, "adam", 1e-3, "none", 1),

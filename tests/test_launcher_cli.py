@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from recsys_core.train.eval_checkpoint import evaluate_checkpoint
 from tests.conftest import REPO
 
@@ -65,3 +67,65 @@ def test_two_process_cell_runs_through_the_local_executor(tmp_path):
     assert [r["state"] for r in rows] == ["COMPLETED"]
     watch = launcher("status", sweep, "--watch", "0.1")
     assert watch.returncode == 0 and "1/1 finished" in watch.stdout
+
+
+def test_where_selects_cells_and_names_the_valid_choices(tmp_path):
+    proc = launcher("sweep", "paper", "--executor", "dry-run", "--json", "--out", tmp_path / "a",
+                    "--where", "dataset=ml-100k", "--where", "max_len=32,64")
+    assert proc.returncode == 0, proc.stderr
+    cells = json.loads(proc.stdout)
+    assert len(cells) == 6 * 2 * 3
+    assert {c["params"]["dataset"] for c in cells} == {"ml-100k"}
+    assert {c["params"]["max_len"] for c in cells} == {32, 64}
+    bad = launcher("sweep", "paper", "--executor", "dry-run", "--out", tmp_path / "b",
+                   "--where", "dataset=ml-50k")
+    assert bad.returncode == 2 and "ml-100k, ml-10m, ml-1m, ml-20m" in bad.stderr
+    bad = launcher("sweep", "paper", "--executor", "dry-run", "--out", tmp_path / "c",
+                   "--where", "datset=ml-100k")
+    assert bad.returncode == 2 and "no parameter 'datset'" in bad.stderr
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
+    """A 2-GPU cell gets two distinct GPUs, pop none, and with --cells-per-gpu 2 no GPU ever
+    holds more than two cells at once (the cell processes are replaced by a recorder)."""
+    import threading
+    import time
+    from launcher import local
+    from launcher.grid import expand, load_grid
+    from launcher.sweep import Sweep
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({
+        "name": "pool", "fixed": TINY, "grid": {"model": ["sasrec", "gru4rec", "pop"],
+                                                "seed": [1, 2, 3]},
+        "overrides": [{"when": {"model": "gru4rec"}, "set": {"resources": {"gpus": 2}}},
+                      {"when": {"model": "pop"}, "set": {"resources": {"gpus": 0}}}],
+        "resources": {"gpus": 1}}))
+    cells = expand(load_grid(grid))
+    sweep = Sweep.create(tmp_path / "s", grid, "pool", cells, "local")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    lock, busy, peak, got = threading.Lock(), {"0": 0, "1": 0, "2": 0}, {}, {}
+
+    def fake_run_one(sweep, cell, gpus, threads, log):
+        with lock:
+            got[cell.params["model"] + str(cell.params["seed"])] = gpus
+            for g in gpus or []:
+                busy[g] += 1
+                peak[g] = max(peak.get(g, 0), busy[g])
+        time.sleep(0.05)
+        with lock:
+            for g in gpus or []:
+                busy[g] -= 1
+        return 0
+
+    monkeypatch.setattr(local, "run_one", fake_run_one)
+    codes = local.run_cells(sweep, cells, workers=8, log=lambda *a: None, cells_per_gpu=2)
+    assert len(codes) == 9 and set(codes.values()) == {0}
+    for seed in (1, 2, 3):
+        assert len(got[f"sasrec{seed}"]) == 1 and got[f"pop{seed}"] == []
+        assert len(set(got[f"gru4rec{seed}"])) == 2
+    assert max(peak.values()) <= 2
+    too_big = [c for c in cells if c.params["model"] == "gru4rec"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ValueError, match="asks for 2 GPUs, 1 visible"):
+        local.run_cells(sweep, too_big, log=lambda *a: None)
