@@ -38,11 +38,11 @@ from pathlib import Path
 import torch
 
 MODELS = ("sasrec", "bert4rec", "gru4rec", "lstm", "xlstm")
-SHAPES = {   # dataset -> (max_len, embedding_dim)
-    "synthetic-ml-1m": (200, 64),
-    "ml-100k": (200, 64),
-    "synthetic-ml-20m": (200, 256),
-    "synthetic": (50, 32),
+SHAPES = {   # dataset -> (max_len, embedding_dim, num_heads); ML-20M: the study's 4 heads
+    "synthetic-ml-1m": (200, 64, 2),
+    "ml-100k": (200, 64, 2),
+    "synthetic-ml-20m": (200, 256, 4),
+    "synthetic": (50, 32, 2),
 }
 TARGETS_S = {"sasrec": 0.10, "bert4rec": 0.15, "gru4rec": 0.15, "lstm": 0.15, "xlstm": 0.40}
 EVAL_TARGET_S = 0.03
@@ -149,10 +149,10 @@ class UtilSampler:
 # ------------------------------------------------------------------------------ one model
 def make_cfg(args, model: str, dataset: str, *, graphs: bool, **overrides):
     from recsys_core.train import TrainConfig
-    max_len, dim = SHAPES.get(dataset, (200, 64))
+    max_len, dim, heads = SHAPES.get(dataset, (200, 64, 2))
     values = dict(model=model, dataset=dataset, out=str(Path(args.work) / f"{dataset}-{model}"),
                   max_len=args.max_len or max_len, embedding_dim=args.embedding_dim or dim,
-                  num_blocks=args.num_blocks, num_heads=args.num_heads, batch_size=args.batch_size,
+                  num_blocks=args.num_blocks, num_heads=args.num_heads or heads, batch_size=args.batch_size,
                   train_windows="all", device=args.device, cuda_graphs=graphs,
                   wandb_mode="disabled", data_mirror=args.data_mirror,
                   synthetic=json.loads(args.synthetic) if args.synthetic else {})
@@ -404,7 +404,7 @@ def parse(argv):
     p.add_argument("--max-len", type=int, default=None, help="default: per dataset (200)")
     p.add_argument("--embedding-dim", type=int, default=None, help="default: 64 (ML-20M 256)")
     p.add_argument("--num-blocks", type=int, default=2)
-    p.add_argument("--num-heads", type=int, default=2)
+    p.add_argument("--num-heads", type=int, default=None, help="default: per dataset (2; ML-20M 4)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--synthetic", default=None, help="JSON SyntheticSpec overrides")
     p.add_argument("--data-mirror", default=None)

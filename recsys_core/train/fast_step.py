@@ -267,10 +267,15 @@ class TrainStep:
                     self._eager_step()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             torch.cuda.synchronize(self.device)
+            if self.world > 1:
+                time.sleep(0.5)   # the NCCL watchdog retires the warm-up's collectives
             _inner(self.optimizer).zero_grad(set_to_none=True)
             self._reset_epoch(rows)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # Several processes: NCCL's watchdog thread queries events while this thread
+            # captures; in the default (global) mode that invalidates the capture.
+            mode = "thread_local" if self.world > 1 else "global"
+            with torch.cuda.graph(graph, capture_error_mode=mode):
                 self._body()
             torch.cuda.synchronize(self.device)
             self.graph = graph
@@ -279,6 +284,7 @@ class TrainStep:
             self.fallback_reason = f"capture failed: {type(e).__name__}: {str(e)[:300]}"
             torch.cuda.synchronize(self.device)
             _inner(self.optimizer).zero_grad(set_to_none=True)
+            _reset_rng_capture_state(self.device)
         finally:
             self._restore(snapshot)
             self._reset_epoch(rows)
@@ -312,6 +318,19 @@ class TrainStep:
     @property
     def mode(self) -> str:
         return "graph" if self.graph is not None else "eager"
+
+
+def _reset_rng_capture_state(device) -> None:
+    """A capture that failed half-way leaves the CUDA generator counting offsets for a graph
+    that never ended; the next random op outside a capture then fails ("Offset increment
+    outside graph capture"). One small capture that ends normally resets that state."""
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            torch.rand(1, device=device)
+        torch.cuda.synchronize(device)
+    except Exception:  # noqa: BLE001 -- nothing more to do; the eager step will say why
+        pass
 
 
 def _dropout_off(model) -> list:
