@@ -31,12 +31,13 @@ output matmuls run on aligned kernels. Before capture it is checked against the 
 loss and gradients on the first batch (dropout off) and left out if they disagree
 (`loss_path` says which loss runs, `fused_check` the differences).
 
-Several processes (one GPU each, NCCL): every process runs the module itself, not DDP's
-wrapper, and the graph averages the gradients with one all-reduce of a flat buffer between the
-backward and the optimiser (NCCL collectives can be captured; DDP's own hooks stay idle when its
-forward is not called). Each process takes its equal share of the epoch's permutation, exactly
-the batches of the eager DDP loop, so the two train alike. Capture success and the loss path
-are agreed across processes: all replay the same graph or none does.
+Several processes (one GPU each): every process runs the module itself, not DDP's wrapper,
+and averages the gradients with one all-reduce of a flat buffer between the backward and the
+optimiser (DDP's own hooks stay idle when its forward is not called). Each process takes its
+equal share of the epoch's permutation, exactly the batches of the eager DDP loop, so the two
+train alike (tests/helpers/ddp_step_twin.py). That step runs eagerly, with the fused loss:
+capturing it with NCCL's all-reduce failed on 2 x H200 (results/benchmarks/scaling.md). The
+loss path is agreed across processes.
 
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
 tests, and as the reference the GPU benchmark compares the graph against. Where no graph can
@@ -63,8 +64,11 @@ def graph_unsupported_reason(cfg, accelerator) -> str | None:
         return "cuda_graphs=false"
     if accelerator.device.type != "cuda":
         return f"device is {accelerator.device.type}, not cuda"
-    if accelerator.num_processes != 1 and torch.distributed.get_backend() != "nccl":
-        return f"{accelerator.num_processes} processes on {torch.distributed.get_backend()}, not NCCL"
+    if accelerator.num_processes != 1:
+        # Measured on 2 x H200 (results/benchmarks/scaling.md): capturing the step with its
+        # NCCL all-reduce was invalidated ("operation failed due to a previous error during
+        # capture"), also in thread-local capture mode. The same step runs eagerly instead.
+        return f"{accelerator.num_processes} processes: the step runs eagerly (capture with NCCL failed)"
     if cfg.inject_fault:
         return "inject_fault is set (the fault paths run eagerly)"
     if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
@@ -111,7 +115,6 @@ class TrainStep:
             lr_on_device(_inner(optimizer), dev)
         # the loss: "model" (the model's forward) or "fused" (linear_cross_entropy)
         why = ("fused_loss=False" if not fused_loss else
-               "eager step" if not use_graph else
                "not CUDA" if dev.type != "cuda" else
                f"loss={cfg.loss}" if cfg.loss != "ce" else
                fused_loss_unsupported_reason(self.unwrapped))
@@ -267,15 +270,10 @@ class TrainStep:
                     self._eager_step()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             torch.cuda.synchronize(self.device)
-            if self.world > 1:
-                time.sleep(0.5)   # the NCCL watchdog retires the warm-up's collectives
             _inner(self.optimizer).zero_grad(set_to_none=True)
             self._reset_epoch(rows)
             graph = torch.cuda.CUDAGraph()
-            # Several processes: NCCL's watchdog thread queries events while this thread
-            # captures; in the default (global) mode that invalidates the capture.
-            mode = "thread_local" if self.world > 1 else "global"
-            with torch.cuda.graph(graph, capture_error_mode=mode):
+            with torch.cuda.graph(graph):
                 self._body()
             torch.cuda.synchronize(self.device)
             self.graph = graph
@@ -358,6 +356,11 @@ def for_run(cfg, model, optimizer, accelerator, split, starts, ends,
     `graph_unsupported_reason`). A capture that fails later leaves `fallback_reason` set and
     the step runs its body eagerly, which trains identically."""
     if graph_unsupported_reason(cfg, accelerator) is not None:
+        if (accelerator.num_processes > 1 and accelerator.device.type == "cuda"
+                and cfg.cuda_graphs and not cfg.inject_fault):
+            # several GPUs: the fixed-shape step with the fused loss and one all-reduce, eagerly
+            return TrainStep(cfg, model, optimizer, accelerator, split, starts, ends,
+                             use_graph=False, fused_loss=fused_loss)
         return None
     return TrainStep(cfg, model, optimizer, accelerator, split, starts, ends, use_graph=True,
                      fused_loss=fused_loss)
