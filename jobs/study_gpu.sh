@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The study's GPU runs (issue 6) on one GPU machine, phase by phase, as they were made:
+#   bash jobs/study_gpu.sh beauty-solo ml100k beauty aggregate evalcheck pack
+# beauty-solo: SASRec seed 42 on Amazon Beauty alone on the GPU, timed end to end (a fresh
+#              process: imports, data, training to early stop, test);
+# ml100k:      the paper grid's ML-100K cells (5 models + pop x L 32/64/128 x 3 seeds), local
+#              executor, several cells sharing the GPU (W&B offline);
+# beauty:      the amazon-beauty grid (5 models + pop x 3 seeds), likewise;
+# aggregate:   tables and plots of both sweeps;
+# evalcheck:   best checkpoints evaluated on the GPU and on the CPU (eval_checkpoint);
+# pack:        results (no checkpoints) into $OUT/study.tgz.
+# Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
+# CELLS_PER_GPU (default 6).
+set -u
+WORK=${WORK:-/tmp/study}
+OUT=${OUT:-$WORK/out}
+CELLS=${CELLS_PER_GPU:-6}
+export PYTHONUNBUFFERED=1
+mkdir -p "$WORK" "$OUT"
+PY=${PYTHON:-python3}
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/study.log"; }
+ms() { date +%s%3N; }
+
+for phase in "$@"; do
+  t0=$(ms)
+  case $phase in
+    beauty-solo)
+      $PY -m launcher sweep amazon-beauty --where model=sasrec --where seed=42 \
+        --executor local --out "$WORK/beauty-sasrec-solo" >>"$OUT/study.log" 2>&1
+      log "beauty-solo: $(( $(ms) - t0 )) ms end to end (launcher → result.json)" ;;
+    ml100k)
+      $PY -m launcher sweep paper --where dataset=ml-100k --executor local \
+        --cells-per-gpu "$CELLS" --out "$WORK/ml-100k" >>"$OUT/study.log" 2>&1
+      log "ml100k: $(( $(ms) - t0 )) ms for the sweep" ;;
+    beauty)
+      $PY -m launcher sweep amazon-beauty --executor local --cells-per-gpu "$CELLS" \
+        --out "$WORK/amazon-beauty" >>"$OUT/study.log" 2>&1
+      log "beauty: $(( $(ms) - t0 )) ms for the sweep" ;;
+    resume-*)
+      sweep=${phase#resume-}
+      $PY -m launcher resume "$WORK/$sweep" --executor local --cells-per-gpu "$CELLS" \
+        >>"$OUT/study.log" 2>&1
+      log "$phase: $(( $(ms) - t0 )) ms" ;;
+    aggregate)
+      for s in ml-100k amazon-beauty beauty-sasrec-solo; do
+        [ -d "$WORK/$s" ] || continue
+        $PY -m launcher status "$WORK/$s" >"$OUT/status-$s.txt" 2>&1
+        $PY -m launcher aggregate "$WORK/$s" --out "$WORK/aggregate-$s" >>"$OUT/study.log" 2>&1
+        echo "wandb offline runs in $s: $(find "$WORK/$s" -maxdepth 4 -type d -name 'offline-run-*' | wc -l)" | tee -a "$OUT/study.log"
+      done
+      log "aggregate: $(( $(ms) - t0 )) ms" ;;
+    evalcheck)
+      : >"$OUT/evalcheck.jsonl"
+      for d in "$WORK"/amazon-beauty/cells/*/ "$WORK"/ml-100k/cells/*/; do
+        [ -f "$d/best_model.pt" ] || continue
+        name=$(basename "$d")
+        grep -q '"seed": 42' "$d/cell.json" || continue
+        grep -q '"max_len": 64\|amazon-beauty' "$d/cell.json" || continue
+        for dev in cuda cpu; do
+          m=$($PY -m recsys_core.train.eval_checkpoint "$d" --device $dev 2>/dev/null | tail -n 1)
+          echo "{\"cell\": \"$name\", \"device_asked\": \"$dev\", \"metrics\": ${m:-null}}" >>"$OUT/evalcheck.jsonl"
+        done
+      done
+      log "evalcheck: $(( $(ms) - t0 )) ms, $(wc -l <"$OUT/evalcheck.jsonl") evaluations" ;;
+    pack)
+      tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='wandb' --exclude='*.out' \
+        --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
+      log "pack: $(du -h "$OUT/study.tgz" | cut -f1)" ;;
+    *) echo "unknown phase $phase (beauty-solo ml100k beauty resume-SWEEP aggregate evalcheck pack)" >&2; exit 2 ;;
+  esac
+done
