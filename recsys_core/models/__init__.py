@@ -25,10 +25,13 @@ def model_class(name: str):
 def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
     """cfg: a TrainConfig (or anything with its model-shape attributes). device_type ("cpu" or
     "cuda") lets a model pick device-specific kernels (xLSTM: Triton on CUDA, native on CPU)."""
-    return model_class(name)(
+    model = model_class(name)(
         n_items=n_items, embedding_dim=cfg.embedding_dim, num_heads=cfg.num_heads,
         num_blocks=cfg.num_blocks, dropout=cfg.dropout, max_len=cfg.max_len,
         mask_prob=cfg.mask_prob, device_type=device_type)
+    if getattr(cfg, "init_std", 0) and model.trainable:
+        model.init_item_embeddings(cfg.init_std)
+    return model
 
 
 __all__ = ["MODEL_NAMES", "REGISTRY", "build_model", "model_class"]

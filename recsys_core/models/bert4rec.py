@@ -22,9 +22,7 @@ class BERT4Rec(SequentialModel):
         self.mask_token = n_items + 1
         # One row more than the base model's table: the [mask] token (same init).
         self.item_emb = nn.Embedding(n_items + 2, embedding_dim, padding_idx=0)
-        nn.init.normal_(self.item_emb.weight, std=embedding_dim ** -0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        self.init_item_embeddings(embedding_dim ** -0.5)
         self.pos_emb = nn.Embedding(max_len, embedding_dim)
         self.emb_norm = nn.LayerNorm(embedding_dim)
         self.emb_dropout = nn.Dropout(dropout)

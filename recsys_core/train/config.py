@@ -43,6 +43,7 @@ class TrainConfig:
     num_blocks: int = 2
     dropout: float = 0.2
     mask_prob: float = 0.2            # bert4rec
+    init_std: float = 0.0             # item embeddings ~ N(0, init_std²); 0 = N(0, 1/D)
     # optimisation
     epochs: int = 30
     batch_size: int = 128
@@ -104,6 +105,8 @@ class TrainConfig:
                 "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
                 "cuda_graphs"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
+        if not items["init_std"]:
+            del items["init_std"]      # added later: runs from before keep their identity
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
