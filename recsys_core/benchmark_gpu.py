@@ -224,8 +224,9 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # All users in one batch where the scores fit ([users x items] <= 400M; ML-20M's are 3.7G:
-    # its encoder alone would need ~80 GB at once), else batches of 4,096.
-    one_batch = split.n_users if split.n_users * split.n_items <= 400_000_000 else 4096
+    # its encoder alone would need ~80 GB at once), else batches of 1,024 (with 4,096 xLSTM's
+    # kernels hit an illegal memory access on the H100).
+    one_batch = split.n_users if split.n_users * split.n_items <= 400_000_000 else 1024
     eval_all, metrics = time_eval(model, split, acc, cfg, max(one_batch, 1), args.eval_repeats)
     eval_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     eval_1024, _ = time_eval(model, split, acc, cfg, cfg.eval_batch_size, args.eval_repeats)
