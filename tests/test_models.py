@@ -160,3 +160,27 @@ def test_xlstm_takes_lengths_that_are_not_multiples_of_the_chunk(length):
         padded = model.encode(torch.cat([torch.zeros(2, 12, dtype=torch.long), x], 1))
     assert hidden.shape == (2, length, 16)
     assert torch.allclose(hidden, padded[:, 12:], atol=1e-5)
+
+
+def test_init_std_and_ffn_factor_reach_the_model_and_keep_old_hashes():
+    from recsys_core.train import TrainConfig
+    from recsys_core.train.config import ConfigError
+    base = TrainConfig(model="sasrec", embedding_dim=32)
+    torch.manual_seed(0)
+    default = build_model("sasrec", 2000, base)
+    assert abs(float(default.item_emb.weight[1:].std()) - 32 ** -0.5) < 0.01
+    torch.manual_seed(0)
+    small = build_model("sasrec", 2000, TrainConfig(model="sasrec", embedding_dim=32,
+                                                    init_std=0.02, ffn_factor=1))
+    assert abs(float(small.item_emb.weight[1:].std()) - 0.02) < 0.002
+    assert float(small.item_emb.weight[0].abs().sum()) == 0            # padding stays zero
+    assert small.blocks.layers[0].linear1.out_features == 32
+    assert default.blocks.layers[0].linear1.out_features == 128
+    # the defaults leave a configuration's identity (resume, result hashes) as it was
+    assert base.hash() == TrainConfig(model="sasrec", embedding_dim=32, init_std=0.0,
+                                      ffn_factor=4).hash()
+    assert base.hash() != TrainConfig(model="sasrec", embedding_dim=32, init_std=0.02).hash()
+    with pytest.raises(ConfigError, match="init_std"):
+        TrainConfig(init_std=-1.0)
+    with pytest.raises(ConfigError, match="ffn_factor"):
+        TrainConfig(ffn_factor=0)

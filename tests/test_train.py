@@ -9,6 +9,7 @@ import pytest
 
 from recsys_core.train import TrainConfig, run
 from recsys_core.train.eval_checkpoint import evaluate_checkpoint
+from tests.conftest import REPO
 
 TINY = dict(dataset="synthetic", synthetic={"n_users": 120, "n_items": 60,
                                             "n_interactions": 3000, "seed": 5},
@@ -122,3 +123,25 @@ def test_tensorboard_option_writes_event_files(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("val_recall@10")] == [1, 2]
+
+
+def test_scaling_benchmark_runs_cells_on_one_and_two_cpu_processes(tmp_path):
+    """benchmark_scaling's plumbing on CPU processes (gloo): the same cell through
+    jobs.train_cell on 1 and 2 processes, the 2-process checkpoint evaluated both ways."""
+    tiny = {"device": "cpu", "dataset": "synthetic", "max_len": 12, "embedding_dim": 16,
+            "eval_batch_size": 64, "synthetic": {"n_users": 90, "n_items": 50,
+                                                 "n_interactions": 2500, "seed": 3}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_core.benchmark_scaling", "--out", str(tmp_path),
+         "--models", "sasrec", "--gpus", "1", "2", "--epochs", "2", "--set", json.dumps(tiny)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+    rows = pd.read_csv(tmp_path / "scaling.csv")
+    assert list(rows.gpus) == [1, 2] and set(rows.status) == {"COMPLETED"}
+    assert (rows.epochs == 2).all() and (rows.epoch_train_s > 0).all()
+    equality = json.loads((tmp_path / "eval_equality.json").read_text())
+    assert equality["comparison"]["identical"] and equality["comparison"]["metrics_compared"] > 10
+    assert equality["many_processes"]["num_processes"] == 2
+    assert "| sasrec | graph | 2 |" in (tmp_path / "scaling.md").read_text()

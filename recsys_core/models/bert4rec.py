@@ -17,7 +17,8 @@ class BERT4Rec(SequentialModel):
     objective = "masked"
 
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
-                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50, **_):
+                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
+                 ffn_factor: int = 4, **_):
         super().__init__(n_items, embedding_dim)
         self.mask_token = n_items + 1
         # One row more than the base model's table: the [mask] token (same init).
@@ -27,7 +28,7 @@ class BERT4Rec(SequentialModel):
         self.emb_norm = nn.LayerNorm(embedding_dim)
         self.emb_dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
-            embedding_dim, num_heads, dim_feedforward=embedding_dim * 4, dropout=dropout,
+            embedding_dim, num_heads, dim_feedforward=embedding_dim * ffn_factor, dropout=dropout,
             activation="gelu", batch_first=True, norm_first=False)
         self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
         self.head_transform = nn.Sequential(

@@ -13,12 +13,13 @@ from recsys_core.models.base import SequentialModel
 
 class SASRec(SequentialModel):
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
-                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50, **_):
+                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
+                 ffn_factor: int = 4, **_):
         super().__init__(n_items, embedding_dim)
         self.pos_emb = nn.Embedding(max_len, embedding_dim)
         self.emb_dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
-            embedding_dim, num_heads, dim_feedforward=embedding_dim * 4, dropout=dropout,
+            embedding_dim, num_heads, dim_feedforward=embedding_dim * ffn_factor, dropout=dropout,
             activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(embedding_dim)

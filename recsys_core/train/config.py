@@ -44,6 +44,7 @@ class TrainConfig:
     dropout: float = 0.2
     mask_prob: float = 0.2            # bert4rec
     init_std: float = 0.0             # item embeddings ~ N(0, init_std²); 0 = N(0, 1/D)
+    ffn_factor: int = 4               # Transformers' feed-forward width = ffn_factor x D
     # optimisation
     epochs: int = 30
     batch_size: int = 128
@@ -89,9 +90,11 @@ class TrainConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; valid: {', '.join(valid)}")
         for name in ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs",
-                     "batch_size", "eval_batch_size", "num_processes"):
+                     "batch_size", "eval_batch_size", "num_processes", "ffn_factor"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.init_std < 0:
+            raise ConfigError(f"init_std must be >= 0 (0 = N(0, 1/D)), got {self.init_std}")
         self.ks = sorted({int(k) for k in self.ks})
         if self.inject_fault and not re.fullmatch(r"(raise|nan)@\d+", self.inject_fault):
             raise ConfigError(f"inject_fault={self.inject_fault!r}; valid: raise@EPOCH, nan@EPOCH")
@@ -105,8 +108,9 @@ class TrainConfig:
                 "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
                 "cuda_graphs"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
-        if not items["init_std"]:
-            del items["init_std"]      # added later: runs from before keep their identity
+        for added, default in (("init_std", 0.0), ("ffn_factor", 4)):
+            if items[added] == default:
+                del items[added]       # added later: runs from before keep their identity
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
