@@ -148,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m jobs.train_cell CELL_DIR", file=sys.stderr)
         return 2
+    from recsys_core.train.loop import close_process_group
     try:
         TrainCell(argv[0])()
     except (RuntimeError, ValueError) as e:   # a failed run, a bad cell.json
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        close_process_group()
     return 0
 
 

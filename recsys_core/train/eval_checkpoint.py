@@ -73,10 +73,14 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--eval-batch-size", type=int, default=None)
     args = p.parse_args(argv)
-    metrics = evaluate_checkpoint(args.run_dir, args.device, args.eval_batch_size)
-    from accelerate import PartialState
-    if PartialState().is_main_process:
-        print(json.dumps(metrics, sort_keys=True))
+    from recsys_core.train.loop import close_process_group
+    try:
+        metrics = evaluate_checkpoint(args.run_dir, args.device, args.eval_batch_size)
+        from accelerate import PartialState
+        if PartialState().is_main_process:
+            print(json.dumps(metrics, sort_keys=True))
+    finally:
+        close_process_group()
     return 0
 
 

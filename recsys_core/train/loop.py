@@ -226,6 +226,15 @@ def summarize_history(record: dict, history: list[dict]) -> None:
     record["peak_gpu_mem_mb"] = max(peaks) if peaks else None
 
 
+def close_process_group() -> None:
+    """Leave the process group (several processes) before the interpreter exits: a gloo group
+    torn down by the exit itself can abort a process ("terminate called without an active
+    exception"), which fails the whole `accelerate launch`."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def record_config(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.startswith(("val_", "test_"))}
 
@@ -237,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    record = run(cfg)
+    try:
+        record = run(cfg)
+    finally:
+        close_process_group()
     print(f"{record['status']}: test recall@10 {record.get('test_recall@10')} "
           f"ndcg@10 {record.get('test_ndcg@10')} → {Path(cfg.out) / 'result.json'}")
     return 0 if record["status"] == "COMPLETED" else 1
