@@ -184,3 +184,17 @@ def test_init_std_and_ffn_factor_reach_the_model_and_keep_old_hashes():
         TrainConfig(init_std=-1.0)
     with pytest.raises(ConfigError, match="ffn_factor"):
         TrainConfig(ffn_factor=0)
+
+
+def test_sasrec_scores_the_last_position_alone_as_the_full_encoder_does():
+    from recsys_core.train import TrainConfig
+    torch.manual_seed(0)
+    for blocks in (1, 2):
+        model = build_model("sasrec", 300, TrainConfig(model="sasrec", embedding_dim=32,
+                                                       num_blocks=blocks, max_len=20)).eval()
+        history = torch.randint(1, 301, (16, 20))
+        history[:5, :7] = 0                               # left padding
+        with torch.no_grad():
+            full = model.logits(model.encode(history)[:, -1])
+            fast = model.score_next(history)
+        torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-4)

@@ -27,7 +27,10 @@ class SASRec(SequentialModel):
         self.register_buffer("causal_mask", torch.triu(
             torch.full((max_len, max_len), float("-inf")), diagonal=1), persistent=False)
 
-    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, D] hidden states; with `last_only` [B, 1, D], the last position's alone: the
+        last block then runs its attention and feed-forward for that one query (what scoring
+        the next item needs; the earlier blocks still run every position as keys)."""
         length = input_ids.shape[1]
         pos = torch.arange(length, device=input_ids.device)
         # Positions count from the right so that the most recent item always has the same one.
@@ -42,6 +45,22 @@ class SASRec(SequentialModel):
         blocked = (input_ids == 0)[:, None, :] & ~eye
         mask = self.causal_mask[-length:, -length:].masked_fill(blocked, float("-inf"))
         mask = mask.repeat_interleave(self.blocks.layers[0].self_attn.num_heads, 0)
-        for layer in self.blocks.layers:
+        layers = self.blocks.layers
+        for layer in layers[:-1] if last_only else layers:
             x = layer(x, src_mask=mask) * keep     # padded positions stay zero between blocks
+        if last_only:
+            x = self._last_query(layers[-1], x, mask[:, -1:]) * keep[:, -1:]
         return self.final_norm(x)
+
+    @staticmethod
+    def _last_query(layer: nn.TransformerEncoderLayer, x: torch.Tensor,
+                    mask: torch.Tensor) -> torch.Tensor:
+        """A pre-LN encoder layer (norm_first) for the last position only: [B, L, D] -> [B, 1, D]."""
+        h = layer.norm1(x)
+        attn = layer.self_attn(h[:, -1:], h, h, attn_mask=mask, need_weights=False)[0]
+        y = x[:, -1:] + layer.dropout1(attn)
+        ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(y)))))
+        return y + layer.dropout2(ff)
+
+    def score_next(self, history: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.encode(self.eval_input(history), last_only=True)[:, -1])
