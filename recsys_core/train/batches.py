@@ -11,11 +11,16 @@ import torch
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int,
                   device) -> tuple[torch.Tensor, ...]:
+    return epoch_share(n, seed, epoch, rank, world).to(device).split(batch_size)
+
+
+def epoch_share(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """This process's windows of the epoch, in order: the epoch's permutation (by seed and
+    epoch), cut into equal shares so that every process runs the same number of steps."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
-    share = n // world          # equal shares: every process runs the same number of steps
-    mine = perm[rank * share:(rank + 1) * share] if world > 1 else perm
-    return mine.to(device).split(batch_size)
+    share = n // world
+    return perm[rank * share:(rank + 1) * share] if world > 1 else perm
 
 
 def training_batch(cfg, model, split, starts: torch.Tensor, ends: torch.Tensor):
@@ -43,10 +48,7 @@ def padded_epoch_batches(n: int, batch_size: int, seed: int, epoch: int, device,
     row all-zero sequences, whose targets are 0: the loss (a sum over targets / their count)
     and its gradients are those of the unpadded batch. A fixed batch shape is what a CUDA
     graph of the training step needs."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    share = n // world
-    mine = perm[rank * share:(rank + 1) * share] if world > 1 else perm
+    mine = epoch_share(n, seed, epoch, rank, world)
     steps = max(-(-len(mine) // batch_size), 1)
     rows = torch.full((steps * batch_size,), n if pad_index is None else pad_index,
                       dtype=torch.long)

@@ -108,9 +108,9 @@ class TrainConfig:
                 "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
                 "cuda_graphs"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
-        for added, default in (("init_std", 0.0), ("ffn_factor", 4)):
-            if items[added] == default:
-                del items[added]       # added later: runs from before keep their identity
+        for added in ("init_std", "ffn_factor"):   # added later: at their defaults, runs
+            if items[added] == self.__dataclass_fields__[added].default:   # from before keep
+                del items[added]                                            # their identity
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

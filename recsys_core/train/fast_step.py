@@ -156,7 +156,8 @@ class TrainStep:
                                      zip(flat.split([g.numel() for g in grads]), grads)])
 
     def _all_agree(self, ok: bool) -> bool:
-        """True on every process when `ok` is true on every process (one eager all-reduce)."""
+        """True on every process when `ok` is true on every process (one eager all-reduce):
+        every process must run the same step body, e.g. the same loss path."""
         if self.world == 1:
             return ok
         flag = torch.tensor([1 if ok else 0], device=self.device)
@@ -287,9 +288,6 @@ class TrainStep:
             self._restore(snapshot)
             self._reset_epoch(rows)
             torch.cuda.synchronize(self.device)
-        if not self._all_agree(self.graph is not None) and self.graph is not None:
-            self.graph = None
-            self.fallback_reason = "capture failed on another process"
         self.capture_time_s = time.perf_counter() - t0
 
     # -- an epoch ---------------------------------------------------------------------------
