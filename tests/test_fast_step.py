@@ -165,3 +165,28 @@ def test_data_parallel_step_trains_like_ddp(tmp_path, model_name):
         assert lb == pytest.approx(la, rel=1e-5) and nb == pytest.approx(na, rel=1e-5)
     assert seen["ranks_identical"]                  # every process holds the same weights
     assert seen["max_weight_diff"] < 2e-4
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "bert4rec"])
+def test_target_capacity_holds_every_batch_of_the_run(model_name):
+    """The fixed number of scored rows is at least the targets of every batch of every epoch
+    (real batches, BERT4Rec's random masks included), and far below every position when the
+    histories are short."""
+    from recsys_core.train.batches import target_capacity, window_target_counts
+    short = {"n_users": 200, "n_items": 50, "n_interactions": 1400, "seed": 4}
+    cfg, acc, split, model, starts, ends = setup(model_name, synthetic=short, max_len=30,
+                                                 batch_size=32, epochs=5)
+    counts = window_target_counts(model.objective, starts, ends, cfg.max_len)
+    capacity = target_capacity(counts, cfg.batch_size, cfg.seed, cfg.epochs, multiple=1)
+    s, e = with_empty_window(starts, ends)
+    most = 0
+    for epoch in range(1, cfg.epochs + 1):
+        for row in padded_epoch_batches(len(starts), cfg.batch_size, cfg.seed, epoch, "cpu"):
+            most = max(most, int((training_batch(cfg, model, split, s[row], e[row])[1] != 0).sum()))
+    assert most <= capacity < cfg.batch_size * cfg.max_len / 2
+    if model.objective == "causal":      # the bound is exact where targets are not random
+        assert capacity == most
+    assert target_capacity(counts, cfg.batch_size, cfg.seed, cfg.epochs) % 64 == 0
+    step = TrainStep(cfg, model, make_optimizer(cfg, model, cfg.lr), acc, split, starts, ends,
+                     use_graph=False)
+    assert step.capacity >= capacity and f"{step.capacity} of {cfg.batch_size * 30}" in step.describe()

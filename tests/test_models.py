@@ -198,3 +198,107 @@ def test_sasrec_scores_the_last_position_alone_as_the_full_encoder_does():
             full = model.logits(model.encode(history)[:, -1])
             fast = model.score_next(history)
         torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-4)
+
+
+SASREC_VARIANTS = [dict(sasrec_block=b, positions=p) for b in ("pre_ln", "original")
+                   for p in ("from_end", "from_start")]
+
+
+@pytest.mark.parametrize("variant", SASREC_VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_sasrec_blocks_and_positions_keep_the_model_contract(variant):
+    """Every SASRec variant never looks ahead, ignores left padding, scores the last position
+    alone as the full encoder does, and gives every parameter a gradient."""
+    model = make("sasrec", dropout=0.0, **variant).eval()
+    x = left_padded([10, 12], 12)
+    y = x.clone()
+    y[:, 7] = y[:, 7] % N_ITEMS + 1
+    short = left_padded([3, 6, 9], 9)
+    long = torch.cat([torch.zeros(3, 3, dtype=torch.long), short], 1)
+    with torch.no_grad():
+        hx, hy = model.encode(x), model.encode(y)
+        assert torch.allclose(hx[:, :7], hy[:, :7], atol=1e-5)
+        assert not torch.allclose(hx[:, 7:], hy[:, 7:], atol=1e-5)
+        assert torch.allclose(model.encode(short)[:, -1], model.encode(long)[:, -1], atol=1e-5)
+        torch.testing.assert_close(model.score_next(long),
+                                   model.logits(model.encode(long)[:, -1]), rtol=1e-4, atol=1e-4)
+    model.train()
+    targets = torch.where(x != 0, torch.randint(1, N_ITEMS + 1, x.shape), torch.zeros_like(x))
+    model(x, targets).backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
+
+
+def test_original_sasrec_block_is_the_papers_block():
+    """q = LN(x); x' = q + attention(q, x, x); h = LN(x'); out = h + FFN(h) with a ReLU
+    feed-forward of width ffn_factor·D, every linear layer and the positions ~ N(0, 0.02²)."""
+    from recsys_core.models.sasrec import OriginalBlock
+    torch.manual_seed(0)
+    model = build_model("sasrec", 2000, config(embedding_dim=64, num_heads=1, dropout=0.0,
+                                               sasrec_block="original", ffn_factor=1)).eval()
+    block = model.blocks[0]
+    assert isinstance(block, OriginalBlock) and block.ffn[0].out_features == 64
+    for w in (block.ffn[0].weight, block.attn.out_proj.weight, model.pos_emb.weight):
+        assert abs(float(w.std()) - 0.02) < 0.004
+    x = torch.randn(3, 12, 64)
+    mask = torch.triu(torch.full((12, 12), float("-inf")), 1)
+    q = torch.nn.functional.layer_norm(x, (64,), block.attn_norm.weight, block.attn_norm.bias, 1e-8)
+    att = block.attn(q, x, x, attn_mask=mask, need_weights=False)[0]
+    h = torch.nn.functional.layer_norm(q + att, (64,), block.ffn_norm.weight, block.ffn_norm.bias, 1e-8)
+    ffn = block.ffn[3](torch.relu(block.ffn[0](h)))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, mask), h + ffn)
+
+
+def test_positions_from_start_number_each_rows_items_from_zero():
+    from recsys_core.models.base import position_ids
+    ids = torch.tensor([[0, 0, 5, 6], [1, 2, 3, 4], [0, 0, 0, 9]])
+    assert position_ids(ids, 10, "from_start").tolist() == [[0, 0, 0, 1], [0, 1, 2, 3],
+                                                           [0, 0, 0, 0]]
+    assert position_ids(ids, 10, "from_end").tolist() == [6, 7, 8, 9]
+    with pytest.raises(ValueError, match="from_end, from_start"):
+        position_ids(ids, 10, "middle")
+
+
+def test_new_options_keep_old_hashes_and_are_checked():
+    from recsys_core.train import TrainConfig
+    from recsys_core.train.config import ConfigError
+    base = TrainConfig(model="sasrec")
+    assert base.hash() == TrainConfig(model="sasrec", positions="from_end", sasrec_block="pre_ln",
+                                      monitor="auto").hash()
+    for changed in (dict(positions="from_start"), dict(sasrec_block="original"),
+                    dict(monitor="val_ndcg@10")):
+        assert TrainConfig(model="sasrec", **changed).hash() != base.hash()
+    assert base.monitored == "val_recall@10"
+    assert TrainConfig(ks=[5], monitor="auto").monitored == "val_recall@5"
+    for bad, match in ((dict(monitor="val_ndcg@50"), "val_ndcg@10"),
+                       (dict(monitor="test_recall@10"), "val_recall@5"),
+                       (dict(sasrec_block="post"), "pre_ln, original"),
+                       (dict(positions="left"), "from_end, from_start")):
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_a_fixed_number_of_scored_rows_gives_the_same_loss_and_gradients(name, split):
+    """The CUDA-graph step scores a fixed number of rows (targets first, then padding rows);
+    loss and gradients are those of scoring exactly the positions with a target, and those of
+    scoring every position."""
+    cfg = config(dropout=0.0)
+    starts, ends = split.train_windows(cfg.max_len)
+    shortest = (ends - starts).argsort()[:8]          # windows with padding
+    starts, ends = starts[shortest], ends[shortest]
+    results = []
+    for extra in (None, 5, 10_000):
+        model = make(name, dropout=0.0)
+        model.eval()      # no dropout; the RNNs' cuDNN path is not taken on the CPU
+        torch.manual_seed(1)
+        inputs, targets, _ = training_batch(cfg, model, split, starts, ends)
+        n = int((targets != 0).sum())
+        assert n + 5 < targets.numel()
+        loss = model(inputs, targets, None, capacity=None if extra is None else n + extra)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.parameters()]))
+    (l0, g0), *others = results
+    for l1, g1 in others:
+        torch.testing.assert_close(l1, l0)
+        for a, b in zip(g0, g1):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)

@@ -145,3 +145,14 @@ def test_scaling_benchmark_runs_cells_on_one_and_two_cpu_processes(tmp_path):
     assert equality["comparison"]["identical"] and equality["comparison"]["metrics_compared"] > 10
     assert equality["many_processes"]["num_processes"] == 2
     assert "| sasrec | graph | 2 |" in (tmp_path / "scaling.md").read_text()
+
+
+def test_early_stopping_follows_the_monitored_metric(tmp_path):
+    record = run(cell(tmp_path, "ndcg", epochs=5, patience=1, monitor="val_ndcg@5"))
+    history = pq.read_table(tmp_path / "ndcg" / "history.parquet").to_pylist()
+    curve = [h["val_ndcg@5"] for h in history]
+    assert record["best_epoch"] == 1 + curve.index(max(curve))
+    # patience 1: training stops at the first epoch that does not improve on the best
+    stopped = next((i for i in range(1, len(curve)) if curve[i] <= max(curve[:i])), None)
+    assert record["epochs_run"] == (stopped + 1 if stopped is not None else 5)
+    assert record["monitor"] == "val_ndcg@5"

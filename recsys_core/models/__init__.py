@@ -29,7 +29,8 @@ def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
         n_items=n_items, embedding_dim=cfg.embedding_dim, num_heads=cfg.num_heads,
         num_blocks=cfg.num_blocks, dropout=cfg.dropout, max_len=cfg.max_len,
         mask_prob=cfg.mask_prob, ffn_factor=getattr(cfg, "ffn_factor", 4),
-        device_type=device_type)
+        positions=getattr(cfg, "positions", "from_end"),
+        sasrec_block=getattr(cfg, "sasrec_block", "pre_ln"), device_type=device_type)
     if getattr(cfg, "init_std", 0) and model.trainable:
         model.init_item_embeddings(cfg.init_std)
     return model

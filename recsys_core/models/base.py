@@ -36,22 +36,21 @@ class SequentialModel(nn.Module):
             self.item_emb.weight[0].zero_()
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor,
-                negatives: torch.Tensor | None = None) -> torch.Tensor:
+                negatives: torch.Tensor | None = None, capacity: int | None = None) -> torch.Tensor:
         """Mean training loss over target positions (targets == 0 are ignored).
 
         Full softmax over all items by default; with `negatives` ([K] sampled item ids shared
         by the batch) a sampled softmax over [target, negatives] for very large catalogs.
-        The loss lives in forward() so that DistributedDataParallel sees the whole step.
+        Only positions with a target reach the output layer (`scored_positions`; `capacity`
+        fixes their number for a CUDA graph). The loss lives in forward() so that
+        DistributedDataParallel sees the whole step.
         """
-        hidden = self.encode(input_ids)
+        h, t = scored_positions(self.encode(input_ids), targets, capacity)
         if negatives is None:
-            logits = self.logits(hidden).float()
-            total = F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=0,
-                                    reduction="sum")
+            logits = self.logits(h).float()
+            total = F.cross_entropy(logits, t, ignore_index=0, reduction="sum")
             # Sum / count rather than mean: a batch with no target gives 0, not NaN.
-            return total / (targets != 0).sum().clamp(min=1)
-        h = hidden.flatten(0, -2)
-        t = targets.flatten()
+            return total / (t != 0).sum().clamp(min=1)
         pos = ((h * self.item_emb(t)).sum(-1) + self.output_bias(t))[:, None]
         neg = h @ self.item_emb(negatives).T + self.output_bias(negatives)
         neg = neg.masked_fill(negatives[None, :] == t[:, None], float("-inf"))
@@ -89,3 +88,46 @@ class SequentialModel(nn.Module):
                 "head" if name.startswith("head") else "backbone"
             counts[part] += p.numel()
         return {"total": sum(counts.values()), **counts}
+
+
+def scored_positions(hidden: torch.Tensor, targets: torch.Tensor,
+                     capacity: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, D] hidden states, [N] targets) of the positions that have a target.
+
+    The output layer over the whole catalogue is most of a training step, and on short
+    histories most positions are padding (Amazon Beauty: 8.8 items per user in windows of
+    50), so only positions with a target are scored. Without `capacity` exactly those rows
+    are kept. With it, a fixed number of rows (what a CUDA graph needs): the positions with a
+    target first, in order, then padding positions, whose target 0 adds no loss and no
+    gradient; `capacity` must be at least the batch's number of targets
+    (`batches.target_capacity` computes that for a whole run).
+    """
+    h, t = hidden.flatten(0, -2), targets.flatten()
+    if capacity is None:
+        keep = t != 0
+        return h[keep], t[keep]
+    if capacity >= t.numel():
+        return h, t
+    order = torch.argsort((t == 0).to(torch.int32), stable=True)[:capacity]
+    return h.index_select(0, order), t.index_select(0, order)
+
+
+POSITIONS = ("from_end", "from_start")
+
+
+def position_ids(input_ids: torch.Tensor, n_positions: int, origin: str) -> torch.Tensor:
+    """Position index of every column of left-padded [B, L] ids, for a table of n_positions.
+
+    from_end: the last column has the last position, whatever the history's length (the most
+    recent item always looks the same); [L] for every row. from_start: the first item of each
+    row has position 0, as in right-padded implementations (the published SASRec code), so a
+    position also tells how many items came before; [B, L], padding columns at 0.
+    """
+    length = input_ids.shape[1]
+    cols = torch.arange(length, device=input_ids.device)
+    if origin == "from_end":
+        return n_positions - length + cols
+    if origin != "from_start":
+        raise ValueError(f"positions={origin!r}; valid: {', '.join(POSITIONS)}")
+    pad = (input_ids == 0).sum(1, keepdim=True)
+    return (cols - pad).clamp(min=0)

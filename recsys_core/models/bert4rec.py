@@ -2,7 +2,7 @@
 
 Random items of a window are replaced by a [mask] token (id n_items + 1) and predicted from both
 sides; at evaluation the history is followed by one [mask] whose prediction is the next item.
-Learned positions, post-LayerNorm BERT blocks with GELU, dropout; output head as in the paper:
+Learned positions (counted from the end by default, `positions`), post-LayerNorm BERT blocks with GELU, dropout; output head as in the paper:
 dense → GELU → LayerNorm, then the tied item embeddings plus an output bias.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys_core.models.base import SequentialModel
+from recsys_core.models.base import SequentialModel, position_ids
 
 
 class BERT4Rec(SequentialModel):
@@ -18,8 +18,9 @@ class BERT4Rec(SequentialModel):
 
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
                  num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
-                 ffn_factor: int = 4, **_):
+                 ffn_factor: int = 4, positions: str = "from_end", **_):
         super().__init__(n_items, embedding_dim)
+        self.positions = positions
         self.mask_token = n_items + 1
         # One row more than the base model's table: the [mask] token (same init).
         self.item_emb = nn.Embedding(n_items + 2, embedding_dim, padding_idx=0)
@@ -38,9 +39,7 @@ class BERT4Rec(SequentialModel):
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states after the head's transform: what is scored against the item table
         (inside encode so that the sampled-softmax path, which skips `logits`, uses it too)."""
-        length = input_ids.shape[1]
-        # Positions count from the right so that the most recent item always has the same one.
-        pos = self.pos_emb.num_embeddings - length + torch.arange(length, device=input_ids.device)
+        pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
         x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
         x = self.emb_dropout(self.emb_norm(x))
         pad = input_ids == 0

@@ -1,40 +1,86 @@
 """SASRec: a causal Transformer over the item sequence (Kang & McAuley, 2018).
 
 Trained on every position with full-softmax cross-entropy over all items (the SASRec+ recipe of
-Klenitskiy & Vasilev, 2023) by the trainer; learned positions, pre-LayerNorm blocks, dropout.
+Klenitskiy & Vasilev, 2023) by the trainer; learned positions, dropout, and one of two blocks:
+- `pre_ln` (default): PyTorch's pre-LayerNorm encoder layer (residual stream left
+  unnormalised, feed-forward ffn_factor·D with GELU);
+- `original`: the block of the SASRec paper's code, which the published SASRec+ code keeps:
+  only the attention's query is normalised, and both residuals add the *normalised* input
+  (the raw stream never passes a block); feed-forward ffn_factor·D with ReLU; LayerNorm eps
+  1e-8; every linear layer and the positions drawn from N(0, 0.02²).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from recsys_core.models.base import SequentialModel
+from recsys_core.models.base import SequentialModel, position_ids
+
+BLOCKS = ("pre_ln", "original")
+
+
+class OriginalBlock(nn.Module):
+    """Kang & McAuley's block: q = LN(x); x = q + attention(q, x, x); h = LN(x); h + FFN(h)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, ffn_factor: int):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim * ffn_factor), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(dim * ffn_factor, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]; with `last_only` (mask already [B·heads, 1, L]) the last
+        query alone -> [B, 1, D]."""
+        q = self.attn_norm(x)
+        if last_only:
+            q = q[:, -1:]
+        x = q + self.attn(q, x, x, attn_mask=mask, need_weights=False)[0]
+        h = self.ffn_norm(x)
+        return h + self.ffn(h)
 
 
 class SASRec(SequentialModel):
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
                  num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
-                 ffn_factor: int = 4, **_):
+                 ffn_factor: int = 4, positions: str = "from_end", sasrec_block: str = "pre_ln",
+                 **_):
         super().__init__(n_items, embedding_dim)
+        if sasrec_block not in BLOCKS:
+            raise ValueError(f"sasrec_block={sasrec_block!r}; valid: {', '.join(BLOCKS)}")
+        self.positions = positions
+        self.num_heads = num_heads
         self.pos_emb = nn.Embedding(max_len, embedding_dim)
         self.emb_dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(
-            embedding_dim, num_heads, dim_feedforward=embedding_dim * ffn_factor, dropout=dropout,
-            activation="gelu", batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
-        self.final_norm = nn.LayerNorm(embedding_dim)
+        self.block = sasrec_block
+        if sasrec_block == "pre_ln":
+            # nn.TransformerEncoder starts every layer as a copy of this one (as it always has
+            # here: the default model keeps its weights and checkpoints).
+            layer = nn.TransformerEncoderLayer(
+                embedding_dim, num_heads, dim_feedforward=embedding_dim * ffn_factor,
+                dropout=dropout, activation="gelu", batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
+            self.final_norm = nn.LayerNorm(embedding_dim)
+        else:
+            self.blocks = nn.ModuleList(OriginalBlock(embedding_dim, num_heads, dropout, ffn_factor)
+                                        for _ in range(num_blocks))
+            self.final_norm = nn.LayerNorm(embedding_dim, eps=1e-8)
+            for module in self.modules():
+                if isinstance(module, nn.Linear):       # incl. the attention's output projection
+                    nn.init.normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+            nn.init.normal_(self.pos_emb.weight, std=0.02)
         # A causal mask as a buffer: built once, not per step (it shows up in CUDA graphs).
         self.register_buffer("causal_mask", torch.triu(
             torch.full((max_len, max_len), float("-inf")), diagonal=1), persistent=False)
 
     def encode(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """[B, L, D] hidden states; with `last_only` [B, 1, D], the last position's alone: the
-        last block then runs its attention and feed-forward for that one query (what scoring
-        the next item needs; the earlier blocks still run every position as keys)."""
+        last block then runs its attention and feed-forward for that one query (the earlier
+        blocks still run every position as keys)."""
         length = input_ids.shape[1]
-        pos = torch.arange(length, device=input_ids.device)
-        # Positions count from the right so that the most recent item always has the same one.
-        pos = self.pos_emb.num_embeddings - length + pos
+        pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
         x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
         keep = (input_ids != 0).unsqueeze(-1)
         x = self.emb_dropout(x) * keep
@@ -44,19 +90,21 @@ class SASRec(SequentialModel):
         eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
         blocked = (input_ids == 0)[:, None, :] & ~eye
         mask = self.causal_mask[-length:, -length:].masked_fill(blocked, float("-inf"))
-        mask = mask.repeat_interleave(self.blocks.layers[0].self_attn.num_heads, 0)
-        layers = self.blocks.layers
-        for layer in layers[:-1] if last_only else layers:
-            x = layer(x, src_mask=mask) * keep     # padded positions stay zero between blocks
-        if last_only:
-            x = self._last_query(layers[-1], x, mask[:, -1:]) * keep[:, -1:]
+        mask = mask.repeat_interleave(self.num_heads, 0)
+        layers = self.blocks.layers if self.block == "pre_ln" else self.blocks
+        for i, layer in enumerate(layers):
+            if last_only and i == len(layers) - 1:
+                x = self._last_query(layer, x, mask[:, -1:]) * keep[:, -1:]
+            else:
+                x = layer(x, mask) * keep     # padded positions stay zero between blocks
         return self.final_norm(x)
 
     @staticmethod
-    def _last_query(layer: nn.TransformerEncoderLayer, x: torch.Tensor,
-                    mask: torch.Tensor) -> torch.Tensor:
-        """A pre-LN encoder layer (norm_first) for the last position only: [B, L, D] -> [B, 1, D]."""
-        h = layer.norm1(x)
+    def _last_query(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A block for the last position only: [B, L, D] -> [B, 1, D]."""
+        if isinstance(layer, OriginalBlock):
+            return layer(x, mask, last_only=True)
+        h = layer.norm1(x)      # a pre-LN encoder layer (norm_first)
         attn = layer.self_attn(h[:, -1:], h, h, attn_mask=mask, need_weights=False)[0]
         y = x[:, -1:] + layer.dropout1(attn)
         ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(y)))))

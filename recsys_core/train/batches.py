@@ -61,3 +61,39 @@ def with_empty_window(starts: torch.Tensor, ends: torch.Tensor) -> tuple[torch.T
     (start = end = 0: `LeaveOneOut.window` gives all padding for it)."""
     zero = starts.new_zeros(1)
     return torch.cat([starts, zero]), torch.cat([ends, zero])
+
+
+def window_target_counts(objective: str, starts: torch.Tensor, ends: torch.Tensor,
+                         max_len: int) -> torch.Tensor:
+    """The most targets each training window can hold (CPU): causal, every item of the
+    window but the first (at most max_len); masked, every item (any of them may be masked)."""
+    items = (ends - starts).clamp(min=0).cpu()
+    if objective == "masked":
+        return items.clamp(max=max_len)
+    return (items.clamp(max=max_len + 1) - 1).clamp(min=0)
+
+
+# Above this many window draws (windows x epochs) the capacity is the worst case over any
+# batch instead of the exact maximum over the run's batches (which costs a permutation each).
+EXACT_CAPACITY_DRAWS = 200_000_000
+
+
+def target_capacity(counts: torch.Tensor, batch_size: int, seed: int, epochs: int,
+                    rank: int = 0, world: int = 1, multiple: int = 64) -> int:
+    """The most targets any batch of this process holds in epochs 1..`epochs` (the batches
+    are fixed by (seed, epoch): `epoch_share`), rounded up to a multiple of `multiple`: the
+    number of rows a fixed-shape step scores (`models.base.scored_positions`) so that no
+    target is ever left out. Very large runs take the worst case over any batch (the sum of
+    the `batch_size` largest counts)."""
+    n = len(counts)
+    if n * epochs > EXACT_CAPACITY_DRAWS:
+        most = int(counts.topk(min(batch_size, n)).values.sum())
+    else:
+        most = 0
+        for epoch in range(1, epochs + 1):
+            mine = counts[epoch_share(n, seed, epoch, rank, world)]
+            steps = max(-(-len(mine) // batch_size), 1)
+            padded = torch.zeros(steps * batch_size, dtype=counts.dtype)
+            padded[:len(mine)] = mine
+            most = max(most, int(padded.view(steps, batch_size).sum(1).max()))
+    return max(-(-most // multiple) * multiple, multiple)

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from recsys_core.metrics import METRICS
+
 CHOICES = {
     "optimizer": ("adam", "adamw"),
     "scheduler": ("none", "step", "cosine", "onecycle", "plateau"),
@@ -24,6 +26,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "mixed_precision": ("auto", "no", "bf16"),
     "wandb_mode": ("auto", "offline", "online", "disabled"),
+    "positions": ("from_end", "from_start"),
+    "sasrec_block": ("pre_ln", "original"),
 }
 
 
@@ -45,6 +49,8 @@ class TrainConfig:
     mask_prob: float = 0.2            # bert4rec
     init_std: float = 0.0             # item embeddings ~ N(0, init_std²); 0 = N(0, 1/D)
     ffn_factor: int = 4               # Transformers' feed-forward width = ffn_factor x D
+    positions: str = "from_end"       # SASRec/BERT4Rec position ids: from the last item or the first
+    sasrec_block: str = "pre_ln"      # pre_ln, or original (the SASRec paper's block: models/sasrec.py)
     # optimisation
     epochs: int = 30
     batch_size: int = 128
@@ -62,6 +68,7 @@ class TrainConfig:
     lr_scale_with_processes: bool = False   # multiply lr by the number of processes (global batch rule)
     # evaluation and early stopping
     patience: int = 3
+    monitor: str = "auto"             # early stopping and best epoch: val_<metric>@<k>; auto = val_recall@10
     ks: list = field(default_factory=lambda: [5, 10, 20])
     filter_seen: bool = True
     eval_batch_size: int = 1024
@@ -96,8 +103,18 @@ class TrainConfig:
         if self.init_std < 0:
             raise ConfigError(f"init_std must be >= 0 (0 = N(0, 1/D)), got {self.init_std}")
         self.ks = sorted({int(k) for k in self.ks})
+        valid = ["auto"] + [f"val_{m}@{k}" for m in METRICS for k in self.ks]
+        if self.monitor not in valid:
+            raise ConfigError(f"monitor={self.monitor!r}; valid: {', '.join(valid)}")
         if self.inject_fault and not re.fullmatch(r"(raise|nan)@\d+", self.inject_fault):
             raise ConfigError(f"inject_fault={self.inject_fault!r}; valid: raise@EPOCH, nan@EPOCH")
+
+    @property
+    def monitored(self) -> str:
+        """The validation metric that early stopping and the best epoch follow."""
+        if self.monitor != "auto":
+            return self.monitor
+        return "val_recall@10" if 10 in self.ks else f"val_recall@{self.ks[0]}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,9 +125,10 @@ class TrainConfig:
                 "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
                 "cuda_graphs"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
-        for added in ("init_std", "ffn_factor"):   # added later: at their defaults, runs
-            if items[added] == self.__dataclass_fields__[added].default:   # from before keep
-                del items[added]                                            # their identity
+        for added in ("init_std", "ffn_factor", "positions", "sasrec_block", "monitor"):
+            # added later: at their defaults, runs from before keep their identity
+            if items[added] == self.__dataclass_fields__[added].default:
+                del items[added]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -51,7 +51,9 @@ import time
 
 import torch
 
-from recsys_core.train.batches import padded_epoch_batches, training_batch, with_empty_window
+from recsys_core.models.base import scored_positions
+from recsys_core.train.batches import (padded_epoch_batches, target_capacity, training_batch,
+                                     window_target_counts, with_empty_window)
 from recsys_core.train.fused_ce import fused_loss_unsupported_reason, linear_cross_entropy
 from recsys_core.train.optim import lr_on_device, step_scheduler
 
@@ -97,6 +99,11 @@ class TrainStep:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.share = self.n // self.world if self.world > 1 else self.n
         self.steps = max(-(-self.share // cfg.batch_size), 1)
+        # rows of the output layer per step: the most targets any batch of the run holds
+        self.capacity = target_capacity(
+            window_target_counts(self.unwrapped.objective, starts, ends, cfg.max_len),
+            cfg.batch_size, cfg.seed, cfg.epochs, self.rank, self.world)
+        self.positions = cfg.batch_size * cfg.max_len
         # several processes: the module itself (DDP's hooks idle), gradients all-reduced here
         self.forward_model = self.unwrapped if self.world > 1 else model
         dev = self.device
@@ -132,7 +139,7 @@ class TrainStep:
         inputs, targets, negatives = training_batch(cfg, self.unwrapped, self.split,
                                                     self.starts[row], self.ends[row])
         loss = self._fused_loss(inputs, targets) if self.fused else \
-            self.forward_model(inputs, targets, negatives)
+            self.forward_model(inputs, targets, negatives, capacity=self.capacity)
         self.accelerator.backward(loss)
         if self.world > 1:
             self._average_grads()
@@ -171,13 +178,12 @@ class TrainStep:
         v = m.n_items + 1
         vp = -(-v // 8) * 8
         with self.accelerator.autocast():
-            hidden = m.encode(inputs)
+            hidden, targets = scored_positions(m.encode(inputs), targets, self.capacity)
             weight = torch.nn.functional.pad(m.item_emb.weight[:v], (0, 0, 0, vp - v))
             bias = getattr(m, "head_bias", None) if type(m).logits is not _base_logits() else None
             if bias is not None:
                 bias = torch.nn.functional.pad(bias, (0, vp - v))
-        return linear_cross_entropy(hidden.flatten(0, -2), weight, bias, targets.flatten(), v,
-                                    self.compute_dtype)
+        return linear_cross_entropy(hidden, weight, bias, targets, v, self.compute_dtype)
 
     @torch.no_grad()
     def _grads(self):
@@ -314,6 +320,13 @@ class TrainStep:
     @property
     def mode(self) -> str:
         return "graph" if self.graph is not None else "eager"
+
+    def describe(self) -> str:
+        """What ran, for the result's `train_step`: graph or eager, which loss, how many of
+        the batch's positions reach the output layer, and why the graph fell back."""
+        rows = min(self.capacity, self.positions)
+        text = f"{self.mode}, loss {self.loss_path}, {rows} of {self.positions} positions scored"
+        return (text + (f" ({self.fallback_reason})" if self.fallback_reason else ""))[:500]
 
 
 def _reset_rng_capture_state(device) -> None:

@@ -107,7 +107,7 @@ def run(cfg: TrainConfig) -> dict:
         telemetry = GpuTelemetry(accelerator.device)
         eval_args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks,
                          loader=loader, accelerator=accelerator)
-        monitor = "val_recall@10" if 10 in cfg.ks else f"val_recall@{cfg.ks[0]}"
+        monitor = cfg.monitored
 
         while trainable and not state.stopped and state.epoch < cfg.epochs:
             epoch = state.epoch + 1
@@ -115,8 +115,7 @@ def run(cfg: TrainConfig) -> dict:
             loss, grad_norm, n_seq = train_epoch(cfg, model, optimizer, scheduler, split,
                                                  starts, ends, epoch, accelerator, graph_step)
             if graph_step is not None:   # what ran: graph or eager (capture failed), which loss
-                record["train_step"] = (f"{graph_step.mode}, loss {graph_step.loss_path}" + (
-                    f" ({graph_step.fallback_reason})" if graph_step.fallback_reason else ""))[:500]
+                record["train_step"] = graph_step.describe()
             train_time = time.time() - t_epoch
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite training loss ({loss}) in epoch {epoch}")
