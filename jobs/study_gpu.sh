@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The study's GPU runs (issue 6) on one GPU machine, phase by phase, as they were made:
-#   bash jobs/study_gpu.sh beauty-solo ml100k beauty aggregate evalcheck pack
-# beauty-solo: SASRec seed 42 on Amazon Beauty alone on the GPU, timed end to end (a fresh
-#              process: imports, data, training to early stop, test);
-# ml100k:      the paper grid's ML-100K cells (5 models + pop x L 32/64/128 x 3 seeds), local
-#              executor, several cells sharing the GPU (W&B offline);
-# beauty:      the amazon-beauty grid (5 models + pop x 3 seeds), likewise;
-# aggregate:   tables and plots of both sweeps;
-# evalcheck:   best checkpoints evaluated on the GPU and on the CPU (eval_checkpoint);
-# pack:        results (no checkpoints) into $OUT/study.tgz.
+#   bash jobs/study_gpu.sh beauty-solo beauty-sasrec beauty ml100k aggregate evalcheck pack
+# beauty-solo:  the amazon-beauty grid's SASRec, seed 42, alone on the GPU, timed end to end
+#               (launcher → job callable in a fresh process: imports, data, training to early
+#               stop, test, result files) twice: with Triton's kernel cache cold, then warm;
+# beauty-sasrec: the amazon-beauty-sasrec grid (SASRec, one change at a time towards the
+#               published model, 3 seeds), several cells sharing the GPU;
+# beauty:       the amazon-beauty grid (5 models + pop x 3 seeds), likewise;
+# ml100k:       the paper grid's ML-100K cells (5 models + pop x L 32/64/128 x 3 seeds);
+# resume-SWEEP: resume that sweep (cells without a COMPLETED result);
+# aggregate:    status, tables and plots of every sweep present;
+# evalcheck:    seed-42 checkpoints (Beauty, ML-100K L=64) evaluated on the GPU and the CPU;
+# pack:         results (no checkpoints) into $OUT/study.tgz.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6).
 set -u
@@ -25,9 +28,16 @@ for phase in "$@"; do
   t0=$(ms)
   case $phase in
     beauty-solo)
-      $PY -m launcher sweep amazon-beauty --where model=sasrec --where seed=42 \
-        --executor local --out "$WORK/beauty-sasrec-solo" >>"$OUT/study.log" 2>&1
-      log "beauty-solo: $(( $(ms) - t0 )) ms end to end (launcher → result.json)" ;;
+      for cache in cold warm; do
+        t1=$(ms)
+        $PY -m launcher sweep amazon-beauty --where model=sasrec --where seed=42 \
+          --executor local --out "$WORK/beauty-solo-$cache" >>"$OUT/study.log" 2>&1
+        log "beauty-solo ($cache Triton cache): $(( $(ms) - t1 )) ms end to end (launcher → result.json)"
+      done ;;
+    beauty-sasrec)
+      $PY -m launcher sweep amazon-beauty-sasrec --executor local --cells-per-gpu "$CELLS" \
+        --out "$WORK/amazon-beauty-sasrec" >>"$OUT/study.log" 2>&1
+      log "beauty-sasrec: $(( $(ms) - t0 )) ms for the sweep" ;;
     ml100k)
       $PY -m launcher sweep paper --where dataset=ml-100k --executor local \
         --cells-per-gpu "$CELLS" --out "$WORK/ml-100k" >>"$OUT/study.log" 2>&1
@@ -42,9 +52,9 @@ for phase in "$@"; do
         >>"$OUT/study.log" 2>&1
       log "$phase: $(( $(ms) - t0 )) ms" ;;
     aggregate)
-      for s in ml-100k amazon-beauty beauty-sasrec-solo; do
+      for s in ml-100k amazon-beauty amazon-beauty-sasrec beauty-solo-cold beauty-solo-warm; do
         [ -d "$WORK/$s" ] || continue
-        $PY -m launcher status "$WORK/$s" >"$OUT/status-$s.txt" 2>&1
+        $PY -m launcher status "$WORK/$s" >"$WORK/status-$s.txt" 2>&1
         $PY -m launcher aggregate "$WORK/$s" --out "$WORK/aggregate-$s" >>"$OUT/study.log" 2>&1
         echo "wandb offline runs in $s: $(find "$WORK/$s" -maxdepth 4 -type d -name 'offline-run-*' | wc -l)" | tee -a "$OUT/study.log"
       done
