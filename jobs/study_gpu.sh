@@ -38,6 +38,15 @@ for phase in "$@"; do
       $PY -m launcher sweep amazon-beauty-sasrec --executor local --cells-per-gpu "$CELLS" \
         --out "$WORK/amazon-beauty-sasrec" >>"$OUT/study.log" 2>&1
       log "beauty-sasrec: $(( $(ms) - t0 )) ms for the sweep" ;;
+    beauty-both)   # beauty and beauty-sasrec at once, sharing the GPU (CELLS and 3 cells)
+      $PY -m launcher sweep amazon-beauty-sasrec --executor local --cells-per-gpu 3 \
+        --out "$WORK/amazon-beauty-sasrec" >>"$OUT/study-sasrec.log" 2>&1 &
+      $PY -m launcher sweep amazon-beauty --executor local --cells-per-gpu "$CELLS" \
+        --out "$WORK/amazon-beauty" >>"$OUT/study.log" 2>&1
+      log "beauty: $(( $(ms) - t0 )) ms for the sweep"
+      wait
+      cat "$OUT/study-sasrec.log" >>"$OUT/study.log" && rm "$OUT/study-sasrec.log"
+      log "beauty-sasrec: $(( $(ms) - t0 )) ms for both sweeps" ;;
     ml100k)
       $PY -m launcher sweep paper --where dataset=ml-100k --executor local \
         --cells-per-gpu "$CELLS" --out "$WORK/ml-100k" >>"$OUT/study.log" 2>&1
