@@ -160,4 +160,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from recsys_core.train.loop import exit_cli
+    exit_cli(main())

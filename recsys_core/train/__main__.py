@@ -1,5 +1,3 @@
-import sys
+from recsys_core.train.loop import exit_cli, main
 
-from recsys_core.train.loop import main
-
-sys.exit(main())
+exit_cli(main())

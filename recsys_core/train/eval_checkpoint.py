@@ -85,4 +85,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from recsys_core.train.loop import exit_cli
+    exit_cli(main())

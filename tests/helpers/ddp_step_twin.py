@@ -4,7 +4,6 @@ graph captures on GPUs) against the trainer's eager DDP loop, from the same weig
 epochs. Rank 0 writes what it saw as JSON to argv[2]; the test compares."""
 import copy
 import json
-import os
 import sys
 
 import torch
@@ -13,8 +12,7 @@ from recsys_core.data import LeaveOneOut, load_dataset
 from recsys_core.models import build_model
 from recsys_core.train import TrainConfig
 from recsys_core.train.fast_step import TrainStep
-from recsys_core.train.loop import (close_process_group, make_accelerator, seed_everything,
-                                    train_epoch)
+from recsys_core.train.loop import exit_cli, make_accelerator, seed_everything, train_epoch
 from recsys_core.train.optim import make_optimizer
 
 model_name, out = sys.argv[1], sys.argv[2]
@@ -47,10 +45,4 @@ if acc.is_main_process:
         json.dump({"epochs": epochs, "n_windows": len(starts),
                    "ranks_identical": bool(torch.equal(step[0], step[1])),
                    "max_weight_diff": float((step[0] - loop[0]).abs().max())}, f)
-close_process_group()
-# Past this point only interpreter teardown is left, and there gloo's threads abort a process
-# now and then ("terminate called without an active exception", ~1 run in 20 on the 2-core
-# VM, also with the group destroyed): what was measured is written, so leave without it.
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)
+exit_cli(0)   # leaves the process group, and the process before gloo's teardown
