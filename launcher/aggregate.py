@@ -68,6 +68,16 @@ class Aggregate:
     state_source: str
     problems: dict[str, str] = field(default_factory=dict)   # unreadable file → why
 
+    @property
+    def compare_keys(self) -> list[str]:
+        """The keys that define a comparison group (the paired tests): every configuration
+        key but the model and the model's own settings, i.e. keys with one value per model
+        (an override such as SASRec's 1 head against the others' 2 belongs to the model and
+        must not put it in a group of its own)."""
+        own = [k for k in self.keys[len(ALWAYS):]
+               if self.cells.groupby("model", sort=False)[k].nunique(dropna=False).max() == 1]
+        return [k for k in self.keys if k != "model" and k not in own]
+
 
 # --- reading ----------------------------------------------------------------------------------
 
@@ -286,12 +296,12 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
 
 
 def paired_tests(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
-    """Per comparison group (every key but the model), the best model by mean test Recall@10
+    """Per comparison group (`Aggregate.compare_keys`), the best model by mean test Recall@10
     against each other model, over the seeds both completed: the paired t-test (the statistic
     of scipy.stats.ttest_rel, for all pairs at once) and the t-based 95% CI of the
     mean difference best − model. Under 2 shared seeds: n/a."""
     from scipy.special import stdtr, stdtrit   # the t distribution (scipy.stats: 2 s to import)
-    cmp_keys = [k for k in agg.keys if k != "model"]
+    cmp_keys = agg.compare_keys
     done = agg.cells[agg.cells["state"] == "COMPLETED"]
     per_seed = done.groupby(cmp_keys + ["model", "seed"], sort=False)[list(METRICS)].mean()
     per_seed = per_seed.reset_index()

@@ -49,8 +49,12 @@ def wall(cell):
 
 @pytest.fixture
 def sweep(tmp_path):
+    return build_sweep(tmp_path, GRID)
+
+
+def build_sweep(tmp_path, grid_text):
     grid_file = tmp_path / "tiny.yaml"
-    grid_file.write_text(GRID)
+    grid_file.write_text(grid_text)
     cells = expand(load_grid(grid_file))
     sw = Sweep.create(tmp_path / "sweep", grid_file, "tiny", cells, "local")
     for c in cells:
@@ -244,3 +248,19 @@ def test_a_sweep_without_any_result_yet(tmp_path):
     main = pd.read_csv(out / "main.csv")
     assert len(main) == 12 and (main["n_seeds"] == 0).all() and (main["incomplete"] == "3 MISSING").all()
     assert len(pd.read_csv(out / "paired.csv")) == 0 and (out / "curves.png").exists()
+
+
+def test_a_models_own_settings_keep_it_in_its_comparison_group(tmp_path):
+    """A setting that only one model changes (an override: SASRec with 1 head) is shown in
+    the main table but does not make a comparison group of its own: the paired tests still
+    pit the best model against every other one."""
+    grid = GRID + """  - when: {model: sasrec}
+    set: {num_heads: 1}
+"""
+    out = aggregate(build_sweep(tmp_path, grid), tmp_path)
+    main = pd.read_csv(out / "main.csv")
+    assert "num_heads" in main.columns
+    assert sorted(main[main.model == "sasrec"].num_heads.unique()) == [1]
+    paired = pd.read_csv(out / "paired.csv")
+    group = paired[(paired.dataset == "ml-100k") & (paired.max_len == 10)]
+    assert set(group.best) == {"sasrec"} and set(group.model) == {"gru4rec", "pop"}
