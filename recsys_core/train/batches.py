@@ -92,8 +92,10 @@ def target_capacity(counts: torch.Tensor, batch_size: int, seed: int, epochs: in
         most = 0
         for epoch in range(1, epochs + 1):
             mine = counts[epoch_share(n, seed, epoch, rank, world)]
-            steps = max(-(-len(mine) // batch_size), 1)
-            padded = torch.zeros(steps * batch_size, dtype=counts.dtype)
-            padded[:len(mine)] = mine
-            most = max(most, int(padded.view(steps, batch_size).sum(1).max()))
+            if not len(mine):
+                continue
+            # batch sums as differences of the running sum at batch boundaries
+            running = torch.cat([mine.new_zeros(1), mine.cumsum(0)])
+            bounds = torch.arange(0, len(mine) + batch_size, batch_size).clamp(max=len(mine))
+            most = max(most, int((running[bounds[1:]] - running[bounds[:-1]]).max()))
     return max(-(-most // multiple) * multiple, multiple)
