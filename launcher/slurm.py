@@ -7,12 +7,15 @@ job through the environment sbatch exports from the submitting shell, not throug
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
+import shutil
 import subprocess
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
+from unittest import mock
 
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
@@ -85,8 +88,14 @@ def _job_name(sweep_name: str, cells: list[Cell]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100]
 
 
-def executor(sweep: Sweep, params: dict) -> submitit.AutoExecutor:
-    ex = submitit.AutoExecutor(folder=sweep.root / "slurm" / "%j", cluster="slurm")
+def executor(sweep: Sweep, params: dict, scripts_only: bool = False) -> submitit.AutoExecutor:
+    """submitit's SLURM executor for `params`. `scripts_only` (dry-run: render sbatch scripts,
+    submit nothing) also works where SLURM is not installed: submitit refuses to build its
+    executor without `srun` on the PATH (`SlurmExecutor.affinity`), which writing a script
+    does not need."""
+    unchecked = mock.patch.object(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+    with unchecked if scripts_only and shutil.which("srun") is None else contextlib.nullcontext():
+        ex = submitit.AutoExecutor(folder=sweep.root / "slurm" / "%j", cluster="slurm")
     ex.update_parameters(**params)
     return ex
 
@@ -132,7 +141,7 @@ def sbatch_scripts(sweep: Sweep, cells: list[Cell], name: str,
     paths = []
     for i, group in enumerate(groups(cells).values()):
         ex = executor(sweep, submitit_parameters(group[0].resources, _job_name(name, group),
-                                                 parallelism))
+                                                 parallelism), scripts_only=True)
         slurm_ex = ex._executor     # the SlurmExecutor inside AutoExecutor
         params = dict(slurm_ex.parameters)
         if len(group) > 1:

@@ -1,6 +1,7 @@
 """The launcher CLI without SLURM: dry-run scripts, validation exit codes, multi-process cells
 through the local executor (two CPU processes, as a multi-GPU cell runs on GPUs)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,24 @@ def test_multi_gpu_cell_dry_run_shows_the_per_node_accelerate_launch(tmp_path):
                  "--num_processes 8 --num_machines 2 --machine_rank $SLURM_NODEID"):
         assert line in script, line
     assert not (tmp_path / "s" / "submissions.jsonl").exists()
+
+
+def test_dry_run_needs_no_slurm_installed(tmp_path):
+    """A laptop without SLURM renders the same sbatch scripts (submitit's executor refuses to
+    start without `srun` on the PATH; a dry-run does not need it)."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "small", "fixed": TINY, "grid": {"model": ["sasrec"]},
+                                "resources": {"gpus": 1, "time": "00:10:00"}}))
+    (tmp_path / "empty-bin").mkdir()
+    scripts = []
+    for name, env in (("with", None), ("without", {**os.environ, "PATH": str(tmp_path / "empty-bin")})):
+        proc = subprocess.run([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                               "dry-run", "--out", str(tmp_path / name)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        text = (tmp_path / name / "sbatch" / "array000.sh").read_text()
+        scripts.append(text.replace(str(tmp_path / name), "SWEEP"))
+    assert scripts[0] == scripts[1] and "#SBATCH --gpus-per-node=1" in scripts[0]
 
 
 def test_invalid_grids_exit_2_and_write_nothing(tmp_path):
