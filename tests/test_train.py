@@ -156,3 +156,25 @@ def test_early_stopping_follows_the_monitored_metric(tmp_path):
     stopped = next((i for i in range(1, len(curve)) if curve[i] <= max(curve[:i])), None)
     assert record["epochs_run"] == (stopped + 1 if stopped is not None else 5)
     assert record["monitor"] == "val_ndcg@5"
+
+
+def test_checkpoint_writer_writes_the_state_at_the_call_and_reports_failures(tmp_path):
+    """Checkpoints are written in the background while training goes on: the file holds the
+    weights as they were when saving was asked for, and a failed write surfaces at wait()."""
+    import torch
+    from recsys_core.models import build_model
+    from recsys_core.train import checkpoint as ckpt
+    model = build_model("sasrec", 50, TrainConfig(model="sasrec", embedding_dim=16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    writer = ckpt.Writer()
+    writer.save_best(tmp_path, model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)                       # training goes on, in place
+    writer.wait()
+    saved = torch.load(tmp_path / ckpt.BEST)
+    assert all(torch.equal(saved[k], v) for k, v in before.items())
+    (tmp_path / "a-file").write_text("")
+    writer.save_best(tmp_path / "a-file", model)        # a file where the run folder should be
+    with pytest.raises(OSError):
+        writer.wait()

@@ -1,9 +1,16 @@
 """Checkpoints: one after every epoch (everything needed to continue bit-for-bit on CPU) and
-the best model by validation metric. Written atomically; only the main process writes."""
+the best model by validation metric. Written atomically; only the main process writes.
+
+`Writer` takes a snapshot at once (every tensor copied to the CPU) and serialises and writes it
+in a background thread while the next epoch trains: on short epochs (Amazon Beauty: 0.6 s on
+an H200) writing model + Adam state (55 MB) took about 0.2 s an epoch on the training thread.
+A write interrupted by a kill leaves the previous file (atomic rename), so a resumed run
+continues from the epoch before at worst."""
 from __future__ import annotations
 
 import io
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,8 +48,54 @@ def _save(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
+def _snapshot(obj):
+    """`obj` with every tensor copied to the CPU (a copy also of CPU tensors: training goes
+    on changing the originals in place while the copy is written)."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
+class Writer:
+    """Checkpoint files written in the background, one at a time and in order. `wait()` (also
+    raising a failed write's error) before reading them back or leaving; a new write first
+    collects the errors of finished ones."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: list[Future] = []
+
+    def _submit(self, path: Path, obj) -> None:
+        for f in [f for f in self._pending if f.done()]:
+            self._pending.remove(f)
+            f.result()
+        self._pending.append(self._pool.submit(_save, path, _snapshot(obj)))
+
+    def save(self, out: Path, cfg, accelerator, model, optimizer, scheduler,
+             state: TrainState) -> None:
+        self._submit(Path(out) / CHECKPOINT, checkpoint(cfg, accelerator, model, optimizer,
+                                                        scheduler, state))
+
+    def save_best(self, out: Path, model) -> None:
+        self._submit(Path(out) / BEST, model.state_dict())
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+
 def save(out: Path, cfg, accelerator, model, optimizer, scheduler, state: TrainState) -> None:
-    _save(Path(out) / CHECKPOINT, {
+    _save(Path(out) / CHECKPOINT, checkpoint(cfg, accelerator, model, optimizer, scheduler, state))
+
+
+def checkpoint(cfg, accelerator, model, optimizer, scheduler, state: TrainState) -> dict:
+    """What a checkpoint holds (tensors still where they live)."""
+    return {
         "config_hash": cfg.hash(),
         "model": accelerator.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -54,7 +107,7 @@ def save(out: Path, cfg, accelerator, model, optimizer, scheduler, state: TrainS
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         },
-    })
+    }
 
 
 def resume(out: Path, cfg, accelerator, model, optimizer, scheduler) -> TrainState:

@@ -71,6 +71,7 @@ def run(cfg: TrainConfig) -> dict:
     record = base_record(cfg, accelerator)
     history: list[dict] = []
     tracker = None
+    writer = ckpt.Writer()
     try:
         data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
                             mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
@@ -139,10 +140,10 @@ def run(cfg: TrainConfig) -> dict:
             state.history = history
             t_save = time.time()
             times["time_epochs_s"] += t_save - t_epoch
-            if main:
+            if main:   # the checkpoint files are written in the background (ckpt.Writer)
                 if state.best_epoch == epoch:
-                    ckpt.save_best(out, accelerator.unwrap_model(model))
-                ckpt.save(out, cfg, accelerator, model, optimizer, scheduler, state)
+                    writer.save_best(out, accelerator.unwrap_model(model))
+                writer.save(out, cfg, accelerator, model, optimizer, scheduler, state)
                 write_history(out, history)
                 tracker.log(row, step=epoch)
             accelerator.wait_for_everyone()
@@ -151,6 +152,7 @@ def run(cfg: TrainConfig) -> dict:
                 time.sleep(cfg.epoch_sleep_s)
 
         t_final = time.time()
+        writer.wait()
         if trainable and state.best_epoch:
             ckpt.load_best(out, accelerator.unwrap_model(model), accelerator.device)
         val = evaluate(model, split, "val", **eval_args)
@@ -170,6 +172,10 @@ def run(cfg: TrainConfig) -> dict:
             write_result(out, record)
         return record
     except Exception as e:
+        try:
+            writer.wait()    # the last good epoch's checkpoint on disk: what a resume reads
+        except Exception:  # noqa: BLE001 -- the first error is the one to report
+            pass
         record.update(status="FAILED", reason=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc()[-4000:], epochs_run=len(history),
                       wall_time_s=time.time() - t0)
@@ -246,12 +252,13 @@ def close_process_group() -> bool:
 
 
 def exit_cli(code: int):
-    """End a command-line entry point with `code`. A process that was one of several leaves
-    the process group and exits at once, output flushed, skipping interpreter teardown: there
-    gloo's threads still abort a process now and then, also with the group destroyed (seen in
-    about 1 of 20 two-process CPU runs on the 2-core VM), failing a run whose files are all
-    written."""
-    if close_process_group():
+    """End a command-line entry point with `code`. A process started as one of several
+    (WORLD_SIZE > 1) leaves the process group, if still in it, and exits at once, output
+    flushed, skipping interpreter teardown: there gloo's threads abort a process now and then,
+    also with the group destroyed beforehand (seen in 1-2 of 12-20 two-process CPU runs on the
+    2-core VM), failing a run whose files are all written."""
+    close_process_group()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:     # set by accelerate launch / torchrun
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
