@@ -89,10 +89,6 @@ class Writer:
             f.result()
 
 
-def save(out: Path, cfg, accelerator, model, optimizer, scheduler, state: TrainState) -> None:
-    _save(Path(out) / CHECKPOINT, checkpoint(cfg, accelerator, model, optimizer, scheduler, state))
-
-
 def checkpoint(cfg, accelerator, model, optimizer, scheduler, state: TrainState) -> dict:
     """What a checkpoint holds (tensors still where they live)."""
     return {
@@ -130,10 +126,6 @@ def resume(out: Path, cfg, accelerator, model, optimizer, scheduler) -> TrainSta
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return TrainState(**saved["state"])
-
-
-def save_best(out: Path, model) -> None:
-    _save(Path(out) / BEST, model.state_dict())
 
 
 def load_best(out: Path, model, device) -> None:
