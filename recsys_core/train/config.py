@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from recsys_core.metrics import METRICS
+from recsys_core.models.base import POSITIONS
+from recsys_core.models.sasrec import BLOCKS as SASREC_BLOCKS
 
 CHOICES = {
     "optimizer": ("adam", "adamw"),
@@ -26,8 +28,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "mixed_precision": ("auto", "no", "bf16"),
     "wandb_mode": ("auto", "offline", "online", "disabled"),
-    "positions": ("from_end", "from_start"),
-    "sasrec_block": ("pre_ln", "original"),
+    "positions": POSITIONS,
+    "sasrec_block": SASREC_BLOCKS,
 }
 
 
