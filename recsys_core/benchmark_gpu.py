@@ -13,11 +13,13 @@ trainer's full-ranking evaluation of all users). One epoch = every training wind
 
 Each (dataset, model) runs in its own process (a crash or a hung kernel in one model leaves
 the others' results; a timeout per model). Per model: `--modes` (eager = the trainer's loop
-without graphs, graph = the CUDA-graph step), 1 warm-up epoch (includes capture) and
+without graphs, graph = the CUDA-graph step, graph_compiled = that step with the encoder
+compiled), 1 warm-up epoch (includes capture and any compile) and
 `--epochs` timed epochs (median), the evaluation at the configured batch (1024) and at one
 batch of all users (median of `--eval-repeats`), a step-by-step check of the graph against the
-same step run eagerly (dropout 0, same seed: per-step losses), and a torch.profiler summary of
-one graph epoch (top kernels). The floor: 3 passes (forward, two backward matmuls) x 2 FLOPs x
+same step run eagerly (dropout 0, same seed: per-step losses; the compiled step where
+graph_compiled is asked for), and a torch.profiler summary of one epoch of the last graph mode
+(top kernels). The floor: 3 passes (forward, two backward matmuls) x 2 FLOPs x
 targets x D x items over the measured bf16 matmul rate (median of repeats, 8192^3).
 Writes gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt into --out-dir.
 """
@@ -196,7 +198,8 @@ def time_eval(model, split, acc, cfg, batch_size: int, repeats: int) -> tuple[fl
 
 def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
     from recsys_core.train.loop import train_epoch
-    cfg = make_cfg(args, model_name, dataset, graphs=mode.startswith("graph"))
+    cfg = make_cfg(args, model_name, dataset, graphs=mode.startswith("graph"),
+                   compile_encoder=(mode == "graph_compiled"))
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available()
                           else "cpu")
     split = split_cpu.to(device)
@@ -204,7 +207,7 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     acc, model, optimizer, starts, ends, step = build(cfg, data, split,
-                                                      fused_loss=(mode == "graph"))
+                                                      fused_loss=(mode != "graph_plain"))
     if mode.startswith("graph") and step is None:
         raise RuntimeError("graph mode asked for, but the trainer would run eagerly here")
     losses, times = [], []
@@ -242,8 +245,7 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
                eval_peak_gpu_mem_mb=eval_peak, gpu_util_pct=util.mean,
                train_loss_epochs=" ".join(f"{x:.4f}" for x in losses),
                **{"val_recall@10": metrics.get("val_recall@10")},
-               train_step=("cuda_graph" if step is not None and step.graph is not None else
-                           f"eager ({step.fallback_reason})" if step is not None else "eager"),
+               train_step=(step.describe() if step is not None else "eager"),
                n_items=split.n_items, n_users=split.n_users,
                loss_path=getattr(step, "loss_path", "model"),
                fused_check=getattr(step, "fused_check", None))
@@ -251,7 +253,7 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
         f"eval {eval_all * 1e3:.1f} ms (b1024 {eval_1024 * 1e3:.1f} ms) "
         f"peak {peak or 0:.0f} MB util {util.mean} losses {row['train_loss_epochs']} "
         f"[{row['train_step']}, loss {row['loss_path']} {row['fused_check']}]")
-    if mode == "graph" and args.profile and step is not None:
+    if mode == args.modes[-1] and mode.startswith("graph") and args.profile and step is not None:
         try:
             row["profile"] = profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step,
                                            args.epochs + 2)
@@ -288,7 +290,7 @@ def profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step, epoch) 
     wall, kernels = _profiled(lambda: train_epoch(cfg, model, optimizer, None, split, starts,
                                                   ends, epoch, acc, step), acc.device)
     total = sum(v[0] for v in kernels.values()) / 1e6
-    lines = [f"profile {cfg.dataset} {cfg.model} ({step.mode}): wall {wall:.4f} s (profiled), "
+    lines = [f"profile {cfg.dataset} {cfg.model} ({step.describe()}): wall {wall:.4f} s (profiled), "
              f"GPU kernel time {total:.4f} s ({100 * total / max(wall, 1e-9):.0f}% of wall), "
              f"{sum(v[1] for v in kernels.values())} kernels"]
     for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:12]:
@@ -321,14 +323,16 @@ def check_graph(args, model_name, dataset, data, split_cpu, log) -> dict:
     device = torch.device("cuda")
     split = split_cpu.to(device)
     out = {}
+    compiled = "graph_compiled" in args.modes
     for use_graph in (False, True):
-        cfg = make_cfg(args, model_name, dataset, graphs=True, dropout=0.0)
+        cfg = make_cfg(args, model_name, dataset, graphs=True, dropout=0.0,
+                       compile_encoder=compiled and use_graph)
         acc, model, optimizer, starts, ends, _ = build(cfg, data, split)
         step = TrainStep(cfg, model, optimizer, acc, split, starts, ends, use_graph=use_graph,
                          record_losses=True, fused_loss=use_graph)
         loss, norm, _ = step.run_epoch(1)
-        out[use_graph] = dict(losses=step.losses.cpu(), loss=loss, norm=norm, mode=step.mode,
-                              loss_path=step.loss_path,
+        out[use_graph] = dict(losses=step.losses.cpu(), loss=loss, norm=norm,
+                              mode=step.describe(), loss_path=step.loss_path,
                               reason=step.fallback_reason,
                               weights=torch.cat([p.detach().float().flatten()
                                                  for p in model.parameters()]).cpu())
@@ -398,10 +402,12 @@ def parse(argv):
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--datasets", nargs="+", default=["synthetic-ml-1m"])
     p.add_argument("--modes", nargs="+", default=["eager", "graph_plain", "graph"],
-                   choices=["eager", "graph_plain", "graph"],
+                   choices=["eager", "graph_plain", "graph", "graph_compiled"],
                    help="eager: the trainer's loop without graphs; graph_plain: the CUDA-graph "
                         "step with the model's own loss; graph: the CUDA-graph step with the "
-                        "fused loss (what the trainer runs)")
+                        "fused loss (what the trainer runs); graph_compiled: that step with "
+                        "the encoder compiled (compile_encoder: true). The last graph mode is "
+                        "profiled; with graph_compiled the check compares it")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up epoch")
     p.add_argument("--eval-repeats", type=int, default=3)

@@ -45,7 +45,13 @@ class SequentialModel(nn.Module):
         fixes their number for a CUDA graph). The loss lives in forward() so that
         DistributedDataParallel sees the whole step.
         """
-        h, t = scored_positions(self.encode(input_ids), targets, capacity)
+        return self.loss(self.encode(input_ids), targets, negatives, capacity)
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor,
+             negatives: torch.Tensor | None = None, capacity: int | None = None) -> torch.Tensor:
+        """forward()'s loss from the encoder's [B, L, D] output (the CUDA-graph step calls it
+        with its own, possibly compiled, encoder)."""
+        h, t = scored_positions(hidden, targets, capacity)
         if negatives is None:
             logits = self.logits(h).float()
             total = F.cross_entropy(logits, t, ignore_index=0, reduction="sum")

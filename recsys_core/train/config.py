@@ -83,6 +83,7 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: str = "auto"     # auto = bf16 on CUDA, no on CPU
     cuda_graphs: bool = True          # one GPU, one process: the training step as a CUDA graph
+    compile_encoder: bool = False     # torch.compile the encoder inside that step (fewer, fused kernels)
     wandb_mode: str = "auto"          # auto = online with WANDB_API_KEY, else offline
     wandb_project: str = "recsys-xlstm"
     wandb_entity: str | None = None
@@ -125,7 +126,7 @@ class TrainConfig:
         """Identity of what is trained: everything but where it is written and how tracked."""
         skip = {"out", "data_mirror", "wandb_mode", "wandb_project", "wandb_entity",
                 "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
-                "cuda_graphs"}
+                "cuda_graphs", "compile_encoder"}
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
         for added in ("init_std", "ffn_factor", "positions", "sasrec_block", "monitor"):
             # added later: at their defaults, runs from before keep their identity

@@ -39,6 +39,12 @@ train alike (tests/helpers/ddp_step_twin.py). That step runs eagerly, with the f
 capturing it with NCCL's all-reduce failed on 2 x H200 (results/benchmarks/scaling.md). The
 loss path is agreed across processes.
 
+With `compile_encoder: true` the model's encoder inside that step is torch.compile'd (Inductor
+fuses the blocks' LayerNorms, dropout, residuals and masks into a few larger kernels): about
+half the ML-1M-shape epoch on an H200, for a compile of 12-76 s at the first step
+(results/benchmarks/gpu_epoch.md). The graph then replays the compiled kernels; a compile or
+capture that fails drops the compiled encoder and says why (`compile_note`).
+
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
 tests, and as the reference the GPU benchmark compares the graph against. Where no graph can
 run (CPU, `cuda_graphs: false`, fault injection, a non-NCCL process group) `for_run` returns None and
@@ -129,6 +135,16 @@ class TrainStep:
         self.compute_dtype = (torch.bfloat16 if accelerator.mixed_precision == "bf16"
                               else torch.float32)
         self.loss_path = "fused" if self.fused else f"model ({why})"
+        # The encoder as Inductor kernels (LayerNorm, dropout, residual and mask fused: fewer,
+        # larger kernels) or as the module's own ops. It compiles at its first call (the first
+        # warm-up step before a capture); one that fails there or in the capture is dropped,
+        # with the reason in `compile_note`, and the step goes on with the module's encoder.
+        self.encode = self.unwrapped.encode
+        self.compile_note: str | None = None
+        if getattr(cfg, "compile_encoder", False):
+            self.encode = torch.compile(self.unwrapped.encode, dynamic=False)
+            self.compile_note = "encoder compiled"
+        self._compiled_ran = False
 
     # -- the step ---------------------------------------------------------------------------
     def _body(self) -> None:
@@ -139,7 +155,7 @@ class TrainStep:
         inputs, targets, negatives = training_batch(cfg, self.unwrapped, self.split,
                                                     self.starts[row], self.ends[row])
         loss = self._fused_loss(inputs, targets) if self.fused else \
-            self.forward_model(inputs, targets, negatives, capacity=self.capacity)
+            self.unwrapped.loss(self.encode(inputs), targets, negatives, self.capacity)
         self.accelerator.backward(loss)
         if self.world > 1:
             self._average_grads()
@@ -171,14 +187,15 @@ class TrainStep:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item())
 
-    def _fused_loss(self, inputs, targets) -> torch.Tensor:
+    def _fused_loss(self, inputs, targets, encode=None) -> torch.Tensor:
         """The model's forward loss (full-softmax CE, mean over targets) through the fused
         kernel; the item table padded to a multiple of 8 rows for aligned matmuls."""
         m = self.unwrapped
+        encode = encode or self.encode
         v = m.n_items + 1
         vp = -(-v // 8) * 8
         with self.accelerator.autocast():
-            hidden, targets = scored_positions(m.encode(inputs), targets, self.capacity)
+            hidden, targets = scored_positions(encode(inputs), targets, self.capacity)
             weight = torch.nn.functional.pad(m.item_emb.weight[:v], (0, 0, 0, vp - v))
             bias = getattr(m, "head_bias", None) if type(m).logits is not _base_logits() else None
             if bias is not None:
@@ -203,7 +220,7 @@ class TrainStep:
             out = []
             for fused in (False, True):
                 _inner(self.optimizer).zero_grad(set_to_none=True)
-                loss = self._fused_loss(inputs, targets) if fused else \
+                loss = self._fused_loss(inputs, targets, self.unwrapped.encode) if fused else \
                     self.forward_model(inputs, targets, None)
                 loss.backward()
                 out.append((float(loss.detach()), self._grads()))
@@ -227,7 +244,20 @@ class TrainStep:
 
     def _eager_step(self) -> None:
         _inner(self.optimizer).zero_grad(set_to_none=True)
-        self._body()
+        if self._compiled_ran or self.encode is self.unwrapped.encode:
+            self._body()
+            return
+        try:
+            self._body()             # the first call compiles: forward and backward
+            self._compiled_ran = True
+        except Exception as e:  # noqa: BLE001 -- raised before the optimiser step: run again
+            self._drop_compiled(f"{type(e).__name__}: {str(e)[:200]}")
+            _inner(self.optimizer).zero_grad(set_to_none=True)
+            self._body()
+
+    def _drop_compiled(self, why: str) -> None:
+        self.encode = self.unwrapped.encode
+        self.compile_note = f"encoder not compiled ({why})"[:300]
 
     # -- capture ----------------------------------------------------------------------------
     def _snapshot(self):
@@ -264,9 +294,19 @@ class TrainStep:
 
     def capture(self) -> None:
         """Warm up on a side stream, capture one step, restore weights and optimiser state.
-        The batch rows must be set (`_reset_epoch`) before; they are reset here again."""
+        The batch rows must be set (`_reset_epoch`) before; they are reset here again. A
+        compiled encoder that fails there is dropped (with the reason) and the capture tried
+        again with the module's own."""
         t0 = time.perf_counter()
         self.validate_fused_loss()
+        self._capture_once()
+        if self.graph is None and self.encode is not self.unwrapped.encode:
+            self._drop_compiled(self.fallback_reason or "capture failed")
+            self.fallback_reason = None
+            self._capture_once()
+        self.capture_time_s = time.perf_counter() - t0
+
+    def _capture_once(self) -> None:
         snapshot = self._snapshot()
         rows = self.rows.clone()
         stream = torch.cuda.Stream(self.device)
@@ -294,7 +334,6 @@ class TrainStep:
             self._restore(snapshot)
             self._reset_epoch(rows)
             torch.cuda.synchronize(self.device)
-        self.capture_time_s = time.perf_counter() - t0
 
     # -- an epoch ---------------------------------------------------------------------------
     def run_epoch(self, epoch: int, scheduler=None) -> tuple[float, float, int]:
@@ -326,6 +365,8 @@ class TrainStep:
         the batch's positions reach the output layer, and why the graph fell back."""
         rows = min(self.capacity, self.positions)
         text = f"{self.mode}, loss {self.loss_path}, {rows} of {self.positions} positions scored"
+        if self.compile_note:
+            text += f", {self.compile_note}"
         return (text + (f" ({self.fallback_reason})" if self.fallback_reason else ""))[:500]
 
 

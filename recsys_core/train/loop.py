@@ -100,6 +100,8 @@ def run(cfg: TrainConfig) -> dict:
             history = state.history
             # --- None where the eager loop runs (CPU, DDP, cuda_graphs=false, inject_fault)
             graph_step = fast_step.for_run(cfg, model, optimizer, accelerator, split, starts, ends)
+            if graph_step is None and cfg.compile_encoder:
+                record["train_step"] += " (compile_encoder applies to the fixed-shape step only)"
             # ---
             record["resumed_from_epoch"] = state.epoch if state.epoch else None
         else:
@@ -120,6 +122,7 @@ def run(cfg: TrainConfig) -> dict:
                                                  starts, ends, epoch, accelerator, graph_step)
             if graph_step is not None:   # what ran: graph or eager (capture failed), which loss
                 record["train_step"] = graph_step.describe()
+                record["time_capture_s"] = graph_step.capture_time_s
             train_time = time.time() - t_epoch
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite training loss ({loss}) in epoch {epoch}")
