@@ -47,11 +47,10 @@ def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor 
 def metrics_from_ranks(r: torch.Tensor, ks=DEFAULT_KS) -> dict[str, float]:
     """Mean Recall@K (= hit rate, one target), NDCG@K, MRR@K, Precision@K over users."""
     r = r.double()
-    out = {}
+    names, values = [], []
     for k in ks:
         hit = (r <= k).double()
-        out[f"recall@{k}"] = hit.mean().item()
-        out[f"ndcg@{k}"] = (hit / torch.log2(r + 1)).mean().item()
-        out[f"mrr@{k}"] = (hit / r).mean().item()
-        out[f"precision@{k}"] = (hit / k).mean().item()
-    return out
+        names += [f"recall@{k}", f"ndcg@{k}", f"mrr@{k}", f"precision@{k}"]
+        values += [hit.mean(), (hit / torch.log2(r + 1)).mean(), (hit / r).mean(), (hit / k).mean()]
+    # one host read for all of them (on a GPU each .item() is a sync)
+    return dict(zip(names, torch.stack(values).tolist())) if values else {}

@@ -186,12 +186,14 @@ def test_init_std_and_ffn_factor_reach_the_model_and_keep_old_hashes():
         TrainConfig(ffn_factor=0)
 
 
-def test_sasrec_scores_the_last_position_alone_as_the_full_encoder_does():
+@pytest.mark.parametrize("name", ["sasrec", "xlstm"])
+def test_last_position_alone_is_scored_as_the_full_encoder_scores_it(name):
+    """Evaluation runs the last block's position-wise parts for the last position only."""
     from recsys_core.train import TrainConfig
     torch.manual_seed(0)
     for blocks in (1, 2):
-        model = build_model("sasrec", 300, TrainConfig(model="sasrec", embedding_dim=32,
-                                                       num_blocks=blocks, max_len=20)).eval()
+        model = build_model(name, 300, TrainConfig(model=name, embedding_dim=32,
+                                                   num_blocks=blocks, max_len=20)).eval()
         history = torch.randint(1, 301, (16, 20))
         history[:5, :7] = 0                               # left padding
         with torch.no_grad():

@@ -68,7 +68,8 @@ class XLSTMRec(SequentialModel):
         self.blocks = xLSTMLargeBlockStack(self.config)
         self.out_dropout = torch.nn.Dropout(dropout)
 
-    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, D] hidden states; with `last_only` [B, 1, D], the last position's alone."""
         length = input_ids.shape[1]
         # Left padding up to a length the kernel takes leaves the real positions' outputs as
         # they were: padding embeds to 0, and with no biases in the stack a zero input stays
@@ -78,5 +79,17 @@ class XLSTMRec(SequentialModel):
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size on input, the
         # scale of xLSTMLarge's own N(0, 1) embedding.
         x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
-        x, _ = self.blocks(x)
-        return self.out_dropout(x[:, padded - length:])
+        if not last_only:
+            x, _ = self.blocks(x)
+            return self.out_dropout(x[:, padded - length:])
+        # mLSTMBlock.forward, with the last block's feed-forward and the final norm for the
+        # last position only: they act on each position alone (the mLSTM mixes positions).
+        *earlier, last = self.blocks.blocks
+        for block in earlier:
+            x, _ = block(x)
+        x = x[:, -1:] + last.mlstm_layer(last.norm_mlstm(x))[0][:, -1:]
+        x = x + last.ffn(last.norm_ffn(x))
+        return self.out_dropout(self.blocks.out_norm(x))
+
+    def score_next(self, history: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.encode(history, last_only=True)[:, -1])
