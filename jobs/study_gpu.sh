@@ -7,6 +7,8 @@
 # beauty-sasrec: the amazon-beauty-sasrec grid (SASRec, one change at a time towards the
 #               published model, 3 seeds), several cells sharing the GPU;
 # beauty:       the amazon-beauty grid (5 models + pop x 3 seeds), likewise;
+# beauty-fp32:  that grid with mixed_precision "no" (fp32, as the published runs trained),
+#               written to $WORK/amazon-beauty-fp32.yaml from the shipped grid;
 # ml100k:       the paper grid's ML-100K cells (5 models + pop x L 32/64/128 x 3 seeds);
 # resume-SWEEP: resume that sweep (cells without a COMPLETED result);
 # aggregate:    status, tables and plots of every sweep present;
@@ -55,13 +57,20 @@ for phase in "$@"; do
       $PY -m launcher sweep amazon-beauty --executor local --cells-per-gpu "$CELLS" \
         --out "$WORK/amazon-beauty" >>"$OUT/study.log" 2>&1
       log "beauty: $(( $(ms) - t0 )) ms for the sweep" ;;
+    beauty-fp32)
+      sed -e 's/^name: amazon-beauty$/name: amazon-beauty-fp32/' \
+          -e 's/^fixed:$/fixed:\n  mixed_precision: "no"/' launcher/grids/amazon-beauty.yaml \
+          >"$WORK/amazon-beauty-fp32.yaml"
+      $PY -m launcher sweep "$WORK/amazon-beauty-fp32.yaml" --executor local \
+        --cells-per-gpu "$CELLS" --out "$WORK/amazon-beauty-fp32" >>"$OUT/study.log" 2>&1
+      log "beauty-fp32: $(( $(ms) - t0 )) ms for the sweep" ;;
     resume-*)
       sweep=${phase#resume-}
       $PY -m launcher resume "$WORK/$sweep" --executor local --cells-per-gpu "$CELLS" \
         >>"$OUT/study.log" 2>&1
       log "$phase: $(( $(ms) - t0 )) ms" ;;
     aggregate)
-      for s in ml-100k amazon-beauty amazon-beauty-sasrec beauty-solo-cold beauty-solo-warm; do
+      for s in ml-100k amazon-beauty amazon-beauty-fp32 amazon-beauty-sasrec beauty-solo-cold beauty-solo-warm; do
         [ -d "$WORK/$s" ] || continue
         $PY -m launcher status "$WORK/$s" >"$WORK/status-$s.txt" 2>&1
         $PY -m launcher aggregate "$WORK/$s" --out "$WORK/aggregate-$s" >>"$OUT/study.log" 2>&1
@@ -85,6 +94,6 @@ for phase in "$@"; do
       tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='wandb' --exclude='*.out' \
         --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1)" ;;
-    *) echo "unknown phase $phase (beauty-solo ml100k beauty resume-SWEEP aggregate evalcheck pack)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k resume-SWEEP aggregate evalcheck pack)" >&2; exit 2 ;;
   esac
 done
