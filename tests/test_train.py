@@ -92,8 +92,28 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path):
     assert summary["summary"]["test_recall@10"] == pytest.approx(record["test_recall@10"])
     lines = subprocess.run([wandb, "leet", "inspect", "--json", run_dir], capture_output=True,
                            text=True, check=True, stdin=subprocess.DEVNULL).stdout.splitlines()
-    history = [json.loads(x) for x in lines if '"type":"history"' in x]
-    assert len(history) == 2
+    history = [json.loads(x)["history"]["item"] for x in lines if '"type":"history"' in x]
+    # wandb.init runs in a thread while the epochs train: metrics logged before it is ready
+    # reach the run afterwards, in order, as logged
+    ours = pq.read_table(tmp_path / "w" / "history.parquet").to_pandas()
+    assert [h["_step"] for h in history] == [h["epoch"] for h in history] == [1, 2]
+    assert [h["val_recall@10"] for h in history] == pytest.approx(ours["val_recall@10"].tolist())
+
+
+def test_a_wandb_start_that_fails_is_raised_in_the_job_not_lost(tmp_path, monkeypatch):
+    import wandb
+
+    from recsys_core.tracking import Tracker
+
+    def refuse(**_):
+        raise ValueError("entity 'nobody' not found")
+    monkeypatch.setattr(wandb, "init", refuse)
+    cfg = TrainConfig(**{**TINY, "wandb_mode": "offline"})
+    tracker = Tracker(cfg, tmp_path, enabled=True, run_id="x", start_epoch=1, config={})
+    with pytest.raises(RuntimeError, match="wandb.init failed: entity 'nobody' not found"):
+        tracker.finish({"status": "COMPLETED"})
+    failing = Tracker(cfg, tmp_path, enabled=True, run_id="y", start_epoch=1, config={})
+    failing.finish({"status": "FAILED"}, exit_code=1)     # the job's own error stays the one
 
 
 def test_two_cpu_processes_with_accelerate(tmp_path):
