@@ -91,14 +91,23 @@ def test_padding_changes_neither_loss_nor_gradients(model_name):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
-def test_eager_fixed_shape_step_trains_like_the_loop(model_name):
+@pytest.mark.parametrize("model_name,precision", [("sasrec", "no"), ("gru4rec", "no"),
+                                                  ("sasrec", "bf16")])
+def test_eager_fixed_shape_step_trains_like_the_loop(model_name, precision, request):
     """The step body (what the graph captures), run eagerly, gives the trainer loop's losses
-    and weights: same batches, padded last batch, clipping, optimiser, sums."""
-    cfg, acc, split, model, starts, ends = setup(model_name, grad_clip=0.5)
+    and weights: same batches, padded last batch, clipping, optimiser, sums; under bf16
+    autocast too (the loop's model runs under Accelerate's autocast, and so must the step)."""
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(True)      # a process-wide singleton: its precision is fixed
+    request.addfinalizer(lambda: AcceleratorState._reset_state(True))
+    cfg, acc, split, model, starts, ends = setup(model_name, grad_clip=0.5,
+                                                 mixed_precision=precision)
+    assert acc.mixed_precision == precision
     twin = copy.deepcopy(model)
     opt_a = make_optimizer(cfg, model, cfg.lr)
     opt_b = make_optimizer(cfg, twin, cfg.lr)
+    if precision != "no":
+        (model, opt_a), (twin, opt_b) = acc.prepare(model, opt_a), acc.prepare(twin, opt_b)
     assert len(starts) % cfg.batch_size != 0       # the last batch is partial
     results = []
     for epoch in (1, 2):

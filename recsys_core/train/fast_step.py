@@ -110,8 +110,6 @@ class TrainStep:
             window_target_counts(self.unwrapped.objective, starts, ends, cfg.max_len),
             cfg.batch_size, cfg.seed, cfg.epochs, self.rank, self.world)
         self.positions = cfg.batch_size * cfg.max_len
-        # several processes: the module itself (DDP's hooks idle), gradients all-reduced here
-        self.forward_model = self.unwrapped if self.world > 1 else model
         dev = self.device
         self.rows = torch.full((self.steps, cfg.batch_size), self.n, dtype=torch.long, device=dev)
         self.counter = torch.zeros((), dtype=torch.long, device=dev)
@@ -154,8 +152,11 @@ class TrainStep:
         row = self.rows.index_select(0, self.counter.view(1)).view(-1)
         inputs, targets, negatives = training_batch(cfg, self.unwrapped, self.split,
                                                     self.starts[row], self.ends[row])
-        loss = self._fused_loss(inputs, targets) if self.fused else \
-            self.unwrapped.loss(self.encode(inputs), targets, negatives, self.capacity)
+        if self.fused:
+            loss = self._fused_loss(inputs, targets)
+        else:   # the model's forward, as Accelerate runs it (autocast), with the step's encoder
+            with self.accelerator.autocast():
+                loss = self.unwrapped.loss(self.encode(inputs), targets, negatives, self.capacity)
         self.accelerator.backward(loss)
         if self.world > 1:
             self._average_grads()
@@ -221,7 +222,7 @@ class TrainStep:
             for fused in (False, True):
                 _inner(self.optimizer).zero_grad(set_to_none=True)
                 loss = self._fused_loss(inputs, targets, self.unwrapped.encode) if fused else \
-                    self.forward_model(inputs, targets, None)
+                    self.unwrapped(inputs, targets, None)
                 loss.backward()
                 out.append((float(loss.detach()), self._grads()))
             (l0, g0), (l1, g1) = out
