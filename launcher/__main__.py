@@ -6,13 +6,15 @@
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
-Exit codes: 0 ok, 1 some cell failed (local runs) or a SLURM command failed, 2 bad input.
+Exit codes: 0 ok, 1 some cell failed (local runs), 2 bad input or SLURM refused (one line on
+stderr, nothing written), 130 interrupted (Ctrl-C: `resume` runs what did not finish).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from launcher.grid import GridError, load_grid, expand
 from launcher.sweep import Sweep, cell_records, check_processes
+from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
 
 EXECUTORS = ("slurm", "local", "dry-run")
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
@@ -79,12 +82,19 @@ def cmd_sweep(args) -> int:
     except (GridError, OSError, ValueError) as e:
         return _err(str(e))
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
+    from launcher import slurm
+    if args.executor == "slurm":
+        reason = slurm.unreachable_reason()
+        if reason:
+            return _err(f"{reason}; `sweep` submits to SLURM by default: run the cells on this "
+                        "machine with --executor local, or write the sbatch scripts with "
+                        "--executor dry-run")
     if args.executor == "dry-run":
         if args.json:
             sys.stdout.write(json.dumps(cell_records(cells)) + "\n")
         else:
             print(_table(cells))
-    from launcher import slurm
+    new_folder = not out.exists()
     try:
         with Sweep(out).lock():
             sweep = Sweep.create(out, grid.path, grid.name, cells, args.executor,
@@ -97,7 +107,12 @@ def cmd_sweep(args) -> int:
             if sweep.latest_submissions():
                 return _err(f"{out} was submitted before; use `python -m launcher resume {out}`")
             if args.executor == "slurm":
-                records = slurm.submit(sweep, cells)
+                try:
+                    records = slurm.submit(sweep, cells)
+                except slurm.SlurmError:
+                    if new_folder and not sweep.latest_submissions():
+                        shutil.rmtree(out, ignore_errors=True)   # ours, and nothing ran
+                    raise
                 arrays = sorted({r["job_id"].split("_")[0] for r in records})
                 print(f"submitted {len(records)} cells as {len(arrays)} array job(s) "
                       f"{', '.join(arrays)} → {sweep.root}")
@@ -109,11 +124,17 @@ def cmd_sweep(args) -> int:
 
 def _run_local(sweep: Sweep, cells, args) -> int:
     from launcher import local
-    print(f"running {len(cells)} cells locally → {sweep.root}")
+    print(f"running {len(cells)} cells locally → {sweep.root}", flush=True)
     try:
         codes = local.run_cells(sweep, cells, args.workers, cells_per_gpu=args.cells_per_gpu)
     except ValueError as e:
         return _err(str(e))
+    except local.Interrupted as e:
+        ok = sum(code == 0 for code in e.codes.values())
+        print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
+              f"failed), {len(e.stopped)} interrupted, {len(e.not_started)} not started; "
+              f"`python -m launcher resume {sweep.root}` runs the rest", file=sys.stderr)
+        return INTERRUPTED
     failed = [c for c, code in codes.items() if code != 0]
     print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
     return 1 if failed else 0
@@ -126,9 +147,13 @@ def cmd_status(args) -> int:
         sweep.manifest()
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
+    from launcher.slurm import SlurmError
     reported: set[str] = set()
     while True:
-        rows = cell_states(sweep)
+        try:
+            rows = cell_states(sweep)
+        except SlurmError as e:
+            return _err(f"{e} (the result files alone: python -m launcher aggregate {sweep.root})")
         if args.json:
             print(json.dumps(rows))
         elif args.watch is None:
@@ -157,6 +182,10 @@ def cmd_resume(args) -> int:
     executor = args.executor or manifest["executor"]
     if executor not in ("slurm", "local"):
         return _err(f"{sweep.root} was a {executor} sweep: pass --executor slurm or local")
+    if executor == "slurm":
+        reason = slurm.unreachable_reason()
+        if reason:
+            return _err(f"{reason}; resume this sweep here with --executor local")
     with sweep.lock():   # a second resume waits here, then finds these cells PENDING
         rows = {r["id"]: r for r in cell_states(sweep)}
         todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
@@ -172,7 +201,7 @@ def cmd_resume(args) -> int:
             try:
                 records = slurm.submit(sweep, todo)
             except slurm.SlurmError as e:
-                return _err(str(e), 1)
+                return _err(str(e))
             print(f"submitted {len(records)} cell(s)")
             return 0
     return _run_local(sweep, todo, args)
@@ -192,7 +221,10 @@ def cmd_cancel(args) -> int:
     latest = sweep.latest_submissions()
     jobs = [latest[c]["job_id"] for c in sorted(wanted)
             if c in latest and latest[c].get("executor") == "slurm"]
-    slurm.cancel(jobs)
+    try:
+        slurm.cancel(jobs)
+    except slurm.SlurmError as e:
+        return _err(str(e))
     killed = 0
     for c in wanted:
         pid_file = sweep.cell_dir(c) / "local.pid"
@@ -212,12 +244,14 @@ def cmd_aggregate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launcher", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m launcher", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="expand a grid file and run or submit its cells")
     s.add_argument("grid", help="grid file, or a shipped grid: "
                    + ", ".join(sorted(p.stem for p in SHIPPED_GRIDS.glob("*.yaml"))))
-    s.add_argument("--executor", choices=EXECUTORS, default="slurm")
+    s.add_argument("--executor", choices=EXECUTORS, default="slurm",
+                   help="slurm (default: submit job arrays; needs sbatch), local (run the cells "
+                        "on this machine), dry-run (write the sbatch scripts only)")
     s.add_argument("--out", help="sweep directory (default: sweeps/<grid name>)")
     s.add_argument("--json", action="store_true", help="dry-run: print cells as JSON")
     s.add_argument("--workers", type=int, default=None,
@@ -257,4 +291,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))

@@ -359,7 +359,7 @@ def cells_table(agg: Aggregate) -> pd.DataFrame:
 def states_table(agg: Aggregate) -> pd.DataFrame:
     counts = agg.cells["state"].value_counts()
     order = ["COMPLETED", "FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED", "RUNNING", "PENDING",
-             "MISSING"]
+             "NOT_STARTED", "MISSING"]
     states = [s for s in order if s in counts] + [s for s in counts.index if s not in order]
     return pd.DataFrame({"state": states + ["all"],
                          "cells": [int(counts[s]) for s in states] + [int(counts.sum())]})

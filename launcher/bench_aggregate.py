@@ -2,7 +2,7 @@
 
 Builds a synthetic finished sweep of N cells (5 models × 4 datasets × 5 lengths × 10 learning
 rates × seeds, as launcher/benchmark.py plans it): a manifest through `Sweep.create`, and per
-cell the trainer's result files (result.json + one-row result.parquet) with its full record (every config value, metrics at
+cell the trainer's result file (result.json) with its full record (every config value, metrics at
 K = 5, 10, 20, timings; ~100 columns) and a 10-epoch history.parquet; 1% of the cells FAILED,
 1% without any result (MISSING). Then times the whole command
 `python -m launcher aggregate SWEEP` (start-up included), median of 3: cold (no aggregate
@@ -74,7 +74,7 @@ def build(root: Path, n_cells: int) -> Sweep:
         rec = record(cell, rng)
         if i % 100 == 49:
             rec.update(status="FAILED", reason="RuntimeError: CUDA out of memory", epochs_run=3)
-        write_result(folder, rec)          # result.json + result.parquet, as the trainer writes
+        write_result(folder, rec)          # result.json, as the trainer writes
         history = pa.Table.from_pydict({
             "epoch": list(range(1, EPOCHS + 1)),
             "train_loss": [8.0 / e for e in range(1, EPOCHS + 1)],
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     md = [f"# Aggregate benchmark ({results['date']})", "",
           f"Machine: {results['machine']} (this VM; load average "
           f"{', '.join(map(str, results['load_average_after']))} at the end).", "",
-          f"Sweep: {n:,} cells (1% FAILED, 1% MISSING), result.json + result.parquet (~100 fields) and a "
+          f"Sweep: {n:,} cells (1% FAILED, 1% MISSING), result.json (~100 fields) and a "
           f"{EPOCHS}-epoch history.parquet per cell. The whole command "
           "`python -m launcher aggregate SWEEP` is timed, start-up included, with the files in "
           "the page cache. Cold: the first aggregate of the sweep (every file decoded); warm: "

@@ -176,13 +176,12 @@ def _param(key: Any, value: Any, src: str, where: str) -> Any:
     _check_key(key, src, where)
     if value is None and _DEFAULTS[key] is not None:
         _fail(src, where, f"null is not allowed; {key} is of type {type(_DEFAULTS[key]).__name__}")
-    try:
-        value = getattr(TrainConfig.from_dict({key: value}, where), key)
-    except (ConfigError, TypeError, ValueError) as e:
-        raise GridError(f"{src}: {e}") from None
     if key in ("model", "dataset") and value not in _names()[key]:
         _fail(src, where, f"unknown {key} {value!r}", _names()[key])
-    return value
+    try:
+        return getattr(TrainConfig.from_dict({key: value}, where), key)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise GridError(f"{src}: {e}") from None
 
 
 def _params(raw: Any, src: str, where: str) -> dict[str, Any]:

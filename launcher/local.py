@@ -63,9 +63,23 @@ def gpus_needed(cell: Cell) -> int:
     return cell.resources.gpus * cell.resources.nodes
 
 
+INTERRUPTED_MARK = "local.interrupted"
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) of a local sweep: what had finished, what was stopped, what never
+    started. Each stopped cell has `local.interrupted` in its folder (status: CANCELLED)."""
+
+    def __init__(self, codes: dict[str, int], stopped: list[str], not_started: list[str]):
+        super().__init__(f"{len(codes)} finished, {len(stopped)} interrupted, "
+                         f"{len(not_started)} not started")
+        self.codes, self.stopped, self.not_started = codes, stopped, not_started
+
+
 def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
               log=print, cells_per_gpu: int = 1) -> dict[str, int]:
-    """Run cells and wait for all of them; returns cell id → exit code."""
+    """Run cells and wait for all of them; returns cell id → exit code. Ctrl-C stops the
+    running cells (SIGTERM, then SIGKILL) and raises `Interrupted`."""
     gpus = visible_gpus()
     if cells_per_gpu < 1:
         raise ValueError(f"--cells-per-gpu {cells_per_gpu}: must be at least 1")
@@ -85,40 +99,101 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
         todo.put(c)
     threads_per_cell = max(1, (os.cpu_count() or 1) // workers)
     codes: dict[str, int] = {}
-    sweep.record_submissions([{"cell": c.id, "executor": "local", "job_id": None} for c in cells])
+    running: dict[str, list] = {}        # cell id → [process, time it ended or None]
+    stopping = threading.Event()
+    # launcher_pid: while this process lives, a cell not started yet is queued (PENDING)
+    sweep.record_submissions([{"cell": c.id, "executor": "local", "job_id": None,
+                               "launcher_pid": os.getpid()} for c in cells])
 
     def worker() -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 cell = todo.get_nowait()
             except queue.Empty:
                 return
             mine = pool.take(gpus_needed(cell)) if gpus else None
             try:
-                codes[cell.id] = run_one(sweep, cell, mine, threads_per_cell, log)
+                if not stopping.is_set():
+                    code = run_one(sweep, cell, mine, threads_per_cell, log, running=running)
+                    if not stopping.is_set():
+                        codes[cell.id] = code
             finally:
                 if mine:
                     pool.give(mine)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)      # short joins: Ctrl-C reaches this thread at once
+    except KeyboardInterrupt:
+        stopping.set()
+        stopped = _stop(sweep, running, since=time.time() - INTERRUPT_SLACK_S)
+        done = {c: code for c, code in codes.items() if c not in stopped}
+        not_started = [c.id for c in cells if c.id not in done and c.id not in stopped]
+        raise Interrupted(done, stopped, not_started) from None
     return codes
 
 
-def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log) -> int:
+# Ctrl-C in a terminal reaches the cells' processes too, which may exit a moment before this
+# process handles it: a cell that ended this shortly before counts as interrupted.
+INTERRUPT_SLACK_S = 2.0
+
+
+def _stop(sweep: Sweep, running: dict[str, list], since: float, grace_s: float = 20) -> list[str]:
+    """Stop the running cells (SIGTERM, SIGKILL after `grace_s`) and mark them interrupted:
+    those still running, and those that ended after `since` without completing."""
+    procs = {cid: proc for cid, (proc, ended) in list(running.items())
+             if ended is None or ended >= since}
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + grace_s
+    for proc in procs.values():
+        try:
+            proc.wait(max(deadline - time.time(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    stopped = []
+    for cid in procs:
+        if _completed(sweep.cell_dir(cid)):
+            continue
+        (sweep.cell_dir(cid) / INTERRUPTED_MARK).write_text(f"{time.time()}\n")
+        stopped.append(cid)
+    return sorted(stopped)
+
+
+def _completed(cell_dir: Path) -> bool:
+    """The cell's process of this run (started when it wrote local.pid) left a COMPLETED result."""
+    from recsys_core.train.results import read_result
+    try:
+        result = read_result(cell_dir)
+        return bool(result) and result.get("status") == "COMPLETED" and \
+            (cell_dir / "result.json").stat().st_mtime >= (cell_dir / "local.pid").stat().st_mtime
+    except (OSError, ValueError):
+        return False
+
+
+def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
+            running: dict[str, list] | None = None) -> int:
     cell_dir = sweep.cell_dir(cell.id)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "CUDA_VISIBLE_DEVICES": ",".join(gpus or [])}
     started = time.time()
+    (cell_dir / INTERRUPTED_MARK).unlink(missing_ok=True)
     with open(cell_dir / "local.out", "w") as out, open(cell_dir / "local.err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
                                 stdout=out, stderr=err, env=env,
                                 cwd=Path(__file__).resolve().parents[1])
+        if running is not None:
+            running[cell.id] = [proc, None]
         (cell_dir / "local.pid").write_text(str(proc.pid))
         code = proc.wait()
+        if running is not None:
+            running[cell.id][1] = time.time()
     log(f"{cell.id} {cell.name}: exit {code} after {time.time() - started:.1f}s"
         + (f" on GPU {','.join(gpus)}" if gpus else ""))
     return code

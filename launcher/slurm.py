@@ -8,6 +8,7 @@ job through the environment sbatch exports from the submitting shell, not throug
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import shlex
 import shutil
@@ -111,13 +112,42 @@ def submit(sweep: Sweep, cells: list[Cell], parallelism: int = DEFAULT_ARRAY_PAR
             chunk = group[start:start + limit]
             params = submitit_parameters(chunk[0].resources, _job_name(name, chunk), parallelism)
             ex = executor(sweep, params)
-            with ex.batch():
-                jobs = [ex.submit(TrainCell(str(sweep.cell_dir(c.id)), max_requeues))
-                        for c in chunk]
+            try:   # submitit prints sbatch's stderr too: it is in the one-line error instead
+                with contextlib.redirect_stderr(io.StringIO()), ex.batch():
+                    jobs = [ex.submit(TrainCell(str(sweep.cell_dir(c.id)), max_requeues))
+                            for c in chunk]
+            except (submitit.core.utils.FailedJobError, OSError) as e:
+                said = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())
+                before = f"; {len(records)} cell(s) of other groups were submitted" if records else ""
+                raise SlurmError(f"sbatch refused the {len(chunk)} cell(s) with resources "
+                                 f"{describe(chunk[0].resources)} (first: {chunk[0].name}): "
+                                 f"{said}{before}") from None
             records += [{"cell": c.id, "executor": "slurm", "job_id": str(job.job_id)}
                         for c, job in zip(chunk, jobs)]
             sweep.record_submissions(records[-len(chunk):])
     return records
+
+
+def describe(res: Resources) -> str:
+    """A resource group in a line: the values set, e.g. `partition=gpu gpus=1 time=04:00:00`."""
+    return " ".join(f"{k}={v}" for k, v in asdict(res).items() if v not in (None, {}, 0)) or \
+        "(cluster defaults)"
+
+
+def unreachable_reason() -> str | None:
+    """Why jobs cannot be submitted from here (no sbatch, or the controller does not answer),
+    or None. Asked before a sweep writes anything."""
+    if shutil.which("sbatch") is None:
+        return "SLURM is not installed here (no sbatch on the PATH)"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"sinfo failed ({e})"
+    if proc.returncode != 0:
+        said = " / ".join(x.strip() for x in proc.stderr.splitlines() if x.strip())
+        return f"the SLURM controller does not answer (sinfo: {said or f'exit {proc.returncode}'})"
+    return None
 
 
 def max_array_size() -> int:
@@ -170,7 +200,10 @@ def sacct_states(job_ids: list[str]) -> dict[str, dict]:
     arrays = sorted({j.split("_")[0] for j in job_ids}, key=lambda s: int(s) if s.isdigit() else s)
     cmd = ["sacct", "-X", "-n", "-P", "-D", "-o", "JobID,State,ExitCode,Start,End",
            "-j", ",".join(arrays)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SlurmError(f"sacct could not be run ({e}); is SLURM reachable here?") from None
     if proc.returncode != 0:
         raise SlurmError(f"{shlex.join(cmd[:6])} ... failed: {proc.stderr.strip()}")
     states: dict[str, dict] = {}
@@ -202,8 +235,15 @@ def _expand_range(text: str) -> list[int]:
 
 
 def cancel(job_ids: list[str]) -> None:
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], check=True, timeout=60)
+    if not job_ids:
+        return
+    try:
+        proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SlurmError(f"scancel could not be run ({e}); is SLURM reachable here?") from None
+    if proc.returncode != 0:
+        said = " / ".join(x.strip() for x in proc.stderr.splitlines() if x.strip())
+        raise SlurmError(f"scancel failed: {said or f'exit {proc.returncode}'}")
 
 
 def log_paths(sweep: Sweep, job_id: str) -> tuple[Path, Path]:

@@ -4,7 +4,12 @@ A cell's latest submission decides: while SLURM says it is queued or running, th
 state; once it has ended, a result file written after that submission says COMPLETED or
 FAILED (with the trainer's reason); with no such result, SLURM's end state stands (CANCELLED,
 TIMEOUT, PREEMPTED, FAILED: the reason is then the tail of the job's stderr). A cell never
-submitted is MISSING unless it has a COMPLETED result.
+submitted is MISSING unless it has a COMPLETED result. A cell of a local sweep is PENDING while
+the launcher that queued it lives, NOT_STARTED once it is gone without starting it (Ctrl-C),
+CANCELLED if it was stopped while it ran.
+
+The result file (`result.json`, read by `recsys_core.train.results.read_result`) is a cell's
+one source of truth: status, resume and aggregate read it and nothing else of a finished cell.
 """
 from __future__ import annotations
 
@@ -14,13 +19,16 @@ import time
 from pathlib import Path
 
 from launcher import slurm
+from launcher.local import INTERRUPTED_MARK
 from launcher.sweep import Sweep
+from recsys_core.train.results import read_result
 
 STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED",
-          "MISSING")
+          "NOT_STARTED", "MISSING")
 ACTIVE = ("PENDING", "RUNNING")
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")
 # What resume resubmits: everything that did not complete and is not queued or running.
-RESUBMIT = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "MISSING")
+RESUBMIT = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_STARTED", "MISSING")
 ACCOUNTING_LAG_S = 300   # a job sacct doesn't know yet, submitted this recently, is PENDING
 
 
@@ -38,22 +46,37 @@ def _result(cell_dir: Path) -> tuple[dict | None, float | None, str | None]:
     path = cell_dir / "result.json"
     try:
         mtime = path.stat().st_mtime
+        result = read_result(cell_dir)
     except FileNotFoundError:
         return None, None, None
-    try:
-        return json.loads(path.read_text()), mtime, None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         return None, mtime, f"{path}: unreadable result ({e})"
+    if result is None:
+        return None, None, None
+    return result, mtime, None
+
+
+def _process_alive(pid, needle: str) -> bool:
+    """pid is a live process whose command line holds `needle` (not a recycled pid)."""
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+        return needle in Path(f"/proc/{pid}/cmdline").read_text()
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _alive(pid_file: Path) -> bool:
     try:
-        pid = int(pid_file.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        return _process_alive(pid_file.read_text(), "train_cell")
+    except OSError:
         return False
-    try:   # a zombie or a recycled pid that is not ours counts as dead
-        return "train_cell" in Path(f"/proc/{pid}/cmdline").read_text()
+
+
+def _since(path: Path, t: float) -> bool:
+    """path exists and was written at or after time t (a second of clock slack)."""
+    try:
+        return path.stat().st_mtime >= t - 1
     except OSError:
         return False
 
@@ -74,8 +97,10 @@ def cell_states(sweep: Sweep) -> list[dict]:
         if sub is None:
             if result and result.get("status") == "COMPLETED":
                 row["state"] = "COMPLETED"
-        elif sub.get("executor") == "local" and _alive(cell_dir / "local.pid"):
-            row["state"] = "RUNNING"
+        elif sub.get("executor") == "local":
+            stale = mtime is not None and mtime < sub["time"] - 1
+            row.update(_local_state(cell_dir, sub, result if fresh else None,
+                                    None if stale else problem))
         elif sub.get("executor") == "slurm" and \
                 sacct.get(sub["job_id"], {}).get("state") in ACTIVE:
             row["state"] = sacct[sub["job_id"]]["state"]
@@ -95,8 +120,6 @@ def cell_states(sweep: Sweep) -> list[dict]:
             row["state"] = "PENDING"      # just submitted: slurmdbd has not recorded it yet
         elif sub.get("executor") == "slurm":
             row["reason"] = f"job {sub['job_id']} is unknown to sacct"
-        elif sub.get("executor") == "local":
-            row.update(state="FAILED", reason=_tail(cell_dir / "local.err") or "no result file")
         if row["state"] == "FAILED" and not row["reason"]:
             row["reason"] = "no reason recorded"
         if result is not None and row["state"] == "COMPLETED":
@@ -105,13 +128,33 @@ def cell_states(sweep: Sweep) -> list[dict]:
     return rows
 
 
+def _local_state(cell_dir: Path, sub: dict, result: dict | None, problem: str | None) -> dict:
+    """A cell of a local sweep, from its files and the launcher that queued it."""
+    started = _since(cell_dir / "local.pid", sub["time"])
+    if started and _alive(cell_dir / "local.pid"):
+        return {"state": "RUNNING"}
+    if result is not None:
+        return {"state": result["status"], "reason": result.get("reason")}
+    if problem:
+        return {"state": "FAILED", "reason": problem}
+    if _since(cell_dir / INTERRUPTED_MARK, sub["time"]):
+        return {"state": "CANCELLED", "reason": "interrupted: the local sweep was stopped "
+                                                "while it ran (resume runs it again)"}
+    if started:
+        return {"state": "FAILED", "reason": _tail(cell_dir / "local.err") or "no result file"}
+    if _process_alive(sub.get("launcher_pid"), "launcher"):
+        return {"state": "PENDING", "reason": None}
+    return {"state": "NOT_STARTED",
+            "reason": "not started: the local sweep stopped before it (resume runs it)"}
+
+
 def counts(rows: list[dict]) -> dict[str, int]:
     return {s: sum(r["state"] == s for r in rows) for s in STATES if any(r["state"] == s for r in rows)}
 
 
 def render(rows: list[dict], width: int = 40) -> str:
     c = counts(rows)
-    done = sum(c.get(s, 0) for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
+    done = sum(c.get(s, 0) for s in FINISHED)
     filled = int(width * done / max(len(rows), 1))
     lines = [f"{'id':<13}{'state':<11}{'job':<12}{'test R@10':<11}name"]
     for r in rows:

@@ -73,6 +73,13 @@ def cell_records(cells: list[Cell]) -> list[dict]:
              "resources": resources[id(c.resources)]} for c in cells]
 
 
+def _some(names: list[str], shown: int = 3) -> str:
+    if not names:
+        return "no cell"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} cell(s) ({', '.join(names[:shown])}{more})"
+
+
 class Sweep:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -102,11 +109,18 @@ class Sweep:
         }
         if sweep.manifest_path.exists():
             old = sweep.manifest()
-            if [c["id"] for c in old["cells"]] != [c.id for c in cells]:
+            old_ids = {c["id"] for c in old["cells"]}
+            new_ids = {c.id for c in cells}
+            if old_ids != new_ids:
+                added = [c.name for c in cells if c.id not in old_ids]
+                removed = [c["name"] for c in old["cells"] if c["id"] not in new_ids]
                 raise FileExistsError(
                     f"{sweep.root} holds another sweep ({len(old['cells'])} cells of "
-                    f"'{old['name']}'); choose another --out or `resume` it")
+                    f"'{old['name']}'): this grid adds {_some(added)} and removes "
+                    f"{_some(removed)}; choose another --out, or `resume` it")
+            # The same cells (e.g. the grid's keys reordered): the same sweep, as first written.
             manifest["created_at"] = old["created_at"]
+            manifest["cells"] = old["cells"]
         sweep.root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(grid_file, sweep.root / ".grid.yaml.tmp")
         os.replace(sweep.root / ".grid.yaml.tmp", sweep.root / "grid.yaml")

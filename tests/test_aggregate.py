@@ -136,6 +136,32 @@ def test_main_table_means_stds_and_best_per_dataset(sweep, tmp_path):
     assert (out / "main.tex").read_text().count("\\textbf{") == main.filter(like="_best").to_numpy().sum()
 
 
+def test_rendered_numbers_are_the_csv_numbers(sweep, tmp_path):
+    """Every mean ± std shown in main.md and main.tex is main.csv's mean and std of that row
+    and metric, in that order (a swap or a wrong column would show here)."""
+    out = aggregate(sweep, tmp_path)
+    main = pd.read_csv(out / "main.csv")
+    header, rows = md_rows(out / "main.md")
+    tex = (out / "main.tex").read_text().split("\\midrule\n")[1].split("\\bottomrule")[0]
+    tex_rows = [line.removesuffix(r" \\").split(" & ") for line in tex.strip().splitlines()]
+    shown = 0
+    for i, row in enumerate(main.itertuples()):
+        for metric, label in (("test_recall@10", "Recall@10"), ("test_ndcg@10", "NDCG@10"),
+                              ("test_mrr@10", "MRR@10")):
+            mean, std = main.loc[i, f"{metric}_mean"], main.loc[i, f"{metric}_std"]
+            md = rows[i][header.index(label)].strip("*")
+            tx = tex_rows[i][header.index(label)].replace("\\textbf{", "").rstrip("}")
+            if pd.isna(mean):
+                assert md == "n/a"
+                continue
+            expected = f"{mean:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
+            assert md == expected, (i, label)
+            assert tx == expected.replace("±", "$\\pm$"), (i, label)
+            shown += 1
+        assert rows[i][header.index("n_seeds")] == str(main.loc[i, "n_seeds"])
+    assert shown >= 3 * 10
+
+
 def test_paired_tests_equal_scipy(sweep, tmp_path):
     paired = pd.read_csv(aggregate(sweep, tmp_path) / "paired.csv")
     row = paired[(paired.dataset == "synthetic") & (paired.max_len == 10) &
@@ -221,7 +247,7 @@ def test_states_from_the_launcher_status_when_submitted(sweep, tmp_path, monkeyp
                                for c in sweep.cells()])
     cells = pd.read_csv(aggregate(sweep, tmp_path) / "cells.csv")
     missing = cells[[(r.model, r.dataset, r.max_len, r.seed) == MISSING for r in cells.itertuples()]]
-    assert missing.state.item() == "FAILED"     # status: a local run that left no result
+    assert missing.state.item() == "NOT_STARTED"   # status: queued by a local launcher now gone
     assert "launcher status" in (tmp_path / "agg" / "summary.md").read_text()
 
     def unreachable(job_ids):

@@ -222,7 +222,10 @@ def test_latency_end_to_end_on_cpu(runs, tmp_path):
                           "--repeats", "2", "--device", "cpu", "--threads", "1"]) == 0
     table = pd.read_csv(tmp_path / "latency.csv")
     assert len(table) == 6 and (table["status"] == "ok").all() and (table["latency_ms"] > 0).all()
-    assert np.allclose(table["throughput_seq_s"], 4 / (table["latency_ms"] / 1e3))
+    # the arithmetic from times is checked on known times in test_guards; here the real
+    # timings are ordered as they must be
+    assert (table["latency_ms_min"] <= table["latency_ms"]).all()
+    assert (table["latency_ms"] <= table["latency_ms_max"]).all()
     fit = pd.read_csv(tmp_path / "latency_fit.csv")
     assert list(fit["model"]) == ["sasrec", "bert4rec", "xlstm"] and fit["alpha"].notna().all()
     assert (tmp_path / "latency.png").exists()

@@ -216,3 +216,57 @@ def test_control_characters_in_resources_are_refused_before_submitting(slurm_clu
     proc = launcher("sweep", grid, "--executor", "slurm", "--out", tmp_path / "s", check=False)
     assert proc.returncode == 2 and "partition" in proc.stderr
     assert not (tmp_path / "s" / "submissions.jsonl").exists()
+
+
+def test_sbatch_refusal_is_one_line_for_sweep_and_resume(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "nopart", {"model": ["pop"], "seed": [1, 2]})
+    body = json.loads(grid.read_text())
+    body["resources"]["partition"] = "no-such-partition"
+    grid.write_text(json.dumps(body))
+    for args in (("sweep", grid, "--executor", "slurm", "--out", tmp_path / "s"),
+                 ("sweep", grid, "--executor", "dry-run", "--out", tmp_path / "d"),
+                 ("resume", tmp_path / "d", "--executor", "slurm")):
+        proc = launcher(*args, check=False)
+        if "dry-run" in args:
+            assert proc.returncode == 0
+            continue
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert proc.stderr.strip().splitlines() == [line]
+        assert "invalid partition" in line.lower() and "partition=no-such-partition" in line
+        assert "2 cell(s)" in line
+    assert not (tmp_path / "s").exists()             # refused before anything ran: nothing left
+    assert not (tmp_path / "d" / "submissions.jsonl").exists()
+
+
+def test_without_slurm_the_slurm_tests_fail_with_one_line_never_skip(tmp_path):
+    """No SLURM_CONF, no slurmctld and no apt-get on the PATH: a SLURM test errors with one
+    line that says why; it is not skipped."""
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    env["PATH"] = os.path.dirname(sys.executable)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+         str(tmp_path / "t"),
+         "tests/test_launcher_slurm.py::test_control_characters_in_resources_are_refused_before_submitting"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "1 error" in proc.stdout and "skipped" not in proc.stdout
+    reason = [line for line in proc.stdout.splitlines() if "SLURM is not installed" in line]
+    assert reason and "no apt-get" in reason[0], proc.stdout[-2000:]
+
+
+def test_dev_cluster_down_leaves_no_defunct_daemon_and_up_again(slurm_cluster):
+    """Runs last among the SLURM tests: stops the cluster they used, then starts it again."""
+    state_dir = Path(slurm_cluster).parents[1]
+    tool = str(REPO / "slurm" / "dev-cluster")
+    down = subprocess.run([tool, "down", "--dir", str(state_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert down.returncode == 0, down.stderr
+    daemons = {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmscriptd"}
+    defunct = subprocess.run(["ps", "-eo", "pid=,stat=,comm="], capture_output=True,
+                             text=True).stdout.splitlines()
+    assert [p for p in defunct if p.split()[1].startswith("Z") and p.split()[2] in daemons] == []
+    up = subprocess.run([tool, "up", "--dir", str(state_dir)], capture_output=True, text=True,
+                        timeout=180)
+    assert up.returncode == 0, up.stderr
+    assert subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0

@@ -62,16 +62,17 @@ def test_result_schema_history_predictions(tmp_path):
     record = run(cell(tmp_path, "s", epochs=2))
     out = tmp_path / "s"
     on_disk = json.loads((out / "result.json").read_text())
-    row = pq.read_table(out / "result.parquet").to_pylist()
-    assert len(row) == 1 and row[0]["test_recall@10"] == on_disk["test_recall@10"]
+    assert not (out / "result.parquet").exists()     # result.json is the one record
     for key in ("status", "best_epoch", "epochs_run", "params_total", "params_embedding",
                 "params_backbone", "params_head", "epoch_time_s", "train_sequences_per_s",
                 "peak_gpu_mem_mb", "wall_time_s", "device", "python_version", "torch_version",
                 "xlstm_version", "git_sha", "config_hash", "seed", "filter_seen",
                 "num_processes", "test_ndcg@10", "test_mrr@10", "val_recall@5"):
         assert key in on_disk, key
-    assert on_disk["params_total"] == (on_disk["params_embedding"] + on_disk["params_backbone"]
-                                       + on_disk["params_head"])
+    from recsys_core.models import build_model     # the same model, counted independently
+    model = build_model("sasrec", on_disk["dataset_items"], cell(tmp_path, "count"))
+    assert on_disk["params_total"] == sum(p.numel() for p in model.parameters())
+    assert on_disk["params_embedding"] == (on_disk["dataset_items"] + 1 + 10) * 16   # items, positions
     assert on_disk["peak_gpu_mem_mb"] is None          # no GPU here: null, not an error
     hist = pq.read_table(out / "history.parquet").to_pandas()
     assert hist["epoch"].tolist() == [1, 2] and hist["gpu_util_pct"].isna().all()
@@ -98,22 +99,6 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path):
     ours = pq.read_table(tmp_path / "w" / "history.parquet").to_pandas()
     assert [h["_step"] for h in history] == [h["epoch"] for h in history] == [1, 2]
     assert [h["val_recall@10"] for h in history] == pytest.approx(ours["val_recall@10"].tolist())
-
-
-def test_a_wandb_start_that_fails_is_raised_in_the_job_not_lost(tmp_path, monkeypatch):
-    import wandb
-
-    from recsys_core.tracking import Tracker
-
-    def refuse(**_):
-        raise ValueError("entity 'nobody' not found")
-    monkeypatch.setattr(wandb, "init", refuse)
-    cfg = TrainConfig(**{**TINY, "wandb_mode": "offline"})
-    tracker = Tracker(cfg, tmp_path, enabled=True, run_id="x", start_epoch=1, config={})
-    with pytest.raises(RuntimeError, match="wandb.init failed: entity 'nobody' not found"):
-        tracker.finish({"status": "COMPLETED"})
-    failing = Tracker(cfg, tmp_path, enabled=True, run_id="y", start_epoch=1, config={})
-    failing.finish({"status": "FAILED"}, exit_code=1)     # the job's own error stays the one
 
 
 def test_two_cpu_processes_with_accelerate(tmp_path):

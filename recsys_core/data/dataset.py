@@ -115,7 +115,9 @@ def interactions_table(name: str, *, mirror: str | None = None,
         table = pq.read_table(table_path).to_pandas()
         t = pq.read_table(titles_path).to_pandas()
         return table, dict(zip(t["item"].tolist(), t["title"].tolist()))
-    table, titles = build()
+    from recsys_core.data.fetch import progress
+    with progress(f"preprocessing {name} (once; cached in {folder})", unit="it"):
+        table, titles = build()
     folder.mkdir(parents=True, exist_ok=True)
     _write_parquet(pa.Table.from_pandas(table, preserve_index=False), table_path)
     _write_parquet(pa.table({"item": pa.array(list(titles), pa.int64()),

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -166,6 +168,28 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
     return _unpack(_download(src), src, cached)
 
 
+class progress:
+    """A progress bar on a terminal (tqdm); elsewhere (a SLURM log, a pipe) one line when the
+    step starts and one when it ends, with its time."""
+
+    def __init__(self, label: str, total: int | None = None, unit: str = "B"):
+        self.label, self.t0 = label, time.time()
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, unit=unit, unit_scale=True, desc=label, file=sys.stderr,
+                        disable=not sys.stderr.isatty(), leave=False)
+        if self.bar.disable:
+            print(f"{label} ...", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        return self.bar
+
+    def __exit__(self, kind, *_):
+        self.bar.close()
+        if kind is None:
+            print(f"{self.label}: done in {time.time() - self.t0:.1f} s", file=sys.stderr,
+                  flush=True)
+
+
 def _complete(folder: Path, src: Source) -> bool:
     return all((folder / f).is_file() for f in src.required)
 
@@ -179,7 +203,11 @@ def _download(src: Source) -> Path:
     fd, tmp = tempfile.mkstemp(dir=downloads, prefix=".part-")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out, length=1 << 20)
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with progress(f"downloading {src.url}", total, unit="B") as bar:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
         verify(Path(tmp), src.zip_checksum)
         os.replace(tmp, target)
     except OSError as e:  # URLError is an OSError: no network, DNS, HTTP errors
@@ -202,12 +230,14 @@ def _unpack(zip_path: Path, src: Source, dest: Path) -> Path:
     try:
         try:
             with zipfile.ZipFile(zip_path) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    raise DataError(f"{zip_path}: member {bad} is corrupt")
-                zf.extractall(tmp)
+                members = zf.infolist()
+                with progress(f"unpacking {zip_path.name}", sum(m.file_size for m in members),
+                              unit="B") as bar:
+                    for m in members:   # each member's CRC is checked as it is extracted
+                        zf.extract(m, tmp)
+                        bar.update(m.file_size)
         except zipfile.BadZipFile as e:
-            raise DataError(f"{zip_path}: not a readable zip ({e})") from e
+            raise DataError(f"{zip_path}: not a readable zip or a corrupt member ({e})") from e
         unpacked = tmp / src.folder
         if not _complete(unpacked, src):
             raise DataError(f"{zip_path}: has no {src.folder}/{{{','.join(src.required)}}}")

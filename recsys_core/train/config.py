@@ -16,11 +16,16 @@ from typing import Any
 
 import yaml
 
+from recsys_core.cli import ArgumentParser
+from recsys_core.data.names import DATASET_NAMES
 from recsys_core.metrics import METRICS
+from recsys_core.models import MODEL_NAMES
 from recsys_core.models.base import POSITIONS
 from recsys_core.models.sasrec import BLOCKS as SASREC_BLOCKS
 
 CHOICES = {
+    "model": tuple(MODEL_NAMES),
+    "dataset": tuple(DATASET_NAMES),
     "optimizer": ("adam", "adamw"),
     "scheduler": ("none", "step", "cosine", "onecycle", "plateau"),
     "loss": ("ce", "sampled"),
@@ -35,6 +40,14 @@ CHOICES = {
 
 class ConfigError(ValueError):
     pass
+
+
+# W&B's own rule for project names (wandb_settings.validate_project), applied to the entity
+# and the group too: a name W&B refuses would fail every cell of a sweep after training.
+WANDB_FORBIDDEN = set("/\\#?%:")
+WANDB_NAMES = ("wandb_project", "wandb_entity", "wandb_group")
+# Runtime-only options for testing the failure paths: hidden from the users' --help.
+TEST_HOOKS = ("inject_fault", "epoch_sleep_s")
 
 
 @dataclass
@@ -109,6 +122,15 @@ class TrainConfig:
         valid = ["auto"] + [f"val_{m}@{k}" for m in METRICS for k in self.ks]
         if self.monitor not in valid:
             raise ConfigError(f"monitor={self.monitor!r}; valid: {', '.join(valid)}")
+        for name in WANDB_NAMES:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            bad = sorted(set(value) & WANDB_FORBIDDEN)
+            if not value.strip() or len(value) > 128 or bad:
+                raise ConfigError(
+                    f"{name}={value!r}: a W&B name is 1-128 characters without "
+                    + " ".join(sorted(WANDB_FORBIDDEN)) + (f" (found {' '.join(bad)})" if bad else ""))
         if self.inject_fault and not re.fullmatch(r"(raise|nan)@\d+", self.inject_fault):
             raise ConfigError(f"inject_fault={self.inject_fault!r}; valid: raise@EPOCH, nan@EPOCH")
 
@@ -170,13 +192,20 @@ def _coerce(key: str, value: Any, f: dataclasses.Field, source: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m recsys_core.train",
-                                description="Train and evaluate one model on one dataset.")
+    p = ArgumentParser(
+        prog="python -m recsys_core.train",
+        description="Train and evaluate one model on one dataset; prints one line per epoch "
+                    "and the result line, writes OUT/result.json. Models: "
+                    + ", ".join(MODEL_NAMES) + ". Datasets: " + ", ".join(DATASET_NAMES) + ".")
     p.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
+    p.add_argument("--quiet", action="store_true", help="print only the result line")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if isinstance(default, bool):
+        if f.name in TEST_HOOKS:      # for the tests of the failure paths, not for users
+            p.add_argument(flag, dest=f.name, default=None, type=type(default),
+                           help=argparse.SUPPRESS)
+        elif isinstance(default, bool):
             p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)
         elif isinstance(default, list):
             p.add_argument(flag, dest=f.name, default=None, type=int, nargs="+")
@@ -191,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    return parse_cli(argv)[0]
+
+
+def parse_cli(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    """(config, quiet) from the command line; a bad flag exits 2 with one line."""
     args = vars(build_parser().parse_args(argv))
+    quiet = args.pop("quiet")
     values: dict[str, Any] = {}
     source = "command line"
     config_path = args.pop("config")
@@ -206,4 +241,4 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
             raise ConfigError(f"{path}: expected a mapping of TrainConfig keys")
         values.update(loaded)
     values.update({k: v for k, v in args.items() if v is not None})
-    return TrainConfig.from_dict(values, source)
+    return TrainConfig.from_dict(values, source), quiet

@@ -52,9 +52,16 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
 
-def run(cfg: TrainConfig) -> dict:
+def progress_line(epoch: int, cap: int, loss: float, monitor: str, value: float,
+                  state: ckpt.TrainState, seconds: float) -> str:
+    return (f"epoch {epoch:>{len(str(cap))}}/{cap}  loss {loss:.4f}  {monitor} {value:.4f}  "
+            f"best {state.best_metric:.4f} @{state.best_epoch}  {seconds:.1f}s")
+
+
+def run(cfg: TrainConfig, progress=None) -> dict:
     """Train and evaluate one cell; always leaves result files, FAILED with a reason if it
-    failed. Returns the result record (raises after recording if the run crashed)."""
+    failed. Returns the result record (raises after recording if the run crashed).
+    `progress` (e.g. print) gets one line per epoch from the main process."""
     t0 = time.time()
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
@@ -69,6 +76,7 @@ def run(cfg: TrainConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     record = base_record(cfg, accelerator)
+    say = progress if (progress is not None and main) else (lambda line: None)
     history: list[dict] = []
     tracker = None
     writer = ckpt.Writer()
@@ -77,7 +85,8 @@ def run(cfg: TrainConfig) -> dict:
                             mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
         split = LeaveOneOut.from_data(data, accelerator.device)
         record.update(dataset_users=data.n_users, dataset_items=data.n_items,
-                      dataset_interactions=data.n_interactions)
+                      dataset_interactions=data.n_interactions,
+                      data_mirror=data_mirror_used(cfg))
         model = build_model(cfg.model, data.n_items, cfg, accelerator.device.type).to(accelerator.device)
         record.update({f"params_{k}": v for k, v in model.param_counts().items()})
         loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
@@ -141,6 +150,8 @@ def run(cfg: TrainConfig) -> dict:
                    **val, **telemetry.read()}
             history.append(row)
             state.history = history
+            say(progress_line(epoch, cfg.epochs, loss, monitor, val[monitor], state,
+                              time.time() - t_epoch))
             t_save = time.time()
             times["time_epochs_s"] += t_save - t_epoch
             if main:   # the checkpoint files are written in the background (ckpt.Writer)
@@ -156,6 +167,9 @@ def run(cfg: TrainConfig) -> dict:
 
         t_final = time.time()
         writer.wait()
+        # Only the main process writes best_model.pt (in the background): every process reads
+        # it only once that write has finished.
+        accelerator.wait_for_everyone()
         if trainable and state.best_epoch:
             ckpt.load_best(out, accelerator.unwrap_model(model), accelerator.device)
         val = evaluate(model, split, "val", **eval_args)
@@ -163,12 +177,14 @@ def run(cfg: TrainConfig) -> dict:
         record.update(val)
         record.update(test)
         record.update(status="COMPLETED", reason=None, best_epoch=state.best_epoch or None,
-                      epochs_run=state.epoch, stopped_early=state.stopped)
+                      epochs_run=state.epoch, stopped_early=state.stopped,
+                      cuda_graphs=graph_step is not None and graph_step.mode == "graph")
         summarize_history(record, history)
         if main:
             write_history(out, history)
             write_predictions(out, predictions(accelerator.unwrap_model(model), split, data, cfg))
             tracker.finish(record)
+            record.update(tracking_error=tracker.error, tracking_mode=tracker.mode)
         record["wall_time_s"] = time.time() - t0
         record.update(times, time_final_s=time.time() - t_final)
         if main:
@@ -185,12 +201,22 @@ def run(cfg: TrainConfig) -> dict:
         summarize_history(record, history)
         if main:
             write_history(out, history)
-            write_result(out, record)
             if tracker is not None:
                 tracker.finish(record, exit_code=1)
+                record.update(tracking_error=tracker.error, tracking_mode=tracker.mode)
+            write_result(out, record)
         if isinstance(e, NonFiniteLoss):
             return record
         raise
+
+
+def data_mirror_used(cfg: TrainConfig) -> str | None:
+    """The mirror directory the dataset's files are read from (the option, else
+    $RECSYS_DATA_MIRROR); None for generated data or where no mirror is set."""
+    from recsys_core.data.fetch import mirror_root
+    from recsys_core.data.names import SYNTHETIC
+    root = None if cfg.dataset in SYNTHETIC else mirror_root(cfg.data_mirror)
+    return str(root.resolve()) if root is not None else None
 
 
 def train_epoch(cfg, model, optimizer, scheduler, split, starts, ends, epoch, accelerator,
@@ -272,17 +298,30 @@ def record_config(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.startswith(("val_", "test_"))}
 
 
+def check_runtime(cfg: TrainConfig) -> None:
+    """What can be known to fail before any work: a device that is not there."""
+    from recsys_core.train.config import ConfigError
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible here "
+                          "(use --device cpu, or auto)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from recsys_core.train.config import ConfigError, config_from_args
+    from recsys_core.train.config import ConfigError, parse_cli
     try:
-        cfg = config_from_args(argv)
+        cfg, quiet = parse_cli(argv)
+        check_runtime(cfg)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m recsys_core.train: error: {e}", file=sys.stderr)
         return 2
     try:
-        record = run(cfg)
+        record = run(cfg, progress=None if quiet else _print_flush)
     finally:
         close_process_group()
     print(f"{record['status']}: test recall@10 {record.get('test_recall@10')} "
-          f"ndcg@10 {record.get('test_ndcg@10')} → {Path(cfg.out) / 'result.json'}")
+          f"ndcg@10 {record.get('test_ndcg@10')} → {Path(cfg.out) / 'result.json'}", flush=True)
     return 0 if record["status"] == "COMPLETED" else 1
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)

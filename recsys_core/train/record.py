@@ -43,6 +43,9 @@ def base_record(cfg, accelerator) -> dict:
         run_id=cfg.run_id or cfg.hash(),
         status=None,
         reason=None,
+        cuda_graphs=False,          # true once a training step has run as a CUDA graph
+        tracking_mode=None,         # the W&B mode the run got (online, offline), None: none
+        tracking_error=None,        # what went wrong with W&B, if anything (the cell goes on)
         num_processes=accelerator.num_processes,
         device=GpuTelemetry.device_name(accelerator.device),
         mixed_precision=accelerator.mixed_precision,

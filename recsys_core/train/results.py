@@ -1,8 +1,10 @@
 """The result files of a run: the contract between a cluster job and everything after it.
 
-`result.json` and a one-row `result.parquet` (same flat record), `history.parquet` (one row per
-epoch), `predictions.txt` (top-10 with titles for a few users). All written atomically: a
-temporary file in the same directory, then a rename, so a reader never sees half a file.
+`result.json` (the flat record: status, config, metrics, timings; the ONE record of a run, read
+by status, resume, aggregate and the analyses through `read_result`), `history.parquet` (one
+row per epoch), `predictions.txt` (top-10 with titles for a few users). All written
+atomically: a temporary file in the same directory, then a rename, so a reader never sees half
+a file.
 """
 from __future__ import annotations
 
@@ -33,17 +35,25 @@ def write_result(out: Path, record: dict) -> dict:
         raise ValueError(f"result status {record.get('status')!r}; valid: {', '.join(STATUSES)}")
     flat = {k: _jsonable(v) for k, v in record.items()}
     atomic_write_text(out / "result.json", json.dumps(flat, indent=1, sort_keys=True) + "\n")
-    table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, list) else v)
-                                   for k, v in flat.items()}])
-    atomic_write(out / "result.parquet", lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return flat
 
 
 def read_result(out: Path) -> dict | None:
+    """A run's result record; None if it has none yet. A file that is not a result record
+    (truncated, edited by hand) raises ValueError naming the file."""
     path = Path(out) / "result.json"
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(record, dict) or record.get("status") not in STATUSES:
+        raise ValueError(f"{path}: not a result record (status "
+                         f"{record.get('status') if isinstance(record, dict) else None!r})")
+    return record
 
 
 def write_history(out: Path, history: list[dict]) -> None:

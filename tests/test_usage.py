@@ -1,0 +1,194 @@
+"""What a user sees at the command line: every usage error is one line and exit 2 with nothing
+written, help that lists the choices, a progress line per epoch, Ctrl-C of a local sweep
+(states, the progress line, resume of exactly the unfinished cells), the same grid reordered
+is the same sweep, and what a result records of the run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+TINY = {"dataset": "synthetic", "synthetic": {"n_users": 80, "n_items": 40,
+                                             "n_interactions": 1600, "seed": 3},
+        "max_len": 8, "embedding_dim": 8, "num_heads": 2, "num_blocks": 1, "batch_size": 64,
+        "wandb_mode": "disabled", "device": "cpu", "epochs": 2}
+
+
+def cli(module, *args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag,value,listed", [("--model", "nope", "sasrec"),
+                                               ("--dataset", "nope", "ml-100k")])
+def test_unknown_model_or_dataset_is_one_line_before_any_work(tmp_path, flag, value, listed):
+    out = tmp_path / "run"
+    line = one_line_error(cli("recsys_core.train", flag, value, "--out", out))
+    assert f"invalid choice: '{value}'" in line and listed in line
+    assert not out.exists()
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}      # no GPU visible, whatever the machine
+    out = tmp_path / "run"
+    line = one_line_error(cli("recsys_core.train", "--device", "cuda", "--out", out, env=env))
+    assert "no CUDA device" in line and not out.exists()
+
+
+def test_train_help_lists_models_and_datasets_and_hides_test_hooks():
+    proc = cli("recsys_core.train", "--help")
+    assert proc.returncode == 0
+    for name in ("sasrec", "xlstm", "bert4rec", "gru4rec", "lstm", "pop", "ml-100k",
+                 "amazon-beauty", "synthetic", "--quiet"):
+        assert name in proc.stdout, name
+    assert "inject" not in proc.stdout and "sleep" not in proc.stdout
+
+
+def test_one_progress_line_per_epoch_and_quiet(tmp_path):
+    args = ["--dataset", "synthetic", "--synthetic", json.dumps(TINY["synthetic"]),
+            "--max-len", "8", "--embedding-dim", "8", "--epochs", "3", "--patience", "5",
+            "--wandb-mode", "disabled"]
+    proc = cli("recsys_core.train", *args, "--out", tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[1] for line in lines[:3]] == ["1/3", "2/3", "3/3"]
+    history = __import__("pandas").read_parquet(tmp_path / "a" / "history.parquet")
+    for line, loss in zip(lines[:3], history["train_loss"]):
+        assert f"loss {loss:.4f}" in line and "val_recall@10" in line and "best" in line
+    assert lines[3].startswith("COMPLETED: test recall@10") and len(lines) == 4
+    quiet = cli("recsys_core.train", *args, "--quiet", "--out", tmp_path / "b")
+    assert quiet.returncode == 0 and len(quiet.stdout.strip().splitlines()) == 1
+
+
+def test_sweep_without_slurm_says_so_in_one_line_and_writes_nothing(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "s", "fixed": TINY, "grid": {"model": ["pop"]}}))
+    (tmp_path / "bin").mkdir()
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{tmp_path / 'bin'}"}
+    line = one_line_error(cli("launcher", "sweep", grid, "--out", tmp_path / "out", env=env))
+    assert "no sbatch" in line and "--executor local" in line
+    assert not (tmp_path / "out").exists()
+    help_text = cli("launcher", "sweep", "--help").stdout
+    assert "slurm (default" in " ".join(help_text.split())
+
+
+def test_bad_launcher_arguments_are_one_line():
+    line = one_line_error(cli("launcher", "sweep", "quickstart", "--executor", "cloud"))
+    assert "invalid choice: 'cloud'" in line and "local" in line
+
+
+def test_status_into_head_has_no_broken_pipe(tmp_path):
+    grid = tmp_path / "g.yaml"     # a sweep with enough cells to fill the pipe past `head`
+    grid.write_text(json.dumps({"name": "many", "fixed": TINY,
+                                "grid": {"model": ["pop"], "seed": list(range(1500))}}))
+    assert cli("launcher", "sweep", grid, "--executor", "dry-run", "--out",
+               tmp_path / "s").returncode == 0
+    proc = subprocess.run(f"{sys.executable} -m launcher status {tmp_path / 's'} | head -3",
+                          shell=True, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert len(proc.stdout.splitlines()) == 3
+    assert proc.stderr == "", proc.stderr
+
+
+def test_reordered_grid_is_the_same_sweep_and_another_cell_set_is_refused(tmp_path):
+    body = {"name": "o", "fixed": TINY, "grid": {"model": ["pop", "sasrec"], "seed": [1, 2]}}
+    first, reordered, grown = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    first.write_text(json.dumps(body))
+    reordered.write_text(json.dumps({"grid": {"seed": [1, 2], "model": ["pop", "sasrec"]},
+                                     "fixed": dict(reversed(list(TINY.items()))), "name": "o"}))
+    grown.write_text(json.dumps({**body, "grid": {"model": ["pop", "sasrec"], "seed": [1, 2, 3]}}))
+    out = tmp_path / "sweep"
+    assert cli("launcher", "sweep", first, "--executor", "dry-run", "--out", out).returncode == 0
+    ids = [c["id"] for c in json.loads((out / "manifest.json").read_text())["cells"]]
+    again = cli("launcher", "sweep", reordered, "--executor", "dry-run", "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert [c["id"] for c in json.loads((out / "manifest.json").read_text())["cells"]] == ids
+    line = one_line_error(cli("launcher", "sweep", grown, "--executor", "dry-run", "--out", out))
+    assert "adds 2 cell(s)" in line and "removes no cell" in line and "s3" in line
+
+
+def states(sweep):
+    proc = cli("launcher", "status", sweep, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {r["name"]: r for r in json.loads(proc.stdout)}
+
+
+def test_ctrl_c_of_a_local_sweep_then_resume_runs_exactly_the_unfinished_cells(tmp_path):
+    """Two fast pop cells, then two slow SASRec cells, one at a time. Ctrl-C (SIGINT to the
+    terminal's process group) while the first SASRec cell trains: one line, exit 130; the
+    running cell is CANCELLED (interrupted), the last one NOT_STARTED; `resume` without SLURM
+    runs exactly those two and leaves the completed cells' results untouched."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({
+        "name": "ctrlc", "fixed": {**TINY, "epochs": 3},
+        "grid": {"model": ["pop", "sasrec"], "seed": [1, 2]},
+        "overrides": [{"when": {"model": "sasrec"}, "set": {"epoch_sleep_s": 1.0}}]}))
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                             "local", "--workers", "1", "--out", str(sweep)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    sasrec1 = None
+    while time.time() < deadline and sasrec1 is None:
+        time.sleep(0.3)
+        if (sweep / "manifest.json").exists():
+            cells = json.loads((sweep / "manifest.json").read_text())["cells"]
+            first = next(c for c in cells if c["name"] == "sasrec-synthetic-L8-s1")
+            if (sweep / "cells" / first["id"] / "local.pid").exists():
+                sasrec1 = first
+    assert sasrec1 is not None, "the first SASRec cell never started"
+    while_running = states(sweep)
+    assert while_running["sasrec-synthetic-L8-s2"]["state"] == "PENDING"   # queued, launcher alive
+    os.killpg(proc.pid, signal.SIGINT)            # what Ctrl-C in a terminal does
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert "2 finished (2 completed, 0 failed), 1 interrupted, 1 not started" in stderr
+    after = states(sweep)
+    assert {n: r["state"] for n, r in after.items()} == {
+        "pop-synthetic-L8-s1": "COMPLETED", "pop-synthetic-L8-s2": "COMPLETED",
+        "sasrec-synthetic-L8-s1": "CANCELLED", "sasrec-synthetic-L8-s2": "NOT_STARTED"}
+    assert "interrupted" in after["sasrec-synthetic-L8-s1"]["reason"]
+    table = cli("launcher", "status", sweep).stdout
+    assert "2/4 finished" not in table and "CANCELLED 1" in table and "NOT_STARTED 1" in table
+    pops = [sweep / "cells" / after[n]["id"] / "result.json" for n in after if n.startswith("pop")]
+    stamps = [p.stat().st_mtime_ns for p in pops]
+    lines_before = len((sweep / "submissions.jsonl").read_text().splitlines())
+    resumed = cli("launcher", "resume", sweep, "--workers", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming 2 cell(s)" in resumed.stdout
+    new = [json.loads(x) for x in (sweep / "submissions.jsonl").read_text().splitlines()][lines_before:]
+    assert sorted(s["cell"] for s in new) == sorted(after[n]["id"] for n in after
+                                                    if n.startswith("sasrec"))
+    assert [p.stat().st_mtime_ns for p in pops] == stamps          # completed cells untouched
+    assert {r["state"] for r in states(sweep).values()} == {"COMPLETED"}
+
+
+def test_result_records_what_ran(mirror, tmp_path):
+    proc = cli("recsys_core.train", "--model", "pop", "--dataset", "ml-100k", "--quiet",
+               "--wandb-mode", "disabled", "--out", tmp_path / "pop")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "pop" / "result.json").read_text())
+    assert result["data_mirror"] == str(mirror.resolve())      # from RECSYS_DATA_MIRROR
+    assert result["cuda_graphs"] is False                       # no graph ran on the CPU
+    assert result["tracking_error"] is None and result["tracking_mode"] is None
+    synthetic = tmp_path / "syn"
+    proc = cli("recsys_core.train", "--dataset", "synthetic", "--epochs", "1", "--quiet",
+               "--max-len", "8", "--embedding-dim", "8", "--wandb-mode", "disabled",
+               "--out", synthetic)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((synthetic / "result.json").read_text())
+    assert result["data_mirror"] is None and result["cuda_graphs"] is False
