@@ -95,7 +95,8 @@ def test_checksum_error_names_file_and_expected_digest(tmp_path):
     assert fetch.SOURCES["ml-100k"].file_checksums["u.data"].split(":")[1] in str(e.value)
 
 
-def test_zip_in_mirror_is_verified_and_unpacked_atomically(tmp_path, monkeypatch, isolated_cache):
+def test_zip_in_mirror_is_verified_and_unpacked_atomically(tmp_path, monkeypatch, isolated_cache,
+                                                           capsys):
     src_dir = tmp_path / "src"
     write_ml100k(src_dir / "ml-100k", rows_for())
     mirror = tmp_path / "mirror"
@@ -107,6 +108,11 @@ def test_zip_in_mirror_is_verified_and_unpacked_atomically(tmp_path, monkeypatch
     use_folder_as(monkeypatch, "ml-100k", zip_checksum=good)
     assert load_dataset("ml-100k", mirror=str(mirror)).n_interactions == 18
     assert (isolated_cache / "raw" / "ml-100k" / "u.data").exists()
+    # steps that take long without epochs say so (a bar on a terminal, lines in a log)
+    said = capsys.readouterr().err.splitlines()
+    assert "unpacking ml-100k.zip ..." in said
+    assert any(line.startswith("unpacking ml-100k.zip: done in ") for line in said)
+    assert any(line.startswith("preprocessing ml-100k (once; cached in ") for line in said)
 
     # A truncated zip: a clear error naming it and the expected checksum, nothing in the cache.
     trunc = tmp_path / "trunc"
