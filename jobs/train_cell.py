@@ -95,6 +95,7 @@ class TrainCell(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict:
         from recsys_core.train import run
+        from recsys_core.train.loop import print_progress
         from recsys_core.atomic import atomic_write_text
         cfg = train_config(Path(self.cell_dir))
         if cfg.num_processes > 1 and os.environ.get(INSIDE_LAUNCH) != "1":
@@ -104,7 +105,7 @@ class TrainCell(submitit.helpers.Checkpointable):
             {"pid": os.getpid(), "host": os.uname().nodename,
              "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
              "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
-        record = run(cfg)
+        record = run(cfg, progress=print_progress)     # one line per epoch in the job's log
         if record["status"] != "COMPLETED":
             # The result file already says FAILED and why; fail the job too, so SLURM agrees.
             raise RuntimeError(f"cell {Path(self.cell_dir).name} {record['status']}: {record['reason']}")

@@ -25,13 +25,12 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, NoReturn
 
 import yaml
 
-from recsys_core.train.config import ConfigError, TrainConfig
+from recsys_core.train.config import CHOICES, ConfigError, TrainConfig
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "slurm" / "profiles"
 TOP_KEYS = ("name", "description", "profile", "fixed", "grid", "zip", "exclude", "overrides",
@@ -52,13 +51,6 @@ def _fail(src: str, where: str, problem: str, valid: Iterable[Any] | None = None
     valid_text = f"; valid: {', '.join(map(str, valid))}" if valid is not None else ""
     raise GridError(f"{src}: {where}: {problem}{valid_text}")
 
-
-@lru_cache(maxsize=1)
-def _names() -> dict[str, list[str]]:
-    """Model and dataset names, imported on first use (torch, pandas) so `import` stays cheap."""
-    from recsys_core.data.names import DATASET_NAMES
-    from recsys_core.models import MODEL_NAMES
-    return {"model": list(MODEL_NAMES), "dataset": list(DATASET_NAMES)}
 
 
 # --- resources --------------------------------------------------------------------------------
@@ -176,8 +168,8 @@ def _param(key: Any, value: Any, src: str, where: str) -> Any:
     _check_key(key, src, where)
     if value is None and _DEFAULTS[key] is not None:
         _fail(src, where, f"null is not allowed; {key} is of type {type(_DEFAULTS[key]).__name__}")
-    if key in ("model", "dataset") and value not in _names()[key]:
-        _fail(src, where, f"unknown {key} {value!r}", _names()[key])
+    if key in ("model", "dataset") and value not in CHOICES[key]:
+        _fail(src, where, f"unknown {key} {value!r}", CHOICES[key])
     try:
         return getattr(TrainConfig.from_dict({key: value}, where), key)
     except (ConfigError, TypeError, ValueError) as e:

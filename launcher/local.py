@@ -67,8 +67,8 @@ INTERRUPTED_MARK = "local.interrupted"
 
 
 class Interrupted(Exception):
-    """Ctrl-C (or SIGTERM) of a local sweep: what had finished, what was stopped, what never
-    started. Each stopped cell has `local.interrupted` in its folder (status: CANCELLED)."""
+    """Ctrl-C of a local sweep: what had finished, what was stopped, what never started.
+    Each stopped cell has `local.interrupted` in its folder (status: CANCELLED)."""
 
     def __init__(self, codes: dict[str, int], stopped: list[str], not_started: list[str]):
         super().__init__(f"{len(codes)} finished, {len(stopped)} interrupted, "

@@ -122,11 +122,18 @@ class Tracker:
 
     def _ready(self, wait: bool) -> bool:
         """True once the W&B run is started (after logging what was kept meanwhile); with
-        `wait`, waits for it."""
+        `wait`, waits for it, but no longer than an online start and its offline fallback
+        may take: a start that hangs past its own timeout is left behind."""
         if self._starting is not None:
             if not wait and self._starting.is_alive():
                 return False
-            self._starting.join()
+            limit = 2 * _seconds("WANDB_INIT_TIMEOUT", 25.0) + 10
+            self._starting.join(limit)
+            if self._starting.is_alive():
+                self.errors.append(f"wandb.init did not return in {limit:.0f} s; "
+                                   "no W&B run for this cell")
+                self._starting, self._pending = None, []
+                return False
             self._starting = None
             for metrics, step in self._pending:
                 self._log_wandb(metrics, step)

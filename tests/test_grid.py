@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.grid import (GridError, Resources, _names, expand, load_cells, load_grid)
+from launcher.grid import (GridError, Resources, expand, load_cells, load_grid)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -269,7 +269,6 @@ def test_shipped_grids_load():
 
 
 def test_ten_thousand_cells_expand_fast(tmp_path):
-    _names()   # the one-off import of the model and dataset registries (torch, pandas)
     path = write(tmp_path, """\
 fixed: {epochs: 50, patience: 3}
 grid:

@@ -77,6 +77,8 @@ def test_two_process_cell_runs_through_the_local_executor(tmp_path):
     (cell,) = (sweep / "cells").iterdir()
     result = json.loads((cell / "result.json").read_text())
     assert result["status"] == "COMPLETED" and result["num_processes"] == 2
+    log = (cell / "local.out").read_text().splitlines()     # the job prints its epochs, once
+    assert [line.split()[1] for line in log if line.startswith("epoch ")] == ["1/2", "2/2"]
     single = evaluate_checkpoint(cell, device="cpu")
     assert all(result[k] == v for k, v in single.items() if k.startswith(("val_", "test_")))
     # status: the table, JSON, and --watch (returns once nothing is queued or running)

@@ -119,6 +119,20 @@ def test_a_failing_start_is_recorded_and_the_cell_completes(tmp_path, monkeypatc
     assert on_disk["tracking_mode"] is None
 
 
+def test_a_start_that_hangs_past_its_timeout_is_left_behind(tmp_path, monkeypatch):
+    """wandb.init that never returns (ignoring its own timeout): the cell still writes its
+    COMPLETED result, after at most twice the init timeout and a margin."""
+    import wandb
+    monkeypatch.setattr(wandb, "init", lambda **kw: time.sleep(120))
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "1")
+    t0 = time.time()
+    record = run(TrainConfig(**{**TINY, "wandb_mode": "offline", "out": str(tmp_path / "h")}))
+    assert time.time() - t0 < 40
+    assert record["status"] == "COMPLETED"
+    on_disk = json.loads((tmp_path / "h" / "result.json").read_text())
+    assert "wandb.init did not return in 12 s" in on_disk["tracking_error"]
+
+
 @pytest.mark.parametrize("field,value", [("wandb_project", "team/recsys"),
                                          ("wandb_project", "100%"),
                                          ("wandb_entity", "a:b"),

@@ -71,6 +71,12 @@ def test_one_progress_line_per_epoch_and_quiet(tmp_path):
     assert lines[3].startswith("COMPLETED: test recall@10") and len(lines) == 4
     quiet = cli("recsys_core.train", *args, "--quiet", "--out", tmp_path / "b")
     assert quiet.returncode == 0 and len(quiet.stdout.strip().splitlines()) == 1
+    # a reader that goes away ends the lines, not the run
+    piped = subprocess.run(f"{sys.executable} -m recsys_core.train "
+                           + " ".join(f"'{a}'" for a in args) + f" --out {tmp_path / 'c'} | head -1",
+                           shell=True, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert piped.stdout.startswith("epoch 1/3") and "Traceback" not in piped.stderr
+    assert json.loads((tmp_path / "c" / "result.json").read_text())["status"] == "COMPLETED"
 
 
 def test_sweep_without_slurm_says_so_in_one_line_and_writes_nothing(tmp_path):

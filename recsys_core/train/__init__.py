@@ -4,6 +4,6 @@ from recsys_core.train.config import ConfigError, TrainConfig
 __all__ = ["ConfigError", "TrainConfig", "run"]
 
 
-def run(cfg: TrainConfig) -> dict:
+def run(cfg: TrainConfig, progress=None) -> dict:
     from recsys_core.train.loop import run as _run
-    return _run(cfg)
+    return _run(cfg, progress)

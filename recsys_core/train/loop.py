@@ -42,9 +42,8 @@ def seed_everything(seed: int) -> None:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    check_runtime(cfg)
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible")
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "no" if cpu else "bf16"
@@ -315,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m recsys_core.train: error: {e}", file=sys.stderr)
         return 2
     try:
-        record = run(cfg, progress=None if quiet else _print_flush)
+        record = run(cfg, progress=None if quiet else print_progress)
     finally:
         close_process_group()
     print(f"{record['status']}: test recall@10 {record.get('test_recall@10')} "
@@ -323,5 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if record["status"] == "COMPLETED" else 1
 
 
-def _print_flush(line: str) -> None:
-    print(line, flush=True)
+def print_progress(line: str) -> None:
+    """A progress line on stdout, at once (a SLURM log shows it). A reader that went away
+    (`... | head`) ends the lines, never the run: the result files matter, the lines do not."""
+    try:
+        print(line, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        pass
