@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
+from launcher import executors
 from launcher.grid import GridError, load_grid, expand
-from launcher.sweep import Sweep, cell_records, check_processes
-from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
+from launcher.sweep import Sweep, check_processes
+from recsys_core.cli import ArgumentParser, guarded
 
-EXECUTORS = ("slurm", "local", "dry-run")
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
 
 
@@ -39,18 +37,6 @@ def grid_path(arg: str) -> Path:
 def _err(msg: str, code: int = 2) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
-
-
-def _table(cells) -> str:
-    lines = [f"{'id':<13}{'name':<40}{'gpus':>5} {'time':>10}  resources"]
-    for c in cells:
-        r = c.resources
-        extra = ", ".join(f"{k}={v}" for k, v in (("partition", r.partition), ("mem", r.mem),
-                                                   ("cpus", r.cpus), ("nodes", r.nodes))
-                          if v not in (None, 1))
-        lines.append(f"{c.id:<13}{c.name:<40}{r.gpus:>5} {str(r.time or '-'):>10}  {extra}")
-    lines.append(f"{len(cells)} cells")
-    return "\n".join(lines)
 
 
 def select(cells, where: list[str], src: str):
@@ -74,6 +60,22 @@ def select(cells, where: list[str], src: str):
     return cells
 
 
+def _options(args) -> executors.Options:
+    return executors.Options(workers=getattr(args, "workers", None),
+                             cells_per_gpu=getattr(args, "cells_per_gpu", 1),
+                             json=getattr(args, "json", False))
+
+
+def _submit(sweep: Sweep, executor: executors.Executor, cells, new_folder: bool) -> None:
+    """executor.submit under the sweep's lock; a refused first submission leaves no folder."""
+    try:
+        executor.submit(sweep, cells)
+    except executors.ExecutorError:
+        if new_folder and not sweep.latest_submissions():
+            shutil.rmtree(sweep.root, ignore_errors=True)   # ours, and nothing ran
+        raise
+
+
 def cmd_sweep(args) -> int:
     try:
         grid = load_grid(grid_path(args.grid))
@@ -82,62 +84,24 @@ def cmd_sweep(args) -> int:
     except (GridError, OSError, ValueError) as e:
         return _err(str(e))
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
-    from launcher import slurm
-    if args.executor == "slurm":
-        reason = slurm.unreachable_reason()
-        if reason:
-            return _err(f"{reason}; `sweep` submits to SLURM by default: run the cells on this "
-                        "machine with --executor local, or write the sbatch scripts with "
-                        "--executor dry-run")
-    if args.executor == "dry-run":
-        if args.json:
-            sys.stdout.write(json.dumps(cell_records(cells)) + "\n")
-        else:
-            print(_table(cells))
+    executor = executors.get(args.executor, _options(args))
+    reason = executor.unavailable_reason()
+    if reason:
+        return _err(f"{reason}; `sweep` submits to SLURM by default: run the cells on this "
+                    "machine with --executor local, or write the sbatch scripts with "
+                    "--executor dry-run")
+    executor.preview(cells)
     new_folder = not out.exists()
     try:
         with Sweep(out).lock():
-            sweep = Sweep.create(out, grid.path, grid.name, cells, args.executor,
-                                 write_cells=args.executor != "dry-run")
-            if args.executor == "dry-run":
-                scripts = slurm.sbatch_scripts(sweep, cells, grid.name)
-                print(f"dry-run: {len(scripts)} sbatch script(s) in {sweep.root / 'sbatch'}; "
-                      "nothing submitted", file=sys.stderr)
-                return 0
-            if sweep.latest_submissions():
+            sweep = Sweep.create(out, grid.path, grid.name, cells, executor.name,
+                                 write_cells=executor.records_submissions)
+            if executor.records_submissions and sweep.latest_submissions():
                 return _err(f"{out} was submitted before; use `python -m launcher resume {out}`")
-            if args.executor == "slurm":
-                try:
-                    records = slurm.submit(sweep, cells)
-                except slurm.SlurmError:
-                    if new_folder and not sweep.latest_submissions():
-                        shutil.rmtree(out, ignore_errors=True)   # ours, and nothing ran
-                    raise
-                arrays = sorted({r["job_id"].split("_")[0] for r in records})
-                print(f"submitted {len(records)} cells as {len(arrays)} array job(s) "
-                      f"{', '.join(arrays)} → {sweep.root}")
-                return 0
-    except (FileExistsError, slurm.SlurmError) as e:
+            _submit(sweep, executor, cells, new_folder)
+    except (FileExistsError, executors.ExecutorError) as e:
         return _err(str(e))
-    return _run_local(sweep, cells, args)
-
-
-def _run_local(sweep: Sweep, cells, args) -> int:
-    from launcher import local
-    print(f"running {len(cells)} cells locally → {sweep.root}", flush=True)
-    try:
-        codes = local.run_cells(sweep, cells, args.workers, cells_per_gpu=args.cells_per_gpu)
-    except ValueError as e:
-        return _err(str(e))
-    except local.Interrupted as e:
-        ok = sum(code == 0 for code in e.codes.values())
-        print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
-              f"failed), {len(e.stopped)} interrupted, {len(e.not_started)} not started; "
-              f"`python -m launcher resume {sweep.root}` runs the rest", file=sys.stderr)
-        return INTERRUPTED
-    failed = [c for c, code in codes.items() if code != 0]
-    print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
-    return 1 if failed else 0
+    return executor.wait(sweep, cells)
 
 
 def cmd_status(args) -> int:
@@ -147,12 +111,11 @@ def cmd_status(args) -> int:
         sweep.manifest()
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
-    from launcher.slurm import SlurmError
     reported: set[str] = set()
     while True:
         try:
             rows = cell_states(sweep)
-        except SlurmError as e:
+        except executors.ExecutorError as e:
             return _err(f"{e} (the result files alone: python -m launcher aggregate {sweep.root})")
         if args.json:
             print(json.dumps(rows))
@@ -166,49 +129,45 @@ def cmd_status(args) -> int:
                     print(f"{time.strftime('%H:%M:%S')} {r['id']} {r['name']} {r['state']}: "
                           f"{(r['reason'] or '').splitlines()[-1:] }", flush=True)
             print(render(rows).splitlines()[-1], flush=True)
-        if args.watch is None or all(r["state"] not in ("PENDING", "RUNNING") for r in rows):
+        if args.watch is None or all(r["state"] not in executors.ACTIVE for r in rows):
             return 0
         time.sleep(args.watch)
 
 
 def cmd_resume(args) -> int:
-    from launcher import slurm
     from launcher.status import RESUBMIT, cell_states
     sweep = Sweep(args.sweep)
     try:
         manifest = sweep.manifest()
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
-    executor = args.executor or manifest["executor"]
-    if executor not in ("slurm", "local"):
-        return _err(f"{sweep.root} was a {executor} sweep: pass --executor slurm or local")
-    if executor == "slurm":
-        reason = slurm.unreachable_reason()
-        if reason:
-            return _err(f"{reason}; resume this sweep here with --executor local")
-    with sweep.lock():   # a second resume waits here, then finds these cells PENDING
-        rows = {r["id"]: r for r in cell_states(sweep)}
-        todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
-        if not todo:
-            print("nothing to resume: every cell is completed, queued or running")
-            return 0
-        for c in todo:   # cells of a dry-run sweep have no cell.json yet
-            if not (sweep.cell_dir(c.id) / "cell.json").exists():
-                sweep.write_cell(c, manifest["name"])
-        print(f"resuming {len(todo)} cell(s): " + ", ".join(
-            f"{c.id} ({rows[c.id]['state']})" for c in todo))
-        if executor == "slurm":
-            try:
-                records = slurm.submit(sweep, todo)
-            except slurm.SlurmError as e:
-                return _err(str(e))
-            print(f"submitted {len(records)} cell(s)")
-            return 0
-    return _run_local(sweep, todo, args)
+    name = args.executor or manifest["executor"]
+    if name not in executors.names(resumable=True):
+        return _err(f"{sweep.root} was a {name} sweep: pass --executor "
+                    + " or ".join(executors.names(resumable=True)))
+    executor = executors.get(name, _options(args))
+    reason = executor.unavailable_reason()
+    if reason:
+        return _err(f"{reason}; resume this sweep here with --executor local")
+    try:
+        with sweep.lock():   # a second resume waits here, then finds these cells PENDING
+            rows = {r["id"]: r for r in cell_states(sweep)}
+            todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
+            if not todo:
+                print("nothing to resume: every cell is completed, queued or running")
+                return 0
+            for c in todo:   # cells of a dry-run sweep have no cell.json yet
+                if not (sweep.cell_dir(c.id) / "cell.json").exists():
+                    sweep.write_cell(c, manifest["name"])
+            print(f"resuming {len(todo)} cell(s): " + ", ".join(
+                f"{c.id} ({rows[c.id]['state']})" for c in todo))
+            executor.submit(sweep, todo)
+    except executors.ExecutorError as e:
+        return _err(str(e))
+    return executor.wait(sweep, todo)
 
 
 def cmd_cancel(args) -> int:
-    from launcher import slurm
     sweep = Sweep(args.sweep)
     try:
         cells = {c.id for c in sweep.cells()}
@@ -219,22 +178,16 @@ def cmd_cancel(args) -> int:
     if unknown:
         return _err(f"unknown cell id(s) {', '.join(unknown)} in {sweep.root}")
     latest = sweep.latest_submissions()
-    jobs = [latest[c]["job_id"] for c in sorted(wanted)
-            if c in latest and latest[c].get("executor") == "slurm"]
-    try:
-        slurm.cancel(jobs)
-    except slurm.SlurmError as e:
-        return _err(str(e))
-    killed = 0
-    for c in wanted:
-        pid_file = sweep.cell_dir(c) / "local.pid"
-        if c in latest and latest[c].get("executor") == "local" and pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-                killed += 1
-            except (OSError, ValueError):
-                pass
-    print(f"cancelled {len(jobs)} SLURM job(s), {killed} local process(es)")
+    stopped = []
+    for name, cls in executors.REGISTRY.items():
+        if cls.cancels is None:
+            continue
+        subs = {c: latest[c] for c in sorted(wanted) if latest.get(c, {}).get("executor") == name}
+        try:
+            stopped.append(f"{executors.get(name).cancel(sweep, subs)} {cls.cancels}")
+        except executors.ExecutorError as e:
+            return _err(str(e))
+    print("cancelled " + ", ".join(stopped))
     return 0
 
 
@@ -249,9 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="expand a grid file and run or submit its cells")
     s.add_argument("grid", help="grid file, or a shipped grid: "
                    + ", ".join(sorted(p.stem for p in SHIPPED_GRIDS.glob("*.yaml"))))
-    s.add_argument("--executor", choices=EXECUTORS, default="slurm",
-                   help="slurm (default: submit job arrays; needs sbatch), local (run the cells "
-                        "on this machine), dry-run (write the sbatch scripts only)")
+    s.add_argument("--executor", choices=executors.names(), default="slurm",
+                   help=", ".join(f"{n} ({cls.help})" for n, cls in executors.REGISTRY.items()))
     s.add_argument("--out", help="sweep directory (default: sweeps/<grid name>)")
     s.add_argument("--json", action="store_true", help="dry-run: print cells as JSON")
     s.add_argument("--workers", type=int, default=None,
@@ -269,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
     r = sub.add_parser("resume", help="resubmit cells without a COMPLETED result")
     r.add_argument("sweep")
-    r.add_argument("--executor", choices=("slurm", "local"), default=None)
+    r.add_argument("--executor", choices=executors.names(resumable=True), default=None,
+                   help="default: the sweep's own")
     r.add_argument("--workers", type=int, default=None)
     r.add_argument("--cells-per-gpu", type=int, default=1)
     r.set_defaults(func=cmd_resume)

@@ -217,12 +217,12 @@ def _states(sweep: Sweep, results: pd.DataFrame) -> tuple[dict[str, tuple], str]
     """cell id → (state, reason): the launcher's status where SLURM (or a local run) can be
     asked, else the result files."""
     if sweep.latest_submissions():
-        from launcher import slurm
+        from launcher.executors import ExecutorError
         from launcher.status import cell_states
         try:
             rows = cell_states(sweep)
             return {r["id"]: (r["state"], r["reason"]) for r in rows}, "launcher status"
-        except (slurm.SlurmError, OSError) as e:
+        except (ExecutorError, OSError) as e:
             note = f"SLURM not reachable ({type(e).__name__}: {e}); states from the result files"
     else:
         note = "never submitted; states from the result files"

@@ -1,44 +1,28 @@
-"""Every cell's state, from the result files plus ONE sacct call for the whole sweep.
+"""Every cell's state: what its executor's scheduler says (one query per executor for the
+whole sweep, launcher/executors) merged with the cell's result file.
 
-A cell's latest submission decides: while SLURM says it is queued or running, that is its
-state; once it has ended, a result file written after that submission says COMPLETED or
-FAILED (with the trainer's reason); with no such result, SLURM's end state stands (CANCELLED,
-TIMEOUT, PREEMPTED, FAILED: the reason is then the tail of the job's stderr). A cell never
-submitted is MISSING unless it has a COMPLETED result. A cell of a local sweep is PENDING while
-the launcher that queued it lives, NOT_STARTED once it is gone without starting it (Ctrl-C),
-CANCELLED if it was stopped while it ran.
+A cell's latest submission decides. While its scheduler confirms it queued or running, that
+is its state; otherwise a result file written after that submission says COMPLETED or FAILED
+(with the trainer's reason); a result file that cannot be read is FAILED; with neither, the
+scheduler's word stands (CANCELLED, TIMEOUT, PREEMPTED, FAILED with the tail of the job's
+stderr, NOT_STARTED, ...). A cell never submitted is MISSING unless it has a COMPLETED result.
 
 The result file (`result.json`, read by `recsys_core.train.results.read_result`) is a cell's
 one source of truth: status, resume and aggregate read it and nothing else of a finished cell.
 """
 from __future__ import annotations
 
-import json
-import os
-import time
 from pathlib import Path
 
-from launcher import slurm
-from launcher.local import INTERRUPTED_MARK
+from launcher import executors
+from launcher.executors import ACTIVE, FINISHED, STATES, SchedulerState
 from launcher.sweep import Sweep
 from recsys_core.train.results import read_result
 
-STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED",
-          "NOT_STARTED", "MISSING")
-ACTIVE = ("PENDING", "RUNNING")
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")
+__all__ = ["ACTIVE", "FINISHED", "RESUBMIT", "STATES", "cell_states", "counts", "render"]
+
 # What resume resubmits: everything that did not complete and is not queued or running.
 RESUBMIT = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_STARTED", "MISSING")
-ACCOUNTING_LAG_S = 300   # a job sacct doesn't know yet, submitted this recently, is PENDING
-
-
-def _tail(path: Path, lines: int = 5) -> str | None:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return None
-    useful = [line for line in text if line.strip()]
-    return "\n".join(useful[-lines:]) or None
 
 
 def _result(cell_dir: Path) -> tuple[dict | None, float | None, str | None]:
@@ -56,96 +40,58 @@ def _result(cell_dir: Path) -> tuple[dict | None, float | None, str | None]:
     return result, mtime, None
 
 
-def _process_alive(pid, needle: str) -> bool:
-    """pid is a live process whose command line holds `needle` (not a recycled pid)."""
-    try:
-        pid = int(pid)
-        os.kill(pid, 0)
-        return needle in Path(f"/proc/{pid}/cmdline").read_text()
-    except (OSError, ValueError, TypeError):
-        return False
+def scheduler_view(sweep: Sweep, latest: dict[str, dict]) -> dict[str, SchedulerState]:
+    """cell id → its scheduler's state, asking each executor once for its cells."""
+    by_executor: dict[str, dict[str, dict]] = {}
+    for cell_id, sub in latest.items():
+        by_executor.setdefault(sub.get("executor"), {})[cell_id] = sub
+    out: dict[str, SchedulerState] = {}
+    for name, subs in by_executor.items():
+        if name not in executors.REGISTRY:
+            out.update({c: SchedulerState("MISSING", f"submitted by an executor unknown here "
+                                                     f"({name!r})") for c in subs})
+            continue
+        out.update(executors.get(name).scheduler_states(sweep, subs))
+    return out
 
 
-def _alive(pid_file: Path) -> bool:
-    try:
-        return _process_alive(pid_file.read_text(), "train_cell")
-    except OSError:
-        return False
-
-
-def _since(path: Path, t: float) -> bool:
-    """path exists and was written at or after time t (a second of clock slack)."""
-    try:
-        return path.stat().st_mtime >= t - 1
-    except OSError:
-        return False
+def cell_state(sub: dict | None, scheduler: SchedulerState | None, result: dict | None,
+               mtime: float | None, problem: str | None) -> tuple[str, str | None]:
+    """(state, reason) of one cell: the merge described at the top of this file."""
+    if sub is None:
+        completed = result is not None and result.get("status") == "COMPLETED"
+        return ("COMPLETED" if completed else "MISSING"), None
+    written_after = mtime is not None and mtime >= sub["time"] - 1
+    if scheduler is not None and scheduler.confirmed and scheduler.state in ACTIVE:
+        return scheduler.state, None
+    if result is not None and written_after:
+        return result["status"], result.get("reason")
+    if problem and written_after:
+        return "FAILED", problem
+    if scheduler is not None:
+        return scheduler.state, scheduler.reason
+    return "MISSING", None
 
 
 def cell_states(sweep: Sweep) -> list[dict]:
+    """One row per cell of the manifest: id, name, job_id, state, reason (and test Recall@10
+    of a completed cell). Raises ExecutorError if a scheduler cannot be asked."""
     manifest = sweep.manifest()
     latest = sweep.latest_submissions()
-    job_ids = [s["job_id"] for s in latest.values() if s.get("executor") == "slurm"]
-    sacct = slurm.sacct_states(job_ids) if job_ids else {}
+    scheduler = scheduler_view(sweep, latest)
     rows = []
     for cell in manifest["cells"]:
-        cell_dir = sweep.cell_dir(cell["id"])
-        result, mtime, problem = _result(cell_dir)
+        result, mtime, problem = _result(sweep.cell_dir(cell["id"]))
         sub = latest.get(cell["id"])
+        state, reason = cell_state(sub, scheduler.get(cell["id"]), result, mtime, problem)
+        if state == "FAILED" and not reason:
+            reason = "no reason recorded"
         row = {"id": cell["id"], "name": cell["name"], "job_id": sub and sub.get("job_id"),
-               "state": "MISSING", "reason": None}
-        fresh = result is not None and (sub is None or mtime >= sub["time"] - 1)
-        if sub is None:
-            if result and result.get("status") == "COMPLETED":
-                row["state"] = "COMPLETED"
-        elif sub.get("executor") == "local":
-            stale = mtime is not None and mtime < sub["time"] - 1
-            row.update(_local_state(cell_dir, sub, result if fresh else None,
-                                    None if stale else problem))
-        elif sub.get("executor") == "slurm" and \
-                sacct.get(sub["job_id"], {}).get("state") in ACTIVE:
-            row["state"] = sacct[sub["job_id"]]["state"]
-        elif fresh:
-            row["state"] = result["status"]
-            row["reason"] = result.get("reason")
-        elif problem:
-            row.update(state="FAILED", reason=problem)
-        elif sub.get("executor") == "slurm" and sub["job_id"] in sacct:
-            state = sacct[sub["job_id"]]["state"]
-            row["state"] = "FAILED" if state == "COMPLETED" else state   # ended without a result
-            if row["state"] not in STATES:
-                row["state"] = "FAILED"
-            row["reason"] = _tail(slurm.log_paths(sweep, sub["job_id"])[1]) or \
-                f"job {sub['job_id']} ended {sacct[sub['job_id']]['raw']} without a result file"
-        elif sub.get("executor") == "slurm" and time.time() - sub["time"] < ACCOUNTING_LAG_S:
-            row["state"] = "PENDING"      # just submitted: slurmdbd has not recorded it yet
-        elif sub.get("executor") == "slurm":
-            row["reason"] = f"job {sub['job_id']} is unknown to sacct"
-        if row["state"] == "FAILED" and not row["reason"]:
-            row["reason"] = "no reason recorded"
-        if result is not None and row["state"] == "COMPLETED":
+               "state": state if state in STATES else "FAILED", "reason": reason}
+        if result is not None and state == "COMPLETED":
             row["test_recall@10"] = result.get("test_recall@10")
         rows.append(row)
     return rows
-
-
-def _local_state(cell_dir: Path, sub: dict, result: dict | None, problem: str | None) -> dict:
-    """A cell of a local sweep, from its files and the launcher that queued it."""
-    started = _since(cell_dir / "local.pid", sub["time"])
-    if started and _alive(cell_dir / "local.pid"):
-        return {"state": "RUNNING"}
-    if result is not None:
-        return {"state": result["status"], "reason": result.get("reason")}
-    if problem:
-        return {"state": "FAILED", "reason": problem}
-    if _since(cell_dir / INTERRUPTED_MARK, sub["time"]):
-        return {"state": "CANCELLED", "reason": "interrupted: the local sweep was stopped "
-                                                "while it ran (resume runs it again)"}
-    if started:
-        return {"state": "FAILED", "reason": _tail(cell_dir / "local.err") or "no result file"}
-    if _process_alive(sub.get("launcher_pid"), "launcher"):
-        return {"state": "PENDING", "reason": None}
-    return {"state": "NOT_STARTED",
-            "reason": "not started: the local sweep stopped before it (resume runs it)"}
 
 
 def counts(rows: list[dict]) -> dict[str, int]:

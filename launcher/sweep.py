@@ -46,7 +46,7 @@ def code_version() -> dict:
         return {"git_sha": None, "dirty": None}
 
 
-def job_params(cell: Cell) -> dict:
+def params_for_job(cell: Cell) -> dict:
     """What the job trains with: a cell with several GPUs (gpus × nodes) runs one data-parallel
     process per GPU, unless the grid set num_processes itself (e.g. CPU processes)."""
     gpus = cell.resources.gpus * cell.resources.nodes
@@ -133,7 +133,7 @@ class Sweep:
     def write_cell(self, cell: Cell, sweep_name: str) -> None:
         """cell.json: what the job callable reads (id, sweep name, parameters)."""
         text = json.dumps({"id": cell.id, "name": cell.name, "sweep": sweep_name,
-                           "params": job_params(cell)}, indent=1, sort_keys=True) + "\n"
+                           "params": params_for_job(cell)}, indent=1, sort_keys=True) + "\n"
         atomic_write_text(self.cell_dir(cell.id) / "cell.json", text)
 
     # --- reading -------------------------------------------------------------------------------

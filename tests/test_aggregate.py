@@ -242,7 +242,7 @@ def test_a_changed_result_is_read_again(sweep, tmp_path):
 
 
 def test_states_from_the_launcher_status_when_submitted(sweep, tmp_path, monkeypatch):
-    from launcher import slurm
+    from launcher.executors import slurm
     sweep.record_submissions([{"cell": c.id, "executor": "local", "job_id": None, "time": 0}
                                for c in sweep.cells()])
     cells = pd.read_csv(aggregate(sweep, tmp_path) / "cells.csv")

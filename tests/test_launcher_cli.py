@@ -112,7 +112,7 @@ def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
     holds more than two cells at once (the cell processes are replaced by a recorder)."""
     import threading
     import time
-    from launcher import local
+    from launcher.executors import local
     from launcher.grid import expand, load_grid
     from launcher.sweep import Sweep
     grid = tmp_path / "g.yaml"

@@ -1,5 +1,10 @@
 """The local executor: the same job callable on this machine, N cells at a time.
 
+A cell is PENDING while the launcher that queued it lives, RUNNING while its process lives,
+NOT_STARTED once that launcher is gone without starting it (Ctrl-C), CANCELLED if it was
+stopped while it ran (`local.interrupted` in its folder), FAILED if its process ended without
+a result (the tail of local.err says why).
+
 Each cell runs as `python -m jobs.train_cell CELL_DIR` in its own process (so a crash or a
 CUDA context never leaks into the next cell), through a queue of `workers` slots. With GPUs, a
 cell takes the GPUs its resources ask for (`gpus` x `nodes`: a multi-GPU cell gets that many
@@ -12,14 +17,18 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from launcher.executors.base import tail, Executor, ExecutorError, SchedulerState
 from launcher.grid import Cell
 from launcher.sweep import Sweep
+from recsys_core.cli import INTERRUPTED
+from recsys_core.train.results import read_result
 
 
 def visible_gpus() -> list[str]:
@@ -76,10 +85,8 @@ class Interrupted(Exception):
         self.codes, self.stopped, self.not_started = codes, stopped, not_started
 
 
-def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
-              log=print, cells_per_gpu: int = 1) -> dict[str, int]:
-    """Run cells and wait for all of them; returns cell id → exit code. Ctrl-C stops the
-    running cells (SIGTERM, then SIGKILL) and raises `Interrupted`."""
+def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[list[str], int]:
+    """(visible GPUs, cells at a time), or ValueError if these cells cannot run here so."""
     gpus = visible_gpus()
     if cells_per_gpu < 1:
         raise ValueError(f"--cells-per-gpu {cells_per_gpu}: must be at least 1")
@@ -93,6 +100,14 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
         workers = len(gpus) * cells_per_gpu or 1
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be at least 1")
+    return gpus, workers
+
+
+def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
+              log=print, cells_per_gpu: int = 1) -> dict[str, int]:
+    """Run cells and wait for all of them; returns cell id → exit code. Ctrl-C stops the
+    running cells (SIGTERM, then SIGKILL) and raises `Interrupted`."""
+    gpus, workers = plan(cells, workers, cells_per_gpu)
     pool = GpuPool(gpus, cells_per_gpu)
     todo: queue.Queue = queue.Queue()
     for c in cells:
@@ -101,9 +116,6 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     codes: dict[str, int] = {}
     running: dict[str, list] = {}        # cell id → [process, time it ended or None]
     stopping = threading.Event()
-    # launcher_pid: while this process lives, a cell not started yet is queued (PENDING)
-    sweep.record_submissions([{"cell": c.id, "executor": "local", "job_id": None,
-                               "launcher_pid": os.getpid()} for c in cells])
 
     def worker() -> None:
         while not stopping.is_set():
@@ -168,7 +180,6 @@ def _stop(sweep: Sweep, running: dict[str, list], since: float, grace_s: float =
 
 def _completed(cell_dir: Path) -> bool:
     """The cell's process of this run (started when it wrote local.pid) left a COMPLETED result."""
-    from recsys_core.train.results import read_result
     try:
         result = read_result(cell_dir)
         return bool(result) and result.get("status") == "COMPLETED" and \
@@ -197,3 +208,90 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
     log(f"{cell.id} {cell.name}: exit {code} after {time.time() - started:.1f}s"
         + (f" on GPU {','.join(gpus)}" if gpus else ""))
     return code
+
+
+def _process_alive(pid, needle: str) -> bool:
+    """pid is a live process whose command line holds `needle` (not a recycled pid)."""
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+        return needle in Path(f"/proc/{pid}/cmdline").read_text()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _since(path: Path, t: float) -> bool:
+    """path exists and was written at or after time t (a second of clock slack)."""
+    try:
+        return path.stat().st_mtime >= t - 1
+    except OSError:
+        return False
+
+
+class LocalExecutor(Executor):
+    name = "local"
+    help = "run the cells on this machine"
+    cancels = "local process(es)"
+
+    def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
+        try:
+            plan(cells, self.options.workers, self.options.cells_per_gpu)
+        except ValueError as e:
+            raise ExecutorError(str(e)) from None
+        # launcher_pid: while this process lives, a cell not started yet is queued (PENDING)
+        sweep.record_submissions([{"cell": c.id, "executor": self.name, "job_id": None,
+                                   "launcher_pid": os.getpid()} for c in cells])
+
+    def wait(self, sweep: Sweep, cells: list[Cell]) -> int:
+        print(f"running {len(cells)} cells locally → {sweep.root}", flush=True)
+        try:
+            codes = run_cells(sweep, cells, self.options.workers,
+                              cells_per_gpu=self.options.cells_per_gpu)
+        except Interrupted as e:
+            ok = sum(code == 0 for code in e.codes.values())
+            print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
+                  f"failed), {len(e.stopped)} interrupted, {len(e.not_started)} not started; "
+                  f"`python -m launcher resume {sweep.root}` runs the rest", file=sys.stderr)
+            return INTERRUPTED
+        failed = [c for c, code in codes.items() if code != 0]
+        print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
+        return 1 if failed else 0
+
+    def scheduler_states(self, sweep: Sweep, submissions: dict[str, dict]
+                         ) -> dict[str, SchedulerState]:
+        return {cid: self._state(sweep.cell_dir(cid), sub) for cid, sub in submissions.items()}
+
+    @staticmethod
+    def _state(cell_dir: Path, sub: dict) -> SchedulerState:
+        started = _since(cell_dir / "local.pid", sub["time"])
+        if started and _alive(cell_dir / "local.pid"):
+            return SchedulerState("RUNNING")
+        if _since(cell_dir / INTERRUPTED_MARK, sub["time"]):
+            return SchedulerState("CANCELLED", "interrupted: the local sweep was stopped "
+                                               "while it ran (resume runs it again)")
+        if started:
+            return SchedulerState("FAILED", tail(cell_dir / "local.err") or "no result file")
+        if _process_alive(sub.get("launcher_pid"), "launcher"):
+            return SchedulerState("PENDING", confirmed=False)
+        return SchedulerState("NOT_STARTED", "not started: the local sweep stopped before it "
+                                             "(resume runs it)")
+
+    def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
+        killed = 0
+        for cid in submissions:
+            try:
+                os.kill(int((sweep.cell_dir(cid) / "local.pid").read_text()), signal.SIGTERM)
+                killed += 1
+            except (OSError, ValueError):
+                pass
+        return killed
+
+    def log_paths(self, sweep: Sweep, cell_id: str, submission: dict) -> list[Path]:
+        return [sweep.cell_dir(cell_id) / "local.out", sweep.cell_dir(cell_id) / "local.err"]
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        return _process_alive(pid_file.read_text(), "train_cell")
+    except OSError:
+        return False

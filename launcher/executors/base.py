@@ -1,0 +1,96 @@
+"""What every executor is: the one seam between a sweep and where its cells run.
+
+A sweep command asks an executor, by name, four things: can it run from here
+(`unavailable_reason`), to take the cells (`submit`, under the sweep's lock, so two commands
+never submit the same cells), to see them through (`wait`, after the lock is released), and
+later, for `status`, what its scheduler says of each cell it was given (`scheduler_states`);
+`cancel` stops cells. Everything else a cell's state needs comes from its result file
+(launcher/status.py merges the two). A new executor is one module with a subclass of
+`Executor` and one line in launcher/executors/__init__.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from launcher.grid import Cell
+from launcher.sweep import Sweep
+
+# A cell's states, as status shows them. ACTIVE: the scheduler has it; FINISHED: it ended.
+STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED",
+          "NOT_STARTED", "MISSING")
+ACTIVE = ("PENDING", "RUNNING")
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED")
+
+
+class ExecutorError(RuntimeError):
+    """The scheduler refused or could not be asked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line's say in how cells run (each executor reads what concerns it)."""
+    workers: int | None = None          # local: cells at a time
+    cells_per_gpu: int = 1              # local: cells sharing one GPU
+    json: bool = False                  # dry-run: the cells as JSON on stdout
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    """What an executor knows of a cell's latest submission. A confirmed ACTIVE state wins
+    over any result file; anything else (an ended state, or a guess such as "queued, the
+    accounting has not caught up yet") stands only where the cell left no result written
+    after the submission."""
+    state: str
+    reason: str | None = None
+    confirmed: bool = True
+
+
+class Executor:
+    name: ClassVar[str]
+    help: ClassVar[str]
+    records_submissions: ClassVar[bool] = True   # False: a dry run (nothing to resume or cancel)
+    cancels: ClassVar[str | None] = None         # what `cancel` stops, e.g. "SLURM job(s)"
+
+    def __init__(self, options: Options = Options()):
+        self.options = options
+
+    def unavailable_reason(self) -> str | None:
+        """Why cells cannot be submitted from here (asked before anything is written)."""
+        return None
+
+    def preview(self, cells: list[Cell]) -> None:
+        """Shown before the sweep folder is written."""
+
+    def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
+        """Hand the cells over and record their submissions (`sweep.record_submissions`).
+        Runs under the sweep's lock. Raises ExecutorError if refused."""
+        raise NotImplementedError
+
+    def wait(self, sweep: Sweep, cells: list[Cell]) -> int:
+        """After `submit`, outside the lock: the exit code of the command (0: all is well)."""
+        return 0
+
+    def scheduler_states(self, sweep: Sweep, submissions: dict[str, dict]
+                         ) -> dict[str, SchedulerState]:
+        """cell id → what the scheduler says of its latest submission (given: cell id → that
+        submission, for the cells this executor ran). One scheduler query for them all."""
+        return {}
+
+    def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
+        """Stop these cells' latest submissions; how many jobs or processes were stopped."""
+        return 0
+
+    def log_paths(self, sweep: Sweep, cell_id: str, submission: dict) -> list[Path]:
+        """Where the cell's job wrote its output (for people; status reads the stderr tail)."""
+        return []
+
+
+def tail(path: Path, lines: int = 5) -> str | None:
+    """The last non-empty lines of a log (a failed job's reason), None if there are none."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return "\n".join([line for line in text if line.strip()][-lines:]) or None

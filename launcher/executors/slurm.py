@@ -1,0 +1,234 @@
+"""The SLURM executor: cells → submitit job arrays (one sbatch per group of identical
+resources), job states from one sacct call, scancel.
+
+Only ids, paths and validated resource values reach sbatch; a cell's parameters travel in its
+cell.json and the job's pickle, never through a shell. Secrets (WANDB_API_KEY, ...) reach the
+job through the environment sbatch exports from the submitting shell, not through any file.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import submitit
+
+from jobs.train_cell import TrainCell
+from launcher.executors.base import tail, ACTIVE, STATES, Executor, ExecutorError, SchedulerState
+from launcher.grid import Cell, Resources
+from launcher.sweep import Sweep
+
+DEFAULT_ARRAY_PARALLELISM = 64
+MAX_REQUEUES = 3
+ACCOUNTING_LAG_S = 300   # a job sacct doesn't know yet, submitted this recently, is PENDING
+# sacct states → the launcher's states
+SACCT_STATES = {
+    "PENDING": "PENDING", "REQUEUED": "PENDING", "RESV_DEL_HOLD": "PENDING",
+    "REQUEUE_FED": "PENDING", "REQUEUE_HOLD": "PENDING", "SUSPENDED": "PENDING",
+    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "CONFIGURING": "RUNNING",
+    "STAGE_OUT": "RUNNING", "SIGNALING": "RUNNING", "RESIZING": "RUNNING",
+    "COMPLETED": "COMPLETED", "CANCELLED": "CANCELLED", "TIMEOUT": "TIMEOUT",
+    "PREEMPTED": "PREEMPTED", "FAILED": "FAILED", "NODE_FAIL": "FAILED",
+    "OUT_OF_MEMORY": "FAILED", "BOOT_FAIL": "FAILED", "DEADLINE": "TIMEOUT",
+}
+_SAFE = re.compile(r"^[^\x00-\x1f\x7f]*$")   # no newline or control character in #SBATCH lines
+
+
+class SlurmError(ExecutorError):
+    pass
+
+
+def sbatch_parameters(res: Resources, job_name: str, parallelism: int) -> dict:
+    """Resources → submitit.SlurmExecutor parameters (SLURM's own names). A multi-GPU cell
+    runs one task per node that starts `accelerate launch` with one process per GPU (the
+    layout Accelerate needs)."""
+    params = {"job_name": job_name, "nodes": res.nodes, "ntasks_per_node": 1,
+              "array_parallelism": parallelism,
+              "additional_parameters": dict(res.slurm_extra)}
+    for key, value in (("time", res.time_minutes), ("gpus_per_node", res.gpus or None),
+                       ("cpus_per_task", res.cpus), ("partition", res.partition),
+                       ("account", res.account), ("qos", res.qos),
+                       ("constraint", res.constraint), ("mem", res.mem)):
+        if value is not None:
+            params[key] = value
+    for key, value in [*params.items(), *params["additional_parameters"].items()]:
+        if isinstance(value, str) and not _SAFE.match(value):
+            raise SlurmError(f"resource {key}={value!r} contains a control character (newline?); "
+                             "it would break the sbatch script")
+    return params
+
+
+def groups(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """Cells with identical resources share one job array."""
+    out: dict[str, list[Cell]] = defaultdict(list)
+    keys: dict[int, str] = {}      # cells share Resources objects: describe each once
+    for c in cells:
+        key = keys.get(id(c.resources))
+        if key is None:
+            key = keys[id(c.resources)] = repr(sorted(asdict(c.resources).items()))
+        out[key].append(c)
+    return dict(out)
+
+
+def job_name(sweep_name: str, cells: list[Cell]) -> str:
+    # Array tasks share one job name; a single cell's job is named by its id.
+    name = cells[0].id if len(cells) == 1 else f"{sweep_name}-{len(cells)}cells"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100]
+
+
+def describe(res: Resources) -> str:
+    """A resource group in a line: the values set, e.g. `partition=gpu gpus=1 time=04:00:00`."""
+    return " ".join(f"{k}={v}" for k, v in asdict(res).items() if v not in (None, {}, 0)) or \
+        "(cluster defaults)"
+
+
+def job_folder(sweep: Sweep) -> Path:
+    return sweep.root / "slurm" / "%j"
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+    help = "default: submit job arrays; needs sbatch"
+    cancels = "SLURM job(s)"
+
+    def unavailable_reason(self) -> str | None:
+        """No sbatch, or a controller that does not answer."""
+        if shutil.which("sbatch") is None:
+            return "SLURM is not installed here (no sbatch on the PATH)"
+        try:
+            proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                                  timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"sinfo failed ({e})"
+        if proc.returncode != 0:
+            said = " / ".join(x.strip() for x in proc.stderr.splitlines() if x.strip())
+            return f"the SLURM controller does not answer (sinfo: {said or f'exit {proc.returncode}'})"
+        return None
+
+    def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
+        name = sweep.manifest()["name"]
+        limit = max_array_size()
+        records: list[dict] = []
+        for group in groups(cells).values():
+            for start in range(0, len(group), limit):    # arrays larger than the cluster allows
+                chunk = group[start:start + limit]
+                ex = submitit.SlurmExecutor(folder=job_folder(sweep))
+                ex.update_parameters(**sbatch_parameters(chunk[0].resources, job_name(name, chunk),
+                                                         DEFAULT_ARRAY_PARALLELISM))
+                try:   # submitit prints sbatch's stderr too: it is in the one-line error instead
+                    with contextlib.redirect_stderr(io.StringIO()), ex.batch():
+                        jobs = [ex.submit(TrainCell(str(sweep.cell_dir(c.id)), MAX_REQUEUES))
+                                for c in chunk]
+                except (submitit.core.utils.FailedJobError, OSError) as e:
+                    said = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())
+                    before = f"; {len(records)} cell(s) of other groups were submitted" \
+                        if records else ""
+                    raise SlurmError(f"sbatch refused the {len(chunk)} cell(s) with resources "
+                                     f"{describe(chunk[0].resources)} (first: {chunk[0].name}): "
+                                     f"{said}{before}") from None
+                chunk_records = [{"cell": c.id, "executor": self.name, "job_id": str(job.job_id)}
+                                 for c, job in zip(chunk, jobs)]
+                sweep.record_submissions(chunk_records)
+                records += chunk_records
+        arrays = sorted({r["job_id"].split("_")[0] for r in records})
+        print(f"submitted {len(records)} cells as {len(arrays)} array job(s) "
+              f"{', '.join(arrays)} → {sweep.root}")
+
+    def scheduler_states(self, sweep: Sweep, submissions: dict[str, dict]
+                         ) -> dict[str, SchedulerState]:
+        sacct = sacct_states([s["job_id"] for s in submissions.values()])
+        out = {}
+        for cell_id, sub in submissions.items():
+            job = sub["job_id"]
+            if job in sacct:
+                state = sacct[job]["state"]
+                if state not in ACTIVE:   # ended: stands only where no result was written
+                    state = "FAILED" if state == "COMPLETED" or state not in STATES else state
+                    reason = tail(self.log_paths(sweep, cell_id, sub)[1]) or \
+                        f"job {job} ended {sacct[job]['raw']} without a result file"
+                    out[cell_id] = SchedulerState(state, reason)
+                else:
+                    out[cell_id] = SchedulerState(state)
+            elif time.time() - sub["time"] < ACCOUNTING_LAG_S:
+                out[cell_id] = SchedulerState("PENDING", confirmed=False)   # not in slurmdbd yet
+            else:
+                out[cell_id] = SchedulerState("MISSING", f"job {job} is unknown to sacct")
+        return out
+
+    def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
+        job_ids = [s["job_id"] for s in submissions.values()]
+        if not job_ids:
+            return 0
+        try:
+            proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SlurmError(f"scancel could not be run ({e}); is SLURM reachable here?") from None
+        if proc.returncode != 0:
+            said = " / ".join(x.strip() for x in proc.stderr.splitlines() if x.strip())
+            raise SlurmError(f"scancel failed: {said or f'exit {proc.returncode}'}")
+        return len(job_ids)
+
+    def log_paths(self, sweep: Sweep, cell_id: str, submission: dict) -> list[Path]:
+        job = submission["job_id"]
+        folder = sweep.root / "slurm" / job
+        return [folder / f"{job}_0_log.out", folder / f"{job}_0_log.err"]
+
+
+def max_array_size() -> int:
+    """Tasks per array the cluster accepts (MaxArraySize - 1 is the largest index)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                             timeout=30).stdout
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        return max(int(match.group(1)) - 1, 1) if match else 1000
+    except (OSError, subprocess.SubprocessError):
+        return 1000
+
+
+def sacct_states(job_ids: list[str]) -> dict[str, dict]:
+    """job id (e.g. '123_4' or '125') → {state, exit_code, raw}, from ONE sacct call."""
+    if not job_ids:
+        return {}
+    # Array tasks are addressed through their array job id; ask once for every array.
+    arrays = sorted({j.split("_")[0] for j in job_ids}, key=lambda s: int(s) if s.isdigit() else s)
+    cmd = ["sacct", "-X", "-n", "-P", "-D", "-o", "JobID,State,ExitCode,Start,End",
+           "-j", ",".join(arrays)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SlurmError(f"sacct could not be run ({e}); is SLURM reachable here?") from None
+    if proc.returncode != 0:
+        raise SlurmError(f"{shlex.join(cmd[:6])} ... failed: {proc.stderr.strip()}")
+    states: dict[str, dict] = {}
+    for line in proc.stdout.splitlines():   # -D lists requeued runs too; the last line wins
+        parts = line.split("|")
+        if len(parts) < 3:
+            continue
+        job, state, exit_code = parts[0], parts[1].split()[0], parts[2]
+        entry = {"state": SACCT_STATES.get(state, state), "exit_code": exit_code, "raw": state}
+        if "[" in job:   # a pending array summary line like 123_[0-9%4]
+            base, rng = job.split("_[", 1)
+            for task in _expand_range(rng.rstrip("]").split("%")[0]):
+                states[f"{base}_{task}"] = dict(entry)
+            continue
+        states[job] = entry
+    return states
+
+
+def _expand_range(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out

@@ -1,0 +1,83 @@
+"""The executor seam: a new executor is one subclass and one `register` line. Shown with an
+executor defined here that runs cells in this process, through the public CLI (sweep, status,
+resume, cancel) with nothing else of the launcher changed."""
+import json
+
+import pytest
+
+from jobs.train_cell import TrainCell
+from launcher import executors
+from launcher.__main__ import main as launcher_main
+from launcher.executors import Executor, SchedulerState
+
+TINY = {"dataset": "synthetic", "synthetic": {"n_users": 60, "n_items": 30,
+                                             "n_interactions": 900, "seed": 3},
+        "max_len": 6, "embedding_dim": 8, "num_heads": 1, "num_blocks": 1, "batch_size": 32,
+        "wandb_mode": "disabled", "device": "cpu", "epochs": 1}
+
+
+class InProcessExecutor(Executor):
+    """Runs each cell's job callable here, one after another; a cell whose model is `pop`
+    is 'held' by its scheduler (queued) until cancelled."""
+    name = "in-process"
+    help = "run the cells in this process (a test)"
+    cancels = "held cell(s)"
+    held: set[str] = set()
+    cancelled: set[str] = set()
+
+    def submit(self, sweep, cells):
+        sweep.record_submissions([{"cell": c.id, "executor": self.name, "job_id": f"ip-{c.id}"}
+                                  for c in cells])
+
+    def wait(self, sweep, cells):
+        for c in cells:
+            if c.params["model"] == "pop" and c.id not in self.cancelled:
+                self.held.add(c.id)
+            else:
+                TrainCell(str(sweep.cell_dir(c.id)))()
+        return 0
+
+    def scheduler_states(self, sweep, submissions):
+        return {c: SchedulerState("PENDING") if c in self.held else
+                SchedulerState("CANCELLED", "cancelled by the test") for c in submissions}
+
+    def cancel(self, sweep, submissions):
+        stopped = self.held & set(submissions)
+        self.held -= stopped
+        self.cancelled |= stopped
+        return len(stopped)
+
+
+@pytest.fixture
+def in_process():
+    executors.register(InProcessExecutor)
+    yield InProcessExecutor
+    del executors.REGISTRY[InProcessExecutor.name]
+
+
+def test_a_registered_executor_runs_through_every_command(in_process, tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "ip", "fixed": TINY,
+                                "grid": {"model": ["gru4rec", "pop"]}}))
+    out = tmp_path / "s"
+    assert launcher_main(["sweep", str(grid), "--executor", "in-process", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert launcher_main(["status", str(out), "--json"]) == 0
+    states = {r["name"].split("-")[0]: r["state"] for r in json.loads(capsys.readouterr().out)}
+    assert states == {"gru4rec": "COMPLETED", "pop": "PENDING"}   # pop: held by its scheduler
+
+    assert launcher_main(["cancel", str(out)]) == 0
+    assert "1 held cell(s)" in capsys.readouterr().out
+    assert launcher_main(["status", str(out), "--json"]) == 0
+    rows = {r["name"].split("-")[0]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["pop"]["state"] == "CANCELLED" and rows["pop"]["reason"] == "cancelled by the test"
+
+    assert launcher_main(["resume", str(out)]) == 0    # the sweep's own executor, by name
+    assert "resuming 1 cell(s)" in capsys.readouterr().out
+    assert launcher_main(["status", str(out), "--json"]) == 0
+    assert {r["state"] for r in json.loads(capsys.readouterr().out)} == {"COMPLETED"}
+
+
+def test_unknown_executor_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: slurm, local, dry-run"):
+        executors.get("kubernetes")
