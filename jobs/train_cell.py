@@ -30,21 +30,19 @@ REQUEUES_FILE = "requeues.json"
 DEFAULT_MAX_REQUEUES = 3
 
 
-def read_cell(cell_dir: Path) -> dict:
+def read_cell(cell_dir: Path):
+    """(TrainConfig, DebugHooks) of a cell, as the launcher wrote them to cell.json; the run's
+    folder is the cell's folder."""
+    from recsys_core.train.config import TrainConfig
+    from recsys_core.train.hooks import DebugHooks
     path = Path(cell_dir) / CELL_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RuntimeError(f"{path}: cannot read the cell description: {e}") from e
-
-
-def train_config(cell_dir: Path):
-    """The TrainConfig of a cell: its parameters plus what the launcher owns (out, ids)."""
-    from recsys_core.train.config import TrainConfig
-    cell = read_cell(cell_dir)
-    values = {**cell["params"], "out": str(cell_dir), "run_id": cell["id"],
-              "wandb_group": cell.get("sweep")}
-    return TrainConfig.from_dict(values, str(Path(cell_dir) / CELL_FILE))
+        cell = json.loads(path.read_text())
+        config = cell["config"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RuntimeError(f"{path}: cannot read the cell's config: {e!r}") from e
+    return (TrainConfig.from_dict({**config, "out": str(cell_dir)}, str(path)),
+            DebugHooks.from_dict(cell.get("debug_hooks") or {}, str(path)))
 
 
 INSIDE_LAUNCH = "RECSYS_INSIDE_ACCELERATE_LAUNCH"
@@ -94,10 +92,10 @@ class TrainCell(submitit.helpers.Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self) -> dict:
-        from recsys_core.train import run
-        from recsys_core.train.loop import print_progress
         from recsys_core.atomic import atomic_write_text
-        cfg = train_config(Path(self.cell_dir))
+        from recsys_core.cli import print_progress
+        from recsys_core.train import run
+        cfg, hooks = read_cell(Path(self.cell_dir))
         if cfg.num_processes > 1 and os.environ.get(INSIDE_LAUNCH) != "1":
             return self.launch_processes(cfg)
         # Who runs this cell now: status and operators (and the kill -9 test) read it.
@@ -105,7 +103,7 @@ class TrainCell(submitit.helpers.Checkpointable):
             {"pid": os.getpid(), "host": os.uname().nodename,
              "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
              "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
-        record = run(cfg, progress=print_progress)     # one line per epoch in the job's log
+        record = run(cfg, progress=print_progress, hooks=hooks)   # a line per epoch in the log
         if record["status"] != "COMPLETED":
             # The result file already says FAILED and why; fail the job too, so SLURM agrees.
             raise RuntimeError(f"cell {Path(self.cell_dir).name} {record['status']}: {record['reason']}")
@@ -123,8 +121,11 @@ class TrainCell(submitit.helpers.Checkpointable):
             env["ACCELERATE_USE_CPU"] = "1"     # gloo; `--cpu` would silently run ONE process
         print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, env=env)
-        result = json.loads((Path(self.cell_dir) / "result.json").read_text()) \
-            if (Path(self.cell_dir) / "result.json").exists() else {}
+        from recsys_core.train.results import read_result
+        try:
+            result = read_result(Path(self.cell_dir)) or {}
+        except ValueError:
+            result = {}
         if proc.returncode != 0 or result.get("status") != "COMPLETED":
             raise RuntimeError(f"cell {Path(self.cell_dir).name}: accelerate launch exit "
                                f"{proc.returncode}, status {result.get('status')}: {result.get('reason')}")
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m jobs.train_cell CELL_DIR", file=sys.stderr)
         return 2
-    from recsys_core.train.loop import close_process_group
+    from recsys_core.cli import close_process_group
     try:
         TrainCell(argv[0])()
     except (RuntimeError, ValueError) as e:   # a failed run, a bad cell.json
@@ -161,5 +162,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from recsys_core.train.loop import exit_cli
+    from recsys_core.cli import exit_cli
     exit_cli(main())

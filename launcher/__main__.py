@@ -20,7 +20,7 @@ from pathlib import Path
 
 from launcher import executors
 from launcher.grid import GridError, load_grid, expand
-from launcher.sweep import Sweep, check_processes
+from launcher.sweep import Sweep
 from recsys_core.cli import ArgumentParser, guarded
 
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
@@ -80,7 +80,6 @@ def cmd_sweep(args) -> int:
     try:
         grid = load_grid(grid_path(args.grid))
         cells = select(expand(grid), args.where, str(grid.path))
-        check_processes(cells, str(grid.path))
     except (GridError, OSError, ValueError) as e:
         return _err(str(e))
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
@@ -156,9 +155,8 @@ def cmd_resume(args) -> int:
             if not todo:
                 print("nothing to resume: every cell is completed, queued or running")
                 return 0
-            for c in todo:   # cells of a dry-run sweep have no cell.json yet
-                if not (sweep.cell_dir(c.id) / "cell.json").exists():
-                    sweep.write_cell(c, manifest["name"])
+            for c in todo:   # from the manifest: a dry-run sweep's cells have none yet
+                sweep.write_cell(c)
             print(f"resuming {len(todo)} cell(s): " + ", ".join(
                 f"{c.id} ({rows[c.id]['state']})" for c in todo))
             executor.submit(sweep, todo)

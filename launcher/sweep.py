@@ -25,10 +25,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from launcher.grid import Cell, Resources
+from launcher.grid import Cell, Resources, cell_config
+from recsys_core.train.hooks import HOOK_KEYS
 from recsys_core.atomic import atomic_write_text
 
 MANIFEST = "manifest.json"
+CELL_FILE = "cell.json"
 SUBMISSIONS = "submissions.jsonl"
 
 
@@ -44,23 +46,6 @@ def code_version() -> dict:
         return {"git_sha": sha, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "dirty": None}
-
-
-def params_for_job(cell: Cell) -> dict:
-    """What the job trains with: a cell with several GPUs (gpus × nodes) runs one data-parallel
-    process per GPU, unless the grid set num_processes itself (e.g. CPU processes)."""
-    gpus = cell.resources.gpus * cell.resources.nodes
-    if gpus > 1 and "num_processes" not in cell.params:
-        return {**cell.params, "num_processes": gpus}
-    return cell.params
-
-
-def check_processes(cells: list[Cell], source: str) -> None:
-    for c in cells:
-        n, gpus = c.params.get("num_processes"), c.resources.gpus * c.resources.nodes
-        if n is not None and gpus and n != gpus:
-            raise ValueError(f"{source}: cell {c.name}: num_processes={n} but the job gets "
-                             f"{gpus} GPUs (gpus × nodes); one process per GPU")
 
 
 def cell_records(cells: list[Cell]) -> list[dict]:
@@ -125,16 +110,20 @@ class Sweep:
         shutil.copyfile(grid_file, sweep.root / ".grid.yaml.tmp")
         os.replace(sweep.root / ".grid.yaml.tmp", sweep.root / "grid.yaml")
         for c in cells if write_cells else ():
-            sweep.write_cell(c, name)
+            sweep.write_cell(c)
         # Compact JSON: the C encoder writes a 10,000-cell manifest in milliseconds.
         atomic_write_text(sweep.manifest_path, json.dumps(manifest) + "\n")
         return sweep
 
-    def write_cell(self, cell: Cell, sweep_name: str) -> None:
-        """cell.json: what the job callable reads (id, sweep name, parameters)."""
-        text = json.dumps({"id": cell.id, "name": cell.name, "sweep": sweep_name,
-                           "params": params_for_job(cell)}, indent=1, sort_keys=True) + "\n"
-        atomic_write_text(self.cell_dir(cell.id) / "cell.json", text)
+    def write_cell(self, cell: Cell) -> None:
+        """cell.json: what the job callable reads. `config` is the cell's TrainConfig as the
+        grid built it (less `out`: the job trains in the folder cell.json is in); `params`,
+        what the grid file set, is for people."""
+        text = json.dumps({"id": cell.id, "name": cell.name, "sweep": cell.config.wandb_group,
+                           "params": cell.params, "debug_hooks": cell.hooks,
+                           "config": cell.config.model_dump(exclude={"out"})},
+                          indent=1, sort_keys=True) + "\n"
+        atomic_write_text(self.cell_dir(cell.id) / CELL_FILE, text)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -147,8 +136,15 @@ class Sweep:
             raise ValueError(f"{self.manifest_path}: unreadable manifest: {e}") from e
 
     def cells(self) -> list[Cell]:
-        return [Cell(id=c["id"], name=c["name"], params=c["params"],
-                     resources=Resources(**c["resources"])) for c in self.manifest()["cells"]]
+        manifest = self.manifest()
+        cells = []
+        for c in manifest["cells"]:
+            res = Resources(**c["resources"])
+            config = cell_config(c["params"], res, c["id"], manifest["name"],
+                                 f"{self.manifest_path}: cell {c['name']}")
+            cells.append(Cell(c["id"], c["name"], c["params"], res, config,
+                              {k: v for k, v in c["params"].items() if k in HOOK_KEYS}))
+        return cells
 
     # --- submissions ---------------------------------------------------------------------------
 

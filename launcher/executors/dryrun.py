@@ -14,7 +14,7 @@ from launcher.executors.base import Executor
 from launcher.executors.slurm import (DEFAULT_ARRAY_PARALLELISM, groups, job_folder, job_name,
                                       sbatch_parameters)
 from launcher.grid import Cell
-from launcher.sweep import Sweep, cell_records, params_for_job
+from launcher.sweep import Sweep, cell_records
 
 
 class ScriptWriter(submitit.SlurmExecutor):
@@ -45,7 +45,7 @@ def sbatch_scripts(sweep: Sweep, cells: list[Cell], name: str) -> list[Path]:
                                                      DEFAULT_ARRAY_PARALLELISM))
         shebang, rest = writer.script(len(group)).split("\n", 1)
         header = [f"# cells, in array task order: {' '.join(c.id for c in group)}"]
-        procs = params_for_job(group[0]).get("num_processes", 1)
+        procs = group[0].config.num_processes
         if procs > 1:   # what TrainCell runs on each node (jobs/train_cell.py)
             cmd = accelerate_command(procs, group[0].resources.nodes, "$SLURM_NODEID",
                                      "<first host of $SLURM_JOB_NODELIST>",

@@ -112,14 +112,12 @@ class Run:
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """A finished run: its config, data, split and model with the best checkpoint's weights
     (rebuilt as recsys_core.train.eval_checkpoint does; `pop` is fitted on the train split)."""
-    import torch
-
     from recsys_core.train.eval_checkpoint import config_from_record, restore
     path = Path(path)
     record = json.loads((path / "result.json").read_text())
-    cfg = config_from_record(record, f"{path}/result.json")
-    data, split, model = restore(path, cfg, torch.device(device))
-    return Run(path, record, cfg, data, split, model)
+    cfg = config_from_record(record, f"{path}/result.json", device=device)
+    restored = restore(path, cfg)
+    return Run(path, record, cfg, restored.data, restored.split, restored.model)
 
 
 def item_embeddings(model) -> np.ndarray | None:

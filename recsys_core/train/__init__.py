@@ -4,6 +4,7 @@ from recsys_core.train.config import ConfigError, TrainConfig
 __all__ = ["ConfigError", "TrainConfig", "run"]
 
 
-def run(cfg: TrainConfig, progress=None) -> dict:
+def run(cfg: TrainConfig, progress=None, hooks=None) -> dict:
+    from recsys_core.train.hooks import DebugHooks
     from recsys_core.train.loop import run as _run
-    return _run(cfg, progress)
+    return _run(cfg, progress, hooks or DebugHooks())

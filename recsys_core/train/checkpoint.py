@@ -75,10 +75,10 @@ class Writer:
             f.result()
         self._pending.append(self._pool.submit(_save, path, _snapshot(obj)))
 
-    def save(self, out: Path, cfg, accelerator, model, optimizer, scheduler,
+    def save(self, out: Path, cfg, accelerator, model, optimizer, schedule,
              state: TrainState) -> None:
         self._submit(Path(out) / CHECKPOINT, checkpoint(cfg, accelerator, model, optimizer,
-                                                        scheduler, state))
+                                                        schedule, state))
 
     def save_best(self, out: Path, model) -> None:
         self._submit(Path(out) / BEST, model.state_dict())
@@ -89,13 +89,13 @@ class Writer:
             f.result()
 
 
-def checkpoint(cfg, accelerator, model, optimizer, scheduler, state: TrainState) -> dict:
+def checkpoint(cfg, accelerator, model, optimizer, schedule, state: TrainState) -> dict:
     """What a checkpoint holds (tensors still where they live)."""
     return {
         "config_hash": cfg.hash(),
         "model": accelerator.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scheduler": schedule.state_dict() if schedule is not None else None,
         "state": asdict(state),
         "rng": {
             "python": random.getstate(),
@@ -106,7 +106,7 @@ def checkpoint(cfg, accelerator, model, optimizer, scheduler, state: TrainState)
     }
 
 
-def resume(out: Path, cfg, accelerator, model, optimizer, scheduler) -> TrainState:
+def resume(out: Path, cfg, accelerator, model, optimizer, schedule) -> TrainState:
     """Load the last checkpoint in `out` if there is one (all processes), else a fresh state."""
     path = Path(out) / CHECKPOINT
     if not path.exists():
@@ -117,8 +117,8 @@ def resume(out: Path, cfg, accelerator, model, optimizer, scheduler) -> TrainSta
                          f"{saved['config_hash']}, this run {cfg.hash()}); use another --out")
     accelerator.unwrap_model(model).load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    if scheduler is not None and saved["scheduler"] is not None:
-        scheduler.load_state_dict(saved["scheduler"])
+    if schedule is not None:
+        schedule.load_state_dict(saved["scheduler"])
     rng = saved["rng"]
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])

@@ -1,22 +1,20 @@
-"""The configuration of one cell: every hyper-parameter, a flag each, YAML-loadable.
+"""The configuration of one cell: every hyper-parameter, validated once (pydantic), a flag
+each on the command line, YAML-loadable.
 
-`TrainConfig` is the single hand-off from the launcher (a cell's resolved parameters) to the
-trainer. Unknown or mistyped keys are errors that name the source and the valid choices.
+`TrainConfig` is the single hand-off from the launcher to the trainer: the grid builds one per
+cell, the launcher writes it to the cell's cell.json, the job reads it back as it is. Which
+fields make a run's identity (its config hash: what resume and results compare) and which only
+say where or how it runs is declared here, field by field (`runtime`). Unknown or mistyped
+keys are errors that name the source, the key and the valid choices.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from recsys_core.cli import ArgumentParser
 from recsys_core.data.names import DATASET_NAMES
 from recsys_core.metrics import METRICS
 from recsys_core.models import MODEL_NAMES
@@ -36,25 +34,42 @@ CHOICES = {
     "positions": POSITIONS,
     "sasrec_block": SASREC_BLOCKS,
 }
+POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
+            "eval_batch_size", "num_processes", "ffn_factor")
+# W&B's own rule for project names (wandb_settings.validate_project), applied to the entity
+# and the group too: a name W&B refuses would fail every cell of a sweep after training.
+WANDB_FORBIDDEN = set("/\\#?%:")
+WANDB_NAMES = ("wandb_project", "wandb_entity", "wandb_group")
+_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 class ConfigError(ValueError):
     pass
 
 
-# W&B's own rule for project names (wandb_settings.validate_project), applied to the entity
-# and the group too: a name W&B refuses would fail every cell of a sweep after training.
-WANDB_FORBIDDEN = set("/\\#?%:")
-WANDB_NAMES = ("wandb_project", "wandb_entity", "wandb_group")
-# Runtime-only options for testing the failure paths: hidden from the users' --help.
-TEST_HOOKS = ("inject_fault", "epoch_sleep_s")
+def runtime(default: Any, column: bool = False) -> Any:
+    """A field that says where or how a run goes, not what is trained: outside the config
+    hash. `column`: still a column of the aggregate's tables when a grid varies it (speed)."""
+    return Field(default, json_schema_extra={"identity": False, "column": column})
 
 
-@dataclass
-class TrainConfig:
+def added_later(default: Any) -> Any:
+    """A field added after runs existed: at its default it is left out of the config hash,
+    so those runs keep their identity (resume, result hashes)."""
+    return Field(default, json_schema_extra={"added_later": True})
+
+
+def _flag(key: str, extra: str) -> bool:
+    schema = TrainConfig.model_fields[key].json_schema_extra or {}
+    return bool(schema.get(extra, extra != "added_later"))
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
     model: str = "sasrec"
     dataset: str = "ml-100k"
-    out: str = "runs/default"
+    out: str = runtime("runs/default")
     # model shape
     max_len: int = 50
     embedding_dim: int = 64
@@ -62,10 +77,10 @@ class TrainConfig:
     num_blocks: int = 2
     dropout: float = 0.2
     mask_prob: float = 0.2            # bert4rec
-    init_std: float = 0.0             # item embeddings ~ N(0, init_std²); 0 = N(0, 1/D)
-    ffn_factor: int = 4               # Transformers' feed-forward width = ffn_factor x D
-    positions: str = "from_end"       # SASRec/BERT4Rec position ids: from the last item or the first
-    sasrec_block: str = "pre_ln"      # pre_ln, or original (the SASRec paper's block: models/sasrec.py)
+    init_std: float = added_later(0.0)   # item embeddings ~ N(0, init_std²); 0 = N(0, 1/D)
+    ffn_factor: int = added_later(4)     # Transformers' feed-forward width = ffn_factor x D
+    positions: str = added_later("from_end")   # position ids from the last item or the first
+    sasrec_block: str = added_later("pre_ln")  # or original (the SASRec paper's: models/sasrec.py)
     # optimisation
     epochs: int = 30
     batch_size: int = 128
@@ -83,56 +98,67 @@ class TrainConfig:
     lr_scale_with_processes: bool = False   # multiply lr by the number of processes (global batch rule)
     # evaluation and early stopping
     patience: int = 3
-    monitor: str = "auto"             # early stopping and best epoch: val_<metric>@<k>; auto = val_recall@10
-    ks: list = field(default_factory=lambda: [5, 10, 20])
+    # early stopping and best epoch: val_<metric>@<k>; auto = val_recall@10
+    monitor: str = added_later("auto")
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
     filter_seen: bool = True
-    eval_batch_size: int = 1024
+    eval_batch_size: int = Field(1024, json_schema_extra={"column": False})   # speed only
     # data
     seed: int = 42
     min_user_interactions: int = 5
-    data_mirror: str | None = None
-    synthetic: dict = field(default_factory=dict)   # SyntheticSpec overrides for synthetic*
+    data_mirror: str | None = runtime(None)
+    synthetic: dict[str, Any] = Field(default_factory=dict)   # SyntheticSpec overrides for synthetic*
     # runtime and tracking
-    device: str = "auto"
+    device: str = runtime("auto")
     mixed_precision: str = "auto"     # auto = bf16 on CUDA, no on CPU
-    cuda_graphs: bool = True          # one GPU, one process: the training step as a CUDA graph
-    compile_encoder: bool = False     # torch.compile the encoder inside that step (fewer, fused kernels)
-    wandb_mode: str = "auto"          # auto = online with WANDB_API_KEY, else offline
-    wandb_project: str = "recsys-xlstm"
-    wandb_entity: str | None = None
-    wandb_group: str | None = None    # the sweep name
-    run_id: str | None = None         # the cell id; default: the config hash
-    tensorboard: bool = False
-    # testing aids for the failure paths: "raise@E" raises in epoch E, "nan@E" makes epoch E's
-    # loss NaN; epoch_sleep_s slows every epoch (to catch a job mid-run)
-    inject_fault: str = ""
-    epoch_sleep_s: float = 0.0
+    cuda_graphs: bool = runtime(True, column=True)   # one GPU: the training step as a CUDA graph
+    compile_encoder: bool = runtime(False, column=True)   # torch.compile the encoder in that step
+    wandb_mode: str = runtime("auto")   # auto = online with WANDB_API_KEY, else offline
+    wandb_project: str = runtime("recsys-xlstm")
+    wandb_entity: str | None = runtime(None)
+    wandb_group: str | None = runtime(None)   # the sweep name
+    run_id: str | None = runtime(None)        # the cell id; default: the config hash
+    tensorboard: bool = runtime(False)
 
-    def __post_init__(self):
+    @model_validator(mode="before")
+    @classmethod
+    def _words_for_flags(cls, values: Any) -> Any:
+        """true/false, yes/no, 1/0 written as strings (JSON, the environment) for a flag."""
+        if isinstance(values, dict):
+            for k, v in values.items():
+                if isinstance(v, str) and k in cls.model_fields and \
+                        cls.model_fields[k].annotation is bool and v.lower() in _WORDS:
+                    values = {**values, k: _WORDS[v.lower()]}
+        return values
+
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ConfigError(_explain(e)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
         for name, valid in CHOICES.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; valid: {', '.join(valid)}")
-        for name in ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs",
-                     "batch_size", "eval_batch_size", "num_processes", "ffn_factor"):
+        for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.init_std < 0:
             raise ConfigError(f"init_std must be >= 0 (0 = N(0, 1/D)), got {self.init_std}")
-        self.ks = sorted({int(k) for k in self.ks})
+        self.ks = sorted(set(self.ks))
         valid = ["auto"] + [f"val_{m}@{k}" for m in METRICS for k in self.ks]
         if self.monitor not in valid:
             raise ConfigError(f"monitor={self.monitor!r}; valid: {', '.join(valid)}")
         for name in WANDB_NAMES:
             value = getattr(self, name)
-            if value is None:
-                continue
-            bad = sorted(set(value) & WANDB_FORBIDDEN)
-            if not value.strip() or len(value) > 128 or bad:
+            bad = sorted(set(value or "") & WANDB_FORBIDDEN)
+            if value is not None and (not value.strip() or len(value) > 128 or bad):
                 raise ConfigError(
                     f"{name}={value!r}: a W&B name is 1-128 characters without "
                     + " ".join(sorted(WANDB_FORBIDDEN)) + (f" (found {' '.join(bad)})" if bad else ""))
-        if self.inject_fault and not re.fullmatch(r"(raise|nan)@\d+", self.inject_fault):
-            raise ConfigError(f"inject_fault={self.inject_fault!r}; valid: raise@EPOCH, nan@EPOCH")
+        return self
 
     @property
     def monitored(self) -> str:
@@ -142,103 +168,78 @@ class TrainConfig:
         return "val_recall@10" if 10 in self.ks else f"val_recall@{self.ks[0]}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def hash(self) -> str:
-        """Identity of what is trained: everything but where it is written and how tracked."""
-        skip = {"out", "data_mirror", "wandb_mode", "wandb_project", "wandb_entity",
-                "wandb_group", "run_id", "tensorboard", "device", "epoch_sleep_s", "inject_fault",
-                "cuda_graphs", "compile_encoder"}
-        items = {k: v for k, v in self.to_dict().items() if k not in skip}
-        for added in ("init_std", "ffn_factor", "positions", "sasrec_block", "monitor"):
-            # added later: at their defaults, runs from before keep their identity
-            if items[added] == self.__dataclass_fields__[added].default:
-                del items[added]
+        """Identity of what is trained: the fields not declared `runtime`."""
+        items = {k: v for k, v in self.to_dict().items() if _flag(k, "identity")
+                 and not (_flag(k, "added_later") and v == TrainConfig.model_fields[k].default)}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; "
-                              f"valid: {', '.join(fields)}")
-        clean = {}
-        for k, v in values.items():
-            clean[k] = _coerce(k, v, fields[k], source)
+        """A config from plain values (YAML, JSON, a grid cell); errors name `source`."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of TrainConfig keys")
         try:
-            return cls(**clean)
+            return cls(**values)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
 
-
-def _coerce(key: str, value: Any, f: dataclasses.Field, source: str) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if value is None or default is None:
-        return value
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif kind in (str, list, dict) and isinstance(value, kind):
-        return value
-    raise ConfigError(f"{source}: {key}={value!r} should be of type {kind.__name__}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m recsys_core.train",
-        description="Train and evaluate one model on one dataset; prints one line per epoch "
-                    "and the result line, writes OUT/result.json. Models: "
-                    + ", ".join(MODEL_NAMES) + ". Datasets: " + ", ".join(DATASET_NAMES) + ".")
-    p.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
-    p.add_argument("--quiet", action="store_true", help="print only the result line")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name in TEST_HOOKS:      # for the tests of the failure paths, not for users
-            p.add_argument(flag, dest=f.name, default=None, type=type(default),
-                           help=argparse.SUPPRESS)
-        elif isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)
-        elif isinstance(default, list):
-            p.add_argument(flag, dest=f.name, default=None, type=int, nargs="+")
-        elif isinstance(default, dict):
-            p.add_argument(flag, dest=f.name, default=None, type=json.loads,
-                           help="a JSON object")
-        else:
-            kind = type(default) if default is not None else str
-            p.add_argument(flag, dest=f.name, default=None, type=kind,
-                           choices=CHOICES.get(f.name), help=f"default: {default}")
-    return p
-
-
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    return parse_cli(argv)[0]
-
-
-def parse_cli(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
-    """(config, quiet) from the command line; a bad flag exits 2 with one line."""
-    args = vars(build_parser().parse_args(argv))
-    quiet = args.pop("quiet")
-    values: dict[str, Any] = {}
-    source = "command line"
-    config_path = args.pop("config")
-    if config_path:
-        path = Path(config_path)
-        source = str(path)
+    @classmethod
+    def check_value(cls, key: str, value: Any) -> Any:
+        """One field's value checked on its own and normalised (a grid's axis value)."""
+        if key not in cls.model_fields:
+            raise ConfigError(f"unknown key(s) {key}; valid: {', '.join(cls.model_fields)}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read YAML: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of TrainConfig keys")
-        values.update(loaded)
-    values.update({k: v for k, v in args.items() if v is not None})
-    return TrainConfig.from_dict(values, source), quiet
+            value = _adapter(key).validate_python(value)
+        except ValidationError as e:
+            raise ConfigError(_explain(e, key)) from None
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{key}={value!r}; valid: {', '.join(CHOICES[key])}")
+        return value
+
+
+def identity_keys() -> tuple[str, ...]:
+    return tuple(k for k in TrainConfig.model_fields if _flag(k, "identity"))
+
+
+def column_keys() -> tuple[str, ...]:
+    """Fields that are configuration for the aggregate's tables (when a grid varies them)."""
+    return tuple(k for k in TrainConfig.model_fields if _flag(k, "column"))
+
+
+def defaults() -> dict[str, Any]:
+    return TrainConfig().to_dict()
+
+
+_ADAPTERS: dict[str, TypeAdapter] = {}
+
+
+def _adapter(key: str) -> TypeAdapter:
+    if key not in _ADAPTERS:
+        _ADAPTERS[key] = TypeAdapter(TrainConfig.model_fields[key].annotation,
+                                     config=ConfigDict(strict=True))
+    return _ADAPTERS[key]
+
+
+def _type_name(key: str) -> str:
+    kind = TrainConfig.model_fields[key].annotation
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+
+
+def _explain(error: ValidationError, key: str | None = None) -> str:
+    """pydantic's errors in this project's words: the key, the value, what was expected."""
+    errors = error.errors()
+    unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        return (f"unknown key(s) {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(TrainConfig.model_fields)}")
+    first = errors[0]
+    if isinstance(first.get("ctx", {}).get("error"), ConfigError):
+        return str(first["ctx"]["error"])
+    loc = ((key,) if key else ()) + tuple(first["loc"])
+    name, kind = str(loc[0]), _type_name(str(loc[0]))
+    if len(loc) == 1:
+        return f"{name}={first['input']!r} should be of type {kind}"
+    return f"{name}: {first['input']!r} at [{']['.join(map(str, loc[1:]))}] should be of type {kind}"

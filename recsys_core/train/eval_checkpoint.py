@@ -4,28 +4,21 @@ Used to check that 1 and N processes, or CPU and GPU, agree on the same weights.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
-import torch
-
-from recsys_core.data import LeaveOneOut, load_dataset
-from recsys_core.models import build_model
+from recsys_core.cli import close_process_group, exit_cli
 from recsys_core.train import checkpoint as ckpt
 from recsys_core.train.config import TrainConfig
-from recsys_core.train.evaluate import evaluate, user_loader
-from recsys_core.train.loop import make_accelerator
 from recsys_core.train.results import read_result
+from recsys_core.train.setup import Run, build_run
 
 
 def config_from_record(record: dict, source: str = "result.json", **overrides) -> TrainConfig:
     """The TrainConfig a result was trained with (nested values are stored as JSON text; the
     record's `device` holds the device's name, so it is reset unless given)."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in record.items() if k in fields}
+    values = {k: v for k, v in record.items() if k in TrainConfig.model_fields}
     for k in ("synthetic", "ks"):
         if isinstance(values.get(k), str):
             values[k] = json.loads(values[k])
@@ -33,18 +26,13 @@ def config_from_record(record: dict, source: str = "result.json", **overrides) -
     return TrainConfig.from_dict(values, source)
 
 
-def restore(run_dir: Path, cfg: TrainConfig, device: torch.device):
-    """(data, split, model) of a finished run: the best checkpoint's weights (pop: refitted)."""
-    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
-                        mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
-    split = LeaveOneOut.from_data(data, device)
-    model = build_model(cfg.model, data.n_items, cfg, device.type).to(device)
-    if model.trainable:
-        ckpt.load_best(run_dir, model, device)
-    else:
-        model.fit(split.train_item_counts())
-    model.eval()
-    return data, split, model
+def restore(run_dir: Path, cfg: TrainConfig, accelerator=None) -> Run:
+    """A finished run with its best checkpoint's weights (pop: refitted), in eval mode."""
+    run = build_run(cfg, accelerator=accelerator, train=False)
+    if run.model.trainable:
+        ckpt.load_best(run_dir, run.model, run.accelerator.device)
+    run.model.eval()
+    return run
 
 
 def evaluate_checkpoint(run_dir: Path, device: str = "auto", eval_batch_size: int | None = None) -> dict:
@@ -55,15 +43,10 @@ def evaluate_checkpoint(run_dir: Path, device: str = "auto", eval_batch_size: in
     overrides = {"device": device, "num_processes": int(os.environ.get("WORLD_SIZE", "1"))}
     if eval_batch_size:
         overrides["eval_batch_size"] = eval_batch_size
-    cfg = config_from_record(record, f"{run_dir}/result.json", **overrides)
-    accelerator = make_accelerator(cfg)
-    data, split, model = restore(run_dir, cfg, accelerator.device)
-    loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
-    args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks, loader=loader,
-                accelerator=accelerator)
-    out = {"num_processes": accelerator.num_processes, "device": str(accelerator.device)}
-    out.update(evaluate(model, split, "val", **args))
-    out.update(evaluate(model, split, "test", **args))
+    run = restore(run_dir, config_from_record(record, f"{run_dir}/result.json", **overrides))
+    out = {"num_processes": run.accelerator.num_processes, "device": str(run.accelerator.device)}
+    out.update(run.evaluate("val"))
+    out.update(run.evaluate("test"))
     return out
 
 
@@ -73,7 +56,6 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--eval-batch-size", type=int, default=None)
     args = p.parse_args(argv)
-    from recsys_core.train.loop import close_process_group
     try:
         metrics = evaluate_checkpoint(args.run_dir, args.device, args.eval_batch_size)
         from accelerate import PartialState
@@ -85,5 +67,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from recsys_core.train.loop import exit_cli
     exit_cli(main())

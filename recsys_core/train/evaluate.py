@@ -64,3 +64,34 @@ def evaluate(model, split: LeaveOneOut, which: str, *, max_len: int, filter_seen
     out[f"{which}_nan_scores"] = int(nan.sum())    # after the metrics' read: no extra wait
     out[f"{which}_users"] = int(len(r))
     return out
+
+
+PREDICTION_USERS = 5
+
+
+@torch.no_grad()
+def predictions(model, split, data, cfg, n_users: int = PREDICTION_USERS) -> list[str]:
+    """Top-10 test recommendations with titles for the first few users."""
+    from recsys_core.metrics import ranks
+    model.eval()
+    users = torch.arange(min(n_users, split.n_users), device=split.items.device)
+    history = split.inputs("test", cfg.max_len, users)
+    scores = model.score_next(history).float().clone()
+    scores[:, 0] = float("-inf")
+    scores = scores[:, : split.n_items + 1]
+    seen = split.history("test", users)
+    if cfg.filter_seen:
+        scores.scatter_(1, seen, float("-inf"))
+    targets = split.targets("test", users)
+    target_rank, _ = ranks(scores, targets, history=seen if cfg.filter_seen else None)
+    top = scores.topk(min(10, split.n_items), dim=1).indices.cpu()
+    lines = []
+    for row, u in enumerate(users.tolist()):
+        recent = [data.titles[i] for i in history[row].tolist() if i][-3:]
+        t = int(targets[row])
+        lines.append(f"user {int(data.user_raw_ids[u])}: last watched {recent}")
+        lines.append(f"  test target: {data.titles[t]} (rank {int(target_rank[row])})")
+        for k, i in enumerate(top[row].tolist(), 1):
+            mark = "  <- target" if i == t else ""
+            lines.append(f"  {k:2d}. {data.titles[i]}{mark}")
+    return lines

@@ -111,3 +111,18 @@ def fused_loss_unsupported_reason(model) -> str | None:
     if cls.logits is BERT4Rec.logits:
         return None
     return f"{cls.__name__} has its own output layer"
+
+
+def dropout_off(model) -> list:
+    """Every dropout probability of the model set to 0 (nn.Dropout's p, the `dropout` of RNNs
+    and attention), for checking the fused loss against the model's own; returns what to
+    restore."""
+    saved = []
+    for mod in model.modules():
+        for name in ("p", "dropout") if isinstance(mod, torch.nn.Dropout) else ("dropout",):
+            value = getattr(mod, name, None)
+            if isinstance(value, float) and value > 0 and (
+                    name == "p" or isinstance(mod, (torch.nn.RNNBase, torch.nn.MultiheadAttention))):
+                saved.append((mod, name, value))
+                setattr(mod, name, 0.0)
+    return saved

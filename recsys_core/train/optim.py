@@ -57,6 +57,33 @@ def make_scheduler(cfg, optimizer, steps_per_epoch: int):
                         total_steps=max(cfg.epochs * steps_per_epoch, 1))
 
 
-def step_scheduler(scheduler) -> None:
-    if scheduler.last_epoch + 1 < scheduler.total_steps:   # OneCycle refuses to step past its end
-        scheduler.step()
+class Schedule:
+    """The learning-rate schedule and the one place it is stepped: after every batch
+    (OneCycle, which refuses to step past its end) or after every epoch (StepLR and cosine;
+    plateau on the validation metric). `none`: nothing to step."""
+
+    def __init__(self, cfg, optimizer, steps_per_epoch: int):
+        self.kind = cfg.scheduler
+        self.scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+
+    @property
+    def per_batch(self) -> bool:
+        return self.kind == "onecycle"
+
+    def after_batch(self) -> None:
+        s = self.scheduler
+        if self.per_batch and s.last_epoch + 1 < s.total_steps:
+            s.step()
+
+    def after_epoch(self, val_metric: float) -> None:
+        if self.kind == "plateau":
+            self.scheduler.step(val_metric)
+        elif self.kind in ("step", "cosine"):
+            self.scheduler.step()
+
+    def state_dict(self) -> dict | None:
+        return self.scheduler.state_dict() if self.scheduler is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.scheduler is not None and state is not None:
+            self.scheduler.load_state_dict(state)

@@ -1,5 +1,5 @@
-"""What a result records besides metrics: the config, versions, code and machine; and the
-prediction log (top-10 with titles for a few users)."""
+"""Where a result came from: the config, its hash, library versions, the code's git SHA, the
+machine and the SLURM job. The first fields of every result record."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -15,8 +15,6 @@ import torch
 
 from recsys_core.telemetry import GpuTelemetry
 
-PREDICTION_USERS = 5
-
 
 def _version(package: str) -> str | None:
     try:
@@ -26,9 +24,7 @@ def _version(package: str) -> str | None:
 
 
 def git_sha() -> str | None:
-    """The launcher passes the sweep's code version in RECSYS_GIT_SHA; else ask git."""
-    if os.environ.get("RECSYS_GIT_SHA"):
-        return os.environ["RECSYS_GIT_SHA"]
+    """The commit of the checkout this code runs from; None outside a git checkout."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
@@ -36,7 +32,7 @@ def git_sha() -> str | None:
         return None
 
 
-def base_record(cfg, accelerator) -> dict:
+def provenance(cfg, accelerator) -> dict:
     record = dict(cfg.to_dict())
     record.update(
         config_hash=cfg.hash(),
@@ -61,31 +57,3 @@ def base_record(cfg, accelerator) -> dict:
         command=" ".join(sys.argv),
     )
     return record
-
-
-@torch.no_grad()
-def predictions(model, split, data, cfg, n_users: int = PREDICTION_USERS) -> list[str]:
-    """Top-10 test recommendations with titles for the first few users."""
-    from recsys_core.metrics import ranks
-    model.eval()
-    users = torch.arange(min(n_users, split.n_users), device=split.items.device)
-    history = split.inputs("test", cfg.max_len, users)
-    scores = model.score_next(history).float().clone()
-    scores[:, 0] = float("-inf")
-    scores = scores[:, : split.n_items + 1]
-    seen = split.history("test", users)
-    if cfg.filter_seen:
-        scores.scatter_(1, seen, float("-inf"))
-    targets = split.targets("test", users)
-    target_rank, _ = ranks(scores, targets, history=seen if cfg.filter_seen else None)
-    top = scores.topk(min(10, split.n_items), dim=1).indices.cpu()
-    lines = []
-    for row, u in enumerate(users.tolist()):
-        recent = [data.titles[i] for i in history[row].tolist() if i][-3:]
-        t = int(targets[row])
-        lines.append(f"user {int(data.user_raw_ids[u])}: last watched {recent}")
-        lines.append(f"  test target: {data.titles[t]} (rank {int(target_rank[row])})")
-        for k, i in enumerate(top[row].tolist(), 1):
-            mark = "  <- target" if i == t else ""
-            lines.append(f"  {k:2d}. {data.titles[i]}{mark}")
-    return lines

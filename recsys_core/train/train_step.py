@@ -47,8 +47,8 @@ capture that fails drops the compiled encoder and says why (`compile_note`).
 
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
 tests, and as the reference the GPU benchmark compares the graph against. Where no graph can
-run (CPU, `cuda_graphs: false`, fault injection, a non-NCCL process group) `for_run` returns None and
-`loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
+run (CPU, `cuda_graphs: false`, fault injection, a non-NCCL process group) `build_train_step`
+returns None and `loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
 `fallback_reason` and the step body runs eagerly (same training, no graph).
 """
 from __future__ import annotations
@@ -60,13 +60,16 @@ import torch
 from recsys_core.models.base import scored_positions
 from recsys_core.train.batches import (padded_epoch_batches, target_capacity, training_batch,
                                      window_target_counts, with_empty_window)
-from recsys_core.train.fused_ce import fused_loss_unsupported_reason, linear_cross_entropy
-from recsys_core.train.optim import lr_on_device, step_scheduler
+from recsys_core.train.fused_ce import (dropout_off, fused_loss_unsupported_reason,
+                                       linear_cross_entropy)
+from recsys_core.train.graph_capture import capture_state, reset_rng_capture_state, restore_state
+from recsys_core.train.hooks import DebugHooks
+from recsys_core.train.optim import lr_on_device
 
 WARMUP_STEPS = 3
 
 
-def graph_unsupported_reason(cfg, accelerator) -> str | None:
+def graph_unsupported_reason(cfg, accelerator, hooks: DebugHooks = DebugHooks()) -> str | None:
     """None when the training step can be captured in a CUDA graph, else why not."""
     if not getattr(cfg, "cuda_graphs", False):
         return "cuda_graphs=false"
@@ -77,14 +80,14 @@ def graph_unsupported_reason(cfg, accelerator) -> str | None:
         # NCCL all-reduce was invalidated ("operation failed due to a previous error during
         # capture"), also in thread-local capture mode. The same step runs eagerly instead.
         return f"{accelerator.num_processes} processes: the step runs eagerly (capture with NCCL failed)"
-    if cfg.inject_fault:
+    if hooks.inject_fault:
         return "inject_fault is set (the fault paths run eagerly)"
     if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
         return "gradient accumulation"
     return None
 
 
-def _inner(optimizer):
+def torch_optimizer(optimizer):
     """The torch optimiser under Accelerate's wrapper (whose step() adds host logic only)."""
     return getattr(optimizer, "optimizer", optimizer)
 
@@ -123,7 +126,7 @@ class TrainStep:
         self.capture_time_s: float | None = None
         self.fused_check: dict | None = None
         if use_graph:
-            lr_on_device(_inner(optimizer), dev)
+            lr_on_device(torch_optimizer(optimizer), dev)
         # the loss: "model" (the model's forward) or "fused" (linear_cross_entropy)
         why = ("fused_loss=False" if not fused_loss else
                "not CUDA" if dev.type != "cuda" else
@@ -163,7 +166,7 @@ class TrainStep:
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
             self.norm_sum.add_(norm.detach().float())
-        _inner(self.optimizer).step()
+        torch_optimizer(self.optimizer).step()
         loss = loss.detach().float()
         self.loss_sum.add_(loss)
         if self.losses is not None:
@@ -213,14 +216,14 @@ class TrainStep:
         draw for both): loss and gradients within bf16 tolerance, else the model's loss."""
         if not self.fused:
             return
-        saved = _dropout_off(self.unwrapped)    # train mode (cuDNN RNNs only backprop there)
+        saved = dropout_off(self.unwrapped)    # train mode (cuDNN RNNs only backprop there)
         try:
             row = self.rows[0]
             inputs, targets, _ = training_batch(self.cfg, self.unwrapped, self.split,
                                                 self.starts[row], self.ends[row])
             out = []
             for fused in (False, True):
-                _inner(self.optimizer).zero_grad(set_to_none=True)
+                torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
                 loss = self._fused_loss(inputs, targets, self.unwrapped.encode) if fused else \
                     self.unwrapped(inputs, targets, None)
                 loss.backward()
@@ -236,7 +239,7 @@ class TrainStep:
             self.fused = False
             self.loss_path = f"model (fused loss failed: {type(e).__name__}: {str(e)[:200]})"
         finally:
-            _inner(self.optimizer).zero_grad(set_to_none=True)
+            torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             for mod, name, value in saved:
                 setattr(mod, name, value)
         if not self._all_agree(self.fused) and self.fused:
@@ -244,7 +247,7 @@ class TrainStep:
             self.loss_path = "model (the fused loss failed its check on another process)"
 
     def _eager_step(self) -> None:
-        _inner(self.optimizer).zero_grad(set_to_none=True)
+        torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
         if self._compiled_ran or self.encode is self.unwrapped.encode:
             self._body()
             return
@@ -253,7 +256,7 @@ class TrainStep:
             self._compiled_ran = True
         except Exception as e:  # noqa: BLE001 -- raised before the optimiser step: run again
             self._drop_compiled(f"{type(e).__name__}: {str(e)[:200]}")
-            _inner(self.optimizer).zero_grad(set_to_none=True)
+            torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             self._body()
 
     def _drop_compiled(self, why: str) -> None:
@@ -261,32 +264,6 @@ class TrainStep:
         self.compile_note = f"encoder not compiled ({why})"[:300]
 
     # -- capture ----------------------------------------------------------------------------
-    def _snapshot(self):
-        opt = _inner(self.optimizer)
-        params = [p.detach().clone() for p in self.params]
-        state = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
-                 for p in self.params if p in opt.state and opt.state[p]}
-        return params, state
-
-    @torch.no_grad()
-    def _restore(self, snapshot) -> None:
-        params, state = snapshot
-        opt = _inner(self.optimizer)
-        for p, saved in zip(self.params, params):
-            p.copy_(saved)
-        for p in self.params:
-            now = opt.state.get(p)
-            if not now:
-                continue
-            before = state.get(p)
-            for k, v in now.items():
-                if not torch.is_tensor(v):
-                    continue
-                if before is not None:
-                    v.copy_(before[k])
-                else:   # no state before the warm-up: a fresh one (step 0, zero moments)
-                    v.zero_()
-
     def _reset_epoch(self, rows: torch.Tensor) -> None:
         self.rows.copy_(rows)
         self.counter.zero_()
@@ -308,7 +285,7 @@ class TrainStep:
         self.capture_time_s = time.perf_counter() - t0
 
     def _capture_once(self) -> None:
-        snapshot = self._snapshot()
+        snapshot = capture_state(self.params, torch_optimizer(self.optimizer))
         rows = self.rows.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -318,7 +295,7 @@ class TrainStep:
                     self._eager_step()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             torch.cuda.synchronize(self.device)
-            _inner(self.optimizer).zero_grad(set_to_none=True)
+            torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             self._reset_epoch(rows)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
@@ -329,15 +306,15 @@ class TrainStep:
             self.graph = None
             self.fallback_reason = f"capture failed: {type(e).__name__}: {str(e)[:300]}"
             torch.cuda.synchronize(self.device)
-            _inner(self.optimizer).zero_grad(set_to_none=True)
-            _reset_rng_capture_state(self.device)
+            torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
+            reset_rng_capture_state(self.device)
         finally:
-            self._restore(snapshot)
+            restore_state(self.params, torch_optimizer(self.optimizer), snapshot)
             self._reset_epoch(rows)
             torch.cuda.synchronize(self.device)
 
     # -- an epoch ---------------------------------------------------------------------------
-    def run_epoch(self, epoch: int, scheduler=None) -> tuple[float, float, int]:
+    def run_epoch(self, epoch: int, schedule=None) -> tuple[float, float, int]:
         cfg = self.cfg
         self.model.train()
         self._reset_epoch(padded_epoch_batches(self.n, cfg.batch_size, cfg.seed, epoch,
@@ -345,12 +322,12 @@ class TrainStep:
                                                rank=self.rank, world=self.world))
         if self.use_graph and self.graph is None and self.fallback_reason is None:
             self.capture()
-        per_batch = cfg.scheduler == "onecycle" and scheduler is not None
+        per_batch = schedule is not None and schedule.per_batch
         step = self.graph.replay if self.graph is not None else self._eager_step
         for _ in range(self.steps):
             step()
             if per_batch:
-                step_scheduler(scheduler)
+                schedule.after_batch()
         stats = torch.stack([self.loss_sum, self.norm_sum])
         if self.world > 1:
             stats = self.accelerator.reduce(stats, reduction="mean")
@@ -371,46 +348,19 @@ class TrainStep:
         return (text + (f" ({self.fallback_reason})" if self.fallback_reason else ""))[:500]
 
 
-def _reset_rng_capture_state(device) -> None:
-    """A capture that failed half-way leaves the CUDA generator counting offsets for a graph
-    that never ended; the next random op outside a capture then fails ("Offset increment
-    outside graph capture"). One small capture that ends normally resets that state."""
-    try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            torch.rand(1, device=device)
-        torch.cuda.synchronize(device)
-    except Exception:  # noqa: BLE001 -- nothing more to do; the eager step will say why
-        pass
-
-
-def _dropout_off(model) -> list:
-    """Every dropout probability of the model set to 0 (nn.Dropout's p, the `dropout` of RNNs
-    and attention); returns what to restore."""
-    saved = []
-    for mod in model.modules():
-        for name in ("p", "dropout") if isinstance(mod, torch.nn.Dropout) else ("dropout",):
-            value = getattr(mod, name, None)
-            if isinstance(value, float) and value > 0 and (
-                    name == "p" or isinstance(mod, (torch.nn.RNNBase, torch.nn.MultiheadAttention))):
-                saved.append((mod, name, value))
-                setattr(mod, name, 0.0)
-    return saved
-
-
 def _base_logits():
     from recsys_core.models.base import SequentialModel
     return SequentialModel.logits
 
 
-def for_run(cfg, model, optimizer, accelerator, split, starts, ends,
-            fused_loss: bool = True) -> TrainStep | None:
-    """The trainer's CUDA-graph step, or None where the eager loop must run (and why is
+def build_train_step(cfg, hooks, model, optimizer, accelerator, split, starts, ends,
+                     fused_loss: bool = True) -> TrainStep | None:
+    """The trainer's fixed-shape step, or None where the eager loop must run (and why is
     `graph_unsupported_reason`). A capture that fails later leaves `fallback_reason` set and
     the step runs its body eagerly, which trains identically."""
-    if graph_unsupported_reason(cfg, accelerator) is not None:
+    if graph_unsupported_reason(cfg, accelerator, hooks) is not None:
         if (accelerator.num_processes > 1 and accelerator.device.type == "cuda"
-                and cfg.cuda_graphs and not cfg.inject_fault):
+                and cfg.cuda_graphs and not hooks.inject_fault):
             # several GPUs: the fixed-shape step with the fused loss and one all-reduce, eagerly
             return TrainStep(cfg, model, optimizer, accelerator, split, starts, ends,
                              use_graph=False, fused_loss=fused_loss)

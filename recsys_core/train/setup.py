@@ -1,0 +1,125 @@
+"""A run's setup, built once: accelerator, data and split, model, optimiser and learning-rate
+schedule, training windows, the training step, the evaluation loader. The trainer (loop.py),
+checkpoint evaluation (eval_checkpoint.py) and the benchmarks all start from `build_run`."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+
+from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.models import build_model
+from recsys_core.train import checkpoint as ckpt
+from recsys_core.train.config import ConfigError, TrainConfig
+from recsys_core.train.evaluate import evaluate, user_loader
+from recsys_core.train.hooks import DebugHooks
+from recsys_core.train.optim import Schedule, make_optimizer
+from recsys_core.train.train_step import TrainStep, build_train_step, graph_unsupported_reason
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_runtime(cfg: TrainConfig) -> None:
+    """What can be known to fail before any work: a device that is not there."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible here "
+                          "(use --device cpu, or auto)")
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    check_runtime(cfg)
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "no" if cpu else "bf16"
+    return Accelerator(cpu=cpu, mixed_precision=precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    hooks: DebugHooks
+    accelerator: Accelerator
+    data: object                         # recsys_core.data.Dataset
+    split: LeaveOneOut
+    model: torch.nn.Module               # prepared by Accelerate (DDP-wrapped on several GPUs)
+    loader: object                       # the evaluation's user loader, sharded per process
+    optimizer: torch.optim.Optimizer | None = None      # None: nothing to train (pop, eval)
+    schedule: Schedule | None = None
+    starts: torch.Tensor | None = None   # the training windows [start, end) of the split
+    ends: torch.Tensor | None = None
+    train_step: TrainStep | None = None  # None: the eager loop (loop.train_epoch) trains
+    state: ckpt.TrainState = field(default_factory=ckpt.TrainState)
+    info: dict = field(default_factory=dict)   # what the result records of the setup
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def trainable(self) -> bool:
+        return self.optimizer is not None
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def evaluate(self, split_name: str) -> dict:
+        """Full-ranking metrics of every user on the val or test split."""
+        cfg = self.cfg
+        return evaluate(self.model, self.split, split_name, max_len=cfg.max_len,
+                        filter_seen=cfg.filter_seen, ks=cfg.ks, loader=self.loader,
+                        accelerator=self.accelerator)
+
+
+def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
+              accelerator: Accelerator | None = None, train: bool = True,
+              resume_dir: Path | None = None, fused_loss: bool = True) -> Run:
+    """Everything a run needs before its first epoch. `train=False`: data and model only (no
+    optimiser; pop is still fitted). `resume_dir`: continue from its last checkpoint."""
+    accelerator = accelerator or make_accelerator(cfg)
+    seed_everything(cfg.seed)
+    device = accelerator.device
+    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
+                        mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
+    split = LeaveOneOut.from_data(data, device)
+    model = build_model(cfg.model, data.n_items, cfg, device.type).to(device)
+    loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
+    run = Run(cfg, hooks, accelerator, data, split, model, loader)
+    run.info.update(dataset_users=data.n_users, dataset_items=data.n_items,
+                    dataset_interactions=data.n_interactions,
+                    **{f"params_{k}": v for k, v in model.param_counts().items()})
+    if not model.trainable:
+        model.fit(split.train_item_counts())
+        return run
+    if not train:
+        return run
+    lr = cfg.lr * (accelerator.num_processes if cfg.lr_scale_with_processes else 1)
+    graphs = graph_unsupported_reason(cfg, accelerator, hooks) is None
+    # a capturable optimiser (step count and learning rate on the device) where a graph runs
+    optimizer = make_optimizer(cfg, model, lr, capturable=graphs)
+    run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    run.starts, run.ends = split.train_windows(cfg.max_len, cfg.train_windows)
+    steps_per_epoch = math.ceil(len(run.starts) // accelerator.num_processes / cfg.batch_size)
+    run.schedule = Schedule(cfg, run.optimizer, steps_per_epoch)
+    if resume_dir is not None:
+        run.state = ckpt.resume(resume_dir, cfg, accelerator, run.model, run.optimizer,
+                                run.schedule)
+    run.train_step = build_train_step(cfg, hooks, run.model, run.optimizer, accelerator, split,
+                                      run.starts, run.ends, fused_loss=fused_loss)
+    run.info.update(lr_effective=lr, train_step="cuda_graph" if graphs else "eager",
+                    resumed_from_epoch=run.state.epoch or None)
+    if run.train_step is None and cfg.compile_encoder:
+        run.info["train_step"] += " (compile_encoder applies to the fixed-shape step only)"
+    return run
