@@ -7,8 +7,8 @@ Everything runs through the project's own code: `loop.make_accelerator`, `build_
 trainer's full-ranking evaluation of all users). One epoch = every training window once
 (`train_windows="all"`: every training interaction a target once).
 
-    python -m recsys_core.benchmark_gpu --out-dir results/benchmarks            # all models, ML-1M shape
-    python -m recsys_core.benchmark_gpu --device cpu --datasets synthetic --max-len 20 \\
+    python -m benchmarks.gpu_epoch --out-dir results/benchmarks            # all models, ML-1M shape
+    python -m benchmarks.gpu_epoch --device cpu --datasets synthetic --max-len 20 \\
         --embedding-dim 16 --epochs 1 --out-dir /tmp/bench                       # CPU smoke test
 
 Each (dataset, model) runs in its own process (a crash or a hung kernel in one model leaves
@@ -397,7 +397,7 @@ def one_model(args) -> int:
 
 # ------------------------------------------------------------------------------ orchestration
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m recsys_core.benchmark_gpu", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_epoch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--datasets", nargs="+", default=["synthetic-ml-1m"])
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                      synthetic=json.loads(args.synthetic) if args.synthetic else None)
         print(f"{dataset}: loaded (generated/cached) in {time.perf_counter() - t:.1f} s", flush=True)
         for model in args.models:
-            cmd = [sys.executable, "-m", "recsys_core.benchmark_gpu", "--one", model, dataset,
+            cmd = [sys.executable, "-m", "benchmarks.gpu_epoch", "--one", model, dataset,
                    "--jsonl", str(jsonl)] + [a for a in (argv if argv is not None else sys.argv[1:])]
             t = time.perf_counter()
             try:

@@ -1,7 +1,7 @@
-"""Aggregation speed: `python -m launcher.bench_aggregate [--cells 10000] [--out DIR]`.
+"""Aggregation speed: `python -m benchmarks.aggregate_speed [--cells 10000] [--out DIR]`.
 
 Builds a synthetic finished sweep of N cells (5 models × 4 datasets × 5 lengths × 10 learning
-rates × seeds, as launcher/benchmark.py plans it): a manifest through `Sweep.create`, and per
+rates × seeds, as benchmarks/launcher_overhead.py plans it): a manifest through `Sweep.create`, and per
 cell the trainer's result file (result.json) with its full record (every config value, metrics at
 K = 5, 10, 20, timings; ~100 columns) and a 10-epoch history.parquet; 1% of the cells FAILED,
 1% without any result (MISSING). Then times the whole command
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from launcher.aggregate import CACHE
-from launcher.benchmark import grid_file
+from benchmarks.launcher_overhead import grid_file
 from launcher.grid import expand, load_grid
 from launcher.sweep import Sweep
 from recsys_core.train.results import write_result
@@ -99,7 +99,7 @@ def timed(sweep: Sweep, *args, cold: bool = False) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launcher.bench_aggregate")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.aggregate_speed")
     p.add_argument("--cells", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")

@@ -1,4 +1,4 @@
-"""Launcher performance, measured: `python -m launcher.benchmark [--out results/benchmarks]`.
+"""Launcher performance, measured: `python -m benchmarks.launcher_overhead [--out results/benchmarks]`.
 
 1. Planning a 10,000-cell grid: `sweep GRID --executor dry-run --json > /dev/null`, wall time
    of the whole command (start-up included), median of 5.
@@ -65,7 +65,7 @@ def launcher(*args, env=None) -> tuple[float, subprocess.CompletedProcess]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launcher.benchmark")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.launcher_overhead")
     p.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
     p.add_argument("--skip-slurm", action="store_true")
     args = p.parse_args(argv)

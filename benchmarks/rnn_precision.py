@@ -6,7 +6,7 @@ backward of `num_blocks` layers over [batch, L, D] inputs, as GRU4Rec runs it â€
 autocast (what the trainer runs), fp16 autocast, fp32 with TF32 and plain fp32, so that the
 cheapest precision for the recurrence is measured, not guessed.
 
-    python -m recsys_core.benchmark_rnn --out results/benchmarks/rnn_precision.json
+    python -m benchmarks.rnn_precision --out results/benchmarks/rnn_precision.json
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def time_step(rnn: nn.RNNBase, x: torch.Tensor, precision: str, repeats: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recsys_core.benchmark_rnn", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_precision", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-len", type=int, default=200)

@@ -8,7 +8,7 @@ out of the steady-state figure. Then one checkpoint (the first multi-GPU run's b
 evaluated by `python -m recsys_core.train.eval_checkpoint` in 1 process and under
 `accelerate launch` in G processes, and the metrics compared.
 
-    python -m recsys_core.benchmark_scaling --out results/benchmarks/scaling \
+    python -m benchmarks.scaling --out results/benchmarks/scaling \
         --models sasrec xlstm --gpus 1 2 --modes graph eager
 
 Writes OUT/scaling.csv (one row per run), OUT/eval_equality.json, OUT/scaling.md.
@@ -92,7 +92,7 @@ def compare(a: dict, b: dict) -> dict:
 def summary(rows: list[dict], equality: dict | None, device: str) -> str:
     df = pd.DataFrame(rows)
     lines = [f"# Data-parallel scaling ({device})", "",
-             "`python -m recsys_core.benchmark_scaling` — " + ", ".join(
+             "`python -m benchmarks.scaling` — " + ", ".join(
                  f"{k}={v}" for k, v in BASE.items() if k not in ("wandb_mode", "device")), "",
              "| model | mode | GPUs | epoch train (s) | speed-up vs 1 GPU | seq/s | eval (s) | "
              "first epoch (s) | peak MB (rank 0) | status | step |",
@@ -115,7 +115,7 @@ def summary(rows: list[dict], equality: dict | None, device: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recsys_core.benchmark_scaling")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--models", nargs="+", default=["sasrec"])
     p.add_argument("--gpus", nargs="+", type=int, default=[1, 2])
