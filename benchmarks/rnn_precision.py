@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 from torch import nn
+
+from benchmarks.timing import median_s
 
 PRECISIONS = ("bf16_autocast", "fp16_autocast", "fp32_tf32", "fp32")
 
@@ -33,17 +34,7 @@ def time_step(rnn: nn.RNNBase, x: torch.Tensor, precision: str, repeats: int) ->
             out = rnn(x)[0]
         out.float().sum().backward()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    return median_s(step, x.device, repeats, warmup=3)
 
 
 def main(argv: list[str] | None = None) -> int:
