@@ -29,6 +29,12 @@ class GpuTelemetry:
         out = dict.fromkeys(FIELDS)
         if self.device.type == "cuda":
             out["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        out.update(self.read_nvml())
+        return out
+
+    def read_nvml(self) -> dict:
+        """NVML's fields of FIELDS as they are now; {} without NVML."""
+        out = {}
         if self.handle is None:
             return out
         try:
@@ -41,8 +47,9 @@ class GpuTelemetry:
         return out
 
     def sampler(self, period_s: float = 0.01) -> Sampler:
-        """`with telemetry.sampler() as s: ...`: read() every period_s in a background thread
-        while the block runs, then e.g. s.mean("gpu_util_pct"); without NVML nothing is read."""
+        """`with telemetry.sampler() as s: ...`: read_nvml() every period_s in a background
+        thread while the block runs, then e.g. s.mean("gpu_util_pct"); without NVML nothing is
+        read. NVML only: the thread makes no CUDA call into the process it watches."""
         return Sampler(self, period_s)
 
     @staticmethod
@@ -71,7 +78,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.readings.append(self.telemetry.read())
+            self.readings.append(self.telemetry.read_nvml())
             self._stop.wait(self.period_s)
 
     def __exit__(self, *exc) -> None:
@@ -82,5 +89,5 @@ class Sampler:
 
     def mean(self, field: str) -> float | None:
         """Mean of `field` over the readings that have it; None where none has."""
-        values = [r[field] for r in self.readings if r[field] is not None]
+        values = [r[field] for r in self.readings if r.get(field) is not None]
         return float(statistics.mean(values)) if values else None
