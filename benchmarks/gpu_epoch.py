@@ -1,11 +1,12 @@
 """GPU benchmark of the trainer: seconds per training epoch, sequences/s, full-ranking
 evaluation time, peak GPU memory and utilisation, each against the floor of the output layer.
 
-Everything runs through the project's own code: `loop.make_accelerator`, `build_model`,
-`optim.make_optimizer`, `loop.train_epoch` (the trainer's epoch: the eager loop, or with
-`fast_step.for_run` the CUDA-graph step the trainer uses) and `evaluate.evaluate` (the
-trainer's full-ranking evaluation of all users). One epoch = every training window once
-(`train_windows="all"`: every training interaction a target once).
+Everything runs through the project's own code (set up in run_setup.py as `loop.run` does):
+`loop.make_accelerator`, `build_model`, `optim.make_optimizer`, `loop.train_epoch` (the
+trainer's epoch: the eager loop, or with `fast_step.for_run` the CUDA-graph step the trainer
+uses) and `evaluate.evaluate` (the trainer's full-ranking evaluation of all users). One epoch =
+every training window once (`train_windows="all"`: every training interaction a target once).
+GPU utilisation: NVML read every 10 ms during the timed epochs (GpuTelemetry.sampler).
 
     python -m benchmarks.gpu_epoch --out-dir results/benchmarks            # all models, ML-1M shape
     python -m benchmarks.gpu_epoch --device cpu --datasets synthetic --max-len 20 \\
@@ -20,24 +21,32 @@ batch of all users (median of `--eval-repeats`), a step-by-step check of the gra
 same step run eagerly (dropout 0, same seed: per-step losses; the compiled step where
 graph_compiled is asked for), and a torch.profiler summary of one epoch of the last graph mode
 (top kernels). The floor: 3 passes (forward, two backward matmuls) x 2 FLOPs x
-targets x D x items over the measured bf16 matmul rate (median of repeats, 8192^3).
+targets x D x items over the measured bf16 matmul rate (median of repeats, 8192^3). The floor
+and the profiles: gpu_profile.py; the check: graph_check.py.
 Writes gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt into --out-dir.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
+import pandas as pd
 import torch
+
+from benchmarks.gpu_profile import copy_bandwidth, matmul_rate, profile_epoch, profile_eval
+from benchmarks.graph_check import check_graph
+from benchmarks.report import write
+from benchmarks.run_setup import Run, setup_run
+from benchmarks.timing import timed
+from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.telemetry import GpuTelemetry
+from recsys_core.train import TrainConfig
 
 MODELS = ("sasrec", "bert4rec", "gru4rec", "lstm", "xlstm")
 SHAPES = {   # dataset -> (max_len, embedding_dim, num_heads); ML-20M: the study's 4 heads
@@ -56,101 +65,8 @@ COLUMNS = ["model", "dataset", "device", "mode", "loss_path", "max_len", "embedd
            "val_recall@10", "train_step", "target_s", "met_target"]
 
 
-# ------------------------------------------------------------------------------ measurements
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_rate(device, n: int = 8192, repeats: int = 20) -> float:
-    """FLOP/s of an n^3 bf16 matrix product on random data (CPU: fp32, smaller), median."""
-    cuda = torch.device(device).type == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    n = n if cuda else 512
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    times = []
-    for i in range(repeats + 3):
-        sync(device)
-        t = time.perf_counter()
-        if cuda:
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            a @ b
-            e.record()
-            e.synchronize()
-            dt = s.elapsed_time(e) / 1e3
-        else:
-            a @ b
-            dt = time.perf_counter() - t
-        if i >= 3:
-            times.append(dt)
-    return 2 * n ** 3 / statistics.median(times)
-
-
-def copy_bandwidth(device, mb: int = 1024, repeats: int = 10) -> float | None:
-    """Bytes/s of a device-to-device copy, counting bytes read plus written (median)."""
-    if torch.device(device).type != "cuda":
-        return None
-    x = torch.empty(mb * 2**20, dtype=torch.uint8, device=device)
-    y = torch.empty_like(x)
-    times = []
-    for i in range(repeats + 2):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        y.copy_(x)
-        e.record()
-        e.synchronize()
-        if i >= 2:
-            times.append(s.elapsed_time(e) / 1e3)
-    return 2 * x.numel() / statistics.median(times)
-
-
-class UtilSampler:
-    """GPU utilisation (NVML, %) sampled every `period` s in a thread while active."""
-
-    def __init__(self, device, period: float = 0.01):
-        self.handle, self.samples, self.period = None, [], period
-        self._stop = threading.Event()
-        if torch.device(device).type != "cuda":
-            return
-        try:
-            import pynvml
-            pynvml.nvmlInit()
-            index = torch.device(device).index or 0
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            self.nvml = pynvml
-        except Exception:
-            self.handle = None
-
-    def __enter__(self):
-        if self.handle is not None:
-            self._stop.clear()
-            self.thread = threading.Thread(target=self._run, daemon=True)
-            self.thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.samples.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
-            except Exception:
-                return
-            time.sleep(self.period)
-
-    def __exit__(self, *exc):
-        if self.handle is not None:
-            self._stop.set()
-            self.thread.join()
-
-    @property
-    def mean(self) -> float | None:
-        return float(statistics.mean(self.samples)) if self.samples else None
-
-
 # ------------------------------------------------------------------------------ one model
-def make_cfg(args, model: str, dataset: str, *, graphs: bool, **overrides):
-    from recsys_core.train import TrainConfig
+def make_cfg(args, model: str, dataset: str, *, graphs: bool, **overrides) -> TrainConfig:
     max_len, dim, heads = SHAPES.get(dataset, (200, 64, 2))
     values = dict(model=model, dataset=dataset, out=str(Path(args.work) / f"{dataset}-{model}"),
                   max_len=args.max_len or max_len, embedding_dim=args.embedding_dim or dim,
@@ -162,42 +78,15 @@ def make_cfg(args, model: str, dataset: str, *, graphs: bool, **overrides):
     return TrainConfig(**values)
 
 
-def build(cfg, data, split, fused_loss: bool = True):
-    """What `loop.run` builds for a trainable cell: accelerator, model, optimiser, windows and
-    the graph step (None where the trainer runs its eager loop)."""
-    from recsys_core.models import build_model
-    from recsys_core.train import fast_step
-    from recsys_core.train.loop import make_accelerator, seed_everything
-    from recsys_core.train.optim import make_optimizer
-    acc = make_accelerator(cfg)
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, data.n_items, cfg, acc.device.type).to(acc.device)
-    graphs = fast_step.graph_unsupported_reason(cfg, acc) is None
-    optimizer = make_optimizer(cfg, model, cfg.lr, capturable=graphs)
-    model, optimizer = acc.prepare(model, optimizer)
-    starts, ends = split.train_windows(cfg.max_len, cfg.train_windows)
-    step = fast_step.for_run(cfg, model, optimizer, acc, split, starts, ends,
-                             fused_loss=fused_loss)
-    return acc, model, optimizer, starts, ends, step
-
-
-def time_eval(model, split, acc, cfg, batch_size: int, repeats: int) -> tuple[float, dict]:
-    from recsys_core.train.evaluate import evaluate, user_loader
-    loader = acc.prepare(user_loader(split.n_users, batch_size))
-    args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks, loader=loader,
-                accelerator=acc)
-    metrics = evaluate(model, split, "val", **args)          # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(acc.device)
-        t = time.perf_counter()
-        metrics = evaluate(model, split, "val", **args)      # ends with host reads: synced
-        times.append(time.perf_counter() - t)
+def time_eval(run: Run, batch_size: int, repeats: int) -> tuple[float, dict]:
+    """Median seconds of the trainer's evaluation at `batch_size` after one warm-up, metrics."""
+    evaluate = run.evaluator(batch_size)
+    metrics = evaluate()
+    times = [timed(evaluate, run.accelerator.device)[0] for _ in range(repeats)]
     return statistics.median(times), metrics
 
 
 def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
-    from recsys_core.train.loop import train_epoch
     cfg = make_cfg(args, model_name, dataset, graphs=mode.startswith("graph"),
                    compile_encoder=(mode == "graph_compiled"))
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available()
@@ -206,23 +95,18 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    acc, model, optimizer, starts, ends, step = build(cfg, data, split,
-                                                      fused_loss=(mode != "graph_plain"))
+    run = setup_run(cfg, data, split, fused_loss=(mode != "graph_plain"))
+    step, starts, ends = run.step, run.starts, run.ends
     if mode.startswith("graph") and step is None:
         raise RuntimeError("graph mode asked for, but the trainer would run eagerly here")
-    losses, times = [], []
-    sync(device)
-    t = time.perf_counter()
-    losses.append(train_epoch(cfg, model, optimizer, None, split, starts, ends, 1, acc, step)[0])
-    first = time.perf_counter() - t
-    with UtilSampler(device) as util:
+    first, (loss, _, _) = timed(lambda: run.train(1), device)
+    losses, times = [loss], []
+    with GpuTelemetry(device).sampler() as telemetry:
         for epoch in range(2, args.epochs + 2):
-            sync(device)
-            t = time.perf_counter()
-            loss, _, n_seq = train_epoch(cfg, model, optimizer, None, split, starts, ends,
-                                         epoch, acc, step)        # returns after a host read
-            times.append(time.perf_counter() - t)
+            seconds, (loss, _, _) = timed(lambda: run.train(epoch), device)
+            times.append(seconds)
             losses.append(loss)
+    util = telemetry.mean("gpu_util_pct")
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -230,9 +114,9 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
     # its encoder alone would need ~80 GB at once), else batches of 1,024 (with 4,096 xLSTM's
     # kernels hit an illegal memory access on the H100).
     one_batch = split.n_users if split.n_users * split.n_items <= 400_000_000 else 1024
-    eval_all, metrics = time_eval(model, split, acc, cfg, max(one_batch, 1), args.eval_repeats)
+    eval_all, metrics = time_eval(run, max(one_batch, 1), args.eval_repeats)
     eval_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    eval_1024, _ = time_eval(model, split, acc, cfg, cfg.eval_batch_size, args.eval_repeats)
+    eval_1024, _ = time_eval(run, cfg.eval_batch_size, args.eval_repeats)
     n_targets = int((ends - starts - 1).clamp(min=0).sum())
     row = dict(model=model_name, dataset=dataset, device=device_name(device), mode=mode,
                max_len=cfg.max_len, embedding_dim=cfg.embedding_dim, batch_size=cfg.batch_size,
@@ -242,7 +126,7 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
                first_epoch_s=first, capture_s=getattr(step, "capture_time_s", None),
                sequences_per_s=len(starts) / statistics.median(times), targets_per_epoch=n_targets,
                eval_time_s=eval_all, eval_time_b1024_s=eval_1024, peak_gpu_mem_mb=peak,
-               eval_peak_gpu_mem_mb=eval_peak, gpu_util_pct=util.mean,
+               eval_peak_gpu_mem_mb=eval_peak, gpu_util_pct=util,
                train_loss_epochs=" ".join(f"{x:.4f}" for x in losses),
                **{"val_recall@10": metrics.get("val_recall@10")},
                train_step=(step.describe() if step is not None else "eager"),
@@ -251,119 +135,23 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
                fused_check=getattr(step, "fused_check", None))
     log(f"  {mode:5s} epoch {row['epoch_time_s']:.4f} s (first {first:.2f} s) "
         f"eval {eval_all * 1e3:.1f} ms (b1024 {eval_1024 * 1e3:.1f} ms) "
-        f"peak {peak or 0:.0f} MB util {util.mean} losses {row['train_loss_epochs']} "
+        f"peak {peak or 0:.0f} MB util {util} losses {row['train_loss_epochs']} "
         f"[{row['train_step']}, loss {row['loss_path']} {row['fused_check']}]")
     if mode == args.modes[-1] and mode.startswith("graph") and args.profile and step is not None:
         try:
-            row["profile"] = profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step,
-                                           args.epochs + 2)
-            row["profile"] += "\n" + profile_eval(model, split, acc, cfg)
+            row["profile"] = profile_epoch(run, args.epochs + 2) + "\n" + profile_eval(run)
             log(row["profile"])
         except Exception as e:  # noqa: BLE001 -- the timings stand without it
             row["profile"] = f"profile {dataset} {model_name}: failed: {type(e).__name__}: {e}"
-    del model, optimizer, step
-    gc.collect()
     return row
 
 
-def _profiled(run, device) -> tuple[float, dict[str, list]]:
-    """Wall time of run() under torch.profiler, and CUDA kernel time and count by name."""
-    from torch.profiler import ProfilerActivity, profile
-    sync(device)
-    t = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        run()
-        sync(device)
-    wall = time.perf_counter() - t
-    kernels: dict[str, list] = {}
-    for ev in prof.events():
-        if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
-            k = kernels.setdefault(ev.name, [0.0, 0])
-            k[0] += ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
-            k[1] += 1
-    return wall, kernels
-
-
-def profile_epoch(cfg, model, optimizer, split, starts, ends, acc, step, epoch) -> str:
-    """torch.profiler over one epoch: kernel time by name (top 12) and the GPU-busy share."""
-    from recsys_core.train.loop import train_epoch
-    wall, kernels = _profiled(lambda: train_epoch(cfg, model, optimizer, None, split, starts,
-                                                  ends, epoch, acc, step), acc.device)
-    total = sum(v[0] for v in kernels.values()) / 1e6
-    lines = [f"profile {cfg.dataset} {cfg.model} ({step.describe()}): wall {wall:.4f} s (profiled), "
-             f"GPU kernel time {total:.4f} s ({100 * total / max(wall, 1e-9):.0f}% of wall), "
-             f"{sum(v[1] for v in kernels.values())} kernels"]
-    for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:12]:
-        lines.append(f"  {us / 1e6:8.4f} s {100 * us / 1e6 / max(total, 1e-12):5.1f}% "
-                     f"x{n:<6d} {name[:110]}")
-    return "\n".join(lines)
-
-
-def profile_eval(model, split, acc, cfg) -> str:
-    """torch.profiler over one evaluation of all users in one batch: wall vs kernel time."""
-    from recsys_core.train.evaluate import evaluate, user_loader
-    loader = acc.prepare(user_loader(split.n_users, max(split.n_users, 1)))
-    args = dict(max_len=cfg.max_len, filter_seen=cfg.filter_seen, ks=cfg.ks, loader=loader,
-                accelerator=acc)
-    evaluate(model, split, "val", **args)
-    wall, kernels = _profiled(lambda: evaluate(model, split, "val", **args), acc.device)
-    total = sum(v[0] for v in kernels.values()) / 1e6
-    lines = [f"eval profile {cfg.model} (all users, one batch): wall {wall:.4f} s (profiled), "
-             f"GPU kernel time {total:.4f} s, {sum(v[1] for v in kernels.values())} kernels"]
-    for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:6]:
-        lines.append(f"  {us / 1e6:8.4f} s x{n:<5d} {name[:110]}")
-    return "\n".join(lines)
-
-
-def check_graph(args, model_name, dataset, data, split_cpu, log) -> dict:
-    """The graph against the same fixed-shape step run eagerly: dropout 0, same seed, same
-    batches, one epoch; per-step losses (BERT4Rec's masks are random draws, which differ
-    between the two, so its losses agree only in distribution)."""
-    from recsys_core.train.fast_step import TrainStep
-    device = torch.device("cuda")
-    split = split_cpu.to(device)
-    out = {}
-    compiled = "graph_compiled" in args.modes
-    for use_graph in (False, True):
-        cfg = make_cfg(args, model_name, dataset, graphs=True, dropout=0.0,
-                       compile_encoder=compiled and use_graph)
-        acc, model, optimizer, starts, ends, _ = build(cfg, data, split)
-        step = TrainStep(cfg, model, optimizer, acc, split, starts, ends, use_graph=use_graph,
-                         record_losses=True, fused_loss=use_graph)
-        loss, norm, _ = step.run_epoch(1)
-        out[use_graph] = dict(losses=step.losses.cpu(), loss=loss, norm=norm,
-                              mode=step.describe(), loss_path=step.loss_path,
-                              reason=step.fallback_reason,
-                              weights=torch.cat([p.detach().float().flatten()
-                                                 for p in model.parameters()]).cpu())
-        del model, optimizer, step
-        gc.collect()
-    e, g = out[False], out[True]
-    rel = ((g["losses"] - e["losses"]).abs() / e["losses"].abs().clamp(min=1e-6))
-    wdiff = float((g["weights"] - e["weights"]).norm() / e["weights"].norm())
-    res = dict(model=model_name, dataset=dataset, graph_mode=g["mode"], fallback=g["reason"],
-               graph_loss_path=g["loss_path"],
-               first_losses_eager=[round(float(x), 4) for x in e["losses"][:6]],
-               first_losses_graph=[round(float(x), 4) for x in g["losses"][:6]],
-               max_rel_diff_first8=float(rel[:8].max()), max_rel_diff_epoch=float(rel.max()),
-               epoch_loss_eager=e["loss"], epoch_loss_graph=g["loss"],
-               grad_norm_eager=e["norm"], grad_norm_graph=g["norm"],
-               weights_rel_diff_after_epoch=wdiff)
-    log(f"  check eager (model loss) vs {g['mode']} ({g['loss_path']}): losses {res['first_losses_eager']} vs "
-        f"{res['first_losses_graph']}; max rel diff first 8 steps {res['max_rel_diff_first8']:.2e}, "
-        f"epoch {res['max_rel_diff_epoch']:.2e}; epoch loss {e['loss']:.5f} vs {g['loss']:.5f}; "
-        f"weights rel diff {wdiff:.2e}" + (f"; fallback: {g['reason']}" if g["reason"] else ""))
-    return res
-
-
 def device_name(device) -> str:
-    from recsys_core.telemetry import GpuTelemetry
     return GpuTelemetry.device_name(torch.device(device))
 
 
 def one_model(args) -> int:
     """Child process: one (dataset, model), all modes; one JSON line appended to --jsonl."""
-    from recsys_core.data import LeaveOneOut, load_dataset
     model_name, dataset = args.one
     log = lambda m: print(f"[{dataset} {model_name}] {m}", flush=True)  # noqa: E731
     cfg = make_cfg(args, model_name, dataset, graphs=False)
@@ -381,11 +169,15 @@ def one_model(args) -> int:
             import traceback
             traceback.print_exc()
             row = dict(model=model_name, dataset=dataset, mode=mode, error=f"{type(e).__name__}: {e}"[:500])
+        gc.collect()       # the mode's model and graphs, before the next mode's
         with open(args.jsonl, "a") as f:
             f.write(json.dumps({"kind": "run", **row}) + "\n")
     if cuda and args.check and any(m.startswith("graph") for m in args.modes):
         try:
-            res = check_graph(args, model_name, dataset, data, split, log)
+            def check_cfg(use_graph: bool) -> TrainConfig:
+                return make_cfg(args, model_name, dataset, graphs=True, dropout=0.0,
+                                compile_encoder="graph_compiled" in args.modes and use_graph)
+            res = check_graph(check_cfg, data, split, log)
         except Exception as e:  # noqa: BLE001
             import traceback
             traceback.print_exc()
@@ -428,12 +220,12 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def fmt(v, digits=4):
-    if v is None or v == "":
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:,.0f}"
-    return str(v)
+def child(cmd: list[str], env: dict, timeout: float) -> int | str:
+    """Exit code of one (dataset, model) process; "timeout" where it ran out of time."""
+    try:
+        return subprocess.run(cmd, env=env, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return "timeout"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,27 +244,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bf16 matmul 8192^3: {rate / 1e12:.1f} TFLOP/s; D2D copy: "
           f"{(bw or 0) / 1e12:.2f} TB/s (read+write)", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    from recsys_core.data import load_dataset
     for dataset in args.datasets:
-        t = time.perf_counter()
-        load_dataset(dataset, mirror=args.data_mirror,
-                     synthetic=json.loads(args.synthetic) if args.synthetic else None)
-        print(f"{dataset}: loaded (generated/cached) in {time.perf_counter() - t:.1f} s", flush=True)
+        seconds, _ = timed(lambda: load_dataset(
+            dataset, mirror=args.data_mirror,
+            synthetic=json.loads(args.synthetic) if args.synthetic else None))
+        print(f"{dataset}: loaded (generated/cached) in {seconds:.1f} s", flush=True)
         for model in args.models:
             cmd = [sys.executable, "-m", "benchmarks.gpu_epoch", "--one", model, dataset,
                    "--jsonl", str(jsonl)] + [a for a in (argv if argv is not None else sys.argv[1:])]
-            t = time.perf_counter()
-            try:
-                rc = subprocess.run(cmd, env=env, timeout=args.timeout).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
-            print(f"[{dataset} {model}] done in {time.perf_counter() - t:.1f} s (rc {rc})", flush=True)
+            seconds, rc = timed(lambda: child(cmd, env, args.timeout))
+            print(f"[{dataset} {model}] done in {seconds:.1f} s (rc {rc})", flush=True)
             if rc != 0:
                 with open(jsonl, "a") as f:
                     f.write(json.dumps({"kind": "run", "model": model, "dataset": dataset,
                                         "mode": "?", "error": f"child rc {rc}"}) + "\n")
     write_outputs(out, jsonl, rate, bw)
     return 0
+
+
+CHECK_TITLE = ("## Graph (fused loss) vs the same step run eagerly with the model's loss "
+               "(dropout 0, one epoch, same seed)")
 
 
 def write_outputs(out: Path, jsonl: Path, rate: float, bw: float | None) -> None:
@@ -491,41 +282,38 @@ def write_outputs(out: Path, jsonl: Path, rate: float, bw: float | None) -> None
         rows.append({**r, "floor_time_s": floor, "ratio_to_floor": r["epoch_time_s"] / floor,
                      "eval_ratio_to_floor": r["eval_time_s"] / eval_floor, "target_s": target,
                      "met_target": (r["epoch_time_s"] <= target) if target else None})
-    with open(out / "gpu_epoch.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in COLUMNS})
     profiles = "\n\n".join(r["profile"] for r in runs if r.get("profile"))
     (out / "gpu_profiles.txt").write_text(profiles + "\n")
-    head = ["model", "dataset", "mode", "epoch (s)", "target (s)", "seq/s", "× floor",
-            "eval all users (s)", "eval b1024 (s)", "peak train MB", "GPU util %", "train step"]
-    md = [f"# GPU epoch benchmark ({runs[0].get('device') if runs else '?'})", "",
-          f"bf16 matmul {rate / 1e12:.0f} TFLOP/s, D2D copy {(bw or 0) / 1e12:.2f} TB/s "
-          "(measured in the same run). Floor = 6 × targets × D × items / matmul rate. "
-          "Epoch = every training window once (train_windows=all), batch 128; median of the "
-          "timed epochs after one warm-up epoch (which includes the capture).", "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        md.append("| " + " | ".join(fmt(x) for x in (
-            r.get("model"), r.get("dataset"), r.get("mode"), r.get("epoch_time_s"),
-            r.get("target_s"), r.get("sequences_per_s"), r.get("ratio_to_floor"),
-            r.get("eval_time_s"), r.get("eval_time_b1024_s"), r.get("peak_gpu_mem_mb"),
-            r.get("gpu_util_pct"), f"{r.get('train_step')}, loss {r.get('loss_path')}")) + " |")
+    table = pd.DataFrame([{
+        "model": r.get("model"), "dataset": r.get("dataset"), "mode": r.get("mode"),
+        "epoch (s)": r.get("epoch_time_s"), "target (s)": r.get("target_s"),
+        "seq/s": r.get("sequences_per_s"), "× floor": r.get("ratio_to_floor"),
+        "eval all users (s)": r.get("eval_time_s"), "eval b1024 (s)": r.get("eval_time_b1024_s"),
+        "peak train MB": r.get("peak_gpu_mem_mb"), "GPU util %": r.get("gpu_util_pct"),
+        "train step": f"{r.get('train_step')}, loss {r.get('loss_path')}"} for r in rows],
+        dtype=object)
+    parts = [f"# GPU epoch benchmark ({runs[0].get('device') if runs else '?'})",
+             f"bf16 matmul {rate / 1e12:.0f} TFLOP/s, D2D copy {(bw or 0) / 1e12:.2f} TB/s "
+             "(measured in the same run). Floor = 6 × targets × D × items / matmul rate. "
+             "Epoch = every training window once (train_windows=all), batch 128; median of the "
+             "timed epochs after one warm-up epoch (which includes the capture).", table]
     if checks:
-        md += ["", "## Graph (fused loss) vs the same step run eagerly with the model's loss (dropout 0, one epoch, same seed)", "",
-               "| model | graph | max rel. loss diff, first 8 steps | whole epoch | epoch loss eager / graph | weights rel. diff |",
-               "|---|---|---|---|---|---|"]
-        for c in checks:
-            if "error" in c:
-                md.append(f"| {c['model']} | ERROR {c['error']} | | | | |")
-                continue
-            md.append(f"| {c['model']} | {c['graph_mode']}, {c.get('graph_loss_path')} | "
-                      f"{c['max_rel_diff_first8']:.1e} | "
-                      f"{c['max_rel_diff_epoch']:.1e} | {c['epoch_loss_eager']:.4f} / "
-                      f"{c['epoch_loss_graph']:.4f} | {c['weights_rel_diff_after_epoch']:.1e} |")
-    (out / "gpu_epoch.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md), flush=True)
+        parts += [CHECK_TITLE, pd.DataFrame([check_row(c) for c in checks])]
+    text = write(out, "gpu_epoch", *parts, data=pd.DataFrame(rows, columns=COLUMNS))
+    print(text, end="", flush=True)
+
+
+def check_row(c: dict) -> dict:
+    """A graph check's row of gpu_epoch.md, its figures as text."""
+    if "error" in c:
+        return {"model": c["model"], "graph": f"ERROR {c['error']}",
+                "max rel. loss diff, first 8 steps": "", "whole epoch": "",
+                "epoch loss eager / graph": "", "weights rel. diff": ""}
+    return {"model": c["model"], "graph": f"{c['graph_mode']}, {c.get('graph_loss_path')}",
+            "max rel. loss diff, first 8 steps": f"{c['max_rel_diff_first8']:.1e}",
+            "whole epoch": f"{c['max_rel_diff_epoch']:.1e}",
+            "epoch loss eager / graph": f"{c['epoch_loss_eager']:.4f} / {c['epoch_loss_graph']:.4f}",
+            "weights rel. diff": f"{c['weights_rel_diff_after_epoch']:.1e}"}
 
 
 if __name__ == "__main__":
