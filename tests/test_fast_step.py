@@ -2,7 +2,7 @@
 batches as the eager loop, last batch padded), padding that changes neither loss nor
 gradients, the eager run of the step body against the trainer's loop, the optimiser choices
 and the dispatch (no graph off CUDA). The graph itself is compared with the eager step on the
-GPU by `python -m recsys_core.benchmark_gpu` (results/benchmarks/gpu_notes.md)."""
+GPU by `python -m benchmarks.gpu_epoch` (results/benchmarks/gpu_notes.md)."""
 import copy
 import json
 import math

@@ -32,7 +32,8 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
     """The recurrence in fp32 (cuDNN's TF32 default), also under bf16 autocast: at the study's
     sizes cuDNN's fp32 kernels are faster than its half-precision ones (ML-1M shape, 2 layers,
     D 64, batch 128, L 200, forward + backward on an H200: GRU 2.26 vs 3.00 ms a step, LSTM
-    2.23 vs 2.93; `python -m recsys_core.benchmark_rnn`)."""
+    2.23 vs 2.93; `python -m benchmarks.rnn_precision`, results/benchmarks/rnn_precision.json).
+    """
     with torch.autocast(x.device.type, enabled=False):
         return rnn(x.float())[0]
 

@@ -46,9 +46,10 @@ half the ML-1M-shape epoch on an H200, for a compile of 12-76 s at the first ste
 capture that fails drops the compiled encoder and says why (`compile_note`).
 
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
-tests, and as the reference the GPU benchmark compares the graph against. Where no graph can
-run (CPU, `cuda_graphs: false`, fault injection, a non-NCCL process group) `build_train_step`
-returns None and `loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
+tests, and as the reference the GPU benchmark compares the graph against
+(benchmarks/graph_check.py, `python -m benchmarks.gpu_epoch`). Where no graph can run (CPU,
+`cuda_graphs: false`, fault injection, a non-NCCL process group) `build_train_step` returns
+None and `loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
 `fallback_reason` and the step body runs eagerly (same training, no graph).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Launcher performance, measured: `python -m launcher.benchmark [--out results/benchmarks]`.
+"""Launcher performance, measured: `python -m benchmarks.launcher_overhead [--out results/benchmarks]`.
 
 1. Planning a 10,000-cell grid: `sweep GRID --executor dry-run --json > /dev/null`, wall time
    of the whole command (start-up included), median of 5.
@@ -21,6 +21,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.report import write
+from benchmarks.timing import timed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,17 +60,16 @@ def shim(folder: Path, log: Path) -> dict:
 
 
 def launcher(*args, env=None) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "launcher", *map(str, args)], cwd=REPO,
-                          env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    """Wall time of the whole `python -m launcher ARGS` command, and its process."""
+    elapsed, proc = timed(lambda: subprocess.run([sys.executable, "-m", "launcher", *map(str, args)],
+                                                 cwd=REPO, env=env, capture_output=True, text=True))
     if proc.returncode != 0:
         raise RuntimeError(f"launcher {args}: {proc.stderr[-2000:]}")
     return elapsed, proc
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launcher.benchmark")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.launcher_overhead")
     p.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
     p.add_argument("--skip-slurm", action="store_true")
     args = p.parse_args(argv)
@@ -100,17 +104,16 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "launcher.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"# Launcher benchmark ({report['date']})", "", f"Machine: {report['machine']}", "",
-             "| measurement | figure |", "|---|---|",
-             f"| plan a 10,000-cell grid (dry-run --json, whole command) | "
-             f"{report['plan_10000_cells_s']['median']:.2f} s (median of 5) |"]
+    figures = [("plan a 10,000-cell grid (dry-run --json, whole command)",
+                f"{report['plan_10000_cells_s']['median']:.2f} s (median of 5)")]
     if "submit_1000_cells" in report:
         s, st = report["submit_1000_cells"], report["status_1000_cells"]
-        lines += [f"| submit 1,000 cells (slurm/dev-cluster) | {s['sbatch_calls']} sbatch calls, "
-                  f"{s['wall_s']:.1f} s |",
-                  f"| status of 1,000 cells | {st['sacct_calls']} sacct call(s), {st['wall_s']:.1f} s |"]
-    (out / "launcher.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        figures += [("submit 1,000 cells (slurm/dev-cluster)",
+                     f"{s['sbatch_calls']} sbatch calls, {s['wall_s']:.1f} s"),
+                    ("status of 1,000 cells", f"{st['sacct_calls']} sacct call(s), {st['wall_s']:.1f} s")]
+    print(write(out, "launcher", f"# Launcher benchmark ({report['date']})",
+                f"Machine: {report['machine']}",
+                pd.DataFrame(figures, columns=["measurement", "figure"])), end="")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -6,17 +6,18 @@ backward of `num_blocks` layers over [batch, L, D] inputs, as GRU4Rec runs it â€
 autocast (what the trainer runs), fp16 autocast, fp32 with TF32 and plain fp32, so that the
 cheapest precision for the recurrence is measured, not guessed.
 
-    python -m recsys_core.benchmark_rnn --out results/benchmarks/rnn_precision.json
+    python -m benchmarks.rnn_precision --out results/benchmarks/rnn_precision.json
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 from torch import nn
+
+from benchmarks.timing import median_s
 
 PRECISIONS = ("bf16_autocast", "fp16_autocast", "fp32_tf32", "fp32")
 
@@ -33,21 +34,11 @@ def time_step(rnn: nn.RNNBase, x: torch.Tensor, precision: str, repeats: int) ->
             out = rnn(x)[0]
         out.float().sum().backward()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    return median_s(step, x.device, repeats, warmup=3)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recsys_core.benchmark_rnn", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_precision", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-len", type=int, default=200)

@@ -8,7 +8,7 @@ out of the steady-state figure. Then one checkpoint (the first multi-GPU run's b
 evaluated by `python -m recsys_core.train.eval_checkpoint` in 1 process and under
 `accelerate launch` in G processes, and the metrics compared.
 
-    python -m recsys_core.benchmark_scaling --out results/benchmarks/scaling \
+    python -m benchmarks.scaling --out results/benchmarks/scaling \
         --models sasrec xlstm --gpus 1 2 --modes graph eager
 
 Writes OUT/scaling.csv (one row per run), OUT/eval_equality.json, OUT/scaling.md.
@@ -20,10 +20,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
+
+from benchmarks.report import markdown, write
+from benchmarks.timing import timed
 
 # The issue's shape: ML-20M-sized synthetic data, max_len 200, embedding 256, 2 blocks (4 heads,
 # the study's ML-20M setting; at 2 heads of 128 dims Triton's LLVM crashed compiling xLSTM's
@@ -39,11 +41,10 @@ def run_cell(cell_dir: Path, params: dict, timeout_s: float) -> dict:
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "cell.json").write_text(json.dumps(
         {"id": cell_dir.name, "sweep": "scaling", "params": params}, indent=1))
-    t0 = time.time()
     with open(cell_dir / "log.txt", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
-                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
-    wall = time.time() - t0
+        wall, proc = timed(lambda: subprocess.run(
+            [sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
+            stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s))
     result_path = cell_dir / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
     row = {"model": params["model"], "gpus": params["num_processes"],
@@ -73,12 +74,12 @@ def evaluate(run_dir: Path, processes: int, timeout_s: float, device: str) -> di
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
                "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", *module]
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    wall, proc = timed(lambda: subprocess.run(cmd, capture_output=True, text=True,
+                                              timeout=timeout_s, env=env))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-    return {**json.loads(lines[-1]), "wall_s": round(time.time() - t0, 1)}
+    return {**json.loads(lines[-1]), "wall_s": round(wall, 1)}
 
 
 def compare(a: dict, b: dict) -> dict:
@@ -89,33 +90,37 @@ def compare(a: dict, b: dict) -> dict:
             "differing": {k: [a[k], b[k]] for k, d in diffs.items() if d != 0}}
 
 
-def summary(rows: list[dict], equality: dict | None, device: str) -> str:
+SPECS = {"epoch train (s)": ".2f", "speed-up vs 1 GPU": ".2f", "seq/s": ",.0f", "eval (s)": ".2f",
+         "first epoch (s)": ".1f", "peak MB (rank 0)": ",.0f"}
+
+
+def summary(rows: list[dict], equality: dict | None, device: str) -> list[str]:
+    """scaling.md's parts: title, shape, a table row per run, the evaluation check."""
     df = pd.DataFrame(rows)
-    lines = [f"# Data-parallel scaling ({device})", "",
-             "`python -m recsys_core.benchmark_scaling` — " + ", ".join(
-                 f"{k}={v}" for k, v in BASE.items() if k not in ("wandb_mode", "device")), "",
-             "| model | mode | GPUs | epoch train (s) | speed-up vs 1 GPU | seq/s | eval (s) | "
-             "first epoch (s) | peak MB (rank 0) | status | step |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    table = []
     for _, r in df.iterrows():
         one = df[(df.model == r.model) & (df["mode"] == r["mode"]) & (df.gpus == 1)]
         t = r.get("epoch_train_s")
         speed = (float(one.epoch_train_s.iloc[0]) / t) if len(one) and t == t and t else None
-        fmt = lambda v, f: "–" if v is None or v != v else format(v, f)  # noqa: E731
-        lines.append(f"| {r.model} | {r['mode']} | {r.gpus} | {fmt(t, '.2f')} | "
-                     f"{fmt(speed, '.2f')} | {fmt(r.get('train_sequences_per_s'), ',.0f')} | "
-                     f"{fmt(r.get('eval_s'), '.2f')} | {fmt(r.get('first_epoch_train_s'), '.1f')} | "
-                     f"{fmt(r.get('peak_gpu_mem_mb'), ',.0f')} | {r.status} | {r.train_step} |")
+        table.append({"model": r.model, "mode": r["mode"], "GPUs": r.gpus, "epoch train (s)": t,
+                      "speed-up vs 1 GPU": speed, "seq/s": r.get("train_sequences_per_s"),
+                      "eval (s)": r.get("eval_s"), "first epoch (s)": r.get("first_epoch_train_s"),
+                      "peak MB (rank 0)": r.get("peak_gpu_mem_mb"), "status": r.status,
+                      "step": r.train_step})
+    parts = [f"# Data-parallel scaling ({device})",
+             "`python -m benchmarks.scaling` — " + ", ".join(
+                 f"{k}={v}" for k, v in BASE.items() if k not in ("wandb_mode", "device")),
+             markdown(pd.DataFrame(table), SPECS)]
     if equality:
-        lines += ["", f"Evaluation of `{equality['run']}`'s best checkpoint on 1 and on "
-                  f"{equality['processes']} processes: {equality['comparison']['metrics_compared']} "
-                  f"metrics, identical: {equality['comparison']['identical']}, max abs diff "
-                  f"{equality['comparison']['max_abs_diff']}."]
-    return "\n".join(lines) + "\n"
+        parts.append(f"Evaluation of `{equality['run']}`'s best checkpoint on 1 and on "
+                     f"{equality['processes']} processes: {equality['comparison']['metrics_compared']} "
+                     f"metrics, identical: {equality['comparison']['identical']}, max abs diff "
+                     f"{equality['comparison']['max_abs_diff']}.")
+    return parts
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recsys_core.benchmark_scaling")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--models", nargs="+", default=["sasrec"])
     p.add_argument("--gpus", nargs="+", type=int, default=[1, 2])
@@ -164,8 +169,7 @@ def main(argv=None) -> int:
                                 "training_run_vs_one_process": compare(result, one)}
                     (args.out / "eval_equality.json").write_text(json.dumps(equality, indent=1))
                     print(json.dumps(equality["comparison"]), flush=True)
-    (args.out / "scaling.md").write_text(summary(rows, equality, device))
-    print((args.out / "scaling.md").read_text())
+    print(write(args.out, "scaling", *summary(rows, equality, device)))
     return 0
 
 

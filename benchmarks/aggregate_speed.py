@@ -1,7 +1,7 @@
-"""Aggregation speed: `python -m launcher.bench_aggregate [--cells 10000] [--out DIR]`.
+"""Aggregation speed: `python -m benchmarks.aggregate_speed [--cells 10000] [--out DIR]`.
 
 Builds a synthetic finished sweep of N cells (5 models × 4 datasets × 5 lengths × 10 learning
-rates × seeds, as launcher/benchmark.py plans it): a manifest through `Sweep.create`, and per
+rates × seeds, as benchmarks/launcher_overhead.py plans it): a manifest through `Sweep.create`, and per
 cell the trainer's result file (result.json) with its full record (every config value, metrics at
 K = 5, 10, 20, timings; ~100 columns) and a 10-epoch history.parquet; 1% of the cells FAILED,
 1% without any result (MISSING). Then times the whole command
@@ -25,11 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.launcher_overhead import grid_file
+from benchmarks.report import write
+from benchmarks.timing import timed
 from launcher.aggregate import CACHE
-from launcher.benchmark import grid_file
 from launcher.grid import expand, load_grid
 from launcher.sweep import Sweep
 from recsys_core.train.results import write_result
@@ -84,43 +87,39 @@ def build(root: Path, n_cells: int) -> Sweep:
     return sweep
 
 
-def timed(sweep: Sweep, *args, cold: bool = False) -> float:
+def aggregate_s(sweep: Sweep, *args, cold: bool = False) -> float:
     """Wall time of the whole command; cold = without the aggregate cache of earlier runs."""
     if cold:
         shutil.rmtree(sweep.root / CACHE, ignore_errors=True)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "launcher", "aggregate", str(sweep.root),
-                           "--out", str(sweep.root / "aggregate"), *args],
-                          cwd=REPO, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed, proc = timed(lambda: subprocess.run(
+        [sys.executable, "-m", "launcher", "aggregate", str(sweep.root),
+         "--out", str(sweep.root / "aggregate"), *args], cwd=REPO, capture_output=True, text=True))
     if proc.returncode != 0:
         raise RuntimeError(f"aggregate failed:\n{proc.stderr[-3000:]}")
     return elapsed
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launcher.bench_aggregate")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.aggregate_speed")
     p.add_argument("--cells", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")
     p.add_argument("--keep", type=Path, default=None, help="build the sweep here and keep it")
     args = p.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-aggregate-"))
-    t0 = time.perf_counter()
-    sweep = build(root, args.cells)
-    build_s = time.perf_counter() - t0
+    build_s, sweep = timed(lambda: build(root, args.cells))
     n = len(sweep.manifest()["cells"])
-    timed(sweep)   # the page cache holds every file from here on, as after a sweep's last job
+    aggregate_s(sweep)   # the page cache holds every file from here on, as after a sweep's last job
     runs = {}
     for name, extra, cold in [("cold, tables + plots", (), True),
                               ("cold, tables only", ("--no-plots",), True),
                               ("warm, tables + plots", (), False),
                               ("warm, tables only", ("--no-plots",), False)]:
-        runs[name] = [timed(sweep, *extra, cold=cold) for _ in range(args.repeats)]
+        runs[name] = [aggregate_s(sweep, *extra, cold=cold) for _ in range(args.repeats)]
     victim = next(sweep.cell_dir(c["id"]) / "result.json" for c in sweep.manifest()["cells"])
     victim.write_bytes(victim.read_bytes()[:-100])
-    runs["warm, tables only, one result.json truncated"] = [timed(sweep, "--no-plots")]
-    runs["cold, tables only, one result.json truncated"] = [timed(sweep, "--no-plots", cold=True)]
+    runs["warm, tables only, one result.json truncated"] = [aggregate_s(sweep, "--no-plots")]
+    runs["cold, tables only, one result.json truncated"] = [aggregate_s(sweep, "--no-plots", cold=True)]
     rows = sum(1 for _ in (sweep.root / "aggregate" / "cells.csv").open()) - 1
     load = os.getloadavg()
     if not args.keep:
@@ -135,28 +134,25 @@ def main(argv=None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "aggregate.json").write_text(json.dumps(results, indent=1) + "\n")
-    md = [f"# Aggregate benchmark ({results['date']})", "",
-          f"Machine: {results['machine']} (this VM; load average "
-          f"{', '.join(map(str, results['load_average_after']))} at the end).", "",
-          f"Sweep: {n:,} cells (1% FAILED, 1% MISSING), result.json (~100 fields) and a "
-          f"{EPOCHS}-epoch history.parquet per cell. The whole command "
-          "`python -m launcher aggregate SWEEP` is timed, start-up included, with the files in "
-          "the page cache. Cold: the first aggregate of the sweep (every file decoded); warm: "
-          f"again, with the files unchanged (`SWEEP/{CACHE}/` holds the rows of every file "
-          "read, keyed by size and mtime, so only new or changed files are decoded).", "",
-          "| measurement | seconds |", "|---|---|"]
-    for name, secs in runs.items():
-        shown = f"{statistics.median(secs):.2f} (median of {len(secs)})" if len(secs) > 1 \
-            else f"{secs[0]:.2f}"
-        md.append(f"| {name} | {shown} |")
-    md += ["", "The result rows are read from the cells' result.json files, parsed by pyarrow's "
-           "JSON reader in one call over all files' bytes (~0.05 ms a file here); a pyarrow "
-           "dataset scan of the one-row result.parquet files cost ~2.8 ms a file (footer "
-           "decoding), i.e. ~20 s for a cold aggregate of 10,000 cells. The validation curves "
-           "come from `val_recall@10_by_epoch` inside each result, so plots read no history "
-           "file for results that have it.", ""]
-    (args.out / "aggregate.md").write_text("\n".join(md))
-    print("\n".join(md))
+    measurements = [(name, f"{statistics.median(secs):.2f} (median of {len(secs)})"
+                     if len(secs) > 1 else f"{secs[0]:.2f}") for name, secs in runs.items()]
+    print(write(
+        args.out, "aggregate", f"# Aggregate benchmark ({results['date']})",
+        f"Machine: {results['machine']} (this VM; load average "
+        f"{', '.join(map(str, results['load_average_after']))} at the end).",
+        f"Sweep: {n:,} cells (1% FAILED, 1% MISSING), result.json (~100 fields) and a "
+        f"{EPOCHS}-epoch history.parquet per cell. The whole command "
+        "`python -m launcher aggregate SWEEP` is timed, start-up included, with the files in "
+        "the page cache. Cold: the first aggregate of the sweep (every file decoded); warm: "
+        f"again, with the files unchanged (`SWEEP/{CACHE}/` holds the rows of every file "
+        "read, keyed by size and mtime, so only new or changed files are decoded).",
+        pd.DataFrame(measurements, columns=["measurement", "seconds"]),
+        "The result rows are read from the cells' result.json files, parsed by pyarrow's "
+        "JSON reader in one call over all files' bytes (~0.05 ms a file here); a pyarrow "
+        "dataset scan of the one-row result.parquet files cost ~2.8 ms a file (footer "
+        "decoding), i.e. ~20 s for a cold aggregate of 10,000 cells. The validation curves "
+        "come from `val_recall@10_by_epoch` inside each result, so plots read no history "
+        "file for results that have it."), end="")
     return 0
 
 

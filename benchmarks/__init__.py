@@ -1,0 +1,35 @@
+"""The project's benchmarks. Not part of the installed packages (pyproject installs launcher,
+recsys_core and jobs only): they import the product, the product never imports them. Run them
+from the repository root; each writes under results/benchmarks/ (or the folder given) and its
+Markdown names the machine it ran on.
+
+gpu_epoch        Seconds per training epoch (eager loop, CUDA-graph step, compiled encoder),
+                 sequences/s, full-ranking evaluation time, peak GPU memory and utilisation,
+                 against the floor of the output layer; a check of the graph against the
+                 eager step and a torch.profiler summary. All five models, one process each.
+                 `python -m benchmarks.gpu_epoch --out-dir results/benchmarks`
+                 -> gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt
+                 (CPU smoke run: --device cpu --datasets synthetic --max-len 20
+                 --embedding-dim 16 --epochs 1)
+scaling          One cell on 1 and on G GPUs through the launcher's own path (jobs.train_cell,
+                 accelerate launch), and one checkpoint evaluated on 1 and on G processes.
+                 `python -m benchmarks.scaling --out results/benchmarks/scaling --gpus 1 2`
+                 -> scaling.csv, scaling.md, eval_equality.json, runs/
+                 (CPU processes: --set '{"device": "cpu", ...}', as tests/test_train.py runs it)
+rnn_precision    cuDNN's GRU/LSTM recurrence alone at the ML-1M training shape, forward and
+                 backward, in bf16/fp16 autocast, fp32 with and without TF32 (CUDA only).
+                 `python -m benchmarks.rnn_precision --out results/benchmarks/rnn_precision.json`
+launcher_overhead  Planning a 10,000-cell grid; sbatch and sacct calls and wall time to submit
+                 and to query 1,000 cells on the SLURM cluster SLURM_CONF names.
+                 `python -m benchmarks.launcher_overhead [--skip-slurm]`
+                 -> results/benchmarks/launcher.json, launcher.md
+aggregate_speed  `python -m launcher aggregate` over a synthetic finished sweep of 10,000 cells,
+                 cold and warm, with and without plots.
+                 `python -m benchmarks.aggregate_speed [--cells 10000]`
+                 -> results/benchmarks/aggregate.json, aggregate.md
+
+Shared by them: timing.py (wall clock, CUDA-synchronised, CUDA events), report.py (the CSV and
+Markdown tables), run_setup.py (the one place a run's setup is built, as the trainer builds
+it); gpu_profile.py and graph_check.py are gpu_epoch's parts. GPU utilisation is sampled by
+recsys_core.telemetry.GpuTelemetry.sampler.
+"""

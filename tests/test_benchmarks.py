@@ -1,0 +1,74 @@
+"""The benchmarks' shared helpers (benchmarks/report.py, benchmarks/timing.py) and the
+background sampler of recsys_core.telemetry.GpuTelemetry that the GPU benchmark reads."""
+import math
+import time
+
+import pandas as pd
+import torch
+
+from benchmarks import report, timing
+from recsys_core.telemetry import GpuTelemetry
+
+
+def test_cells_missing_numbers_and_text():
+    assert report.cell(None) == report.cell(math.nan) == "–"
+    assert report.cell(0.123456) == "0.1235" and report.cell(12345.6) == "12,346"
+    assert report.cell(7438.1, ",.0f") == "7,438" and report.cell(2) == "2"
+    assert report.cell("a\nb  c|d") == "a b c\\|d" and report.cell("") == ""
+
+
+def test_write_gives_markdown_tables_and_the_csv(tmp_path):
+    data = pd.DataFrame({"model": ["sasrec", "xlstm"], "epoch_s": [0.5, None]})
+    table = data.rename(columns={"epoch_s": "epoch (s)"})
+    text = report.write(tmp_path / "out", "bench", "# Title", table, "After.", data=data)
+    assert (tmp_path / "out" / "bench.md").read_text() == text
+    lines = text.splitlines()
+    assert lines[:2] == ["# Title", ""] and lines[-1] == "After."
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:6]]
+    assert rows[0] == ["model", "epoch (s)"] and set(rows[1][0]) == {"-"}
+    assert rows[2:] == [["sasrec", "0.5"], ["xlstm", "–"]]
+    assert list(pd.read_csv(tmp_path / "out" / "bench.csv").columns) == ["model", "epoch_s"]
+    assert report.markdown(table, {"epoch (s)": ".2f"}).splitlines()[2].split("|")[2].strip() == "0.50"
+
+
+def test_timing_on_the_cpu_is_the_wall_clock():
+    seconds, value = timing.timed(lambda: time.sleep(0.05) or 3, "cpu")
+    assert value == 3 and 0.04 < seconds < 1
+    with timing.Stopwatch() as watch:
+        time.sleep(0.02)
+    assert 0.015 < watch.s < 1
+    calls = []
+    median = timing.median_s(lambda: calls.append(time.sleep(0.01)), torch.device("cpu"), 3, warmup=2)
+    assert len(calls) == 5 and 0.005 < median < 1
+
+
+class FakeNvml:
+    """Stands in for pynvml: utilisation 40 then 60 %, memory and power fixed."""
+
+    def __init__(self):
+        self.util = iter([40, 60])
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return type("Mem", (), {"used": 2**30})()
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return type("Util", (), {"gpu": next(self.util, 60)})()
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 100_000
+
+
+def test_sampler_reads_in_the_background_while_its_block_runs():
+    telemetry = GpuTelemetry(torch.device("cpu"))
+    with telemetry.sampler() as none:          # no NVML: nothing read, no thread
+        pass
+    assert none.readings == [] and none.mean("gpu_util_pct") is None
+    telemetry.handle, telemetry.nvml = object(), FakeNvml()
+    with telemetry.sampler(period_s=0.005) as sampler:
+        time.sleep(0.1)
+    n = len(sampler.readings)
+    time.sleep(0.03)
+    assert n >= 3 and len(sampler.readings) == n               # stopped at the block's end
+    assert 40 < sampler.mean("gpu_util_pct") < 60 and sampler.mean("gpu_power_w") == 100.0
+    assert sampler.mean("peak_gpu_mem_mb") is None               # torch's counter, not NVML's
+    assert telemetry.read()["gpu_mem_used_mb"] == 1024.0
