@@ -42,7 +42,7 @@ EPOCHS = 10
 
 
 def record(cell, rng) -> dict:
-    cfg = cell.train_config(out=f"cells/{cell.id}", group="bench").to_dict()
+    cfg = cell.config.to_dict()
     rec = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in cfg.items()}
     skill = {"xlstm": 0.10, "sasrec": 0.11, "bert4rec": 0.12, "gru4rec": 0.09, "lstm": 0.08}
     base = skill[cell.params["model"]] + rng.normal(0, 0.005)

@@ -3,7 +3,7 @@ evaluation time, peak GPU memory and utilisation, each against the floor of the 
 
 Everything runs through the project's own code (set up in run_setup.py as `loop.run` does):
 `loop.make_accelerator`, `build_model`, `optim.make_optimizer`, `loop.train_epoch` (the
-trainer's epoch: the eager loop, or with `fast_step.for_run` the CUDA-graph step the trainer
+trainer's epoch: the eager loop, or with `train_step.build_train_step` the CUDA-graph step the trainer
 uses) and `evaluate.evaluate` (the trainer's full-ranking evaluation of all users). One epoch =
 every training window once (`train_windows="all"`: every training interaction a target once).
 GPU utilisation: NVML read every 10 ms during the timed epochs (GpuTelemetry.sampler).
@@ -42,7 +42,7 @@ import torch
 from benchmarks.gpu_profile import copy_bandwidth, matmul_rate, profile_epoch, profile_eval
 from benchmarks.graph_check import check_graph
 from benchmarks.report import write
-from benchmarks.run_setup import Run, setup_run
+from benchmarks.run_setup import Run, evaluator, setup_run, train
 from benchmarks.timing import timed
 from recsys_core.data import LeaveOneOut, load_dataset
 from recsys_core.telemetry import GpuTelemetry
@@ -80,7 +80,7 @@ def make_cfg(args, model: str, dataset: str, *, graphs: bool, **overrides) -> Tr
 
 def time_eval(run: Run, batch_size: int, repeats: int) -> tuple[float, dict]:
     """Median seconds of the trainer's evaluation at `batch_size` after one warm-up, metrics."""
-    evaluate = run.evaluator(batch_size)
+    evaluate = evaluator(run, batch_size)
     metrics = evaluate()
     times = [timed(evaluate, run.accelerator.device)[0] for _ in range(repeats)]
     return statistics.median(times), metrics
@@ -96,14 +96,14 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     run = setup_run(cfg, data, split, fused_loss=(mode != "graph_plain"))
-    step, starts, ends = run.step, run.starts, run.ends
+    step, starts, ends = run.train_step, run.starts, run.ends
     if mode.startswith("graph") and step is None:
         raise RuntimeError("graph mode asked for, but the trainer would run eagerly here")
-    first, (loss, _, _) = timed(lambda: run.train(1), device)
+    first, (loss, _, _) = timed(lambda: train(run, 1), device)
     losses, times = [loss], []
     with GpuTelemetry(device).sampler() as telemetry:
         for epoch in range(2, args.epochs + 2):
-            seconds, (loss, _, _) = timed(lambda: run.train(epoch), device)
+            seconds, (loss, _, _) = timed(lambda: train(run, epoch), device)
             times.append(seconds)
             losses.append(loss)
     util = telemetry.mean("gpu_util_pct")

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.run_setup import Run
+from benchmarks.run_setup import Run, evaluator, train
 from benchmarks.timing import Stopwatch, median_s, sync
 
 
@@ -48,9 +48,9 @@ def _profiled(fn: Callable[[], object], device) -> tuple[float, dict[str, list]]
 
 def profile_epoch(run: Run, epoch: int) -> str:
     """torch.profiler over one epoch: kernel time by name (top 12) and the GPU-busy share."""
-    wall, kernels = _profiled(lambda: run.train(epoch), run.accelerator.device)
+    wall, kernels = _profiled(lambda: train(run, epoch), run.accelerator.device)
     total = sum(v[0] for v in kernels.values()) / 1e6
-    lines = [f"profile {run.cfg.dataset} {run.cfg.model} ({run.step.describe()}): wall "
+    lines = [f"profile {run.cfg.dataset} {run.cfg.model} ({run.train_step.describe()}): wall "
              f"{wall:.4f} s (profiled), GPU kernel time {total:.4f} s "
              f"({100 * total / max(wall, 1e-9):.0f}% of wall), "
              f"{sum(v[1] for v in kernels.values())} kernels"]
@@ -62,7 +62,7 @@ def profile_epoch(run: Run, epoch: int) -> str:
 
 def profile_eval(run: Run) -> str:
     """torch.profiler over one evaluation of all users in one batch: wall vs kernel time."""
-    evaluate = run.evaluator(max(run.split.n_users, 1))
+    evaluate = evaluator(run, max(run.split.n_users, 1))
     evaluate()
     wall, kernels = _profiled(evaluate, run.accelerator.device)
     total = sum(v[0] for v in kernels.values()) / 1e6

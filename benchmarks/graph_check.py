@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from benchmarks.run_setup import setup_run
-from recsys_core.train.fast_step import TrainStep
+from recsys_core.train.train_step import TrainStep
 
 
 def check_graph(config: Callable[[bool], object], data, split_cpu, log) -> dict:

@@ -25,6 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.report import markdown, write
+from launcher.grid import Cell, Resources, cell_config
+from launcher.sweep import write_cell_file
+from recsys_core.train.results import read_result
 from benchmarks.timing import timed
 
 # The shape: ML-20M-sized synthetic data, max_len 200, embedding 256, 2 blocks (4 heads,
@@ -39,14 +42,14 @@ BASE = dict(dataset="synthetic-ml-20m", max_len=200, embedding_dim=256, num_bloc
 
 def run_cell(cell_dir: Path, params: dict, timeout_s: float) -> dict:
     cell_dir.mkdir(parents=True, exist_ok=True)
-    (cell_dir / "cell.json").write_text(json.dumps(
-        {"id": cell_dir.name, "sweep": "scaling", "params": params}, indent=1))
+    cell = Cell(cell_dir.name, cell_dir.name, params, Resources(),
+                cell_config(params, Resources(), cell_dir.name, "scaling", str(cell_dir)))
+    write_cell_file(cell_dir, cell)      # as the launcher writes it
     with open(cell_dir / "log.txt", "w") as log:
         wall, proc = timed(lambda: subprocess.run(
             [sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
             stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s))
-    result_path = cell_dir / "result.json"
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    result = read_result(cell_dir) or {}
     row = {"model": params["model"], "gpus": params["num_processes"],
            "mode": "graph" if params["cuda_graphs"] else "eager", "exit": proc.returncode,
            "status": result.get("status"), "reason": result.get("reason"),
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
                     run_dir = args.out / "runs" / name
                     one = evaluate(run_dir, 1, args.timeout_s, params["device"])
                     many = evaluate(run_dir, g, args.timeout_s, params["device"])
-                    result = json.loads((run_dir / "result.json").read_text())
+                    result = read_result(run_dir)
                     equality = {"run": name, "processes": g, "device": device,
                                 "one_process": one, "many_processes": many,
                                 "comparison": compare(one, many),

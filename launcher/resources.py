@@ -121,7 +121,7 @@ class _Loader(yaml.SafeLoader):
     """YAML without three traps: `4:00:00` stays a string (YAML 1.1: the integer 14400), `1e-3`
     is a float (YAML 1.1: a string), and a key repeated in a mapping is an error."""
 
-    def constructmapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":      # `<<: *anchor` may be overridden
@@ -132,7 +132,7 @@ class _Loader(yaml.SafeLoader):
                     "while reading a mapping", node.start_mark, f"duplicate key {key!r}",
                     key_node.start_mark)
             seen.add(key)
-        return super().constructmapping(node, deep=deep)
+        return super().construct_mapping(node, deep=deep)
 
 
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
@@ -157,9 +157,6 @@ def read_yaml(path: Path, what: str) -> dict:
     except yaml.YAMLError as e:
         raise GridError(f"{path}: invalid YAML: {e}") from None
     return mapping(raw, str(path), "top level", f"a {what}")
-
-
-
 
 
 def load_profile(name: Any, src: str, profiles_dir: Path) -> dict[str, Any]:

@@ -48,6 +48,17 @@ def code_version() -> dict:
         return {"git_sha": None, "dirty": None}
 
 
+def write_cell_file(folder: Path, cell: Cell) -> None:
+    """cell.json: what the job callable reads. `config` is the cell's TrainConfig as the grid
+    built it (less `out`: the job trains in the folder cell.json is in); `params`, what the
+    grid file set, is for people."""
+    text = json.dumps({"id": cell.id, "name": cell.name, "sweep": cell.config.wandb_group,
+                       "params": cell.params, "debug_hooks": cell.hooks,
+                       "config": cell.config.model_dump(exclude={"out"})},
+                      indent=1, sort_keys=True) + "\n"
+    atomic_write_text(Path(folder) / CELL_FILE, text)
+
+
 def cell_records(cells: list[Cell]) -> list[dict]:
     """Cells as plain dicts (manifest, --json). Cells share Resources objects: convert each once."""
     resources: dict[int, dict] = {}
@@ -116,14 +127,7 @@ class Sweep:
         return sweep
 
     def write_cell(self, cell: Cell) -> None:
-        """cell.json: what the job callable reads. `config` is the cell's TrainConfig as the
-        grid built it (less `out`: the job trains in the folder cell.json is in); `params`,
-        what the grid file set, is for people."""
-        text = json.dumps({"id": cell.id, "name": cell.name, "sweep": cell.config.wandb_group,
-                           "params": cell.params, "debug_hooks": cell.hooks,
-                           "config": cell.config.model_dump(exclude={"out"})},
-                          indent=1, sort_keys=True) + "\n"
-        atomic_write_text(self.cell_dir(cell.id) / CELL_FILE, text)
+        write_cell_file(self.cell_dir(cell.id), cell)
 
     # --- reading -------------------------------------------------------------------------------
 

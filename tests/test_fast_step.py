@@ -19,9 +19,11 @@ from recsys_core.models import build_model
 from recsys_core.train import TrainConfig
 from recsys_core.train.batches import (epoch_batches, padded_epoch_batches, training_batch,
                                        with_empty_window)
-from recsys_core.train.fast_step import TrainStep, for_run, graph_unsupported_reason
-from recsys_core.train.loop import make_accelerator, seed_everything, train_epoch
+from recsys_core.train.hooks import DebugHooks
+from recsys_core.train.loop import train_epoch
 from recsys_core.train.optim import lr_on_device, make_optimizer, make_scheduler
+from recsys_core.train.setup import build_run, make_accelerator, seed_everything
+from recsys_core.train.train_step import TrainStep, build_train_step, graph_unsupported_reason
 
 TINY = dict(dataset="synthetic", synthetic={"n_users": 90, "n_items": 50,
                                             "n_interactions": 2500, "seed": 3},
@@ -100,29 +102,25 @@ def test_eager_fixed_shape_step_trains_like_the_loop(model_name, precision, requ
     from accelerate.state import AcceleratorState
     AcceleratorState._reset_state(True)      # a process-wide singleton: its precision is fixed
     request.addfinalizer(lambda: AcceleratorState._reset_state(True))
-    cfg, acc, split, model, starts, ends = setup(model_name, grad_clip=0.5,
-                                                 mixed_precision=precision)
-    assert acc.mixed_precision == precision
-    twin = copy.deepcopy(model)
-    opt_a = make_optimizer(cfg, model, cfg.lr)
-    opt_b = make_optimizer(cfg, twin, cfg.lr)
-    if precision != "no":
-        (model, opt_a), (twin, opt_b) = acc.prepare(model, opt_a), acc.prepare(twin, opt_b)
-    assert len(starts) % cfg.batch_size != 0       # the last batch is partial
+    cfg = TrainConfig(**{**TINY, "model": model_name, "grad_clip": 0.5,
+                         "mixed_precision": precision})
+    loop, twin = build_run(cfg), build_run(cfg)      # the same seed: the same weights
+    assert loop.accelerator.mixed_precision == precision
+    assert len(loop.starts) % cfg.batch_size != 0       # the last batch is partial
     results = []
     for epoch in (1, 2):
-        a = train_epoch(cfg, model, opt_a, None, split, starts, ends, epoch, acc)
-        step = TrainStep(cfg, twin, opt_b, acc, split, starts, ends, use_graph=False,
-                         record_losses=True)
+        a = train_epoch(loop, epoch)
+        step = TrainStep(cfg, twin.model, twin.optimizer, twin.accelerator, twin.split,
+                         twin.starts, twin.ends, use_graph=False, record_losses=True)
         b = step.run_epoch(epoch)
-        assert step.mode == "eager" and b[2] == a[2] == len(starts)
+        assert step.mode == "eager" and b[2] == a[2] == len(loop.starts)
         assert (step.losses > 0).all()
         results.append((a, b))
     for a, b in results:
         assert b[0] == pytest.approx(a[0], rel=1e-5) and b[1] == pytest.approx(a[1], rel=1e-5)
     # Weights to float noise, amplified by Adam where a gradient is ~0 in exact arithmetic
     # (the attention's key bias: softmax ignores it), which lr=1e-3 per step bounds.
-    for p, q in zip(model.parameters(), twin.parameters()):
+    for p, q in zip(loop.model.parameters(), twin.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=2e-4)
 
 
@@ -130,7 +128,8 @@ def test_no_graph_off_cuda_and_for_fault_injection():
     cfg, acc, split, model, starts, ends = setup()
     opt = make_optimizer(cfg, model, cfg.lr)
     assert "not cuda" in graph_unsupported_reason(cfg, acc)
-    assert for_run(cfg, model, opt, acc, split, starts, ends) is None
+    assert build_train_step(cfg, DebugHooks(), model, opt, acc, split, starts, ends) is None
+    assert build_run(cfg).train_step is None
     cfg.cuda_graphs = False
     assert graph_unsupported_reason(cfg, acc) == "cuda_graphs=false"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.grid import (GridError, Resources, expand, load_cells, load_grid)
+from launcher.grid import GridError, Resources, expand, load_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,10 @@ grid:
   dataset: [synthetic]
   seed: [1, 2]
 """
+
+
+def load_cells(path: Path) -> list:
+    return expand(load_grid(path))
 
 
 def write(tmp_path: Path, text: str, name: str = "g.yaml") -> Path:
@@ -128,11 +132,10 @@ def test_resources_syntax_profile_and_unquoted_times(tmp_path):
                      profiles_dir=profiles)
     res = expand(grid)[0].resources
     assert (res.partition, res.gpus, res.mem, res.time) == ("a", 2, "8G", "4:00:00")
-    assert (res.time_minutes, res.mem_mb) == (240, 8192)
+    assert res.time_minutes == 240
     assert Resources(time="1-12").time_minutes == 36 * 60
     assert Resources(time="2-00:00:01").time_minutes == 2 * 24 * 60 + 1
     assert Resources(time="30:00").time_minutes == 30                  # MM:SS
-    assert Resources(mem="500M").mem_mb == 500 and Resources(mem="64000").mem_mb == 64000
     write(profiles, "resources: {partition: a, gpus: many}\n", "bad.yaml")
     with pytest.raises(GridError, match=r"profiles/bad.yaml: resources.gpus: 'many'"):
         load_grid(write(tmp_path, MINIMAL + "profile: bad\n"), profiles_dir=profiles)
@@ -151,9 +154,22 @@ overrides:
 
 
 def test_cells_hand_a_full_train_config_to_the_trainer(tmp_path):
-    cell = load_cells(write(tmp_path, MINIMAL))[0]
-    cfg = cell.train_config(out="sweeps/x/cells/" + cell.id, group="x")
-    assert (cfg.model, cfg.epochs, cfg.run_id, cfg.wandb_group) == ("sasrec", 2, cell.id, "x")
+    """The grid builds each cell's TrainConfig once; the sweep writes it whole to cell.json
+    and the job reads it back as it is (its folder is the run's `out`)."""
+    from jobs.train_cell import read_cell
+    from launcher.sweep import Sweep
+    path = write(tmp_path, MINIMAL + "overrides: [{when: {seed: 1}, set: {inject_fault: raise@2,"
+                                     " resources: {gpus: 2}}}]\n")
+    cells = load_cells(path)
+    cell = cells[0]
+    cfg = cell.config
+    assert (cfg.model, cfg.epochs, cfg.run_id, cfg.wandb_group) == ("sasrec", 2, cell.id, "g")
+    assert cfg.num_processes == 2 and cell.hooks == {"inject_fault": "raise@2"}
+    sweep = Sweep.create(tmp_path / "s", path, "g", cells, "local")
+    read, hooks = read_cell(sweep.cell_dir(cell.id))
+    assert read == cfg.model_copy(update={"out": str(sweep.cell_dir(cell.id))})
+    assert hooks.inject_fault == "raise@2" and read.hash() == cfg.hash()
+    assert [c.config for c in sweep.cells()] == [c.config for c in cells]   # from the manifest
 
 
 VALID_PARAMS = "valid: model, dataset, max_len"

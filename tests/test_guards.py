@@ -13,7 +13,7 @@ import torch
 
 from recsys_core.models import build_model
 from recsys_core.train import TrainConfig, run
-from recsys_core.train import loop as train_loop
+from recsys_core.train import setup as train_setup
 from recsys_core.train.batches import epoch_batches, epoch_share, padded_epoch_batches, training_batch
 from recsys_core.train.eval_checkpoint import evaluate_checkpoint
 from tests.conftest import REPO
@@ -33,7 +33,7 @@ def test_early_stopping_on_a_curve_that_peaks_early_and_the_test_uses_the_best_w
     """Validation scripted to peak at epoch 2: with patience 3 the run stops after epoch 5,
     and its test metrics are those of best_model.pt (epoch 2), not of the last epoch."""
     curve = [0.10, 0.50, 0.30, 0.20, 0.10]
-    real_evaluate = train_loop.evaluate
+    real_evaluate = train_setup.evaluate
     calls = {"val": 0}
 
     def scripted(model, split, which, *args, **kw):
@@ -45,13 +45,13 @@ def test_early_stopping_on_a_curve_that_peaks_early_and_the_test_uses_the_best_w
                 out["val_recall@10"] = curve[i]
         return out
 
-    monkeypatch.setattr(train_loop, "evaluate", scripted)
+    monkeypatch.setattr(train_setup, "evaluate", scripted)
     out = tmp_path / "peak"
     record = run(TrainConfig(**{**TINY, "model": "sasrec", "epochs": 20, "patience": 3,
                                 "out": str(out)}))
     assert record["status"] == "COMPLETED"
     assert (record["best_epoch"], record["epochs_run"], record["stopped_early"]) == (2, 5, True)
-    monkeypatch.setattr(train_loop, "evaluate", real_evaluate)
+    monkeypatch.setattr(train_setup, "evaluate", real_evaluate)
     best = evaluate_checkpoint(out, device="cpu")
     assert metrics(record) == metrics(best)
     # the last epoch's weights (checkpoint.pt) score differently: the check above can tell

@@ -9,6 +9,7 @@ import pytest
 
 from recsys_core.train import TrainConfig, run
 from recsys_core.train.eval_checkpoint import evaluate_checkpoint
+from recsys_core.train.hooks import DebugHooks
 from tests.conftest import REPO
 
 TINY = dict(dataset="synthetic", synthetic={"n_users": 120, "n_items": 60,
@@ -35,9 +36,9 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
 
 def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
     full = run(cell(tmp_path, "full", epochs=4))
-    crashed = cell(tmp_path, "resumed", epochs=4, inject_fault="raise@3", wandb_mode="offline")
+    crashed = cell(tmp_path, "resumed", epochs=4, wandb_mode="offline")
     with pytest.raises(RuntimeError, match="injected failure in epoch 3"):
-        run(crashed)
+        run(crashed, hooks=DebugHooks(inject_fault="raise@3"))
     first = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert first["status"] == "FAILED" and "injected failure" in first["reason"]
     assert first["epochs_run"] == 2
@@ -52,7 +53,7 @@ def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
 
 
 def test_nan_loss_ends_failed_with_reason(tmp_path):
-    record = run(cell(tmp_path, "nan", inject_fault="nan@2"))
+    record = run(cell(tmp_path, "nan"), hooks=DebugHooks(inject_fault="nan@2"))
     assert record["status"] == "FAILED" and "non-finite training loss" in record["reason"]
     on_disk = json.loads((tmp_path / "nan" / "result.json").read_text())
     assert on_disk["status"] == "FAILED" and on_disk["epochs_run"] == 1

@@ -139,25 +139,14 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        for name, valid in CHOICES.items():
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{name}={getattr(self, name)!r}; valid: {', '.join(valid)}")
-        for name in POSITIVE:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.init_std < 0:
-            raise ConfigError(f"init_std must be >= 0 (0 = N(0, 1/D)), got {self.init_std}")
+        for name in TrainConfig.model_fields:
+            problem = _field_problem(name, getattr(self, name))
+            if problem:
+                raise ConfigError(problem)
         self.ks = sorted(set(self.ks))
         valid = ["auto"] + [f"val_{m}@{k}" for m in METRICS for k in self.ks]
         if self.monitor not in valid:
             raise ConfigError(f"monitor={self.monitor!r}; valid: {', '.join(valid)}")
-        for name in WANDB_NAMES:
-            value = getattr(self, name)
-            bad = sorted(set(value or "") & WANDB_FORBIDDEN)
-            if value is not None and (not value.strip() or len(value) > 128 or bad):
-                raise ConfigError(
-                    f"{name}={value!r}: a W&B name is 1-128 characters without "
-                    + " ".join(sorted(WANDB_FORBIDDEN)) + (f" (found {' '.join(bad)})" if bad else ""))
         return self
 
     @property
@@ -195,9 +184,26 @@ class TrainConfig(BaseModel):
             value = _adapter(key).validate_python(value)
         except ValidationError as e:
             raise ConfigError(_explain(e, key)) from None
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{key}={value!r}; valid: {', '.join(CHOICES[key])}")
+        problem = _field_problem(key, value)
+        if problem:
+            raise ConfigError(problem)
         return value
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one field's value on its own (a type already checked), or None."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{name}={value!r}; valid: {', '.join(CHOICES[name])}"
+    if name in POSITIVE and value < 1:
+        return f"{name} must be >= 1, got {value}"
+    if name == "init_std" and value < 0:
+        return f"init_std must be >= 0 (0 = N(0, 1/D)), got {value}"
+    if name in WANDB_NAMES and value is not None:
+        bad = sorted(set(value) & WANDB_FORBIDDEN)
+        if not value.strip() or len(value) > 128 or bad:
+            return (f"{name}={value!r}: a W&B name is 1-128 characters without "
+                    + " ".join(sorted(WANDB_FORBIDDEN)) + (f" (found {' '.join(bad)})" if bad else ""))
+    return None
 
 
 def identity_keys() -> tuple[str, ...]:

@@ -4,7 +4,7 @@ At the study's sizes the loss over [batch x length x items] logits (fp32 copy, s
 their backward passes) was half of a CUDA-graph training step (results/benchmarks/gpu_notes.md).
 `linear_cross_entropy` computes the same loss with one Triton kernel per row that reads the bf16
 logits (online log-sum-exp, loss) and writes their gradient in the same pass: the gradient of a
-final loss is known at the forward. The training step (fast_step.py) uses it on the GPU.
+final loss is known at the forward. The training step (train_step.py) uses it on the GPU.
 """
 from __future__ import annotations
 

@@ -85,15 +85,18 @@ class Run:
 
 def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
               accelerator: Accelerator | None = None, train: bool = True,
-              resume_dir: Path | None = None, fused_loss: bool = True) -> Run:
+              resume_dir: Path | None = None, fused_loss: bool = True,
+              data=None, split: LeaveOneOut | None = None) -> Run:
     """Everything a run needs before its first epoch. `train=False`: data and model only (no
-    optimiser; pop is still fitted). `resume_dir`: continue from its last checkpoint."""
+    optimiser; pop is still fitted). `resume_dir`: continue from its last checkpoint.
+    `data`, `split` (on the run's device): already loaded (a benchmark's runs share them)."""
     accelerator = accelerator or make_accelerator(cfg)
     seed_everything(cfg.seed)
     device = accelerator.device
-    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
-                        mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
-    split = LeaveOneOut.from_data(data, device)
+    if data is None:
+        data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
+                            mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
+    split = split if split is not None else LeaveOneOut.from_data(data, device)
     model = build_model(cfg.model, data.n_items, cfg, device.type).to(device)
     loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
     run = Run(cfg, hooks, accelerator, data, split, model, loader)

@@ -1,19 +1,17 @@
 """Run under `accelerate launch --num_processes 2` (CPU, gloo) by test_fast_step: the
-data-parallel step body of fast_step.TrainStep (explicit all-reduce, run eagerly: what the
+data-parallel step body of train_step.TrainStep (explicit all-reduce, run eagerly: what the
 graph captures on GPUs) against the trainer's eager DDP loop, from the same weights, for two
 epochs. Rank 0 writes what it saw as JSON to argv[2]; the test compares."""
-import copy
 import json
 import sys
 
 import torch
 
-from recsys_core.data import LeaveOneOut, load_dataset
-from recsys_core.models import build_model
+from recsys_core.cli import exit_cli
 from recsys_core.train import TrainConfig
-from recsys_core.train.fast_step import TrainStep
-from recsys_core.train.loop import exit_cli, make_accelerator, seed_everything, train_epoch
-from recsys_core.train.optim import make_optimizer
+from recsys_core.train.loop import train_epoch
+from recsys_core.train.setup import build_run
+from recsys_core.train.train_step import TrainStep
 
 model_name, out = sys.argv[1], sys.argv[2]
 cfg = TrainConfig(dataset="synthetic", synthetic={"n_users": 90, "n_items": 50,
@@ -21,23 +19,18 @@ cfg = TrainConfig(dataset="synthetic", synthetic={"n_users": 90, "n_items": 50,
                   max_len=12, embedding_dim=16, num_heads=2, num_blocks=1, batch_size=30,
                   dropout=0.0, wandb_mode="disabled", device="cpu", model=model_name,
                   grad_clip=0.5, num_processes=2)
-acc = make_accelerator(cfg)
-data = load_dataset(cfg.dataset, synthetic=cfg.synthetic)
-split = LeaveOneOut.from_data(data, acc.device)
-seed_everything(cfg.seed)
-model = build_model(cfg.model, data.n_items, cfg, "cpu")
-twin = copy.deepcopy(model)
-starts, ends = split.train_windows(cfg.max_len, cfg.train_windows)
-model, opt_a = acc.prepare(model, make_optimizer(cfg, model, cfg.lr))
-twin, opt_b = acc.prepare(twin, make_optimizer(cfg, twin, cfg.lr))
+loop, twin = build_run(cfg), build_run(cfg)      # the same seed: the same weights
+acc, starts = loop.accelerator, loop.starts
+model = loop.model
 epochs = []
 for epoch in (1, 2):
-    a = train_epoch(cfg, model, opt_a, None, split, starts, ends, epoch, acc)
-    step = TrainStep(cfg, twin, opt_b, acc, split, starts, ends, use_graph=False)
+    a = train_epoch(loop, epoch)
+    step = TrainStep(cfg, twin.model, twin.optimizer, acc, twin.split, twin.starts, twin.ends,
+                     use_graph=False)
     b = step.run_epoch(epoch)
     epochs.append({"loop": list(a), "step": list(b), "mode": step.mode, "steps": step.steps})
 flat = {name: torch.cat([p.detach().flatten() for p in m.parameters()])
-        for name, m in (("loop", model), ("step", twin))}
+        for name, m in (("loop", model), ("step", twin.model))}
 gathered = {k: acc.gather(v.unsqueeze(0)) for k, v in flat.items()}   # [2, n] per model
 if acc.is_main_process:
     loop, step = gathered["loop"], gathered["step"]

@@ -17,6 +17,7 @@ def slow_save(path, obj):
 
 ckpt._save = slow_save
 
-from recsys_core.train.loop import exit_cli, main  # noqa: E402
+from recsys_core.cli import exit_cli  # noqa: E402
+from recsys_core.train.__main__ import main  # noqa: E402
 
 exit_cli(main(sys.argv[1:]))
