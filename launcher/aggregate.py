@@ -13,42 +13,31 @@ tables (Markdown, CSV, LaTeX) and plots, in OUT (default SWEEP/aggregate):
     summary.md all of it, plus every result file that could not be read
     *.png      validation curves, Recall@10 against max_len, accuracy against epoch time (plots.py)
 
-Cells and their parameters come from the manifest; metrics from every cell's result.json, parsed
-by pyarrow's JSON reader in one call onto the columns the tables use (a file lacking one gives
-null; an unreadable file is reported by name and its cell counted FAILED);
-states from the launcher's status when the sweep was submitted and SLURM answers, else from the
-result files (a cell without one is MISSING). The rows read are cached in SWEEP/.aggregate-cache/
-by file size and mtime: aggregating again decodes only new or changed files.
+Cells and their parameters come from the manifest; everything else from every cell's
+result.json through `recsys_core.train.results.read_results` (one pyarrow JSON parse over all
+files; an unreadable file is reported by name and its cell counted FAILED; the rows are cached
+in SWEEP/.aggregate-cache/ by file size and mtime, so aggregating again decodes only new or
+changed files); states from the launcher's status when the sweep was submitted and SLURM
+answers, else from the result files (a cell without one is MISSING).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.json as pj
-import pyarrow.parquet as pq
 
 from launcher.sweep import Sweep
 from recsys_core.analysis import latex_table, markdown_table
-from recsys_core.atomic import atomic_write
 from recsys_core.train.config import TrainConfig
+from recsys_core.train.results import read_results
 
 METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@10": "MRR@10"}
-RESULT_SCHEMA = pa.schema(
-    [("status", pa.string()), ("reason", pa.string())]
-    + [(c, pa.float64()) for c in (*METRICS, "val_recall@10", "params_total", "epoch_time_s",
-                                   "wall_time_s", "num_processes", "best_epoch", "epochs_run")]
-    + [("val_recall@10_by_epoch", pa.list_(pa.float64()))])
 DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(TrainConfig)}
 # Parameters that do not change what is trained (those TrainConfig.hash skips): never a column.
@@ -80,117 +69,6 @@ class Aggregate:
 
 
 # --- reading ----------------------------------------------------------------------------------
-
-def read_parquet_rows(paths: list[str | Path], schema: pa.Schema) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Every row of many small Parquet files as one frame with a `cell` column (the file's
-    folder). A file that cannot be read is skipped and returned: {path: error}."""
-    try:
-        return _scan(paths, schema), {}
-    except (OSError, pa.ArrowException):
-        pass    # find the bad files: footers first (cheap), then whole files
-    bad: dict[str, str] = {}
-    good = []
-    for p in paths:
-        try:
-            pq.read_metadata(p)
-            good.append(p)
-        except (OSError, pa.ArrowException) as e:
-            bad[str(p)] = f"{type(e).__name__}: {e}"
-    try:
-        return _scan(good, schema), bad
-    except (OSError, pa.ArrowException):
-        pass
-    frames = []
-    for p in good:
-        try:
-            frames.append(_scan([p], schema))
-        except (OSError, pa.ArrowException) as e:
-            bad[str(p)] = f"{type(e).__name__}: {e}"
-    return (pd.concat(frames, ignore_index=True) if frames else _scan([], schema)), bad
-
-
-def read_json_rows(paths: list[str | Path], schema: pa.Schema) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Every result.json as one frame with a `cell` column, parsed by pyarrow's JSON reader in
-    ONE call over all files' bytes (one object per line). Measured on this VM: 0.05 ms a file,
-    against 2.8 ms a file for a pyarrow dataset scan of the one-row result.parquet files, whose
-    per-file footer decoding made a 10,000-cell aggregate take 20 s. A file that does not parse
-    on its own is skipped and returned: {path: error}."""
-    blobs, cells, bad = [], [], {}
-    for p in paths:
-        try:
-            with open(p, "rb") as f:   # pretty-printed JSON: raw newlines are only whitespace
-                blobs.append(f.read().replace(b"\n", b" ").strip())
-            cells.append(str(p).rsplit("/", 2)[-2])
-        except OSError as e:
-            bad[str(p)] = f"{type(e).__name__}: {e}"
-    options = dict(parse_options=pj.ParseOptions(explicit_schema=schema,
-                                                 unexpected_field_behavior="ignore"))
-    try:
-        table = pj.read_json(pa.BufferReader(b"\n".join(blobs)), **options) if blobs else \
-            schema.empty_table()
-        if table.num_rows != len(blobs):
-            raise pa.ArrowInvalid(f"{table.num_rows} rows from {len(blobs)} files")
-    except pa.ArrowException:
-        keep = []
-        for i, blob in enumerate(blobs):   # find the bad files, then read the rest in one call
-            try:
-                if not blob.startswith(b"{"):
-                    raise pa.ArrowInvalid("not a JSON object")
-                pj.read_json(pa.BufferReader(blob), **options)
-                keep.append(i)
-            except pa.ArrowException as e:
-                bad[f"{paths[i]}"] = f"{type(e).__name__}: {e}"
-        blobs, cells = [blobs[i] for i in keep], [cells[i] for i in keep]
-        table = pj.read_json(pa.BufferReader(b"\n".join(blobs)), **options) if blobs else \
-            schema.empty_table()
-    df = table.to_pandas()
-    df["cell"] = pd.Series(cells, dtype=object, index=df.index)
-    return df, bad
-
-
-def _scan(paths: list[str | Path], schema: pa.Schema) -> pd.DataFrame:
-    dataset = ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
-    df = dataset.to_table(columns=schema.names + ["__filename"]).to_pandas()
-    df["cell"] = df.pop("__filename").str.rsplit("/", n=2).str[-2]
-    return df
-
-
-def read_cached(root: Path, cell_ids, filename: str, schema: pa.Schema
-                ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """read_parquet_rows of cells/<id>/<filename> for these cells, reading only the files that
-    changed since the last aggregate: the rows are kept with each file's size and mtime in
-    SWEEP/.aggregate-cache/, so aggregating again (while a sweep runs, or after a resume)
-    costs a stat per file instead of a Parquet decode (~1-2 ms a file on a small VM)."""
-    stamps, folder = {}, f"{root}/cells"    # strings: pathlib costs ~10 µs a path
-    for cid in cell_ids:
-        try:
-            st = os.stat(f"{folder}/{cid}/{filename}")
-        except FileNotFoundError:
-            continue
-        stamps[cid] = (st.st_size, st.st_mtime_ns)
-    key = hashlib.sha256(f"{filename} {schema}".encode()).hexdigest()[:12]
-    cache = root / CACHE / f"{Path(filename).stem}-{key}.parquet"
-    now = pd.DataFrame([(c, *st) for c, st in stamps.items()],
-                       columns=["cell", "_size", "_mtime_ns"]).astype({"cell": object})
-    try:
-        cached = pq.read_table(cache).to_pandas()
-        valid = cached.merge(now, on=["cell", "_size", "_mtime_ns"])
-    except (OSError, pa.ArrowException, KeyError, ValueError):
-        cached, valid = None, now.iloc[:0]
-    stale = sorted(set(stamps) - set(valid["cell"]))
-    reader = read_json_rows if filename.endswith(".json") else read_parquet_rows
-    fresh, problems = reader([f"{folder}/{c}/{filename}" for c in stale], schema)
-    fresh = fresh.merge(now, on="cell")
-    rows = pd.concat([valid, fresh], ignore_index=True) if len(valid) else fresh
-    if len(fresh) or cached is None or len(valid) != len(cached):
-        try:
-            cache.parent.mkdir(exist_ok=True)
-            table = pa.Table.from_pandas(rows, preserve_index=False)
-            atomic_write(cache, lambda tmp: pq.write_table(table, tmp))
-        except OSError:
-            pass    # a read-only sweep folder: no cache, same results
-    return rows.drop(columns=["_size", "_mtime_ns"]), problems
-
 
 def _manifest_frame(manifest: dict) -> tuple[pd.DataFrame, list[str]]:
     """Cells with their resources and parameters (the TrainConfig default where a cell does
@@ -226,17 +104,17 @@ def _states(sweep: Sweep, results: pd.DataFrame) -> tuple[dict[str, tuple], str]
             note = f"SLURM not reachable ({type(e).__name__}: {e}); states from the result files"
     else:
         note = "never submitted; states from the result files"
-    by_id = results.set_index("cell")
-    return {c: (s, r) for c, s, r in zip(by_id.index, by_id["status"], by_id["reason"])}, note
+    return dict(zip(results["cell"], zip(results["status"], results["reason"]))), note
 
 
 def load(sweep_root: str | Path) -> Aggregate:
     sweep = Sweep(sweep_root)
     manifest = sweep.manifest()
     cells, keys = _manifest_frame(manifest)
-    results, problems = read_cached(sweep.root, cells["id"], "result.json", RESULT_SCHEMA)
-    results = results.drop_duplicates("cell", keep="last")
+    results, problems = read_results(sweep.root / "cells", cells["id"], sweep.root / CACHE)
     states, source = _states(sweep, results)
+    # the configuration is the manifest's; the result adds everything else
+    results = results.drop(columns=[c for c in results.columns if c in cells.columns])
     cells = cells.merge(results, how="left", left_on="id", right_on="cell").drop(columns="cell")
     state, reason = [], []
     unreadable = {Path(p).parent.name: e for p, e in problems.items()}

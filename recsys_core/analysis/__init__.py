@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from recsys_core.train.results import read_result, read_results
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
@@ -79,16 +82,19 @@ def gini(values) -> float:
 
 
 def run_dirs(paths: list[str | Path]) -> list[Path]:
-    """Run folders: each path itself, or for a sweep folder its cells with a COMPLETED result."""
+    """Run folders: each path itself, or for a sweep folder its cells with a COMPLETED result
+    (a cell whose result cannot be read is skipped with a warning). A run whose result.json is
+    not a result record raises ValueError, a path that is neither FileNotFoundError."""
     runs = []
     for p in map(Path, paths):
         if (p / "manifest.json").exists():
-            for c in json.loads((p / "manifest.json").read_text())["cells"]:
-                cell = p / "cells" / c["id"]
-                result = cell / "result.json"
-                if result.exists() and json.loads(result.read_text()).get("status") == "COMPLETED":
-                    runs.append(cell)
-        elif (p / "result.json").exists():
+            ids = [c["id"] for c in json.loads((p / "manifest.json").read_text())["cells"]]
+            results, problems = read_results(p / "cells", ids)
+            for path, problem in problems.items():
+                print(f"warning: skipped {path}: {problem}", file=sys.stderr)
+            done = set(results.loc[results["status"] == "COMPLETED", "cell"])
+            runs += [p / "cells" / cid for cid in ids if cid in done]
+        elif read_result(p) is not None:
             runs.append(p)
         else:
             raise FileNotFoundError(f"{p}: neither a run (result.json) nor a sweep (manifest.json)")
@@ -116,7 +122,9 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
 
     from recsys_core.train.eval_checkpoint import config_from_record, restore
     path = Path(path)
-    record = json.loads((path / "result.json").read_text())
+    record = read_result(path)
+    if record is None:
+        raise FileNotFoundError(f"{path}/result.json: no result")
     cfg = config_from_record(record, f"{path}/result.json")
     data, split, model = restore(path, cfg, torch.device(device))
     return Run(path, record, cfg, data, split, model)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.analysis import markdown_table, run_dirs
     try:
         runs = run_dirs(args.runs)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:     # no run there; a broken result.json
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = args.device
