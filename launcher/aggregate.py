@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from launcher.sweep import Sweep
-from recsys_core.analysis import latex_table, markdown_table
+from recsys_core.render import latex_table, markdown_table
 from recsys_core.train.config import TrainConfig
 from recsys_core.train.results import read_results
 

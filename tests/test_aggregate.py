@@ -94,7 +94,7 @@ def md_rows(path):
     lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
     assert set(lines[1]) <= set("|-")
     rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[:1] + lines[2:]]
-    assert all(len(r) == len(rows[0]) == lines[1].count("---") for r in rows)
+    assert all(len(r) == len(rows[0]) == lines[1].strip("|").count("|") + 1 for r in rows)
     return rows[0], rows[1:]
 
 
@@ -143,7 +143,8 @@ def test_rendered_numbers_are_the_csv_numbers(sweep, tmp_path):
     main = pd.read_csv(out / "main.csv")
     header, rows = md_rows(out / "main.md")
     tex = (out / "main.tex").read_text().split("\\midrule\n")[1].split("\\bottomrule")[0]
-    tex_rows = [line.removesuffix(r" \\").split(" & ") for line in tex.strip().splitlines()]
+    tex_rows = [[c.strip() for c in line.removesuffix(r"\\").split(" & ")]
+                for line in tex.strip().splitlines()]
     shown = 0
     for i, row in enumerate(main.itertuples()):
         for metric, label in (("test_recall@10", "Recall@10"), ("test_ndcg@10", "NDCG@10"),

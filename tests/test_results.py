@@ -1,10 +1,12 @@
 """The result record (recsys_core/train/results.py): one declaration of its fields, checked the
-same way by the writer, the one-run reader and the many-cells reader."""
+same way by the writer, the one-run reader and the many-cells reader; and the tables for
+people (recsys_core/render.py)."""
 import json
 
 import pandas as pd
 import pytest
 
+from recsys_core.render import latex_table, markdown_table
 from recsys_core.train.results import FIELDS, SCHEMA, read_result, read_results, write_result
 
 GOOD = {"status": "COMPLETED", "reason": None, "test_recall@10": 0.5, "params_total": 1000,
@@ -80,3 +82,15 @@ def test_the_cache_reads_only_changed_files(tmp_path):
     assert again.loc["b", "new_field"] == "x" and pd.isna(again.loc["a", "new_field"])
     assert len(list(cache.iterdir())) == 1
 
+
+def test_markdown_and_latex_of_one_frame():
+    df = pd.DataFrame({"model": ["a|b", "c_d"], "Recall@10": ["**0.5000 ± 0.0100**", "n/a"],
+                       "x": [0.123456, float("nan")]})
+    md = markdown_table(df).splitlines()
+    assert [c.strip() for c in md[0].strip("|").split(" | ")] == ["model", "Recall@10", "x"]
+    assert set(md[1]) <= set("|-") and "a\\|b" in md[2] and "0.1235" in md[2]
+    assert md[3].rstrip("| ").endswith("n/a")     # NaN: empty
+    tex = latex_table(df, 1)
+    assert "\\begin{tabular}{lrr}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "\\textbf{0.5000 $\\pm$ 0.0100}" in tex and "c\\_d" in tex
+    assert "\\begin{tabular}{lrr}" in latex_table(df.iloc[:0], 1)    # no rows, same columns

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from recsys_core.analysis import markdown_table, run_dirs
+    from recsys_core.analysis import run_dirs
+    from recsys_core.render import markdown_table
     try:
         runs = run_dirs(args.runs)
     except (FileNotFoundError, ValueError) as e:     # no run there; a broken result.json

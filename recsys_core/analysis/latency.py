@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_core.analysis import write_table
-from recsys_core.models import build_model
+from recsys_core.render import write_table
 from recsys_core.train.results import read_result
+from recsys_core.models import build_model
 
 DEFAULT_LENGTHS = list(range(64, 1537, 64))
 
@@ -136,8 +136,8 @@ def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] |
     else:
         table = measure(models, lengths, **kw)
     fit = fit_alpha(table)
-    write_table(table, out, "latency")
-    write_table(fit, out, "latency_fit")
+    write_table(out, "latency", table)
+    write_table(out, "latency_fit", fit)
     figure(table, fit, out / "latency.png")
     return table, fit
 
