@@ -1,5 +1,5 @@
 """The sweep's figures, PNG beside the tables (matplotlib, Agg), from the `Aggregate` frame
-(launcher/aggregate.py) and the main table alone:
+(launcher/collect.py) and the main table alone:
 
     curves.png             validation Recall@10 per epoch (each result's
                            `val_recall@10_by_epoch`), one panel per dataset, a line per
