@@ -1,5 +1,6 @@
 """`python -m launcher aggregate SWEEP [--out DIR] [--no-plots]`: a sweep's results → the study's
-tables (Markdown, CSV, LaTeX) and plots, in OUT (default SWEEP/aggregate):
+tables (Markdown, CSV, LaTeX), plots and one Parquet file of every cell, in OUT (default
+SWEEP/aggregate):
 
     main            model × dataset × max_len (× every other parameter that varies, but the
                     seed): test Recall/NDCG/MRR@10 mean ± std over seeds, n_seeds, parameters,
@@ -12,6 +13,11 @@ tables (Markdown, CSV, LaTeX) and plots, in OUT (default SWEEP/aggregate):
     cells           every cell: state, reason, metrics, wall time, GPU- and CPU-hours
     states          cells per state: COMPLETED, FAILED, CANCELLED, MISSING, ...
     summary.md      all of it, plus every result file that could not be read
+    results.parquet one row per manifest cell: id, name, state, reason, resources, every
+                    configuration value (the cell's parameters, TrainConfig's defaults filled
+                    in), every other field of its result.json as the file has it (metrics,
+                    timings, runtime settings, versions; null for a cell without one), GPU- and
+                    CPU-hours: for analyses of your own (pandas.read_parquet)
     *.png           validation curves, Recall@10 against max_len, accuracy against epoch time
 
 Reading (collect.py): cells and their parameters from the manifest; the rest from every cell's
@@ -28,8 +34,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from launcher import display, tables
 from launcher.collect import CACHE, Aggregate, load  # noqa: F401  (CACHE: bench_aggregate)
+from recsys_core.atomic import atomic_write
 from recsys_core.render import write_table
 
 TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
@@ -38,7 +48,8 @@ TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
 
 
 def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
-    """Every table, the plots and summary.md into out. Returns the tables' Markdown by name."""
+    """Every table, results.parquet, the plots and summary.md into out. Returns the tables'
+    Markdown by name."""
     out.mkdir(parents=True, exist_ok=True)
     main = tables.main_table(agg)
     paired = tables.paired_tests(agg, main)
@@ -52,6 +63,7 @@ def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
         "states": write_table(out, "states", states, states, 1),
         "cells": write_table(out, "cells", cells, display.display_numbers(cells), 4),
     }
+    write_parquet(agg, out / "results.parquet")
     figures = []
     if plots:
         from launcher import plots as plotting     # matplotlib: only when drawing
@@ -65,9 +77,17 @@ def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
     for key, title in TITLES.items():
         lines += [f"## {title}", "", md[key], ""]
     lines += [f"![{f.stem}]({f.name})" for f in figures]
-    lines += ["", "Every cell: [cells.md](cells.md), [cells.csv](cells.csv).", ""]
+    lines += ["", "Every cell: [cells.md](cells.md), [cells.csv](cells.csv); every value: "
+              "results.parquet.", ""]
     (out / "summary.md").write_text("\n".join(lines))
     return md
+
+
+def write_parquet(agg: Aggregate, path: Path) -> None:
+    first = ["id", "name", "state", "reason"]
+    frame = agg.cells[first + [c for c in agg.cells.columns if c not in first]]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def run_cli(args) -> int:

@@ -115,6 +115,23 @@ def test_every_table_in_every_format_and_the_plots(sweep, tmp_path):
     assert "## Results" in (out / "summary.md").read_text()
 
 
+def test_one_parquet_file_of_every_cell_config_and_result(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    cells = {key(c): c for c in sweep.cells()}
+    df = pd.read_parquet(out / "results.parquet").set_index("id")
+    assert len(df) == 36 and set(df.index) == {c.id for c in cells.values()}
+    assert list(df.columns[:3]) == ["name", "state", "reason"]
+    assert (df["embedding_dim"] == 16).all() and (df["lr"] == 0.001).all()   # set; default
+    done = cells[("sasrec", "synthetic", 20, 2)]
+    assert df.loc[done.id, "test_recall@10"] == pytest.approx(recall("sasrec", "synthetic", 20, 2))
+    assert list(df.loc[done.id, "val_recall@10_by_epoch"]) == pytest.approx(
+        [recall("sasrec", "synthetic", 20, 2) * e / 3 for e in (1, 2, 3)])
+    assert df.loc[done.id, "extra_field"] == "x"        # a field only some results have
+    missing = df.loc[cells[MISSING].id]
+    assert missing["state"] == "MISSING" and pd.isna(missing["wall_time_s"])
+    assert missing["model"] == "pop" and missing["max_len"] == 20
+
+
 def test_main_table_means_stds_and_best_per_dataset(sweep, tmp_path):
     out = aggregate(sweep, tmp_path)
     main = pd.read_csv(out / "main.csv")
