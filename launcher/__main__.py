@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sweep")
     c.add_argument("--cells", nargs="+")
     c.set_defaults(func=cmd_cancel)
-    a = sub.add_parser("aggregate", help="a sweep's tables (md, csv, tex) and plots")
+    a = sub.add_parser("aggregate", help="a sweep's tables (md, csv, tex), plots, results.parquet")
     a.add_argument("sweep")
     a.add_argument("--out", help="output folder (default: SWEEP/aggregate)")
     a.add_argument("--no-plots", action="store_true")

@@ -1,6 +1,8 @@
-"""The sweep's figures, PNG beside the tables (matplotlib, Agg):
+"""The sweep's figures, PNG beside the tables (matplotlib, Agg), from the `Aggregate` frame
+(launcher/collect.py) and the main table alone:
 
-    curves.png             validation Recall@10 per epoch, one panel per dataset, a line per
+    curves.png             validation Recall@10 per epoch (each result's
+                           `val_recall@10_by_epoch`), one panel per dataset, a line per
                            configuration (mean over its seeds), coloured by model
     recall_vs_max_len.png  test Recall@10 (mean ± std over seeds) against max_len (RQ2), a line
                            per configuration of the other parameters
@@ -20,9 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
 
-HISTORY_SCHEMA = pa.schema([("epoch", pa.int64()), ("val_recall@10", pa.float64())])
+CURVE = "val_recall@10_by_epoch"    # a result's validation Recall@10 per epoch
 
 
 def _figure(datasets: list, models: list, title: str):
@@ -54,34 +55,23 @@ def _joined(frame: pd.DataFrame, by: list[str], cols: list[str]) -> list[np.ndar
     return list(np.insert(values, breaks, np.nan, axis=0).T)
 
 
-def curves(agg, out: Path) -> tuple[Path, dict[str, str]]:
-    from launcher.aggregate import read_cached
+def curves(agg, out: Path) -> Path:
     cells = agg.cells[agg.cells["state"] == "COMPLETED"]
-    # The curve is in each result (val_recall@10_by_epoch); history.parquet only for results
-    # written before it was.
-    curve = cells["val_recall@10_by_epoch"] if "val_recall@10_by_epoch" in cells else \
-        pd.Series([None] * len(cells), index=cells.index, dtype=object)
-    has_curve = curve.map(lambda v: v is not None and len(v) > 0).astype(bool)
-    inline = pd.DataFrame({"id": cells["id"][has_curve], "val_recall@10_by_epoch": curve[has_curve]})
-    inline = inline.explode("val_recall@10_by_epoch")
-    inline["epoch"] = inline.groupby("id").cumcount() + 1
-    inline = inline.rename(columns={"id": "cell", "val_recall@10_by_epoch": "val_recall@10"})
-    older, problems = read_cached(agg.root, cells[~has_curve]["id"], "history.parquet",
-                                  HISTORY_SCHEMA)
-    history = pd.concat([inline.astype({"val_recall@10": float}), older], ignore_index=True)
-    history = history.merge(cells[["id", *agg.keys]], left_on="cell", right_on="id")
-    mean = history.groupby(agg.keys + ["epoch"], sort=False)["val_recall@10"].mean().reset_index()
+    history = cells[[*agg.keys, CURVE]].explode(CURVE)   # a row per cell and epoch
+    history["epoch"] = history.groupby(level=0).cumcount() + 1
+    history = history.dropna(subset=[CURVE]).astype({CURVE: float})
+    mean = history.groupby(agg.keys + ["epoch"], sort=False)[CURVE].mean().reset_index()
     mean = mean.sort_values(agg.keys + ["epoch"], kind="stable")
     fig, axes, colours = _figure(list(pd.unique(agg.cells["dataset"])),
                                  list(pd.unique(agg.cells["model"])),
                                  "Validation Recall@10 per epoch (mean over seeds)")
     for (dataset, model), lines in mean.groupby(["dataset", "model"], sort=False):
-        x, y = _joined(lines, agg.keys, ["epoch", "val_recall@10"])
+        x, y = _joined(lines, agg.keys, ["epoch", CURVE])
         axes[dataset].plot(x, y, lw=1.2, alpha=0.8, color=colours[model])
     for d, ax in axes.items():
         ax.set(title=d, xlabel="epoch", ylabel="validation Recall@10")
         ax.grid(alpha=0.3)
-    return _save(fig, out / "curves.png"), problems
+    return _save(fig, out / "curves.png")
 
 
 def recall_vs_max_len(agg, main: pd.DataFrame, out: Path) -> Path:
@@ -120,6 +110,4 @@ def accuracy_vs_time(agg, main: pd.DataFrame, out: Path) -> Path:
 
 
 def write_all(agg, main: pd.DataFrame, out: Path) -> list[Path]:
-    path, problems = curves(agg, out)
-    agg.problems.update(problems)
-    return [path, recall_vs_max_len(agg, main, out), accuracy_vs_time(agg, main, out)]
+    return [curves(agg, out), recall_vs_max_len(agg, main, out), accuracy_vs_time(agg, main, out)]

@@ -94,7 +94,7 @@ def md_rows(path):
     lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
     assert set(lines[1]) <= set("|-")
     rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[:1] + lines[2:]]
-    assert all(len(r) == len(rows[0]) == lines[1].count("---") for r in rows)
+    assert all(len(r) == len(rows[0]) == lines[1].strip("|").count("|") + 1 for r in rows)
     return rows[0], rows[1:]
 
 
@@ -113,6 +113,23 @@ def test_every_table_in_every_format_and_the_plots(sweep, tmp_path):
     for png in ("curves", "recall_vs_max_len", "accuracy_vs_time"):
         assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Results" in (out / "summary.md").read_text()
+
+
+def test_one_parquet_file_of_every_cell_config_and_result(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    cells = {key(c): c for c in sweep.cells()}
+    df = pd.read_parquet(out / "results.parquet").set_index("id")
+    assert len(df) == 36 and set(df.index) == {c.id for c in cells.values()}
+    assert list(df.columns[:3]) == ["name", "state", "reason"]
+    assert (df["embedding_dim"] == 16).all() and (df["lr"] == 0.001).all()   # set; default
+    done = cells[("sasrec", "synthetic", 20, 2)]
+    assert df.loc[done.id, "test_recall@10"] == pytest.approx(recall("sasrec", "synthetic", 20, 2))
+    assert list(df.loc[done.id, "val_recall@10_by_epoch"]) == pytest.approx(
+        [recall("sasrec", "synthetic", 20, 2) * e / 3 for e in (1, 2, 3)])
+    assert df.loc[done.id, "extra_field"] == "x"        # a field only some results have
+    missing = df.loc[cells[MISSING].id]
+    assert missing["state"] == "MISSING" and pd.isna(missing["wall_time_s"])
+    assert missing["model"] == "pop" and missing["max_len"] == 20
 
 
 def test_main_table_means_stds_and_best_per_dataset(sweep, tmp_path):
@@ -143,7 +160,8 @@ def test_rendered_numbers_are_the_csv_numbers(sweep, tmp_path):
     main = pd.read_csv(out / "main.csv")
     header, rows = md_rows(out / "main.md")
     tex = (out / "main.tex").read_text().split("\\midrule\n")[1].split("\\bottomrule")[0]
-    tex_rows = [line.removesuffix(r" \\").split(" & ") for line in tex.strip().splitlines()]
+    tex_rows = [[c.strip() for c in line.removesuffix(r"\\").split(" & ")]
+                for line in tex.strip().splitlines()]
     shown = 0
     for i, row in enumerate(main.itertuples()):
         for metric, label in (("test_recall@10", "Recall@10"), ("test_ndcg@10", "NDCG@10"),

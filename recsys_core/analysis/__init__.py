@@ -7,66 +7,21 @@
     latency    inference latency against sequence length, log-log exponent  (latency.py)
 
 Each reads run directories (a cell's folder with result.json and best_model.pt; a sweep
-folder stands for its completed cells) and writes a table (md + csv) and a figure. This module
-holds what they share; it imports torch and the data code only when a run is loaded, so the
-launcher can use its table helpers cheaply.
+folder stands for its completed cells; result files through recsys_core.train.results) and
+writes a table (md + csv, recsys_core.render) and a figure. This module holds what they share;
+it imports torch and the data code only when a run is loaded.
 """
 from __future__ import annotations
 
 import json
-import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-
-def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub Markdown table of df as shown (floats to `digits` significant digits, missing
-    values empty). Column by column: a 10,000-row table takes a fraction of a second."""
-    columns = [_texts(df[c], digits) for c in df.columns]
-    header = [str(c).replace("|", "\\|") for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in zip(*columns)]
-    return "\n".join(lines) + "\n"
-
-
-def _texts(col: pd.Series, digits: int) -> list[str]:
-    if pd.api.types.is_float_dtype(col):
-        return ["" if v != v else f"{v:.{digits}g}" for v in col.tolist()]
-    text = col.astype(object).where(col.notna(), "").astype(str)
-    return text.str.replace("|", "\\|", regex=False).str.replace("\n", " ", regex=False).tolist()
-
-
-_TEX = str.maketrans({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
-                     "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                     "^": r"\textasciicircum{}", "±": r"$\pm$", "−": "-"})
-
-
-def _tex_cell(v) -> str:
-    text = str(v).translate(_TEX)
-    return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", text) if "**" in text else text
-
-
-def latex_table(df: pd.DataFrame, n_left: int) -> str:
-    """A booktabs tabular of df as shown: n_left left-aligned columns, then right-aligned;
-    `**x**` becomes \\textbf{x}, ± and − their LaTeX forms, special characters escaped."""
-    align = "l" * n_left + "r" * (len(df.columns) - n_left)
-    columns = [[_tex_cell(v) for v in df[c].tolist()] for c in df.columns]
-    lines = ["% needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-             " & ".join(_tex_cell(c) for c in df.columns) + r" \\", "\\midrule"]
-    lines += [" & ".join(row) + r" \\" for row in zip(*columns)]
-    lines += ["\\bottomrule", "\\end{tabular}", ""]
-    return "\n".join(lines)
-
-
-def write_table(df: pd.DataFrame, out: Path, name: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / f"{name}.csv", index=False)
-    (out / f"{name}.md").write_text(markdown_table(df))
-    return out / f"{name}.md"
+from recsys_core.train.results import read_result, read_results
 
 
 def gini(values) -> float:
@@ -79,16 +34,19 @@ def gini(values) -> float:
 
 
 def run_dirs(paths: list[str | Path]) -> list[Path]:
-    """Run folders: each path itself, or for a sweep folder its cells with a COMPLETED result."""
+    """Run folders: each path itself, or for a sweep folder its cells with a COMPLETED result
+    (a cell whose result cannot be read is skipped with a warning). A run whose result.json is
+    not a result record raises ValueError, a path that is neither FileNotFoundError."""
     runs = []
     for p in map(Path, paths):
         if (p / "manifest.json").exists():
-            for c in json.loads((p / "manifest.json").read_text())["cells"]:
-                cell = p / "cells" / c["id"]
-                result = cell / "result.json"
-                if result.exists() and json.loads(result.read_text()).get("status") == "COMPLETED":
-                    runs.append(cell)
-        elif (p / "result.json").exists():
+            ids = [c["id"] for c in json.loads((p / "manifest.json").read_text())["cells"]]
+            results, problems = read_results(p / "cells", ids)
+            for path, problem in problems.items():
+                print(f"warning: skipped {path}: {problem}", file=sys.stderr)
+            done = set(results.loc[results["status"] == "COMPLETED", "cell"])
+            runs += [p / "cells" / cid for cid in ids if cid in done]
+        elif read_result(p) is not None:
             runs.append(p)
         else:
             raise FileNotFoundError(f"{p}: neither a run (result.json) nor a sweep (manifest.json)")
@@ -114,7 +72,9 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     (rebuilt as recsys_core.train.eval_checkpoint does; `pop` is fitted on the train split)."""
     from recsys_core.train.eval_checkpoint import config_from_record, restore
     path = Path(path)
-    record = json.loads((path / "result.json").read_text())
+    record = read_result(path)
+    if record is None:
+        raise FileNotFoundError(f"{path}/result.json: no result")
     cfg = config_from_record(record, f"{path}/result.json", device=device)
     restored = restore(path, cfg)
     return Run(path, record, cfg, restored.data, restored.split, restored.model)
@@ -129,5 +89,4 @@ def item_embeddings(model) -> np.ndarray | None:
     return emb.weight.detach()[1: model.n_items + 1].double().cpu().numpy()
 
 
-__all__ = ["Run", "gini", "item_embeddings", "latex_table", "load_run",
-           "markdown_table", "run_dirs", "write_table"]
+__all__ = ["Run", "gini", "item_embeddings", "load_run", "run_dirs"]

@@ -56,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from recsys_core.analysis import markdown_table, run_dirs
+    from recsys_core.analysis import run_dirs
+    from recsys_core.render import markdown_table
     try:
         runs = run_dirs(args.runs)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:     # no run there; a broken result.json
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = args.device

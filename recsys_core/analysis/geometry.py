@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import skew
 
-from recsys_core.analysis import gini, item_embeddings, load_run, write_table
+from recsys_core.analysis import gini, item_embeddings, load_run
+from recsys_core.render import write_table
 
 
 def spectrum(emb: np.ndarray) -> np.ndarray:
@@ -170,7 +171,7 @@ def analyse(paths: list[Path], out: Path, k: int = 10, tsne_points: int = 2000,
         rows.append({"run": run.label, "model": run.cfg.model, "dataset": run.cfg.dataset,
                      "seed": run.cfg.seed, "path": str(path), **row})
     table = pd.DataFrame(rows)
-    write_table(table, out, "geometry")
+    write_table(out, "geometry", table)
     pairs = []
     for a, b in itertools.combinations(runs, 2):
         ra, rb = a["run"], b["run"]
@@ -180,7 +181,7 @@ def analyse(paths: list[Path], out: Path, k: int = 10, tsne_points: int = 2000,
                       "model_b": rb.cfg.model, "same_model": ra.cfg.model == rb.cfg.model,
                       "linear_cka": linear_cka(a["emb"], b["emb"]),
                       f"knn_overlap@{k}": knn_overlap(a["knn"], b["knn"])})
-    write_table(pd.DataFrame(pairs), out, "geometry_pairs")
+    write_table(out, "geometry_pairs", pd.DataFrame(pairs))
     if runs:
         figure(runs, out / "geometry.png", k, tsne_points, tsne_iterations)
     return table

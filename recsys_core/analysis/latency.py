@@ -9,7 +9,6 @@ model a least-squares fit of log latency on log length gives the scaling exponen
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_core.analysis import write_table
+from recsys_core.render import write_table
+from recsys_core.train.results import read_result
 from recsys_core.models import build_model
 
 DEFAULT_LENGTHS = list(range(64, 1537, 64))
@@ -128,7 +128,7 @@ def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] |
     if runs:
         tables = []
         for path in runs:
-            r = json.loads((Path(path) / "result.json").read_text())
+            r = read_result(path)
             sizes = dict(dim=r["embedding_dim"], blocks=r["num_blocks"], heads=r["num_heads"],
                          n_items=r["dataset_items"])
             tables.append(measure([r["model"]], lengths, **{**kw, **sizes}))
@@ -136,8 +136,8 @@ def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] |
     else:
         table = measure(models, lengths, **kw)
     fit = fit_alpha(table)
-    write_table(table, out, "latency")
-    write_table(fit, out, "latency_fit")
+    write_table(out, "latency", table)
+    write_table(out, "latency_fit", fit)
     figure(table, fit, out / "latency.png")
     return table, fit
 

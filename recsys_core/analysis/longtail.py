@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_core.analysis import gini, load_run, write_table
+from recsys_core.analysis import gini, load_run
+from recsys_core.render import write_table
 from recsys_core.metrics import metrics_from_ranks, ranks
 
 GROUPS = ("head", "mid", "tail")
@@ -98,13 +99,13 @@ def analyse(paths: list[Path], out: Path, k: int = 10, head: float = 0.2, tail: 
                                         filter_seen=run.cfg.filter_seen, k=k, head=head, tail=tail,
                                         batch_size=run.cfg.eval_batch_size)
         counts = run.split.train_item_counts()[1:].cpu().numpy()
-        write_table(most_recommended(rec, labels, counts, run.data.titles, run.split.n_users, top),
-                    out, f"longtail_top{top}_{run.label}")
+        write_table(out, f"longtail_top{top}_{run.label}",
+                    most_recommended(rec, labels, counts, run.data.titles, run.split.n_users, top))
         rows.append({"run": run.label, "model": run.cfg.model, "dataset": run.cfg.dataset,
                      "seed": run.cfg.seed, "filter_seen": run.cfg.filter_seen, **summary})
         curves.append((run.label, summary, rec, counts))
     table = pd.DataFrame(rows)
-    write_table(table, out, "longtail")
+    write_table(out, "longtail", table)
     if curves:
         figure(curves, out / "longtail.png", k)
     return table

@@ -1,23 +1,76 @@
 """The result files of a run: the contract between a cluster job and everything after it.
 
-`result.json` (the flat record: status, config, metrics, timings; the ONE record of a run, read
-by status, resume, aggregate and the analyses through `read_result`), `history.parquet` (one
-row per epoch), `predictions.txt` (top-10 with titles for a few users). All written
-atomically: a temporary file in the same directory, then a rename, so a reader never sees half
-a file.
+`result.json` is the ONE record of a run: flat JSON (nested values as JSON text), with status,
+every config value, metrics, timings and versions. `FIELDS` declares, once, the fields that
+the code after the trainer relies on and their types; a record may hold any others, which are
+kept as they are. One writer, `write_result`; two readers, both checking a record against
+`FIELDS`: `read_result` (one run: status, resume, evaluation, the analyses) and
+`read_results` (a sweep's cells at once, with a cache: aggregate, its plots, the analyses of a
+sweep). Besides it `history.parquet` (one row per epoch, for people: nothing here reads it
+back) and `predictions.txt` (top-10 with titles for a few users). All written atomically: a
+temporary file in the same directory, then a rename, so a reader never sees half a file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from recsys_core.atomic import atomic_write, atomic_write_text
 
 STATUSES = ("COMPLETED", "FAILED")
+TEXT, NUMBER, NUMBERS = pa.string(), pa.float64(), pa.list_(pa.float64())
+# Every field is optional (null) but the status: a run that fails early records little.
+FIELDS: dict[str, pa.DataType] = {
+    "status": TEXT,                         # one of STATUSES
+    "reason": TEXT,                         # why it FAILED
+    **{f"{split}_{metric}@10": NUMBER for split in ("test", "val")
+       for metric in ("recall", "ndcg", "mrr")},
+    "val_recall@10_by_epoch": NUMBERS,      # the validation curve (the plots)
+    "best_epoch": NUMBER,
+    "epochs_run": NUMBER,
+    "params_total": NUMBER,
+    "num_processes": NUMBER,
+    "epoch_time_s": NUMBER,
+    "wall_time_s": NUMBER,
+    # what the analyses rebuild a run's model from
+    "model": TEXT,
+    "dataset": TEXT,
+    "dataset_items": NUMBER,
+    "max_len": NUMBER,
+    "embedding_dim": NUMBER,
+    "num_heads": NUMBER,
+    "num_blocks": NUMBER,
+}
+SCHEMA = pa.schema(list(FIELDS.items()))
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_ACCEPTS = {TEXT: lambda v: isinstance(v, str), NUMBER: _number,
+            NUMBERS: lambda v: isinstance(v, list) and all(x is None or _number(x) for x in v)}
+
+
+def check_record(record, source: str) -> dict:
+    """record, if it is a result record: a JSON object with a status in STATUSES and every
+    field of FIELDS that it has of its type. Else ValueError naming source."""
+    status = record.get("status") if isinstance(record, dict) else None
+    if status not in STATUSES:
+        raise ValueError(f"{source}: not a result record (status {status!r}; valid: "
+                         f"{', '.join(STATUSES)})")
+    wrong = [f"{k}={record[k]!r} (expected {t})" for k, t in FIELDS.items()
+             if record.get(k) is not None and not _ACCEPTS[t](record[k])]
+    if wrong:
+        raise ValueError(f"{source}: not a result record: {'; '.join(wrong)}")
+    return record
 
 
 def _jsonable(value):
@@ -31,9 +84,7 @@ def _jsonable(value):
 
 
 def write_result(out: Path, record: dict) -> dict:
-    if record.get("status") not in STATUSES:
-        raise ValueError(f"result status {record.get('status')!r}; valid: {', '.join(STATUSES)}")
-    flat = {k: _jsonable(v) for k, v in record.items()}
+    flat = check_record({k: _jsonable(v) for k, v in record.items()}, f"result for {out}")
     atomic_write_text(out / "result.json", json.dumps(flat, indent=1, sort_keys=True) + "\n")
     return flat
 
@@ -50,10 +101,127 @@ def read_result(out: Path) -> dict | None:
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(record, dict) or record.get("status") not in STATUSES:
-        raise ValueError(f"{path}: not a result record (status "
-                         f"{record.get('status') if isinstance(record, dict) else None!r})")
-    return record
+    return check_record(record, str(path))
+
+
+# --- many cells at once -------------------------------------------------------------------
+
+_PARSE = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="infer")
+_STAMPS = ["_size", "_mtime_ns"]
+
+
+def read_results(cells_dir: str | Path, cell_ids, cache: Path | None = None):
+    """The result.json of cells_dir/<id>/ for every id that has one, as (frame, problems):
+    a row per cell with a `cell` column (the id), FIELDS typed as declared (null where a file
+    lacks one) and every other field as the files have it; problems = {path: why} for the
+    files that are not result records (skipped). Parsed by pyarrow's JSON reader in ONE call
+    over all files' bytes: ~0.05 ms a file on a small VM.
+
+    With `cache` (a folder), the rows are kept there with each file's size and mtime, so that
+    reading the cells again (while a sweep runs, or after a resume) costs a stat per file and
+    decodes only new or changed files."""
+    stamps, folder = {}, str(cells_dir)     # strings: pathlib costs ~10 µs a path
+    for cid in cell_ids:
+        try:
+            st = os.stat(f"{folder}/{cid}/result.json")
+        except FileNotFoundError:
+            continue
+        stamps[cid] = (st.st_size, st.st_mtime_ns)
+    key = hashlib.sha256(str(SCHEMA).encode()).hexdigest()[:12]
+    cache_file = Path(cache) / f"results-{key}.parquet" if cache is not None else None
+    cached = _cached_rows(cache_file, stamps)
+    known = set(cached.column("cell").to_pylist()) if cached is not None else set()
+    fresh, problems = _parse_files(folder, [c for c in stamps if c not in known], stamps)
+    try:
+        rows = pa.concat_tables([cached, fresh], promote_options="permissive") \
+            if cached is not None else fresh
+    except pa.ArrowException:    # a field's type changed since the cache was written
+        cached, (rows, problems) = None, _parse_files(folder, list(stamps), stamps)
+    if cache_file is not None and (fresh.num_rows or cached is None):
+        try:
+            cache_file.parent.mkdir(exist_ok=True)
+            atomic_write(cache_file, lambda tmp: pq.write_table(rows, tmp))
+        except OSError:
+            pass    # a read-only sweep folder: no cache, same results
+    return rows.drop_columns(_STAMPS).to_pandas(), problems
+
+
+def _cached_rows(cache_file: Path | None, stamps: dict) -> pa.Table | None:
+    """The cached rows whose file has not changed since (same size and mtime)."""
+    if cache_file is None:
+        return None
+    try:
+        table = pq.read_table(cache_file)
+        keep = [stamps.get(c) == (s, m) for c, s, m in
+                zip(*(table.column(n).to_pylist() for n in ["cell", *_STAMPS]))]
+    except (OSError, pa.ArrowException, KeyError, ValueError):
+        return None
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+def _parse_files(folder: str, cell_ids: list[str], stamps: dict) -> tuple[pa.Table, dict]:
+    blobs, cells, paths, bad = [], [], [], {}
+    for cid in cell_ids:
+        path = f"{folder}/{cid}/result.json"
+        try:
+            with open(path, "rb") as f:   # pretty-printed JSON: raw newlines are only whitespace
+                blobs.append(f.read().replace(b"\n", b" ").strip())
+        except OSError as e:
+            bad[path] = f"{type(e).__name__}: {e}"
+            continue
+        cells.append(cid)
+        paths.append(path)
+    try:
+        table = _parse(blobs)
+    except pa.ArrowException:
+        keep = []
+        for i, blob in enumerate(blobs):   # find the bad files, then read the rest in one call
+            try:
+                if not blob.startswith(b"{"):
+                    raise pa.ArrowInvalid("not a JSON object")
+                _parse([blob])
+                keep.append(i)
+            except pa.ArrowException as e:
+                bad[paths[i]] = f"{type(e).__name__}: {e}"
+        blobs, cells, paths = ([x[i] for i in keep] for x in (blobs, cells, paths))
+        try:
+            table = _parse(blobs)
+        except pa.ArrowException:
+            table = _parse_apart(blobs)
+    statuses = table.column("status").to_pylist()
+    ok = [s in STATUSES for s in statuses]
+    for path, status, good in zip(paths, statuses, ok):
+        if not good:
+            bad[path] = f"not a result record (status {status!r})"
+    cells = [c for c, good in zip(cells, ok) if good]
+    table = table.filter(pa.array(ok, pa.bool_())).append_column("cell", pa.array(cells, TEXT))
+    for i, name in enumerate(_STAMPS):
+        table = table.append_column(name, pa.array([stamps[c][i] for c in cells], pa.int64()))
+    return table, bad
+
+
+def _parse(blobs: list[bytes]) -> pa.Table:
+    if not blobs:
+        return SCHEMA.empty_table()
+    table = pj.read_json(pa.BufferReader(b"\n".join(blobs)), parse_options=_PARSE)
+    if table.num_rows != len(blobs):
+        raise pa.ArrowInvalid(f"{table.num_rows} records from {len(blobs)} files")
+    return table
+
+
+def _parse_apart(blobs: list[bytes]) -> pa.Table:
+    """Files that each parse but not together: a field outside FIELDS holds a number in one
+    and text in another. Such a field is kept as JSON text."""
+    records = [json.loads(b) for b in blobs]
+    names = list(dict.fromkeys([*FIELDS, *(k for r in records for k in r)]))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            columns[name] = pa.array(values, FIELDS.get(name))
+        except (pa.ArrowException, TypeError, ValueError):
+            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], TEXT)
+    return pa.table(columns)
 
 
 def write_history(out: Path, history: list[dict]) -> None:

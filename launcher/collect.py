@@ -1,0 +1,117 @@
+"""A sweep's manifest, result files and cell states → the `Aggregate` frame: one row per
+manifest cell with its resources, its configuration (the cell's parameters, TrainConfig's
+defaults filled in), every other field of its result.json (read by
+`recsys_core.train.results.read_results`, cached in SWEEP/.aggregate-cache/), its state and
+reason, and its GPU- and CPU-hours. The tables (tables.py), the plots and results.parquet are
+made from this frame alone.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from launcher.sweep import Sweep
+from recsys_core.train.config import TrainConfig, column_keys, defaults
+from recsys_core.train.hooks import HOOK_KEYS
+from recsys_core.train.results import read_results
+
+METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@10": "MRR@10"}
+ALWAYS = ("model", "dataset", "max_len")
+CACHE = ".aggregate-cache"
+
+DEFAULTS = defaults()
+# Never a column of the tables (TrainConfig declares which of its fields are): where and how a
+# run went, the debug hooks, and the seed (the replicates a mean is taken over). In the frame
+# they come from the result (what the run had).
+NOT_CONFIG = {*(set(TrainConfig.model_fields) - set(column_keys())), *HOOK_KEYS, "seed"}
+
+
+@dataclass
+class Aggregate:
+    name: str
+    root: Path
+    cells: pd.DataFrame                 # one row per manifest cell, manifest order
+    keys: list[str]                     # configuration columns of the tables: model, dataset, ...
+    state_source: str
+    problems: dict[str, str] = field(default_factory=dict)   # unreadable file → why
+
+    @property
+    def compare_keys(self) -> list[str]:
+        """The keys that define a comparison group (the paired tests): every configuration
+        key but the model and the model's own settings, i.e. keys with one value per model
+        (an override such as SASRec's 1 head against the others' 2 belongs to the model and
+        must not put it in a group of its own)."""
+        own = [k for k in self.keys[len(ALWAYS):]
+               if self.cells.groupby("model", sort=False)[k].nunique(dropna=False).max() == 1]
+        return [k for k in self.keys if k != "model" and k not in own]
+
+
+def _manifest_frame(manifest: dict) -> tuple[pd.DataFrame, list[str]]:
+    """Cells with their resources and configuration (the TrainConfig default where a cell
+    does not set a parameter; lists and dicts as JSON text); and the keys of the tables:
+    model, dataset, max_len and every other parameter that takes more than one value, but
+    those in NOT_CONFIG."""
+    names = list(dict.fromkeys(k for c in manifest["cells"] for k in c["params"]))
+    config = [*ALWAYS, "seed", *(k for k in dict.fromkeys([*DEFAULTS, *names])
+                                 if k not in NOT_CONFIG and k not in ALWAYS)]
+    rows = []
+    for c in manifest["cells"]:
+        r = c["resources"]
+        row = {"id": c["id"], "name": c["name"], "gpus": r.get("gpus") or 0,
+               "nodes": r.get("nodes") or 1, "cpus": r.get("cpus")}
+        for k in config:
+            v = c["params"].get(k, DEFAULTS.get(k))
+            row[k] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+        rows.append(row)
+    cells = pd.DataFrame(rows, columns=["id", "name", "gpus", "nodes", "cpus", *config])
+    varying = [k for k in names if k not in NOT_CONFIG and k not in ALWAYS
+               and cells[k].nunique(dropna=False) > 1]
+    return cells, [*ALWAYS, *varying]
+
+
+def _states(sweep: Sweep, results: pd.DataFrame) -> tuple[dict[str, tuple], str]:
+    """cell id → (state, reason): the launcher's status where its executors can be asked,
+    else the result files."""
+    if sweep.latest_submissions():
+        from launcher.executors import ExecutorError
+        from launcher.status import cell_states
+        try:
+            rows = cell_states(sweep)
+            return {r["id"]: (r["state"], r["reason"]) for r in rows}, "launcher status"
+        except (ExecutorError, OSError) as e:
+            note = f"SLURM not reachable ({type(e).__name__}: {e}); states from the result files"
+    else:
+        note = "never submitted; states from the result files"
+    return dict(zip(results["cell"], zip(results["status"], results["reason"]))), note
+
+
+def load(sweep_root: str | Path) -> Aggregate:
+    sweep = Sweep(sweep_root)
+    manifest = sweep.manifest()
+    cells, keys = _manifest_frame(manifest)
+    results, problems = read_results(sweep.root / "cells", cells["id"], sweep.root / CACHE)
+    states, source = _states(sweep, results)
+    # the configuration is the manifest's; the result adds everything else
+    results = results.drop(columns=[c for c in results.columns if c in cells.columns])
+    cells = cells.merge(results, how="left", left_on="id", right_on="cell").drop(columns="cell")
+    state, reason = [], []
+    unreadable = {Path(p).parent.name: e for p, e in problems.items()}
+    for cid, status in zip(cells["id"], cells["status"]):
+        s, r = states.get(cid, ("MISSING", None))
+        if cid in unreadable:
+            s, r = "FAILED", f"result.json unreadable: {unreadable[cid]}"
+        elif s == "COMPLETED" and status != "COMPLETED":
+            s, r = "FAILED", "COMPLETED by the launcher's status but result.json says " + str(status)
+        state.append(s if isinstance(s, str) else "MISSING")
+        reason.append(r if isinstance(r, str) else None)
+    cells["state"], cells["reason"] = state, reason
+    cells.loc[cells["state"] != "COMPLETED", list(METRICS)] = np.nan
+    wall = cells["wall_time_s"].fillna(0.0)
+    cells["gpu_hours"] = wall * cells["gpus"] * cells["nodes"] / 3600
+    cells["cpu_hours"] = wall * cells["cpus"].fillna(1).astype(float) * cells["nodes"] / 3600
+    return Aggregate(manifest.get("name", sweep.root.name), sweep.root, cells, keys, source,
+                     problems)

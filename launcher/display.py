@@ -1,0 +1,58 @@
+"""The aggregate's tables as people read them (the Markdown and LaTeX beside the CSVs):
+thousands separators, 4 significant digits or decimals, "mean ± std", bold best values, "n/a"
+for what could not be computed."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from launcher.collect import METRICS
+
+
+def number(v) -> str:
+    """A number for people: integers with thousands separators, else 4 significant digits."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if float(v).is_integer() or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:.4g}"
+    return f"{v:.4f}" if v == 0 or abs(v) >= 1e-4 else f"{v:.2e}"
+
+
+def display_main(main: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    out = main[keys].astype(object).where(main[keys].notna(), "n/a")
+    out["params"] = [number(v) if pd.notna(v) else "n/a" for v in main["params_total"]]
+    for m, label in METRICS.items():
+        cell = []
+        for mean, std, best in zip(main[f"{m}_mean"], main[f"{m}_std"], main[f"{m}_best"]):
+            text = "n/a" if pd.isna(mean) else \
+                f"{mean:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
+            cell.append(f"**{text}**" if best else text)
+        out[label] = cell
+    out["n_seeds"] = main["n_seeds"]
+    out["epoch time (s)"] = [number(v) for v in main["epoch_time_s"]]
+    out["incomplete"] = main["incomplete"]
+    return out
+
+
+def display_paired(paired: pd.DataFrame) -> pd.DataFrame:
+    out = paired.drop(columns=["mean_diff", "ci_low", "ci_high", "t", "p_value"]).astype(object)
+    out["mean diff (best − model)"] = ["n/a" if pd.isna(d) else f"{d:+.4f}"
+                                       for d in paired["mean_diff"]]
+    out["95% CI"] = ["n/a" if pd.isna(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
+                     for lo, hi in zip(paired["ci_low"], paired["ci_high"])]
+    out["p"] = ["n/a" if pd.isna(p) else f"{p:.3g}" for p in paired["p_value"]]
+    return out
+
+
+def display_numbers(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.astype(object)
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            out[c] = [number(v) for v in df[c].tolist()]
+    return out.where(out.notna(), "")

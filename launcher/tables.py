@@ -1,0 +1,122 @@
+"""The aggregate's tables, from the `Aggregate` frame (collect.py), numbers as they are:
+
+    main     model × dataset × max_len (× every other key): test metrics mean and std over
+             seeds, n_seeds, parameters, epoch time, the cells that did not complete, and the
+             best mean per dataset flagged in `<metric>_best`
+    paired   per comparison group, the best model against every other: paired t-test, 95% CI
+    compute  wall, GPU- and CPU-hours per model and in all
+    cells    every cell: state, reason, metrics, times, resources
+    states   cells per state
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from launcher.collect import METRICS, Aggregate
+
+
+def _order(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Rows sorted by cols: numbers by value, anything else by first appearance."""
+    sort = pd.DataFrame(index=df.index)
+    for c in cols:
+        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        sort[c] = df[c] if numeric else pd.factorize(df[c])[0]
+    return df.loc[sort.sort_values(cols, kind="stable").index].reset_index(drop=True)
+
+
+def main_table(agg: Aggregate) -> pd.DataFrame:
+    cells, keys = agg.cells, agg.keys
+    done = cells[cells["state"] == "COMPLETED"]
+    groups = cells.groupby(keys, sort=False, dropna=False)
+    table = groups.size().rename("n_cells").to_frame()
+    g = done.groupby(keys, sort=False, dropna=False)
+    table["n_seeds"] = g.size()
+    for m in METRICS:
+        table[f"{m}_mean"] = g[m].mean()
+        table[f"{m}_std"] = g[m].std(ddof=1)
+    table["params_total"] = g["params_total"].median()
+    table["epoch_time_s"] = g["epoch_time_s"].mean()
+    bad = cells[cells["state"] != "COMPLETED"].groupby(keys + ["state"], sort=False,
+                                                       dropna=False).size()
+    notes: dict[tuple, list[str]] = {}
+    for idx, n in bad.items():
+        notes.setdefault(idx[:-1], []).append(f"{n} {idx[-1]}")
+    table["incomplete"] = [", ".join(notes.get(i, [])) for i in table.index]
+    table = table.reset_index()
+    table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
+    table = _order(table, ["dataset", "max_len", *keys[3:], "model"])
+    for m in METRICS:   # the best mean per dataset, ties all marked
+        best = table.groupby("dataset", sort=False)[f"{m}_mean"].transform("max")
+        table[f"{m}_best"] = table[f"{m}_mean"].notna() & (table[f"{m}_mean"] == best)
+    return table
+
+
+def paired_tests(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison group (`Aggregate.compare_keys`), the best model by mean test Recall@10
+    against each other model, over the seeds both completed: the paired t-test (the statistic
+    of scipy.stats.ttest_rel, for all pairs at once) and the t-based 95% CI of the
+    mean difference best − model. Under 2 shared seeds: n/a."""
+    from scipy.special import stdtr, stdtrit   # the t distribution (scipy.stats: 2 s to import)
+    cmp_keys = agg.compare_keys
+    done = agg.cells[agg.cells["state"] == "COMPLETED"]
+    per_seed = done.groupby(cmp_keys + ["model", "seed"], sort=False)[list(METRICS)].mean()
+    per_seed = per_seed.reset_index()
+    ranked = main[main["test_recall@10_mean"].notna()]
+    best = ranked.loc[ranked.groupby(cmp_keys, sort=False)["test_recall@10_mean"].idxmax(),
+                      cmp_keys + ["model"]].rename(columns={"model": "best"})
+    best_values = per_seed.merge(best, left_on=cmp_keys + ["model"],
+                                 right_on=cmp_keys + ["best"]).drop(columns=["model", "best"])
+    pairs = per_seed.merge(best, on=cmp_keys)
+    pairs = pairs[pairs["model"] != pairs["best"]].merge(
+        best_values, on=cmp_keys + ["seed"], how="left", suffixes=("", "_best"))
+    rank = main.reset_index()[cmp_keys + ["model", "index"]]
+    out = []
+    for m, label in METRICS.items():
+        diff = pairs.assign(d=pairs[f"{m}_best"] - pairs[m])
+        g = diff.groupby(cmp_keys + ["best", "model"], sort=False)["d"]
+        t = g.agg(n_shared_seeds="count", mean_diff="mean", sd="std").reset_index()
+        n = t["n_shared_seeds"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se = t["sd"].to_numpy() / np.sqrt(n)
+            t["t"] = np.where(n >= 2, t["mean_diff"] / se, np.nan)
+            t["p_value"] = np.where(n >= 2, 2 * stdtr(n - 1, -np.abs(t["t"])), np.nan)
+            half = stdtrit(n - 1, 0.975) * se
+        t["ci_low"] = np.where(n >= 2, t["mean_diff"] - half, np.nan)
+        t["ci_high"] = np.where(n >= 2, t["mean_diff"] + half, np.nan)
+        out.append(t.assign(metric=label, metric_order=len(out)))
+    cols = cmp_keys + ["best", "model", "metric", "n_shared_seeds", "mean_diff", "ci_low",
+                       "ci_high", "t", "p_value"]
+    if not out or not len(pairs):
+        return pd.DataFrame(columns=cols)
+    table = pd.concat(out).merge(rank, on=cmp_keys + ["model"])
+    return table.sort_values(["index", "metric_order"], kind="stable")[cols].reset_index(drop=True)
+
+
+def compute_table(agg: Aggregate) -> pd.DataFrame:
+    cells = agg.cells
+    cells = cells.assign(wall_hours=cells["wall_time_s"].fillna(0) / 3600,
+                         timed=cells["wall_time_s"].notna())
+    per = cells.groupby("model", sort=False).agg(
+        cells=("id", "size"), cells_with_time=("timed", "sum"), wall_hours=("wall_hours", "sum"),
+        gpu_hours=("gpu_hours", "sum"), cpu_hours=("cpu_hours", "sum")).reset_index()
+    total = per.drop(columns="model").sum().to_dict()
+    return pd.concat([per, pd.DataFrame([{"model": "all", **total}])], ignore_index=True)
+
+
+def cells_table(agg: Aggregate) -> pd.DataFrame:
+    cols = ["id", "name", "state", "reason", *agg.keys, "seed", *METRICS, "epoch_time_s",
+            "wall_time_s", "gpus", "nodes", "cpus", "gpu_hours", "cpu_hours"]
+    table = agg.cells[cols].copy()
+    table["reason"] = [None if not isinstance(r, str) else r.strip().splitlines()[-1][:160]
+                       for r in table["reason"]]
+    return table
+
+
+def states_table(agg: Aggregate) -> pd.DataFrame:
+    counts = agg.cells["state"].value_counts()
+    order = ["COMPLETED", "FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED", "RUNNING", "PENDING",
+             "NOT_STARTED", "MISSING"]
+    states = [s for s in order if s in counts] + [s for s in counts.index if s not in order]
+    return pd.DataFrame({"state": states + ["all"],
+                         "cells": [int(counts[s]) for s in states] + [int(counts.sum())]})
