@@ -12,9 +12,10 @@ from tests.conftest import REPO
 def make_cell(tmp_path, **params):
     cell = tmp_path / "cells" / "abc123"
     cell.mkdir(parents=True)
+    config = {"model": "pop", "dataset": "synthetic", "wandb_mode": "disabled",
+              "run_id": "abc123", "wandb_group": "t", **params}
     (cell / "cell.json").write_text(json.dumps({
-        "id": "abc123", "name": "pop-synthetic", "sweep": "t",
-        "params": {"model": "pop", "dataset": "synthetic", "wandb_mode": "disabled", **params}}))
+        "id": "abc123", "name": "pop-synthetic", "sweep": "t", "params": {}, "config": config}))
     return cell
 
 
@@ -33,6 +34,14 @@ def test_bad_cell_file_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "cell.json" in proc.stderr and "optimizer" in proc.stderr
+
+
+def test_a_cell_file_without_its_config_is_a_clear_error(tmp_path):
+    cell = make_cell(tmp_path)
+    (cell / "cell.json").write_text(json.dumps({"id": "abc123", "params": {"model": "pop"}}))
+    proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "cell.json: cannot read the cell's config" in proc.stderr
 
 
 def test_requeues_are_bounded(tmp_path):

@@ -20,24 +20,17 @@ What makes that possible:
   optimiser's state), after which weights and optimiser state are restored, so the graph
   trains from exactly the state the eager loop would have.
 
-Under the graph the GPU work itself is what is left, and half of it (ML-1M shape, measured:
-results/benchmarks/gpu_notes.md) was the model's loss over the full catalogue: fp32 copy,
-softmax, NLL and their backward passes over [batch x length x items]. So where the model's
-output layer is the standard one (item embeddings, plus BERT4Rec's bias), the graph step
-computes that same loss as `linear_cross_entropy` (fused_ce.py): one Triton kernel per row reads the bf16
-logits (log-sum-exp, loss) and writes their gradient in the same pass (the gradient of a final
-loss is known at the forward); the item table is padded to a multiple of 8 rows so that the
-output matmuls run on aligned kernels. Before capture it is checked against the model's own
-loss and gradients on the first batch (dropout off) and left out if they disagree
-(`loss_path` says which loss runs, `fused_check` the differences).
+Half of what is left under the graph (ML-1M shape: results/benchmarks/gpu_notes.md) was the
+full-catalogue loss, so where the output layer is the standard one (item embeddings, plus
+BERT4Rec's bias) the step computes it as `linear_cross_entropy` (fused_ce.py: one Triton kernel
+per row, logits' log-sum-exp, loss and gradient in one pass; item table padded to a multiple
+of 8 rows), checked first against the model's own loss and gradients on the first batch
+(dropout off) and left out if they disagree (`loss_path`, `fused_check`).
 
-Several processes (one GPU each): every process runs the module itself, not DDP's wrapper,
-and averages the gradients with one all-reduce of a flat buffer between the backward and the
-optimiser (DDP's own hooks stay idle when its forward is not called). Each process takes its
-equal share of the epoch's permutation, exactly the batches of the eager DDP loop, so the two
-train alike (tests/helpers/ddp_step_twin.py). That step runs eagerly, with the fused loss:
-capturing it with NCCL's all-reduce failed on 2 x H200 (results/benchmarks/scaling.md). The
-loss path is agreed across processes.
+Several processes (one GPU each): every process runs the module itself, not DDP's wrapper, and
+averages the gradients with one all-reduce of a flat buffer before the optimiser, on its equal
+share of the epoch's permutation (the eager DDP loop's batches: tests/helpers/ddp_step_twin.py).
+It runs eagerly: capturing NCCL's all-reduce failed on 2 x H200 (results/benchmarks/scaling.md).
 
 With `compile_encoder: true` the model's encoder inside that step is torch.compile'd (Inductor
 fuses the blocks' LayerNorms, dropout, residuals and masks into a few larger kernels): about

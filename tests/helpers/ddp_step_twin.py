@@ -1,4 +1,4 @@
-"""Run under `accelerate launch --num_processes 2` (CPU, gloo) by test_fast_step: the
+"""Run under `accelerate launch --num_processes 2` (CPU, gloo) by test_train_step: the
 data-parallel step body of train_step.TrainStep (explicit all-reduce, run eagerly: what the
 graph captures on GPUs) against the trainer's eager DDP loop, from the same weights, for two
 epochs. Rank 0 writes what it saw as JSON to argv[2]; the test compares."""
