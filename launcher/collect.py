@@ -20,6 +20,11 @@ from recsys_core.train.hooks import HOOK_KEYS
 from recsys_core.train.results import read_results
 
 METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@10": "MRR@10"}
+# Cold-start users (recsys_core/train/cold_start.py): a column group of the main table where a
+# sweep has any; the model's metrics and the popularity fallback's on the same users.
+COLD_METRICS = {"cold_test_recall@10": "cold Recall@10", "cold_test_ndcg@10": "cold NDCG@10",
+                "cold_pop_test_recall@10": "cold pop Recall@10",
+                "cold_pop_test_ndcg@10": "cold pop NDCG@10"}
 ALWAYS = ("model", "dataset", "max_len")
 CACHE = ".aggregate-cache"
 
@@ -109,7 +114,7 @@ def load(sweep_root: str | Path) -> Aggregate:
         state.append(s if isinstance(s, str) else "MISSING")
         reason.append(r if isinstance(r, str) else None)
     cells["state"], cells["reason"] = state, reason
-    cells.loc[cells["state"] != "COMPLETED", list(METRICS)] = np.nan
+    cells.loc[cells["state"] != "COMPLETED", [*METRICS, *COLD_METRICS]] = np.nan
     wall = cells["wall_time_s"].fillna(0.0)
     cells["gpu_hours"] = wall * cells["gpus"] * cells["nodes"] / 3600
     cells["cpu_hours"] = wall * cells["cpus"].fillna(1).astype(float) * cells["nodes"] / 3600

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from launcher.collect import METRICS
+from launcher.collect import COLD_METRICS, METRICS
 
 
 def number(v) -> str:
@@ -34,6 +34,10 @@ def display_main(main: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 f"{mean:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
             cell.append(f"**{text}**" if best else text)
         out[label] = cell
+    if "cold_users" in main:    # the cold-start group: mean over seeds
+        out["cold users"] = [number(v) for v in main["cold_users"]]
+        for m, label in COLD_METRICS.items():
+            out[label] = ["n/a" if pd.isna(v) else f"{v:.4f}" for v in main[f"{m}_mean"]]
     out["n_seeds"] = main["n_seeds"]
     out["epoch time (s)"] = [number(v) for v in main["epoch_time_s"]]
     out["incomplete"] = main["incomplete"]

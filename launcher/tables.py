@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from launcher.collect import METRICS, Aggregate
+from launcher.collect import COLD_METRICS, METRICS, Aggregate
 
 
 def _order(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -23,6 +23,11 @@ def _order(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
         numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
         sort[c] = df[c] if numeric else pd.factorize(df[c])[0]
     return df.loc[sort.sort_values(cols, kind="stable").index].reset_index(drop=True)
+
+
+def has_cold_users(agg: Aggregate) -> bool:
+    return bool((agg.cells["cold_users"].fillna(0) > 0).any()) if "cold_users" in agg.cells \
+        else False
 
 
 def main_table(agg: Aggregate) -> pd.DataFrame:
@@ -35,6 +40,10 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
     for m in METRICS:
         table[f"{m}_mean"] = g[m].mean()
         table[f"{m}_std"] = g[m].std(ddof=1)
+    if has_cold_users(agg):
+        table["cold_users"] = g["cold_users"].median()
+        for m in COLD_METRICS:
+            table[f"{m}_mean"] = g[m].mean()
     table["params_total"] = g["params_total"].median()
     table["epoch_time_s"] = g["epoch_time_s"].mean()
     bad = cells[cells["state"] != "COMPLETED"].groupby(keys + ["state"], sort=False,

@@ -1,4 +1,5 @@
-"""`python -m recsys_core.data stats NAME`: the columns of the study's dataset table."""
+"""`python -m recsys_core.data stats NAME`: the columns of the study's dataset table: the
+file's users, items and interactions, and those kept by the users-with-fewer-than-N rule."""
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(s))
         return 0
+    n = args.min_user_interactions
     print(f"dataset        {s['dataset']}")
-    print(f"users          {s['users']:,}")
+    print(f"in the file    {s['file_users']:,} users, {s['file_items']:,} items, "
+          f"{s['file_interactions']:,} interactions")
+    print(f"users          {s['users']:,}   (with >= {n} interactions)")
     print(f"items          {s['items']:,}")
     print(f"interactions   {s['interactions']:,}")
     print(f"avg_seq_len    {s['avg_seq_len']:.2f}")
     print(f"sparsity       {s['sparsity']:.4f}")
-    print(f"dropped        {s['dropped_users']:,} users with < {args.min_user_interactions} "
-          f"interactions ({s['dropped_interactions']:,} interactions)")
+    print(f"dropped        {s['dropped_users']:,} users with < {n} interactions "
+          f"({s['dropped_interactions']:,} interactions); {s['cold_users']:,} of them with 2 or "
+          "more: the cold-start users")
     return 0
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_core.data import names, readers
-from recsys_core.data.names import DATASET_NAMES, SEQUENCE_FILES
+from recsys_core.data.names import DATASET_NAMES, SEQUENCE_FILES, USER_LINE_FILES
 from recsys_core.data.fetch import DataError, cache_root, raw_dir
 from recsys_core.data.synthetic import SyntheticSpec, generate
 
@@ -55,6 +55,11 @@ class SequenceData:
     user_raw_ids: np.ndarray       # int64 [n_users]
     dropped_users: int = 0         # users below min_user_interactions
     dropped_interactions: int = 0
+    file_items: int = 0            # distinct items in the file, before the users were dropped
+    # Cold-start users: those dropped with 2 .. min_user_interactions-1 interactions, their
+    # items in time order mapped to the ids above (0: an item only such users have).
+    cold_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     options: dict = field(default_factory=dict)
 
     @property
@@ -68,6 +73,9 @@ class SequenceData:
     def stats(self) -> dict:
         return {
             "dataset": self.name,
+            "file_users": self.n_users + self.dropped_users,
+            "file_items": self.file_items,
+            "file_interactions": self.n_interactions + self.dropped_interactions,
             "users": self.n_users,
             "items": self.n_items,
             "interactions": self.n_interactions,
@@ -75,6 +83,7 @@ class SequenceData:
             "sparsity": 1.0 - self.n_interactions / max(self.n_users * self.n_items, 1),
             "dropped_users": self.dropped_users,
             "dropped_interactions": self.dropped_interactions,
+            "cold_users": len(self.cold_offsets) - 1,
         }
 
 
@@ -107,6 +116,9 @@ def interactions_table(name: str, *, mirror: str | None = None,
         folder = cache_root() / "processed" / name
         if name in GROUPLENS_READERS:
             build = lambda: GROUPLENS_READERS[name](raw_dir(name, mirror))  # noqa: E731
+        elif name in USER_LINE_FILES:
+            build = lambda: readers.read_user_lines(  # noqa: E731
+                raw_dir(name, mirror) / USER_LINE_FILES[name])
         else:
             build = lambda: readers.read_sequence_file(  # noqa: E731
                 raw_dir(name, mirror) / SEQUENCE_FILES[name])
@@ -148,7 +160,10 @@ def preprocess(table: pd.DataFrame, titles: dict[int, str], *, name: str,
     user_raw, user_idx, counts = np.unique(users, return_inverse=True, return_counts=True)
     keep_user = counts >= min_user_interactions
     keep = keep_user[user_idx]
+    file_items = len(np.unique(items))
     dropped_users = int((~keep_user).sum())
+    cold = ((counts >= 2) & ~keep_user)[user_idx]
+    cold_users, cold_items = users[cold], items[cold]
     users, items = users[keep], items[keep]
     item_raw, item_ids = np.unique(items, return_inverse=True)
     user_raw, lengths = np.unique(users, return_counts=True)
@@ -159,4 +174,14 @@ def preprocess(table: pd.DataFrame, titles: dict[int, str], *, name: str,
         items=(item_ids + 1).astype(np.int64), titles=item_titles,
         item_raw_ids=np.concatenate([[0], item_raw]).astype(np.int64),
         user_raw_ids=user_raw.astype(np.int64), dropped_users=dropped_users,
-        dropped_interactions=int((~keep).sum()))
+        dropped_interactions=int((~keep).sum()), file_items=file_items,
+        cold_offsets=np.concatenate([[0], np.cumsum(np.unique(cold_users, return_counts=True)[1])]
+                                    ).astype(np.int64),
+        cold_items=_item_ids(cold_items, item_raw))
+
+
+def _item_ids(raw: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Raw item ids → the ids 1..n of `known` (sorted raw ids); 0 where not known."""
+    at = np.clip(np.searchsorted(known, raw), 0, max(len(known) - 1, 0))
+    found = known[at] == raw if len(known) else np.zeros(len(raw), bool)
+    return np.where(found, at + 1, 0).astype(np.int64)

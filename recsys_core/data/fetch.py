@@ -45,7 +45,19 @@ class Source:
     url: str | None = None               # the zip to download; None: mirror only
     zip_checksum: str | None = None
     file_checksums: dict[str, str] = field(default_factory=dict)
+    file_urls: dict[str, str] = field(default_factory=dict)   # files downloaded one by one
 
+
+def _file(folder: str, name: str, repo_url: str | None, sha256: str) -> Source:
+    """A dataset of one file, `folder/name` in a mirror; `repo_url`: the folder of the
+    repository that published it (None: mirror only)."""
+    return Source(folder=folder, required=(name,), file_checksums={name: f"sha256:{sha256}"},
+                  file_urls={name: f"{repo_url}/{name}"} if repo_url else {})
+
+
+_GITHUB = "https://raw.githubusercontent.com/{}/{}/data"
+_SASREC = _GITHUB.format("kang205/SASRec", "e3738967fddab206d6eeb4fda433e7a7034dd8b1")
+_ICLREC = _GITHUB.format("salesforce/ICLRec", "2890e6c3ff6a22c6699fc19cb863b66786c1cde4")
 
 SOURCES: dict[str, Source] = {
     "ml-100k": Source(
@@ -80,24 +92,27 @@ SOURCES: dict[str, Source] = {
         url=GROUPLENS + "ml-20m.zip",
         zip_checksum="md5:cd245b17a1ae2cc31bb14903e1204af3",
     ),
-    # Benchmark sequence files of the SASRec/BERT4Rec papers: no public zip, mirror only.
-    "amazon-beauty": Source(
-        folder="amazon-beauty",
-        required=("beauty.txt",),
-        file_checksums={
-            "beauty.txt": "sha256:f480b7a7403852342ffd8f9809bb30697dd669be31813d0e204b698fec86ef49",
-        },
-    ),
-    "steam": Source(
-        folder="steam",
-        required=("steam.txt",),
-        file_checksums={
-            # Kang & McAuley's Steam.txt as given by its Git LFS pointer (42,541,998 bytes).
-            "steam.txt": "sha256:4df1f5feac169a522008956ba5a50fee4e9ce2c0c817cabfd463ac36df05f023",
-        },
-    ),
-    "ml-1m-bert4rec": Source(folder="ml-1m-bert4rec", required=("ml-1m.txt",)),
+    # The papers' benchmark files: no zip, each file from the repository that published it
+    # (raw.githubusercontent.com at a fixed commit), checked by the sha256 of SOURCES.md.
+    "amazon-beauty": _file("amazon-beauty", "beauty.txt", _GITHUB.format(
+        "antklen/sasrec-bert4rec-recsys23", "29c272e155cad52c8958b04e9e98557526a646e5"),
+        "f480b7a7403852342ffd8f9809bb30697dd669be31813d0e204b698fec86ef49"),
+    # Kang & McAuley's Steam.txt as given by its Git LFS pointer (42,541,998 bytes): no raw URL.
+    "steam": _file("steam", "steam.txt", None,
+                   "4df1f5feac169a522008956ba5a50fee4e9ce2c0c817cabfd463ac36df05f023"),
+    "ml-1m-bert4rec": _file("ml-1m-bert4rec", "ml-1m.txt", _SASREC,
+                            "b725f3acb3986fe3130bffd1e77a74d182a1f51799567a236dbd60270f95b0a2"),
     "ml-20m-bert4rec": Source(folder="ml-20m-bert4rec", required=("ml-20m.txt",)),
+    "video-sasrec": _file("amazon-video", "Video.txt", _SASREC,
+                          "b7376fe24430743f411dc7f567285657b2adb3f74361cc7ba0aee94f3024b651"),
+    "beauty-s3rec": _file("s3rec", "Beauty.txt", _ICLREC,
+                          "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8"),
+    "sports-s3rec": _file("s3rec", "Sports_and_Outdoors.txt", _ICLREC,
+                          "2a095e0648872beb9982408958290f5d655db5be2911c3756b5446de9f0b8de2"),
+    "toys-s3rec": _file("s3rec", "Toys_and_Games.txt", _ICLREC,
+                        "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f"),
+    "yelp-s3rec": _file("s3rec", "Yelp.txt", _ICLREC,
+                        "724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed"),
 }
 
 
@@ -155,17 +170,27 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
             zip_path = root / f"{name}.zip"
         if zip_path.exists():
             return _unpack(zip_path, src, cached)
-        if src.url is None:
+        if src.url is None and not src.file_urls:
             raise DataError(
                 f"dataset {name!r}: no {folder}/{{{','.join(src.required)}}} nor {zip_path} "
                 f"in the mirror {root}")
-    if src.url is None:
+    if src.url is None and not src.file_urls:
         raise DataError(
             f"dataset {name!r} has no public download; put {src.folder}/{src.required[0]} "
             f"in a mirror directory and pass --data-mirror or set {MIRROR_ENV}")
     if not download:
         raise DataError(f"dataset {name!r} is not in the cache {cached} and downloads are off")
-    return _unpack(_download(src), src, cached)
+    if src.url is None:      # the files one by one, each verified, straight into the cache
+        cached.mkdir(parents=True, exist_ok=True)
+        for fname in src.required:
+            if not (cached / fname).is_file():
+                _download(src.file_urls[fname], cached / fname, src.file_checksums.get(fname),
+                          src)
+        return cached
+    zip_path = cache_root() / "downloads" / Path(src.url).name
+    if not zip_path.exists():
+        _download(src.url, zip_path, src.zip_checksum, src)
+    return _unpack(zip_path, src, cached)
 
 
 class progress:
@@ -194,32 +219,30 @@ def _complete(folder: Path, src: Source) -> bool:
     return all((folder / f).is_file() for f in src.required)
 
 
-def _download(src: Source) -> Path:
-    downloads = cache_root() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    target = downloads / Path(src.url).name
-    if target.exists():
-        return target
-    fd, tmp = tempfile.mkstemp(dir=downloads, prefix=".part-")
+def _download(url: str, target: Path, checksum: str | None, src: Source) -> None:
+    """url → target, verified before it is renamed into place (a partial or corrupt download
+    never sits where a reader looks)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url, timeout=60) as resp:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with progress(f"downloading {src.url}", total, unit="B") as bar:
+            with progress(f"downloading {url}", total, unit="B") as bar:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
-        verify(Path(tmp), src.zip_checksum)
+        verify(Path(tmp), checksum)
         os.replace(tmp, target)
     except OSError as e:  # URLError is an OSError: no network, DNS, HTTP errors
         Path(tmp).unlink(missing_ok=True)
+        zipped = f" or {src.folder}.zip" if src.url else ""
         raise DataError(
-            f"cannot download {src.url} ({e}); on a machine without internet put "
-            f"{src.folder}/{{{','.join(src.required)}}} or {src.folder}.zip in a mirror "
+            f"cannot download {url} ({e}); on a machine without internet put "
+            f"{src.folder}/{{{','.join(src.required)}}}{zipped} in a mirror "
             f"directory and pass --data-mirror or set {MIRROR_ENV}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
 
 
 def _unpack(zip_path: Path, src: Source, dest: Path) -> Path:

@@ -6,6 +6,13 @@ SEQUENCE_FILES = {   # the papers' preprocessed `user item` files: name → file
     "steam": "steam.txt",
     "ml-1m-bert4rec": "ml-1m.txt",
     "ml-20m-bert4rec": "ml-20m.txt",
+    "video-sasrec": "Video.txt",
+}
+USER_LINE_FILES = {  # the S3Rec benchmark files, one user per line: `user item item ...`
+    "beauty-s3rec": "Beauty.txt",
+    "sports-s3rec": "Sports_and_Outdoors.txt",
+    "toys-s3rec": "Toys_and_Games.txt",
+    "yelp-s3rec": "Yelp.txt",
 }
 SYNTHETIC = ("synthetic", "synthetic-ml-1m", "synthetic-ml-20m")
-DATASET_NAMES = sorted([*GROUPLENS, *SEQUENCE_FILES, *SYNTHETIC])
+DATASET_NAMES = sorted([*GROUPLENS, *SEQUENCE_FILES, *USER_LINE_FILES, *SYNTHETIC])

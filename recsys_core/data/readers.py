@@ -73,6 +73,30 @@ def read_sequence_file(path: Path) -> tuple[pd.DataFrame, dict[int, str]]:
     return _normalized(df), {}
 
 
+def read_user_lines(path: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """The S3Rec benchmark format: one user per line, `user item item ...`, the items in
+    chronological order, no timestamps. As in `read_sequence_file`, the position in the file
+    stands in for the timestamp."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    per_line = np.array([len(line) for line in lines], dtype=np.int64)
+    try:
+        tokens = np.array([t for line in lines for t in line], dtype=np.int64)
+    except ValueError as e:
+        raise DataError(f"{path}: expected integer ids, `user item item ...` ({e})") from None
+    if not len(per_line) or (per_line < 2).any():
+        raise DataError(f"{path}: expected lines of `user item item ...`")
+    starts = np.concatenate([[0], np.cumsum(per_line)[:-1]])
+    users = np.repeat(tokens[starts], per_line - 1)
+    items = np.delete(tokens, starts)
+    df = pd.DataFrame({"user": users, "item": items,
+                       "timestamp": np.arange(len(items), dtype=np.int64), "rating": np.nan})
+    return _normalized(df), {}
+
+
 def _normalized(df: pd.DataFrame) -> pd.DataFrame:
     df = df[COLUMNS].copy()
     df["rating"] = df["rating"].astype("float64")

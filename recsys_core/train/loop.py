@@ -16,6 +16,7 @@ from recsys_core.telemetry import GpuTelemetry
 from recsys_core.tracking import Tracker
 from recsys_core.train import checkpoint as ckpt
 from recsys_core.train.batches import epoch_batches, training_batch
+from recsys_core.train.cold_start import cold_start_metrics
 from recsys_core.train.config import TrainConfig
 from recsys_core.train.evaluate import predictions
 from recsys_core.train.hooks import DebugHooks
@@ -114,6 +115,9 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks()) -> di
             ckpt.load_best(out, r.unwrapped, accelerator.device)
         record.update(r.evaluate("val"))
         record.update(r.evaluate("test"))
+        record.update(cold_start_metrics(
+            r.model, r.data, r.split, max_len=cfg.max_len, filter_seen=cfg.filter_seen,
+            ks=cfg.ks, batch_size=cfg.eval_batch_size, accelerator=accelerator))
         record.update(status="COMPLETED", reason=None, best_epoch=state.best_epoch or None,
                       epochs_run=state.epoch, stopped_early=state.stopped,
                       cuda_graphs=r.train_step is not None and r.train_step.mode == "graph")

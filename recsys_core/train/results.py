@@ -33,6 +33,9 @@ FIELDS: dict[str, pa.DataType] = {
     **{f"{split}_{metric}@10": NUMBER for split in ("test", "val")
        for metric in ("recall", "ndcg", "mrr")},
     "val_recall@10_by_epoch": NUMBERS,      # the validation curve (the plots)
+    "cold_users": NUMBER,                   # cold-start users evaluated (train/cold_start.py)
+    **{f"cold_{who}test_{metric}@10": NUMBER for who in ("", "pop_")
+       for metric in ("recall", "ndcg")},
     "best_epoch": NUMBER,
     "epochs_run": NUMBER,
     "params_total": NUMBER,
