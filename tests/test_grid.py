@@ -305,3 +305,22 @@ resources: {gpus: 1, cpus: 8, mem: 64G, time: "04:00:00"}
     print(f"\n10,000 cells: load + validate + expand in {seconds:.3f} s")
     assert len(cells) == 10_000 and len({c.id for c in cells}) == 10_000
     assert seconds < 5.0
+
+
+def test_every_shipped_grid_expands_and_the_study_covers_every_real_dataset():
+    grids = {p.stem: load_cells(p) for p in (REPO / "launcher" / "grids").glob("*.yaml")}
+    assert all(grids.values())
+    study = grids["study"]
+    datasets = {c.params["dataset"] for c in study}
+    assert datasets == {"ml-100k", "ml-1m-bert4rec", "amazon-beauty", "beauty-s3rec",
+                        "sports-s3rec", "toys-s3rec", "yelp-s3rec", "video-sasrec"}
+    from recsys_core.models import MODEL_NAMES
+    assert {c.params["model"] for c in study} == set(MODEL_NAMES)
+    assert len(study) == len(datasets) * len(MODEL_NAMES) * 3
+    s3rec = [c.config for c in study if c.params["dataset"] == "toys-s3rec"
+             and c.params["model"] == "sasrec"]
+    assert {(c.embedding_dim, c.num_blocks, c.num_heads, c.dropout, c.max_len) for c in s3rec} \
+        == {(64, 1, 1, 0.2, 50)}                  # the eSASRec settings of SOURCES.md
+    ml1m = [c.config for c in study if c.params["dataset"] == "ml-1m-bert4rec"]
+    assert {c.max_len for c in ml1m} == {200}
+    assert all(c.config.patience >= 10 for c in study if c.config.model != "pop")
