@@ -10,7 +10,8 @@ DATA = dict(dataset="synthetic", synthetic={"n_users": 200, "n_items": 80,
                                             "n_interactions": 5000, "seed": 11},
             max_len=16, embedding_dim=32, num_heads=2, num_blocks=1, batch_size=64,
             patience=20, wandb_mode="disabled", device="cpu")
-EPOCHS = {"sasrec": 5, "gru4rec": 5, "lstm": 5, "xlstm": 5, "bert4rec": 12}
+EPOCHS = {"sasrec": 5, "gru4rec": 5, "lstm": 5, "xlstm": 5, "bert4rec": 12, "mamba4rec": 5,
+          "sasmamba": 5}
 
 
 @pytest.fixture(scope="module")
@@ -27,4 +28,5 @@ def test_model_trains_writes_complete_result_and_beats_pop(model, pop_recall, tm
     assert on_disk["status"] == "COMPLETED" and on_disk["epochs_run"] == EPOCHS[model]
     assert on_disk["params_total"] > 0 and on_disk["epoch_time_s"] > 0
     assert (tmp_path / "history.parquet").exists() and (tmp_path / "best_model.pt").exists()
+    assert on_disk.get("mamba_backend") == ("mambapy" if "mamba" in model else None)
     assert record["test_recall@10"] > pop_recall + 0.05, (model, record["test_recall@10"], pop_recall)
