@@ -176,6 +176,20 @@ def test_mamba_models_take_their_options_and_count_their_parts(name):
     assert fused_loss_unsupported_reason(model) is None   # the GPU step's fused loss applies
 
 
+@pytest.mark.parametrize("name", MAMBA)
+def test_mamba_models_score_large_batches_in_chunks_with_the_same_scores(name):
+    model = make(name, dropout=0.0).eval()
+    history = left_padded([1, 5, 12, 12, 7], 12)
+    calls, encode = [], model.encode
+    model.encode = lambda ids: calls.append(len(ids)) or encode(ids)
+    with torch.no_grad():
+        whole = model.score_next(history)
+        model.SCAN_ELEMENTS = 2 * 16 * model.scan_width       # 2 rows (L 12 scans as 16)
+        chunked = model.score_next(history)
+    assert calls == [5, 2, 2, 1]
+    torch.testing.assert_close(chunked, whole)
+
+
 def test_mamba_backend_is_mamba_ssm_on_cuda_where_it_imports(monkeypatch):
     """mamba_ssm's CUDA kernels only where the package imports and the model runs on CUDA;
     its Mamba layer is built with the same arguments as mambapy's."""

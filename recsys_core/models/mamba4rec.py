@@ -21,7 +21,7 @@ from torch import nn
 
 from recsys_core.models.base import SequentialModel
 from recsys_core.models.padding import left_to_right_padding, rotate_back
-from recsys_core.models.ssm import FeedForward, mamba_backend, mamba_layer
+from recsys_core.models.ssm import ChunkedScoring, FeedForward, mamba_backend, mamba_layer
 
 
 class MambaBlock(nn.Module):
@@ -38,12 +38,13 @@ class MambaBlock(nn.Module):
         return self.ffn(self.norm(x + self.dropout(self.mamba(x))))
 
 
-class Mamba4Rec(SequentialModel):
+class Mamba4Rec(ChunkedScoring, SequentialModel):
     def __init__(self, n_items: int, embedding_dim: int = 64, num_blocks: int = 1,
                  dropout: float = 0.2, ffn_factor: int = 4, d_state: int = 32, d_conv: int = 4,
                  expand: int = 2, device_type: str = "cpu", **_):
         super().__init__(n_items, embedding_dim)
         self.mamba_backend = mamba_backend(device_type)
+        self.scan_width = expand * embedding_dim * d_state
         self.emb_dropout = nn.Dropout(dropout)
         self.emb_norm = nn.LayerNorm(embedding_dim, eps=1e-12)
         self.blocks = nn.ModuleList(

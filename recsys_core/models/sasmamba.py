@@ -22,7 +22,7 @@ from torch import nn
 
 from recsys_core.models.padding import left_to_right_padding, rotate, rotate_back
 from recsys_core.models.sasrec import CausalAttentionModel
-from recsys_core.models.ssm import FeedForward, mamba_backend, mamba_layer
+from recsys_core.models.ssm import ChunkedScoring, FeedForward, mamba_backend, mamba_layer
 
 
 class HybridBlock(nn.Module):
@@ -45,13 +45,14 @@ class HybridBlock(nn.Module):
         return self.ffn(self.norm(x + self.dropout(mixed)))
 
 
-class SASMamba(CausalAttentionModel):
+class SASMamba(ChunkedScoring, CausalAttentionModel):
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
                  num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
                  ffn_factor: int = 4, positions: str = "from_end", d_state: int = 32,
                  d_conv: int = 4, expand: int = 2, device_type: str = "cpu", **_):
         super().__init__(n_items, embedding_dim, num_heads, dropout, max_len, positions)
         self.mamba_backend = mamba_backend(device_type)
+        self.scan_width = expand * embedding_dim * d_state
         self.blocks = nn.ModuleList(
             HybridBlock(embedding_dim, num_heads, dropout, ffn_factor, self.mamba_backend,
                         d_state=d_state, d_conv=d_conv, expand=expand)

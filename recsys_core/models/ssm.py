@@ -1,5 +1,6 @@
 """The pieces the state-space recommenders (mamba4rec.py, sasmamba.py) share: the Mamba layer
-(Gu & Dao, 2023) from one of two backends, and the position-wise feed-forward.
+(Gu & Dao, 2023) from one of two backends, evaluation in row chunks (mambapy's memory), and the
+position-wise feed-forward.
 
 Backends: `mamba_ssm` (the authors' CUDA kernels; optional, not a dependency) where it imports
 and the model runs on CUDA, else `mambapy` (pure PyTorch, a parallel scan; a dependency, runs
@@ -39,6 +40,25 @@ def mamba_layer(d_model: int, d_state: int, d_conv: int, expand: int,
     from mambapy.mamba import MambaBlock, MambaConfig
     return MambaBlock(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state,
                                   d_conv=d_conv, expand_factor=expand))
+
+
+class ChunkedScoring:
+    """A SequentialModel mixin: `score_next` over row chunks where mambapy runs. Its scan keeps
+    about five [rows, L', expand·D, d_state] fp32 tensors at once (L' = L rounded up to a power
+    of two): all 6,040 ML-1M users at L 200, D 64 would need ~125 GB. Chunks keep each under
+    SCAN_ELEMENTS. Training batches are the trainer's to size."""
+
+    SCAN_ELEMENTS = 2 ** 28      # 1 GiB of fp32
+    mamba_backend: str
+    scan_width: int              # expand·D·d_state
+
+    def score_next(self, history: torch.Tensor) -> torch.Tensor:
+        score = super().score_next
+        padded = 1 << (history.shape[1] - 1).bit_length()
+        rows = max(1, self.SCAN_ELEMENTS // (padded * self.scan_width))
+        if self.mamba_backend != "mambapy" or len(history) <= rows:
+            return score(history)
+        return torch.cat([score(part) for part in history.split(rows)])
 
 
 class FeedForward(nn.Module):
