@@ -6,11 +6,18 @@ Markdown names the machine it ran on.
 gpu_epoch        Seconds per training epoch (eager loop, CUDA-graph step, compiled encoder),
                  sequences/s, full-ranking evaluation time, peak GPU memory and utilisation,
                  against the floor of the output layer; a check of the graph against the
-                 eager step and a torch.profiler summary. All five models, one process each.
+                 eager step and a torch.profiler summary. All seven trained models, one
+                 process each.
                  `python -m benchmarks.gpu_epoch --out-dir results/benchmarks`
                  -> gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt
                  (CPU smoke run: --device cpu --datasets synthetic --max-len 20
                  --embedding-dim 16 --epochs 1)
+long_sequences   Seconds and peak GPU memory per training epoch at max_len 512, 1,024 and
+                 2,048 on synthetic data: mamba4rec, sasmamba, sasrec, xlstm; a row that runs
+                 out of memory is recorded as OOM.
+                 `python -m benchmarks.long_sequences --out-dir results/benchmarks/long_sequences`
+                 -> long_sequences.csv, long_sequences.md
+                 (CPU smoke run, tiny sizes: --device cpu)
 scaling          One cell on 1 and on G GPUs through the launcher's own path (jobs.train_cell,
                  accelerate launch), and one checkpoint evaluated on 1 and on G processes.
                  `python -m benchmarks.scaling --out results/benchmarks/scaling --gpus 1 2`

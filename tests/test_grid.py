@@ -174,7 +174,7 @@ def test_cells_hand_a_full_train_config_to_the_trainer(tmp_path):
 
 VALID_PARAMS = "valid: model, dataset, max_len"
 VALID_RESOURCES = "valid: partition, account, qos, gpus, cpus, mem, time, constraint, nodes"
-VALID_MODELS = "valid: bert4rec, gru4rec, lstm, pop, sasrec, xlstm"
+VALID_MODELS = "valid: bert4rec, gru4rec, lstm, mamba4rec, pop, sasmamba, sasrec, xlstm"
 
 ERRORS = {
     "unknown top-level key": (

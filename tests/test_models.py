@@ -1,7 +1,7 @@
 """Every model keeps the interface the trainer relies on: finite losses with a gradient for
 every parameter, scores over all items, honest parameter counts, causal models that never look
 ahead and that ignore left padding, BERT4Rec's [mask] handling, xLSTM's kernel choice and
-sequence-length padding."""
+sequence-length padding (the Mamba models' own parts: test_mamba_models.py)."""
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +13,8 @@ from recsys_core.train.batches import training_batch
 
 N_ITEMS = 30
 TRAINED = [m for m in MODEL_NAMES if m != "pop"]
-CAUSAL = ["sasrec", "gru4rec", "lstm", "xlstm"]
+CAUSAL = ["sasrec", "gru4rec", "lstm", "xlstm", "mamba4rec", "sasmamba"]
+MAMBA = ["mamba4rec", "sasmamba"]
 
 
 def config(**overrides) -> SimpleNamespace:
@@ -91,15 +92,23 @@ def test_causal_models_never_look_ahead(name):
     assert not torch.allclose(hx[:, 7:], hy[:, 7:], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "lstm", "xlstm"])
-def test_left_padding_does_not_change_the_last_output(name):
+@pytest.mark.parametrize("name", CAUSAL)
+def test_left_padding_does_not_change_the_outputs(name):
+    """The output at every item is the same under 3 and 6 columns of left padding. The
+    LayerNorms' biases are moved off zero first, so that padding reaches the layers after a
+    norm as a non-zero input (an untrained Mamba4Rec would otherwise pass unrotated, nearly)."""
     model = make(name, dropout=0.0)
     model.eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n and n.endswith("bias"):
+                p.add_(0.5 * torch.randn_like(p))
     short = left_padded([3, 6, 9], 9)
     long = torch.cat([torch.zeros(3, 3, dtype=torch.long), short], 1)
     with torch.no_grad():
-        a, b = model.encode(short)[:, -1], model.encode(long)[:, -1]
-    assert torch.allclose(a, b, atol=1e-5)
+        a, b = model.encode(short), model.encode(long)[:, 3:]
+    items = (short != 0).unsqueeze(-1)
+    assert torch.allclose(a * items, b * items, atol=1e-5)
 
 
 def test_bert4rec_masks_the_slot_after_the_history():
@@ -263,11 +272,17 @@ def test_new_options_keep_old_hashes_and_are_checked():
     from recsys_core.train import TrainConfig
     from recsys_core.train.config import ConfigError
     base = TrainConfig(model="sasrec")
+    # the default configuration's identity since before the options below existed
+    assert base.hash() == "fc1fef2262122d0e"
     assert base.hash() == TrainConfig(model="sasrec", positions="from_end", sasrec_block="pre_ln",
-                                      monitor="auto").hash()
+                                      monitor="auto", d_state=32, d_conv=4, expand=2).hash()
     for changed in (dict(positions="from_start"), dict(sasrec_block="original"),
-                    dict(monitor="val_ndcg@10")):
+                    dict(monitor="val_ndcg@10"), dict(d_state=16), dict(d_conv=2),
+                    dict(expand=1)):
         assert TrainConfig(model="sasrec", **changed).hash() != base.hash()
+    for name in ("d_state", "d_conv", "expand"):
+        with pytest.raises(ConfigError, match=f"{name} must be >= 1"):
+            TrainConfig(**{name: 0})
     assert base.monitored == "val_recall@10"
     assert TrainConfig(ks=[5], monitor="auto").monitored == "val_recall@5"
     for bad, match in ((dict(monitor="val_ndcg@50"), "val_ndcg@10"),

@@ -62,7 +62,8 @@ def test_empty_window_is_all_padding_with_no_target():
         assert (inputs == 0).all() and (targets == 0).all()
 
 
-@pytest.mark.parametrize("model_name", ["sasrec", "bert4rec", "gru4rec", "lstm", "xlstm"])
+@pytest.mark.parametrize("model_name", ["sasrec", "bert4rec", "gru4rec", "lstm", "xlstm",
+                                        "mamba4rec", "sasmamba"])
 def test_padding_changes_neither_loss_nor_gradients(model_name):
     cfg, acc, split, model, starts, ends = setup(model_name)
     model.eval()     # no dropout: the two passes must see the same function
@@ -94,7 +95,8 @@ def test_padding_changes_neither_loss_nor_gradients(model_name):
 
 
 @pytest.mark.parametrize("model_name,precision", [("sasrec", "no"), ("gru4rec", "no"),
-                                                  ("sasrec", "bf16")])
+                                                  ("sasrec", "bf16"), ("mamba4rec", "no"),
+                                                  ("sasmamba", "bf16")])
 def test_eager_fixed_shape_step_trains_like_the_loop(model_name, precision, request):
     """The step body (what the graph captures), run eagerly, gives the trainer loop's losses
     and weights: same batches, padded last batch, clipping, optimiser, sums; under bf16

@@ -11,6 +11,8 @@ REGISTRY = {
     "gru4rec": "recsys_core.models.gru4rec:GRU4Rec",
     "lstm": "recsys_core.models.lstm:LSTMRec",
     "xlstm": "recsys_core.models.xlstm:XLSTMRec",
+    "mamba4rec": "recsys_core.models.mamba4rec:Mamba4Rec",
+    "sasmamba": "recsys_core.models.sasmamba:SASMamba",
 }
 MODEL_NAMES = sorted(REGISTRY)
 
@@ -24,13 +26,16 @@ def model_class(name: str):
 
 def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
     """cfg: a TrainConfig (or anything with its model-shape attributes). device_type ("cpu" or
-    "cuda") lets a model pick device-specific kernels (xLSTM: Triton on CUDA, native on CPU)."""
+    "cuda") lets a model pick device-specific kernels (xLSTM: Triton on CUDA, native on CPU;
+    the Mamba models: mamba_ssm's CUDA kernels where installed, else mambapy)."""
     model = model_class(name)(
         n_items=n_items, embedding_dim=cfg.embedding_dim, num_heads=cfg.num_heads,
         num_blocks=cfg.num_blocks, dropout=cfg.dropout, max_len=cfg.max_len,
         mask_prob=cfg.mask_prob, ffn_factor=getattr(cfg, "ffn_factor", 4),
         positions=getattr(cfg, "positions", "from_end"),
-        sasrec_block=getattr(cfg, "sasrec_block", "pre_ln"), device_type=device_type)
+        sasrec_block=getattr(cfg, "sasrec_block", "pre_ln"), d_state=getattr(cfg, "d_state", 32),
+        d_conv=getattr(cfg, "d_conv", 4), expand=getattr(cfg, "expand", 2),
+        device_type=device_type)
     if getattr(cfg, "init_std", 0) and model.trainable:
         model.init_item_embeddings(cfg.init_std)
     return model

@@ -11,21 +11,7 @@ import torch
 from torch import nn
 
 from recsys_core.models.base import SequentialModel
-
-
-def left_to_right_padding(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index [B, L] that rotates each left-padded row so that its items come first, and the
-    count of padding per row. x.gather(1, index) rotates; `rotate_back` undoes it."""
-    length = ids.shape[1]
-    pad = (ids == 0).sum(1, keepdim=True)
-    index = (torch.arange(length, device=ids.device) + pad) % length
-    return index, pad
-
-
-def rotate_back(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    length = x.shape[1]
-    index = (torch.arange(length, device=x.device) - pad) % length
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+from recsys_core.models.padding import left_to_right_padding, rotate_back
 
 
 def run_rnn(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
@@ -51,11 +37,8 @@ class GRU4Rec(SequentialModel):
         self.final_norm = nn.LayerNorm(embedding_dim)
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
-        # Run over left padding, the recurrence would reach the first item in a state that
-        # depends on how much padding there was (the biases act on zero inputs too). Rotating
-        # every row so that its items come first starts each sequence from the zero state,
-        # needs no packing (no lengths on the host) and keeps the fused kernel; the padding
-        # then runs after the last item, where its outputs are never used.
+        # Each row rotated so that its items come first (padding.py: why), which also keeps
+        # cuDNN's fused kernel.
         index, pad = left_to_right_padding(input_ids)
         ids = input_ids.gather(1, index)
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size for the input.

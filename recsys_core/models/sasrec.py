@@ -41,18 +41,46 @@ class OriginalBlock(nn.Module):
         return h + self.ffn(h)
 
 
-class SASRec(SequentialModel):
-    def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
-                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
-                 ffn_factor: int = 4, positions: str = "from_end", sasrec_block: str = "pre_ln",
-                 **_):
+class CausalAttentionModel(SequentialModel):
+    """What SASRec's causal self-attention needs, shared with the hybrids built on it
+    (sasmamba.py): learned positions, the embedding of a window, the causal mask."""
+
+    def __init__(self, n_items: int, embedding_dim: int, num_heads: int, dropout: float,
+                 max_len: int, positions: str):
         super().__init__(n_items, embedding_dim)
-        if sasrec_block not in BLOCKS:
-            raise ValueError(f"sasrec_block={sasrec_block!r}; valid: {', '.join(BLOCKS)}")
         self.positions = positions
         self.num_heads = num_heads
         self.pos_emb = nn.Embedding(max_len, embedding_dim)
         self.emb_dropout = nn.Dropout(dropout)
+        # A causal mask as a buffer: built once, not per step (it shows up in CUDA graphs).
+        self.register_buffer("causal_mask", torch.triu(
+            torch.full((max_len, max_len), float("-inf")), diagonal=1), persistent=False)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, L, D]: item embedding x sqrt(D) + position, dropout; padding positions zero."""
+        pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
+        x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
+        return self.emb_dropout(x) * (input_ids != 0).unsqueeze(-1)
+
+    def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B·heads, L, L] additive mask: causal and blind to padded keys, so that the output
+        does not depend on how much padding there is. Every position may still attend to
+        itself: an all-padding row with nothing to attend to would give NaN."""
+        length = input_ids.shape[1]
+        eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
+        blocked = (input_ids == 0)[:, None, :] & ~eye
+        mask = self.causal_mask[-length:, -length:].masked_fill(blocked, float("-inf"))
+        return mask.repeat_interleave(self.num_heads, 0)
+
+
+class SASRec(CausalAttentionModel):
+    def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
+                 num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
+                 ffn_factor: int = 4, positions: str = "from_end", sasrec_block: str = "pre_ln",
+                 **_):
+        if sasrec_block not in BLOCKS:
+            raise ValueError(f"sasrec_block={sasrec_block!r}; valid: {', '.join(BLOCKS)}")
+        super().__init__(n_items, embedding_dim, num_heads, dropout, max_len, positions)
         self.block = sasrec_block
         if sasrec_block == "pre_ln":
             # nn.TransformerEncoder starts every layer as a copy of this one (as it always has
@@ -71,26 +99,13 @@ class SASRec(SequentialModel):
                     nn.init.normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
             nn.init.normal_(self.pos_emb.weight, std=0.02)
-        # A causal mask as a buffer: built once, not per step (it shows up in CUDA graphs).
-        self.register_buffer("causal_mask", torch.triu(
-            torch.full((max_len, max_len), float("-inf")), diagonal=1), persistent=False)
 
     def encode(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """[B, L, D] hidden states; with `last_only` [B, 1, D], the last position's alone: the
         last block then runs its attention and feed-forward for that one query (the earlier
         blocks still run every position as keys)."""
-        length = input_ids.shape[1]
-        pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
-        x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
+        x, mask = self.embed(input_ids), self.attention_mask(input_ids)
         keep = (input_ids != 0).unsqueeze(-1)
-        x = self.emb_dropout(x) * keep
-        # Causal and blind to padded keys, so that the output does not depend on how much left
-        # padding there is. Every position may still attend to itself: an all-padding row
-        # with nothing to attend to would give NaN.
-        eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
-        blocked = (input_ids == 0)[:, None, :] & ~eye
-        mask = self.causal_mask[-length:, -length:].masked_fill(blocked, float("-inf"))
-        mask = mask.repeat_interleave(self.num_heads, 0)
         layers = self.blocks.layers if self.block == "pre_ln" else self.blocks
         for i, layer in enumerate(layers):
             if last_only and i == len(layers) - 1:

@@ -35,7 +35,7 @@ CHOICES = {
     "sasrec_block": SASREC_BLOCKS,
 }
 POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
-            "eval_batch_size", "num_processes", "ffn_factor")
+            "eval_batch_size", "num_processes", "ffn_factor", "d_state", "d_conv", "expand")
 # W&B's own rule for project names (wandb_settings.validate_project), applied to the entity
 # and the group too: a name W&B refuses would fail every cell of a sweep after training.
 WANDB_FORBIDDEN = set("/\\#?%:")
@@ -78,9 +78,12 @@ class TrainConfig(BaseModel):
     dropout: float = 0.2
     mask_prob: float = 0.2            # bert4rec
     init_std: float = added_later(0.0)   # item embeddings ~ N(0, init_std²); 0 = N(0, 1/D)
-    ffn_factor: int = added_later(4)     # Transformers' feed-forward width = ffn_factor x D
+    ffn_factor: int = added_later(4)     # feed-forward width = ffn_factor x D (Transformers, Mamba)
     positions: str = added_later("from_end")   # position ids from the last item or the first
     sasrec_block: str = added_later("pre_ln")  # or original (the SASRec paper's: models/sasrec.py)
+    d_state: int = added_later(32)    # Mamba layers (mamba4rec, sasmamba): SSM state size N
+    d_conv: int = added_later(4)      # their causal convolution's width
+    expand: int = added_later(2)      # their inner width = expand x D
     # optimisation
     epochs: int = 30
     batch_size: int = 128

@@ -103,6 +103,8 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     run.info.update(dataset_users=data.n_users, dataset_items=data.n_items,
                     dataset_interactions=data.n_interactions,
                     **{f"params_{k}": v for k, v in model.param_counts().items()})
+    if getattr(model, "mamba_backend", None):     # which Mamba kernels ran (models/ssm.py)
+        run.info["mamba_backend"] = model.mamba_backend
     if not model.trainable:
         model.fit(split.train_item_counts())
         return run
