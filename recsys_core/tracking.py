@@ -101,7 +101,7 @@ class Tracker:
                 settings=wandb.Settings(x_disable_stats=True, console="off",
                                         init_timeout=_seconds("WANDB_INIT_TIMEOUT", 25.0)))
         try:
-            self.run = start(mode)
+            run = start(mode)
         except BaseException as e:  # noqa: BLE001 -- never fatal to the cell
             self.errors.append(f"wandb.init ({mode}) failed ({_short(e)})")
             if mode != "online":
@@ -109,16 +109,21 @@ class Tracker:
             try:
                 wandb.teardown()        # the failed run keeps its id in the service otherwise
                 mode = "offline"
-                self.run = start(mode)
+                run = start(mode)
                 self.errors[-1] += "; fell back to an offline run (`wandb sync` it later)"
             except BaseException as e2:  # noqa: BLE001
                 self.errors.append(f"offline fallback failed too ({_short(e2)})")
                 return
+        if run is None:
+            self.errors.append(f"wandb.init ({mode}) returned no run")
+            return
         self.mode = mode
         try:
-            self._record_fragment(mode, start_epoch)
+            self._record_fragment(run, mode, start_epoch)
         except OSError as e:
             self.errors.append(f"could not record the W&B run directory ({_short(e)})")
+        # Set last: the trainer's thread reads it (log, finish) once this thread has ended.
+        self.run = run
 
     def _ready(self, wait: bool) -> bool:
         """True once the W&B run is started (after logging what was kept meanwhile); with
@@ -140,11 +145,11 @@ class Tracker:
             self._pending.clear()
         return self.run is not None
 
-    def _record_fragment(self, mode: str, start_epoch: int) -> None:
+    def _record_fragment(self, run, mode: str, start_epoch: int) -> None:
         from recsys_core.atomic import atomic_write_text
         path = self.out / "wandb_fragments.json"
         fragments = json.loads(path.read_text()) if path.exists() else []
-        fragments.append({"run_id": self.run.id, "dir": str(Path(self.run.dir).parent),
+        fragments.append({"run_id": run.id, "dir": str(Path(run.dir).parent),
                           "mode": mode, "start_epoch": start_epoch, "started_at": time.time()})
         atomic_write_text(path, json.dumps(fragments, indent=1) + "\n")
 
