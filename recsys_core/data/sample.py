@@ -1,0 +1,323 @@
+"""`python -m recsys_core.data sample`: a deterministic sample of an interaction log too large
+for memory (Music4All-Onion: 252,984,396 listening events).
+
+Order of operations, each on what the one before kept:
+1. time window: the events with start <= time < end;
+2. user fraction: the users whose salted hash (the first 8 bytes of BLAKE2b of the salt, a NUL
+   byte and the id as UTF-8 text, read as a number in [0, 1)) is below the fraction, so one
+   salt gives nested samples (the users of 1% are among those of 5%);
+3. min events: the users with at least N events in the window;
+4. last K: each user's K most recent events;
+then the rows sorted by user, time, item.
+
+Two streaming passes over the input through pyarrow's Acero engine (all cores); memory grows
+with the number of users and with `partition_rows`, not with the input:
+1. user, time → each user's events in the window, one row per user. Steps 1-3 choose the users
+   from these counts; step 4 needs nothing more than each user's count.
+2. user, item, time → the chosen users' events in the window, routed into contiguous ranges of
+   the sorted users holding about `partition_rows` events each (one range: kept in memory;
+   more: an Arrow IPC file each, in a temporary folder beside the output); range by range
+   sorted, cut to the last K, and written as row groups of exactly `row_group_rows` rows.
+The output's bytes depend on the input's rows and the options of steps 1-4 only: not on the
+batch size, the partitioning, the threads or the order of files and rows (rows that tie on
+user, time and item are alike in every column written). A missing user, item or time is an
+error, as is a change to the input between the passes that alters the chosen users' counts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.acero as ac
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recsys_core.data import scan
+from recsys_core.data.fetch import DataError, file_digest
+
+ORDER = ["time window: start <= time < end", "user fraction: salted hash of the user id",
+         "min events: counted in the window", "last K: each user's most recent events",
+         "sorted by user, time, item"]
+ZSTD_LEVEL = 3
+TIME, WINDOW = "__time", "__in_window"   # internal column names
+
+
+@dataclass(frozen=True)
+class Options:
+    user_col: str = "user"
+    item_col: str = "item"
+    time_col: str = "timestamp"
+    start: int | None = None        # seconds since 1970, inclusive
+    end: int | None = None          # exclusive
+    fraction: float = 1.0
+    salt: str = ""
+    min_events: int = 1
+    last: int | None = None
+    delimiter: str | None = None    # text files; None: a tab if the header has one, else a comma
+    # how the work is done, not what it gives: none of these changes the output's bytes
+    batch_rows: int = 1 << 20
+    partition_rows: int = 8_000_000
+    row_group_rows: int = 1 << 20
+
+    def check(self) -> None:
+        if len({self.user_col, self.item_col, self.time_col}) < 3:
+            raise ValueError("--user-col, --item-col and --time-col must name three different "
+                             "columns")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"--fraction {self.fraction}: must be in (0, 1]")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"--start {self.start} is not before --end {self.end}")
+        for name in ("min_events", "last", "batch_rows", "partition_rows", "row_group_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+
+    def window(self, t: ds.Expression) -> ds.Expression | None:
+        cond = None if self.start is None else t >= self.start
+        if self.end is not None:
+            cond = t < self.end if cond is None else cond & (t < self.end)
+        return cond
+
+
+def user_fraction(users: pa.Array, fraction: float, salt: str) -> np.ndarray:
+    """Whether each user is in the sample of `fraction` for `salt` (see the module's step 2).
+    In Python, one hash per distinct user (~1 µs each), never per event."""
+    if fraction >= 1:
+        return np.ones(len(users), bool)
+    prefix = salt.encode() + b"\0"
+    top = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(prefix + (u if isinstance(u, bytes) else str(u).encode()),
+                                        digest_size=8).digest(), "big") >> 11
+         for u in users.to_pylist()), dtype=np.uint64, count=len(users))
+    return top.astype(np.float64) / 2.0 ** 53 < fraction   # 53 bits: exact as a float
+
+
+def _execute(inp: scan.Input, run):
+    try:
+        return run()
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{inp.path}: {e}") from e
+
+
+def count_users(inp: scan.Input, opts: Options) -> tuple[pa.Array, np.ndarray, dict]:
+    """Pass 1: the users with events in the window, sorted, their counts there, and totals."""
+    u = opts.user_col
+    window = opts.window(ds.field(TIME))
+    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(inp.dataset(), columns=[u, opts.time_col],
+                                                       batch_size=opts.batch_rows)),
+             ac.Declaration("project", ac.ProjectNodeOptions(
+                 [scan.ids(inp, u), scan.seconds(inp, opts.time_col)], [u, TIME]))]
+    aggregates = [([], "hash_count_all", None, "rows"),
+                  (TIME, "hash_count", pc.CountOptions("only_null"), "no_time")]
+    if window is not None:
+        nodes.append(ac.Declaration("project", ac.ProjectNodeOptions(
+            [ds.field(u), ds.field(TIME), pc.if_else(window, True, None)], [u, TIME, WINDOW])))
+        aggregates.append((WINDOW, "hash_count", None, WINDOW))
+    nodes.append(ac.Declaration("aggregate", ac.AggregateNodeOptions(aggregates, keys=[u])))
+    agg = _execute(inp, lambda: ac.Declaration.from_sequence(nodes).to_table(use_threads=True))
+    rows = agg["rows"].to_numpy()
+    if agg[u].null_count:
+        missing = pc.sum(pc.filter(agg["rows"], agg[u].is_null())).as_py()
+        raise DataError(f"{inp.path}: {missing:,} rows have no {u!r}")
+    if (missing := int(pc.sum(agg["no_time"]).as_py() or 0)):
+        raise DataError(f"{inp.path}: {missing:,} rows have no {opts.time_col!r}")
+    counts = agg[WINDOW].to_numpy() if window is not None else rows
+    present = counts > 0
+    users, counts = agg[u].filter(pa.array(present)), counts[present]
+    order = pc.sort_indices(users).to_numpy()
+    stats = {"rows_in": int(rows.sum()), "users_in": len(rows),
+             "rows_in_window": int(counts.sum()), "users_in_window": len(users)}
+    return users.take(pa.array(order)).combine_chunks(), counts[order].astype(np.int64), stats
+
+
+def events(inp: scan.Input, opts: Options, users: pa.Array | None) -> pa.RecordBatchReader:
+    """Pass 2: the events of `users` (None: of every user) in the window, in no set order."""
+    u, i, t = opts.user_col, opts.item_col, opts.time_col
+    text = tuple(c for c in (u, i) if inp.format == "parquet"
+                 and not pa.types.is_integer(inp.column_type(c)))
+    secs = scan.seconds(inp, t)
+    keep = opts.window(secs)
+    if users is not None:
+        member = pc.is_in(ds.field(u), value_set=users)
+        keep = member if keep is None else keep & member
+    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(
+        inp.dataset(dictionary=text), columns=[u, i, t], batch_size=opts.batch_rows))]
+    if keep is not None:   # rows without an item pass, to be seen and refused
+        nodes.append(ac.Declaration("filter", ac.FilterNodeOptions(keep | ds.field(i).is_null())))
+    nodes.append(ac.Declaration("project", ac.ProjectNodeOptions(
+        [scan.ids(inp, u), scan.ids(inp, i), secs], [u, i, t])))
+    return _execute(inp, lambda: ac.Declaration.from_sequence(nodes).to_reader(use_threads=True))
+
+
+class Partitions:
+    """The chosen users' events by contiguous ranges of the sorted users: in memory when one
+    range holds them all, else an Arrow IPC stream file per range in `folder`."""
+
+    def __init__(self, users: pa.Array, counts: np.ndarray, budget: int, schema: pa.Schema,
+                 folder: Path):
+        starts = np.cumsum(counts) - counts
+        _, self.of_user = np.unique(starts // budget, return_inverse=True)
+        self.n = int(self.of_user.max()) + 1 if len(users) else 1
+        self.users, self.counts, self.schema = users, counts, schema
+        self.batches: list[pa.RecordBatch] = []
+        self.files = [folder / f"range-{p:05d}.arrows" for p in range(self.n)] if self.n > 1 else []
+        self.writers = [pa.ipc.new_stream(str(f), schema) for f in self.files]
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.n == 1:
+            self.batches.append(batch)
+            return
+        part = self.of_user[pc.index_in(batch.column(0), value_set=self.users).to_numpy()]
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(self.n + 1))
+        for p in np.flatnonzero(np.diff(bounds)):
+            self.writers[p].write_batch(batch.take(pa.array(order[bounds[p]:bounds[p + 1]])))
+
+    def ranges(self):
+        """(table, its users' counts) per range, in the users' order."""
+        for w in self.writers:
+            w.close()
+        for p in range(self.n):
+            counts = self.counts[self.of_user == p]
+            if self.n == 1:
+                table = pa.Table.from_batches(self.batches, schema=self.schema)
+                self.batches = []
+            else:
+                with pa.ipc.open_stream(str(self.files[p])) as reader:
+                    table = reader.read_all()
+            yield table, counts
+
+
+def last_events(table: pa.Table, counts: np.ndarray, opts: Options) -> pa.Table:
+    """One range's events sorted by user, time, item and cut to each user's last K."""
+    if table.num_rows != counts.sum():
+        raise DataError(f"pass 2 read {table.num_rows:,} events of its users where pass 1 "
+                        f"counted {int(counts.sum()):,}: did the input change while it was read?")
+    table = table.sort_by([(c, "ascending") for c in (opts.user_col, opts.time_col, opts.item_col)])
+    if opts.last is not None and (counts > opts.last).any():
+        from_end = np.repeat(np.cumsum(counts), counts) - np.arange(table.num_rows)
+        table = table.filter(pa.array(from_end <= opts.last))
+    return table
+
+
+class RowGroups:
+    """A Parquet writer whose row groups hold exactly `rows` rows (the last: the rest), each
+    written from one contiguous chunk, whatever the sizes of the tables it is given."""
+
+    def __init__(self, path: Path, schema: pa.Schema, rows: int):
+        self.writer = pq.ParquetWriter(str(path), schema, compression="zstd",
+                                       compression_level=ZSTD_LEVEL)
+        self.rows, self.pending = rows, []
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        while sum(len(t) for t in self.pending) >= self.rows:
+            self._flush(self.rows)
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self.pending)
+        self.writer.write_table(table.slice(0, n).combine_chunks(), row_group_size=n)
+        self.pending = [table.slice(n)]
+
+    def close(self) -> None:
+        if rest := sum(len(t) for t in self.pending):
+            self._flush(rest)
+        self.writer.close()
+
+
+@contextmanager
+def staged(out: Path):
+    """Temporary output, manifest and spill folder beside `out`; renamed into place when the
+    block completes, removed whatever happens."""
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)    # as a plain open() would have made it, not mkstemp's 0600
+    tmp_json = Path(tmp + ".json")
+    spill = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-spill-"))
+    try:
+        yield Path(tmp), tmp_json, spill
+        os.replace(tmp, out)
+        os.replace(tmp_json, manifest_path(out))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def manifest_path(out: str | Path) -> Path:
+    return Path(str(out) + ".json")
+
+
+def sample(input_path: str | Path, out: str | Path, opts: Options = Options()) -> dict:
+    """Writes the sample of `input_path` to `out` (Parquet, zstd) and its manifest beside it
+    (`out` + `.json`); returns the manifest."""
+    opts.check()
+    start, out = time.perf_counter(), Path(out)
+    if Path(input_path).is_dir() and out.resolve().is_relative_to(Path(input_path).resolve()):
+        raise DataError(f"--out {out}: inside the input directory {input_path}, where a later "
+                        "sample would read it as input")
+    if not out.parent.is_dir():
+        raise DataError(f"--out {out}: no directory {out.parent}")
+    inp = scan.open_input(input_path, (opts.user_col, opts.item_col, opts.time_col), opts.delimiter)
+    source = scan.fingerprint(inp)
+    users, counts, stats = count_users(inp, opts)
+    pass1 = time.perf_counter()
+    in_fraction = user_fraction(users, opts.fraction, opts.salt)
+    chosen = in_fraction & (counts >= opts.min_events)
+    kept, kept_counts = users.filter(pa.array(chosen)), counts[chosen]
+    schema = pa.schema([(opts.user_col, scan.id_type(inp, opts.user_col)),
+                        (opts.item_col, scan.id_type(inp, opts.item_col)),
+                        (opts.time_col, pa.int64())])
+    with staged(out) as (tmp, tmp_json, spill):
+        parts = Partitions(kept, kept_counts, opts.partition_rows, schema, spill)
+        reader = events(inp, opts, None if chosen.all() else kept)
+
+        def route():
+            for batch in reader:
+                if batch.column(1).null_count:
+                    raise DataError(f"{inp.path}: rows without {opts.item_col!r}")
+                parts.add(batch)
+        _execute(inp, route)
+        pass2 = time.perf_counter()
+        writer, rows_out, items = RowGroups(tmp, schema, opts.row_group_rows), 0, []
+        for table, range_counts in parts.ranges():
+            table = last_events(table, range_counts, opts)
+            rows_out += table.num_rows
+            items.append(pc.unique(table[opts.item_col]))
+            writer.write(table)
+        writer.close()
+        done = time.perf_counter()
+        manifest = {
+            "command": "python -m recsys_core.data sample",
+            "input": source,
+            "parameters": {k: v for k, v in asdict(opts).items()
+                           if k not in ("batch_rows", "partition_rows", "row_group_rows")},
+            "order": ORDER,
+            "execution": {"batch_rows": opts.batch_rows, "partition_rows": opts.partition_rows,
+                          "row_group_rows": opts.row_group_rows, "ranges": parts.n,
+                          "pyarrow": pa.__version__},
+            "rows": {"in": stats["rows_in"], "in_window": stats["rows_in_window"],
+                     "of_chosen_users": int(kept_counts.sum()), "out": rows_out},
+            "users": {"in": stats["users_in"], "in_window": stats["users_in_window"],
+                      "in_fraction": int(in_fraction.sum()), "out": len(kept)},
+            "items_out": len(pc.unique(pa.chunked_array(items, schema.field(1).type))),
+            "output": {"file": out.name, "bytes": tmp.stat().st_size,
+                       "sha256": file_digest(tmp, "sha256")},
+            "seconds": {"pass1": round(pass1 - start, 3), "pass2": round(pass2 - pass1, 3),
+                        "sort_write": round(done - pass2, 3),
+                        "total": round(time.perf_counter() - start, 3)},
+        }
+        tmp_json.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest

@@ -1,0 +1,210 @@
+"""`python -m recsys_core.data sample`: its result against pandas, determinism whatever the
+batching, partitioning, file layout and format, nested fractions, the manifest, the errors."""
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_core.data import DataError
+from recsys_core.data.sample import Options, sample
+from tests.conftest import REPO
+
+COLS = {"user_col": "user", "item_col": "item", "time_col": "timestamp"}
+T0 = 1_546_300_800                       # 2019-01-01 00:00:00 UTC
+
+
+def log(n_users=400, seed=0) -> pd.DataFrame:
+    """Users with 1 to ~120 events, Zipf-ish items as text, times with ties within a user."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.geometric(1 / 25, n_users).clip(1, 120)
+    users = np.repeat(rng.permutation(n_users) * 3 + 7, sizes)
+    n = len(users)
+    return pd.DataFrame({
+        "user": users,
+        "item": [f"track_{i:04d}" for i in rng.zipf(1.3, n) % 500],
+        "timestamp": T0 + rng.integers(0, 40, n) * 86_400 // 4,   # quarter days: many ties
+    }).sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def write(df: pd.DataFrame, path, fmt: str) -> None:
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+        return
+    text = df.assign(timestamp=pd.to_datetime(df["timestamp"], unit="s").dt.strftime(
+        "%Y-%m-%d %H:%M:%S")).to_csv(sep="," if fmt == "csv" else "\t", index=False)
+    path.write_bytes(gzip.compress(text.encode()) if str(path).endswith(".gz") else text.encode())
+
+
+def in_fraction(user, fraction, salt=""):
+    """The documented hash, written out independently of the implementation."""
+    digest = hashlib.blake2b(salt.encode() + b"\0" + str(user).encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 11) / 2**53 < fraction
+
+
+def expected(df, start=None, end=None, fraction=1.0, salt="", min_events=1, last=None):
+    d = df[(df.timestamp >= (start or -2**62)) & (df.timestamp < (end or 2**62))]
+    d = d[d.user.map(lambda u: in_fraction(u, fraction, salt))]
+    d = d[d.groupby("user").user.transform("size") >= min_events]
+    d = d.sort_values(["user", "timestamp", "item"])
+    if last:
+        d = d.groupby("user").tail(last)
+    return d.reset_index(drop=True)
+
+
+def run(src, out, **options) -> dict:
+    return sample(src, out, Options(**{**COLS, **options}))
+
+
+def read(path) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
+
+
+@pytest.fixture
+def data(tmp_path):
+    df = log()
+    write(df, tmp_path / "log.parquet", "parquet")
+    return df, tmp_path / "log.parquet"
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"start": T0 + 86_400, "end": T0 + 8 * 86_400},
+    {"fraction": 0.3, "salt": "a"},
+    {"min_events": 30},
+    {"last": 7},
+    {"start": T0 + 2 * 86_400, "fraction": 0.5, "min_events": 10, "last": 12},
+])
+def test_matches_pandas(data, tmp_path, options):
+    df, src = data
+    m = run(src, tmp_path / "out.parquet", **options)
+    got, want = read(tmp_path / "out.parquet"), expected(df, **options)
+    assert list(got.columns) == ["user", "item", "timestamp"] and len(want) > 0
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert m["rows"]["in"] == len(df) and m["rows"]["out"] == len(want)
+    assert m["users"]["out"] == want.user.nunique() and m["items_out"] == want.item.nunique()
+
+
+def test_same_bytes_whatever_the_batches_ranges_files_and_format(data, tmp_path):
+    df, src = data
+    opts = {"fraction": 0.6, "min_events": 5, "last": 20, "row_group_rows": 500}
+    run(src, tmp_path / "a.parquet", **opts)
+    run(src, tmp_path / "b.parquet", **opts)
+    # several files, rows shuffled differently, in CSV, TSV (one gzipped) and Parquet; tiny
+    # batches and ranges of ~300 events, spilled to disk
+    for fmt, suffixes in [("parquet", [".parquet"] * 3), ("csv", [".csv"] * 3),
+                          ("tsv", [".tsv", ".tsv.gz", ".tsv"])]:
+        folder = tmp_path / f"parts-{fmt}"
+        folder.mkdir()
+        shuffled = df.sample(frac=1, random_state=1)
+        for k in range(3):
+            write(shuffled.iloc[k::3], folder / f"part-{k}{suffixes[k]}", fmt)
+        m = run(folder, tmp_path / f"{fmt}.parquet", batch_rows=37, partition_rows=300, **opts)
+        assert m["execution"]["ranges"] > 3 and len(m["input"]["files"]) == 3
+    outputs = {p: (tmp_path / f"{p}.parquet").read_bytes()
+               for p in ("a", "b", "parquet", "csv", "tsv")}
+    assert len(set(outputs.values())) == 1
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    assert meta.num_row_groups > 1 and meta.row_group(0).num_rows == 500
+    assert b"ARROW:schema" in meta.metadata and set(meta.metadata) == {b"ARROW:schema"}
+
+
+def test_nested_fractions_and_salts(tmp_path):
+    src = tmp_path / "log.parquet"
+    write(log(n_users=3000, seed=2), src, "parquet")
+    users = {}
+    for name, fraction, salt in [("1", 0.01, "x"), ("5", 0.05, "x"), ("5y", 0.05, "y")]:
+        run(src, tmp_path / f"{name}.parquet", fraction=fraction, salt=salt)
+        users[name] = set(read(tmp_path / f"{name}.parquet").user)
+    assert 10 < len(users["1"]) < 60 and 100 < len(users["5"]) < 200
+    assert users["1"] < users["5"]
+    assert users["5y"] != users["5"] and len(users["5y"] & users["5"]) < len(users["5"]) / 2
+
+
+def test_manifest(data, tmp_path):
+    _, src = data
+    out = tmp_path / "out.parquet"
+    m = run(src, out, fraction=0.5, salt="s", min_events=3, last=9, start=T0 + 86_400)
+    assert json.loads((tmp_path / "out.parquet.json").read_text()) == m
+    assert m["parameters"] == {**COLS, "start": T0 + 86_400, "end": None, "fraction": 0.5,
+                               "salt": "s", "min_events": 3, "last": 9, "delimiter": None}
+    (f,) = m["input"]["files"]
+    assert f["name"] == "log.parquet" and f["bytes"] == src.stat().st_size
+    assert f["head_tail_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert m["input"]["fingerprint"].startswith("sha256:") and "first and last MiB" in \
+        m["input"]["fingerprint_kind"]
+    assert m["output"] == {"file": "out.parquet", "bytes": out.stat().st_size,
+                           "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    r, u = m["rows"], m["users"]
+    assert r["in"] >= r["in_window"] >= r["of_chosen_users"] >= r["out"] > 0
+    assert u["in"] >= u["in_window"] >= u["in_fraction"] >= u["out"] > 0
+    assert set(m["seconds"]) == {"pass1", "pass2", "sort_write", "total"}
+    assert len(m["order"]) == 5 and m["order"][0].startswith("time window")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "recsys_core.data", "sample", *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_cli_writes_and_reports(data, tmp_path):
+    _, src = data
+    ok = cli(str(src), "--out", str(tmp_path / "o.parquet"), "--fraction", "0.5",
+             "--start", "2019-01-03 06:00:00", "--last", "5")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"wrote {tmp_path / 'o.parquet'}: ")
+    assert read(tmp_path / "o.parquet").timestamp.min() >= T0 + 2 * 86_400 + 6 * 3600
+    help_text = cli("--help").stdout
+    assert "header line" in help_text and "--min-events" in help_text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--user-col", "listener"], "log.parquet: no column 'listener' (its columns: user, item, "),
+    (["--fraction", "0"], "--fraction 0.0: must be in (0, 1]"),
+    (["--last", "0"], "--last 0: must be at least 1"),
+    (["--start", "yesterday"], "'yesterday' is not a time"),
+    (["--start", "2019-02-01", "--end", "2019-01-01"], "is not before --end"),
+    (["--item-col", "user"], "three different columns"),
+    (["--min-events", "many"], "argument --min-events: invalid int value: 'many'"),
+])
+def test_bad_options_and_columns_one_line_exit_2_nothing_written(data, tmp_path, args, message):
+    _, src = data
+    res = cli(str(src), "--out", str(tmp_path / "o.parquet"), *args)
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.splitlines()) == 1 and message in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.parquet"]
+
+
+def test_bad_input_files(tmp_path):
+    out = tmp_path / "out" / "o.parquet"
+    out.parent.mkdir()
+    cases = {
+        "missing.parquet": None,
+        "broken.parquet": b"PAR1 not really",
+        "noheader.csv": b"",
+        "notes.json": b"{}",
+        "badtime.csv": b"user,item,timestamp\n1,a,2019-01-01 00:00:00\n2,b,last tuesday\n",
+        "nouser.csv": b"user,item,timestamp\n1,a,5\n,b,6\n",
+        "noitem.csv": b"user,item,timestamp\n1,a,5\n2,,6\n",
+    }
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError) as e:
+            run(tmp_path / name, out)
+        assert name in str(e.value)
+        assert list(out.parent.iterdir()) == []
+    with pytest.raises(DataError, match="no column 'item'"):
+        (tmp_path / "d").mkdir()
+        write(log(5), tmp_path / "d" / "a.csv", "csv")
+        (tmp_path / "d" / "b.csv").write_text("user,track,timestamp\n1,a,5\n")
+        run(tmp_path / "d", out)
+    with pytest.raises(DataError, match="inside the input directory"):
+        run(tmp_path / "d", tmp_path / "d" / "o.parquet")
+
