@@ -208,3 +208,56 @@ def test_bad_input_files(tmp_path):
     with pytest.raises(DataError, match="inside the input directory"):
         run(tmp_path / "d", tmp_path / "d" / "o.parquet")
 
+
+def music4all_lines(n_users=12, seed=0, header="user\tsong\ttimestamp", minutes=False):
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    users = ["user_" + "".join(rng.choice(alphabet, 8)) for _ in range(n_users)]
+    if header.startswith("user_id"):
+        users = [str(rng.integers(1, 10**8)) for _ in range(n_users)]
+    tracks = ["".join(rng.choice(alphabet, 16)) for _ in range(40)]
+    rows = []
+    for u in users:
+        for _ in range(rng.integers(5, 40)):
+            t = pd.Timestamp("2019-02-20 10:37:17") + pd.Timedelta(seconds=int(rng.integers(10**7)))
+            stamp = t.strftime("%Y-%m-%d %H:%M" if minutes else "%Y-%m-%d %H:%M:%S")
+            rows.append(f"{u}\t{tracks[rng.integers(0, 40)]}\t{stamp}\n")
+    return header + "\n" + "".join(rows)
+
+
+@pytest.mark.parametrize("name, file, header, minutes", [
+    ("music4all", "listening_history.csv", "user\tsong\ttimestamp", False),
+    ("music4all", "listening_history.csv", "user\tsong\ttimestamp", True),
+    ("music4all-onion", "userid_trackid_timestamp.tsv", "user_id\ttrack_id\ttimestamp", False),
+])
+def test_music4all_through_load_dataset_and_sample(tmp_path, name, file, header, minutes):
+    from recsys_core.data import load_dataset
+    folder = tmp_path / name
+    folder.mkdir()
+    text = music4all_lines(header=header, minutes=minutes)
+    (folder / file).write_text(text)
+    assert len(text.splitlines()) > 200
+    data = load_dataset(name, mirror=str(tmp_path), min_user_interactions=3)
+    ref = pd.read_csv(folder / file, sep="\t", dtype=str)
+    ref.columns = ["user", "item", "timestamp"]
+    ref["t"] = (pd.to_datetime(ref.timestamp) - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+    assert (data.n_users, data.n_interactions) == (ref.user.nunique(), len(ref))
+    first = sorted(ref.user.unique())[0]
+    seq = ref[ref.user == first].sort_values("t", kind="stable").item.tolist()
+    assert [data.titles[i] for i in data.items[data.offsets[0]:data.offsets[1]]] == seq
+    m = run(folder / file, tmp_path / "s.parquet", user_col=header.split("\t")[0],
+            item_col=header.split("\t")[1], min_events=20, last=10)
+    got = read(tmp_path / "s.parquet")
+    assert m["input"]["delimiter"] == "\t" and m["rows"]["in"] == len(ref)
+    assert got.groupby(got.columns[0]).size().max() == 10
+    assert set(got.timestamp) <= set(ref.t)
+
+
+def test_music4all_missing_file_says_how_to_get_it(tmp_path):
+    from recsys_core.data import load_dataset
+    with pytest.raises(DataError, match=r"music4all/\{listening_history.csv\}.*on request"):
+        load_dataset("music4all", mirror=str(tmp_path))
+    (tmp_path / "music4all-onion").mkdir()
+    (tmp_path / "music4all-onion" / "userid_trackid_timestamp.tsv").write_text("user\titem\tt\n")
+    with pytest.raises(DataError, match="header 'user item t'; expected one of"):
+        load_dataset("music4all-onion", mirror=str(tmp_path))

@@ -107,6 +107,9 @@ def interactions_table(name: str, *, mirror: str | None = None,
         folder = cache_root() / "processed" / name
         if name in GROUPLENS_READERS:
             build = lambda: GROUPLENS_READERS[name](raw_dir(name, mirror))  # noqa: E731
+        elif name in names.LISTENING_LOGS:
+            build = lambda: readers.read_listening_events(  # noqa: E731
+                raw_dir(name, mirror) / names.LISTENING_LOGS[name])
         else:
             build = lambda: readers.read_sequence_file(  # noqa: E731
                 raw_dir(name, mirror) / SEQUENCE_FILES[name])

@@ -45,6 +45,7 @@ class Source:
     url: str | None = None               # the zip to download; None: mirror only
     zip_checksum: str | None = None
     file_checksums: dict[str, str] = field(default_factory=dict)
+    obtain: str = ""                     # no public download: how to get the files
 
 
 SOURCES: dict[str, Source] = {
@@ -98,6 +99,14 @@ SOURCES: dict[str, Source] = {
     ),
     "ml-1m-bert4rec": Source(folder="ml-1m-bert4rec", required=("ml-1m.txt",)),
     "ml-20m-bert4rec": Source(folder="ml-20m-bert4rec", required=("ml-20m.txt",)),
+    # Listening logs under a licence: mirror only (formats: readers.read_listening_events).
+    "music4all": Source(folder="music4all", required=("listening_history.csv",), obtain=(
+        "Music4All (Santana et al., IWSSIP 2020) is licensed for research on request to its "
+        "authors; listening_history.csv is in the archive they send")),
+    "music4all-onion": Source(
+        folder="music4all-onion", required=("userid_trackid_timestamp.tsv",), obtain=(
+            "Music4All-Onion (Moscati et al., 2022) is distributed by its authors under a licence "
+            "for research use; decompress their userid_trackid_timestamp.tsv.bz2 (bzip2 -dk)")),
 }
 
 
@@ -158,11 +167,12 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
         if src.url is None:
             raise DataError(
                 f"dataset {name!r}: no {folder}/{{{','.join(src.required)}}} nor {zip_path} "
-                f"in the mirror {root}")
+                f"in the mirror {root}" + (f"; {src.obtain}" if src.obtain else ""))
     if src.url is None:
         raise DataError(
             f"dataset {name!r} has no public download; put {src.folder}/{src.required[0]} "
-            f"in a mirror directory and pass --data-mirror or set {MIRROR_ENV}")
+            f"in a mirror directory and pass --data-mirror or set {MIRROR_ENV}"
+            + (f"; {src.obtain}" if src.obtain else ""))
     if not download:
         raise DataError(f"dataset {name!r} is not in the cache {cached} and downloads are off")
     return _unpack(_download(src), src, cached)

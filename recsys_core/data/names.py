@@ -9,3 +9,8 @@ SEQUENCE_FILES = {   # the papers' preprocessed `user item` files: name → file
 }
 SYNTHETIC = ("synthetic", "synthetic-ml-1m", "synthetic-ml-20m")
 DATASET_NAMES = sorted([*GROUPLENS, *SEQUENCE_FILES, *SYNTHETIC])
+LISTENING_LOGS = {   # Music4All's tab-separated listening events: name → file in its folder
+    "music4all": "listening_history.csv",
+    "music4all-onion": "userid_trackid_timestamp.tsv",
+}
+DATASET_NAMES = sorted([*DATASET_NAMES, *LISTENING_LOGS])
