@@ -192,6 +192,7 @@ def test_bad_input_files(tmp_path):
         "badtime.csv": b"user,item,timestamp\n1,a,2019-01-01 00:00:00\n2,b,last tuesday\n",
         "nouser.csv": b"user,item,timestamp\n1,a,5\n,b,6\n",
         "noitem.csv": b"user,item,timestamp\n1,a,5\n2,,6\n",
+        "notime.csv": b"user,item,timestamp\n1,a,5\n2,b,\n",
     }
     for name, content in cases.items():
         if content is not None:

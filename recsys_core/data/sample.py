@@ -12,8 +12,8 @@ then the rows sorted by user, time, item.
 
 Two streaming passes over the input through pyarrow's Acero engine (all cores); memory grows
 with the number of users and with `partition_rows`, not with the input:
-1. user, time → each user's events in the window, one row per user. Steps 1-3 choose the users
-   from these counts; step 4 needs nothing more than each user's count.
+1. user (and time, given a window) → each user's events in the window, one row per user.
+   Steps 1-3 choose the users from these counts; step 4 needs nothing more than them.
 2. user, item, time → the chosen users' events in the window, routed into contiguous ranges of
    the sorted users holding about `partition_rows` events each (one range: kept in memory;
    more: an Arrow IPC file each, in a temporary folder beside the output); range by range
@@ -110,27 +110,23 @@ def _execute(inp: scan.Input, run):
 
 
 def count_users(inp: scan.Input, opts: Options) -> tuple[pa.Array, np.ndarray, dict]:
-    """Pass 1: the users with events in the window, sorted, their counts there, and totals."""
-    u = opts.user_col
-    window = opts.window(ds.field(TIME))
-    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(inp.dataset(), columns=[u, opts.time_col],
-                                                       batch_size=opts.batch_rows)),
-             ac.Declaration("project", ac.ProjectNodeOptions(
-                 [scan.ids(inp, u), scan.seconds(inp, opts.time_col)], [u, TIME]))]
-    aggregates = [([], "hash_count_all", None, "rows"),
-                  (TIME, "hash_count", pc.CountOptions("only_null"), "no_time")]
-    if window is not None:
-        nodes.append(ac.Declaration("project", ac.ProjectNodeOptions(
-            [ds.field(u), ds.field(TIME), pc.if_else(window, True, None)], [u, TIME, WINDOW])))
+    """Pass 1: the users with events in the window, sorted, their counts there, and totals.
+    Reads the time column only for a window (a missing time is caught by pass 2)."""
+    u, t = opts.user_col, opts.time_col
+    window = opts.window(scan.seconds(inp, t))
+    exprs = {u: scan.ids(inp, u)} | ({} if window is None else {WINDOW: pc.if_else(window, True, None)})
+    aggregates = [([], "hash_count_all", None, "rows")]
+    if window is not None:   # a time out of the window or missing: null, not counted
         aggregates.append((WINDOW, "hash_count", None, WINDOW))
-    nodes.append(ac.Declaration("aggregate", ac.AggregateNodeOptions(aggregates, keys=[u])))
+    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(
+                 inp.dataset(), columns=[u] if window is None else [u, t], batch_size=opts.batch_rows)),
+             ac.Declaration("project", ac.ProjectNodeOptions(list(exprs.values()), list(exprs))),
+             ac.Declaration("aggregate", ac.AggregateNodeOptions(aggregates, keys=[u]))]
     agg = _execute(inp, lambda: ac.Declaration.from_sequence(nodes).to_table(use_threads=True))
     rows = agg["rows"].to_numpy()
     if agg[u].null_count:
         missing = pc.sum(pc.filter(agg["rows"], agg[u].is_null())).as_py()
         raise DataError(f"{inp.path}: {missing:,} rows have no {u!r}")
-    if (missing := int(pc.sum(agg["no_time"]).as_py() or 0)):
-        raise DataError(f"{inp.path}: {missing:,} rows have no {opts.time_col!r}")
     counts = agg[WINDOW].to_numpy() if window is not None else rows
     present = counts > 0
     users, counts = agg[u].filter(pa.array(present)), counts[present]
@@ -152,8 +148,9 @@ def events(inp: scan.Input, opts: Options, users: pa.Array | None) -> pa.RecordB
         keep = member if keep is None else keep & member
     nodes = [ac.Declaration("scan", ac.ScanNodeOptions(
         inp.dataset(dictionary=text), columns=[u, i, t], batch_size=opts.batch_rows))]
-    if keep is not None:   # rows without an item pass, to be seen and refused
-        nodes.append(ac.Declaration("filter", ac.FilterNodeOptions(keep | ds.field(i).is_null())))
+    if keep is not None:   # rows without an item or a time pass, to be seen and refused
+        nodes.append(ac.Declaration("filter", ac.FilterNodeOptions(
+            keep | ds.field(i).is_null() | ds.field(t).is_null())))
     nodes.append(ac.Declaration("project", ac.ProjectNodeOptions(
         [scan.ids(inp, u), scan.ids(inp, i), secs], [u, i, t])))
     return _execute(inp, lambda: ac.Declaration.from_sequence(nodes).to_reader(use_threads=True))
@@ -195,19 +192,32 @@ class Partitions:
             else:
                 with pa.ipc.open_stream(str(self.files[p])) as reader:
                     table = reader.read_all()
-            yield table, counts
+            yield table.combine_chunks(), counts   # Arrow sorts one chunk much faster than many
 
 
 def last_events(table: pa.Table, counts: np.ndarray, opts: Options) -> pa.Table:
-    """One range's events sorted by user, time, item and cut to each user's last K."""
+    """One range's events sorted by user, time, item and cut to each user's last K. `counts`:
+    each user's events, in the users' order."""
+    u, i, t = opts.user_col, opts.item_col, opts.time_col
     if table.num_rows != counts.sum():
         raise DataError(f"pass 2 read {table.num_rows:,} events of its users where pass 1 "
                         f"counted {int(counts.sum()):,}: did the input change while it was read?")
-    table = table.sort_by([(c, "ascending") for c in (opts.user_col, opts.time_col, opts.item_col)])
+    # Sorting by a text item as well would triple Arrow's sort time: sort by user and time,
+    # then by item only the runs of rows that tie on both.
+    order = pc.sort_indices(table, sort_keys=[(u, "ascending"), (t, "ascending")]).to_numpy().copy()
+    user = np.repeat(np.arange(len(counts)), counts)
+    times = table[t].to_numpy()[order]
+    same = (user[1:] == user[:-1]) & (times[1:] == times[:-1])
+    if same.any():
+        tied = np.flatnonzero(np.append(same, False) | np.insert(same, 0, False))
+        run = np.cumsum(np.insert(~same, 0, True))[tied]
+        by_item = pc.sort_indices(pa.table({"run": run, "item": table[i].take(order[tied])}),
+                                  sort_keys=[("run", "ascending"), ("item", "ascending")])
+        order[tied] = order[tied][by_item.to_numpy()]
     if opts.last is not None and (counts > opts.last).any():
         from_end = np.repeat(np.cumsum(counts), counts) - np.arange(table.num_rows)
-        table = table.filter(pa.array(from_end <= opts.last))
-    return table
+        order = order[from_end <= opts.last]
+    return table.take(order)
 
 
 class RowGroups:
@@ -286,8 +296,9 @@ def sample(input_path: str | Path, out: str | Path, opts: Options = Options()) -
 
         def route():
             for batch in reader:
-                if batch.column(1).null_count:
-                    raise DataError(f"{inp.path}: rows without {opts.item_col!r}")
+                for k, name in ((1, opts.item_col), (2, opts.time_col)):
+                    if batch.column(k).null_count:
+                        raise DataError(f"{inp.path}: rows without {name!r}")
                 parts.add(batch)
         _execute(inp, route)
         pass2 = time.perf_counter()
