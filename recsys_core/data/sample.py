@@ -181,37 +181,44 @@ class Partitions:
             self.writers[p].write_batch(batch.take(pa.array(order[bounds[p]:bounds[p + 1]])))
 
     def ranges(self):
-        """(table, its users' counts) per range, in the users' order."""
+        """(table, its users, their counts) per range, in the users' order."""
         for w in self.writers:
             w.close()
+        bounds = np.searchsorted(self.of_user, np.arange(self.n + 1))
         for p in range(self.n):
-            counts = self.counts[self.of_user == p]
+            lo, hi = bounds[p], bounds[p + 1]
             if self.n == 1:
                 table = pa.Table.from_batches(self.batches, schema=self.schema)
                 self.batches = []
             else:
                 with pa.ipc.open_stream(str(self.files[p])) as reader:
                     table = reader.read_all()
-            yield table.combine_chunks(), counts   # Arrow sorts one chunk much faster than many
+            yield table.combine_chunks(), self.users.slice(lo, hi - lo), self.counts[lo:hi]
 
 
-def last_events(table: pa.Table, counts: np.ndarray, opts: Options) -> pa.Table:
-    """One range's events sorted by user, time, item and cut to each user's last K. `counts`:
-    each user's events, in the users' order."""
-    u, i, t = opts.user_col, opts.item_col, opts.time_col
-    if table.num_rows != counts.sum():
-        raise DataError(f"pass 2 read {table.num_rows:,} events of its users where pass 1 "
-                        f"counted {int(counts.sum()):,}: did the input change while it was read?")
-    # Sorting by a text item as well would triple Arrow's sort time: sort by user and time,
-    # then by item only the runs of rows that tie on both.
-    order = pc.sort_indices(table, sort_keys=[(u, "ascending"), (t, "ascending")]).to_numpy().copy()
-    user = np.repeat(np.arange(len(counts)), counts)
-    times = table[t].to_numpy()[order]
-    same = (user[1:] == user[:-1]) & (times[1:] == times[:-1])
+def last_events(table: pa.Table, users: pa.Array, counts: np.ndarray, opts: Options) -> pa.Table:
+    """One range's events sorted by user, time, item and cut to each user's last K; `users`
+    sorted, `counts` their events as pass 1 counted them."""
+    found = pc.index_in(table[opts.user_col], value_set=users)
+    rank = found.to_numpy() if found.null_count == 0 else None
+    if rank is None or not np.array_equal(np.bincount(rank, minlength=len(users)), counts):
+        raise DataError(f"pass 2 read {table.num_rows:,} events of {len(users):,} users whose "
+                        f"events pass 1 counted otherwise: did the input change while it was read?")
+    # numpy sorts one int64 key of rank and time ~5x faster than Arrow sorts the two columns;
+    # the rows that tie on both are then sorted by item (text: slow to sort all rows by it).
+    times = table[opts.time_col].to_numpy()
+    start = times.min() if len(times) else 0
+    if len(times) and times.max() - start < 2**32 and len(users) < 2**31:
+        order = np.argsort((rank.astype(np.int64) << 32) | (times - start))
+    else:
+        order = np.lexsort((times, rank))
+    rank, times = rank[order], times[order]
+    same = (rank[1:] == rank[:-1]) & (times[1:] == times[:-1])
     if same.any():
         tied = np.flatnonzero(np.append(same, False) | np.insert(same, 0, False))
         run = np.cumsum(np.insert(~same, 0, True))[tied]
-        by_item = pc.sort_indices(pa.table({"run": run, "item": table[i].take(order[tied])}),
+        items = table[opts.item_col].take(order[tied])
+        by_item = pc.sort_indices(pa.table({"run": run, "item": items}),
                                   sort_keys=[("run", "ascending"), ("item", "ascending")])
         order[tied] = order[tied][by_item.to_numpy()]
     if opts.last is not None and (counts > opts.last).any():
@@ -303,8 +310,8 @@ def sample(input_path: str | Path, out: str | Path, opts: Options = Options()) -
         _execute(inp, route)
         pass2 = time.perf_counter()
         writer, rows_out, items = RowGroups(tmp, schema, opts.row_group_rows), 0, []
-        for table, range_counts in parts.ranges():
-            table = last_events(table, range_counts, opts)
+        for table, range_users, range_counts in parts.ranges():
+            table = last_events(table, range_users, range_counts, opts)
             rows_out += table.num_rows
             items.append(pc.unique(table[opts.item_col]))
             writer.write(table)
