@@ -262,3 +262,15 @@ def test_music4all_missing_file_says_how_to_get_it(tmp_path):
     (tmp_path / "music4all-onion" / "userid_trackid_timestamp.tsv").write_text("user\titem\tt\n")
     with pytest.raises(DataError, match="header 'user item t'; expected one of"):
         load_dataset("music4all-onion", mirror=str(tmp_path))
+
+
+def test_benchmark_smoke(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "benchmarks.sampling", "--rows", "20000", "40000",
+                          "--chunk-rows", "10000", "--fractions", "0.05", "--repeats", "1",
+                          "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(tmp_path / "out" / "sampling.csv")
+    assert list(table.input_rows) == [20_000, 40_000] and table.same_bytes_each_run.all()
+    md = (tmp_path / "out" / "sampling.md").read_text()
+    assert " cores, " in md and "peak RSS MiB" in md and "Goals: " in md

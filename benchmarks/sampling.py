@@ -1,0 +1,192 @@
+"""Sampling a large log: `python -m benchmarks.sampling [--rows 12.5e6 25e6 50e6] [--out DIR]`.
+
+1. A synthetic log shaped like Music4All-Onion's listening events: 119,140 users (LFM-2b-like
+   integer ids) with Zipf-like activity (rank^-0.6), 56,512 tracks with 16-character text ids
+   and Zipf-like popularity (rank^-0.9), times uniform over 2005-01-01 .. 2020-03-20, rows in
+   random order. Written under --data-dir as Parquet files of --chunk-rows rows (pyarrow's
+   defaults: snappy, row groups of 1 Mi rows), one chunk in memory at a time, and kept for
+   the next run (spec.json says what the folder holds). An input of N rows is a folder of
+   links to the first N / chunk-rows files.
+2. The whole command `python -m recsys_core.data sample INPUT --out OUT --user-col user_id
+   --item-col track_id --fraction F --min-events 10 --last 500` for each size and fraction, as
+   a subprocess (start-up included, files in the page cache): median wall time of --repeats,
+   CPU seconds, peak RSS (ru_maxrss of that process, from os.wait4), the output's size and the
+   manifest's rows, users, items and pass times.
+Writes sampling.md and sampling.csv under --out (default results/benchmarks), naming the
+machine and its load (other work on it shows as a load average above 0).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.report import write
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = {"users": 119_140, "tracks": 56_512, "user_zipf": 0.6, "track_zipf": 0.9,
+        "start": "2005-01-01", "end": "2020-03-20", "seed": 0}
+OPTIONS = {"--user-col": "user_id", "--item-col": "track_id", "--min-events": "10",
+           "--last": "500"}
+GOALS = {"rows_per_s": 10e6, "peak_rss_mib": 2048}
+
+
+def zipf_cdf(n: int, s: float) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -s
+    return np.cumsum(weights) / weights.sum()
+
+
+def generate(folder: Path, rows: int, chunk_rows: int) -> list[Path]:
+    """The log's files, written unless `folder` already holds them for this spec."""
+    files = [folder / f"part-{k:04d}.parquet" for k in range(math.ceil(rows / chunk_rows))]
+    spec = {**SPEC, "rows": rows, "chunk_rows": chunk_rows}
+    marker = folder / "spec.json"
+    if marker.exists() and json.loads(marker.read_text()) == spec and all(f.exists() for f in files):
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    rng = np.random.default_rng(SPEC["seed"])
+    users = rng.permutation(np.arange(SPEC["users"]) * 37 + 1_000)
+    alphabet = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                             np.uint8)
+    tracks = pa.array(rng.choice(alphabet, (SPEC["tracks"], 16)).view("S16").ravel().astype(str))
+    user_cdf, track_cdf = zipf_cdf(SPEC["users"], SPEC["user_zipf"]), zipf_cdf(SPEC["tracks"],
+                                                                                 SPEC["track_zipf"])
+    t0, t1 = (int(np.datetime64(SPEC[k], "s").astype(np.int64)) for k in ("start", "end"))
+    for k, path in enumerate(files):
+        n = min(chunk_rows, rows - k * chunk_rows)
+        track = np.searchsorted(track_cdf, rng.random(n)).astype(np.int32)
+        table = pa.table({
+            "user_id": users[np.searchsorted(user_cdf, rng.random(n))],
+            "track_id": pa.DictionaryArray.from_arrays(track, tracks).cast(pa.string()),
+            "timestamp": pa.array(rng.integers(t0, t1, n).astype("datetime64[s]")),
+        })
+        pq.write_table(table, path)
+    marker.write_text(json.dumps(spec))
+    return files
+
+
+def input_of(files: list[Path], rows: int, chunk_rows: int, folder: Path) -> Path:
+    """A folder of links to the files holding the first `rows` rows."""
+    target = folder / f"input-{rows}"
+    target.mkdir(exist_ok=True)
+    for f in files[:math.ceil(rows / chunk_rows)]:
+        if not (target / f.name).exists():
+            (target / f.name).symlink_to(f)
+    return target
+
+
+def measure(src: Path, out: Path, fraction: float) -> dict:
+    """One run of the command: wall and CPU seconds, peak RSS, the manifest."""
+    args = [sys.executable, "-m", "recsys_core.data", "sample", str(src), "--out", str(out),
+            "--fraction", str(fraction), *[x for kv in OPTIONS.items() for x in kv]]
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"sample failed: {err[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+            "manifest": json.loads(Path(str(out) + ".json").read_text())}
+
+
+def machine() -> str:
+    os_name = next((line.split("=", 1)[1].strip().strip('"') for line in
+                    Path("/etc/os-release").read_text().splitlines()
+                    if line.startswith("PRETTY_NAME=")), platform.system())
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))) / 2**20
+    return (f"{platform.node()}: {os_name}, {os.cpu_count()} cores, {mem:.0f} GiB, "
+            f"Python {platform.python_version()}, pyarrow {pa.__version__}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sampling")
+    p.add_argument("--rows", type=float, nargs="+", default=[12.5e6, 25e6, 50e6])
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05])
+    p.add_argument("--chunk-rows", type=int, default=3_125_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data-dir", type=Path, default=Path("/tmp/recsys-sampling-bench"))
+    p.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")
+    args = p.parse_args(argv)
+    sizes = sorted({int(r) for r in args.rows})
+    start = time.perf_counter()
+    files = generate(args.data_dir / "log", sizes[-1], args.chunk_rows)
+    generate_s = time.perf_counter() - start
+    load_before, rows = os.getloadavg(), []
+    for size in sizes:
+        src = input_of(files, size, args.chunk_rows, args.data_dir)
+        for fraction in args.fractions:
+            out = args.data_dir / f"sample-{size}-{fraction}.parquet"
+            runs = [measure(src, out, fraction) for _ in range(args.repeats)]
+            m = runs[-1]["manifest"]
+            wall = statistics.median(r["wall_s"] for r in runs)
+            rows.append({
+                "input_rows": m["rows"]["in"], "input_files": len(m["input"]["files"]),
+                "fraction": fraction, "wall_s": wall, "rows_per_s": m["rows"]["in"] / wall,
+                "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+                "pass1_s": m["seconds"]["pass1"], "pass2_s": m["seconds"]["pass2"],
+                "sort_write_s": m["seconds"]["sort_write"], "output_rows": m["rows"]["out"],
+                "output_users": m["users"]["out"], "output_items": m["items_out"],
+                "output_bytes": m["output"]["bytes"],
+                "bytes_per_output_row": m["output"]["bytes"] / max(m["rows"]["out"], 1),
+                "same_bytes_each_run": len({r["manifest"]["output"]["sha256"] for r in runs}) == 1,
+            })
+            print(f"{size:,} rows, fraction {fraction}: {wall:.2f} s, "
+                  f"{rows[-1]['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+    data = pd.DataFrame(rows)
+    report(args, data, generate_s, load_before, os.getloadavg())
+    return 0
+
+
+def report(args, data: pd.DataFrame, generate_s: float, load_before, load_after) -> None:
+    shown = pd.DataFrame({
+        "input rows": data.input_rows.map("{:,}".format), "files": data.input_files,
+        "fraction": data.fraction, "wall s": data.wall_s.map("{:.2f}".format),
+        "M rows/s": (data.rows_per_s / 1e6).map("{:.1f}".format),
+        "CPU s": data.cpu_s.map("{:.1f}".format),
+        "peak RSS MiB": data.peak_rss_mib.map("{:,.0f}".format),
+        "pass 1 / 2 / sort+write s": [f"{a:.2f} / {b:.2f} / {c:.2f}" for a, b, c in
+                                      zip(data.pass1_s, data.pass2_s, data.sort_write_s)],
+        "output rows": data.output_rows.map("{:,}".format),
+        "users": data.output_users.map("{:,}".format), "items": data.output_items.map("{:,}".format),
+        "output MB": (data.output_bytes / 1e6).map("{:.1f}".format),
+        "bytes/row": data.bytes_per_output_row.map("{:.2f}".format),
+    })
+    slowest, peak = data.rows_per_s.min(), data.peak_rss_mib.max()
+    verdict = (f"Goals: >= {GOALS['rows_per_s'] / 1e6:.0f} M input rows/s: "
+               f"{'met' if slowest >= GOALS['rows_per_s'] else 'not met'} (slowest "
+               f"{slowest / 1e6:.1f} M/s); <= {GOALS['peak_rss_mib']:,} MiB peak RSS: "
+               f"{'met' if peak <= GOALS['peak_rss_mib'] else 'not met'} (largest {peak:,.0f} "
+               f"MiB). Output bytes identical in every repeat: {bool(data.same_bytes_each_run.all())}.")
+    print(write(
+        args.out, "sampling", f"# Sampling benchmark ({time.strftime('%Y-%m-%d')})",
+        f"Machine: {machine()}; load average {', '.join(f'{x:.2f}' for x in load_before)} "
+        f"before and {', '.join(f'{x:.2f}' for x in load_after)} after (the VM is shared: "
+        "other processes' CPU use lowers the rows/s, not the CPU seconds).",
+        f"Input: a synthetic Music4All-Onion-shaped log ({SPEC['users']:,} users, "
+        f"{SPEC['tracks']:,} tracks, Zipf-like), Parquet files of {args.chunk_rows:,} rows "
+        f"(generated in {generate_s:.0f} s, or reused). Command: `python -m recsys_core.data "
+        f"sample INPUT --out OUT --fraction F {' '.join(f'{k} {v}' for k, v in OPTIONS.items())}`"
+        f", the whole process timed (median of {args.repeats}); peak RSS: the largest of them.",
+        shown, verdict, data=data), end="")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
