@@ -11,7 +11,9 @@
    --item-col track_id --fraction F --min-events 10 --last 500` for each size and fraction, as
    a subprocess (start-up included, files in the page cache): median wall time of --repeats,
    CPU seconds, peak RSS (ru_maxrss of that process, from os.wait4), the output's size and the
-   manifest's rows, users, items and pass times.
+   manifest's rows, users, items and pass times. Once more on the first --tsv-rows rows as TSV
+   files in Music4All-Onion's format (header `user_id<TAB>track_id<TAB>timestamp`, times
+   `2019-02-20 10:37:17`), the format its 253M-event file comes in.
 Writes sampling.md and sampling.csv under --out (default results/benchmarks), naming the
 machine and its load (other work on it shows as a load average above 0).
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from benchmarks.report import write
@@ -53,7 +56,8 @@ def generate(folder: Path, rows: int, chunk_rows: int) -> list[Path]:
     files = [folder / f"part-{k:04d}.parquet" for k in range(math.ceil(rows / chunk_rows))]
     spec = {**SPEC, "rows": rows, "chunk_rows": chunk_rows}
     marker = folder / "spec.json"
-    if marker.exists() and json.loads(marker.read_text()) == spec and all(f.exists() for f in files):
+    if (marker.exists() and json.loads(marker.read_text()) == spec
+            and all(f.exists() for f in files)):
         return files
     folder.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
@@ -85,6 +89,24 @@ def input_of(files: list[Path], rows: int, chunk_rows: int, folder: Path) -> Pat
     for f in files[:math.ceil(rows / chunk_rows)]:
         if not (target / f.name).exists():
             (target / f.name).symlink_to(f)
+    return target
+
+
+def tsv_of(files: list[Path], rows: int, chunk_rows: int, folder: Path) -> Path:
+    """The first `rows` rows as TSV files in Music4All-Onion's format."""
+    target = folder / f"tsv-{rows}"
+    target.mkdir(exist_ok=True)
+    for f in files[:math.ceil(rows / chunk_rows)]:
+        out = target / f.with_suffix(".tsv").name
+        if out.exists():
+            continue
+        table = pq.read_table(f)
+        table = table.set_column(2, "timestamp", table["timestamp"].cast(pa.timestamp("s")))
+        with open(out.with_suffix(".part"), "wb") as fh:
+            fh.write(b"user_id\ttrack_id\ttimestamp\n")
+            pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, delimiter="\t",
+                                                        quoting_style="none"))
+        out.with_suffix(".part").rename(out)
     return target
 
 
@@ -121,6 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05])
     p.add_argument("--chunk-rows", type=int, default=3_125_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tsv-rows", type=float, default=12.5e6, help="0: no TSV run")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/recsys-sampling-bench"))
     p.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks")
     args = p.parse_args(argv)
@@ -128,36 +151,46 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     files = generate(args.data_dir / "log", sizes[-1], args.chunk_rows)
     generate_s = time.perf_counter() - start
+    runs = [(input_of(files, size, args.chunk_rows, args.data_dir), "Parquet", fraction)
+            for size in sizes for fraction in args.fractions]
+    if args.tsv_rows:
+        runs.append((tsv_of(files, int(args.tsv_rows), args.chunk_rows, args.data_dir), "TSV",
+                     max(args.fractions)))
     load_before, rows = os.getloadavg(), []
-    for size in sizes:
-        src = input_of(files, size, args.chunk_rows, args.data_dir)
-        for fraction in args.fractions:
-            out = args.data_dir / f"sample-{size}-{fraction}.parquet"
-            runs = [measure(src, out, fraction) for _ in range(args.repeats)]
-            m = runs[-1]["manifest"]
-            wall = statistics.median(r["wall_s"] for r in runs)
-            rows.append({
-                "input_rows": m["rows"]["in"], "input_files": len(m["input"]["files"]),
-                "fraction": fraction, "wall_s": wall, "rows_per_s": m["rows"]["in"] / wall,
-                "cpu_s": statistics.median(r["cpu_s"] for r in runs),
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-                "pass1_s": m["seconds"]["pass1"], "pass2_s": m["seconds"]["pass2"],
-                "sort_write_s": m["seconds"]["sort_write"], "output_rows": m["rows"]["out"],
-                "output_users": m["users"]["out"], "output_items": m["items_out"],
-                "output_bytes": m["output"]["bytes"],
-                "bytes_per_output_row": m["output"]["bytes"] / max(m["rows"]["out"], 1),
-                "same_bytes_each_run": len({r["manifest"]["output"]["sha256"] for r in runs}) == 1,
-            })
-            print(f"{size:,} rows, fraction {fraction}: {wall:.2f} s, "
-                  f"{rows[-1]['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+    for src, fmt, fraction in runs:
+        out = args.data_dir / f"sample-{src.name}-{fraction}.parquet"
+        repeats = [measure(src, out, fraction) for _ in range(args.repeats)]
+        m = repeats[-1]["manifest"]
+        wall = statistics.median(r["wall_s"] for r in repeats)
+        rows.append({
+            "format": fmt, "input_rows": m["rows"]["in"], "input_files": len(m["input"]["files"]),
+            "fraction": fraction, "wall_s": wall, "rows_per_s": m["rows"]["in"] / wall,
+            "cpu_s": statistics.median(r["cpu_s"] for r in repeats),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in repeats),
+            "pass1_s": m["seconds"]["pass1"], "pass2_s": m["seconds"]["pass2"],
+            "sort_write_s": m["seconds"]["sort_write"], "output_rows": m["rows"]["out"],
+            "output_users": m["users"]["out"], "output_items": m["items_out"],
+            "output_bytes": m["output"]["bytes"], "output_sha256": m["output"]["sha256"],
+            "bytes_per_output_row": m["output"]["bytes"] / max(m["rows"]["out"], 1),
+            "same_bytes_each_run": len({r["manifest"]["output"]["sha256"] for r in repeats}) == 1,
+        })
+        print(f"{fmt} {m['rows']['in']:,} rows, fraction {fraction}: {wall:.2f} s, "
+              f"{rows[-1]['peak_rss_mib']:.0f} MiB", file=sys.stderr)
     data = pd.DataFrame(rows)
     report(args, data, generate_s, load_before, os.getloadavg())
     return 0
 
 
+def same_as_parquet(data: pd.DataFrame) -> bool | None:
+    pairs = data[data.format == "TSV"].merge(data[data.format == "Parquet"],
+                                             on=["input_rows", "fraction"])
+    return bool((pairs.output_sha256_x == pairs.output_sha256_y).all()) if len(pairs) else None
+
+
 def report(args, data: pd.DataFrame, generate_s: float, load_before, load_after) -> None:
     shown = pd.DataFrame({
-        "input rows": data.input_rows.map("{:,}".format), "files": data.input_files,
+        "input": data.format, "input rows": data.input_rows.map("{:,}".format),
+        "files": data.input_files,
         "fraction": data.fraction, "wall s": data.wall_s.map("{:.2f}".format),
         "M rows/s": (data.rows_per_s / 1e6).map("{:.1f}".format),
         "CPU s": data.cpu_s.map("{:.1f}".format),
@@ -165,16 +198,20 @@ def report(args, data: pd.DataFrame, generate_s: float, load_before, load_after)
         "pass 1 / 2 / sort+write s": [f"{a:.2f} / {b:.2f} / {c:.2f}" for a, b, c in
                                       zip(data.pass1_s, data.pass2_s, data.sort_write_s)],
         "output rows": data.output_rows.map("{:,}".format),
-        "users": data.output_users.map("{:,}".format), "items": data.output_items.map("{:,}".format),
+        "users": data.output_users.map("{:,}".format),
+        "items": data.output_items.map("{:,}".format),
         "output MB": (data.output_bytes / 1e6).map("{:.1f}".format),
         "bytes/row": data.bytes_per_output_row.map("{:.2f}".format),
     })
-    slowest, peak = data.rows_per_s.min(), data.peak_rss_mib.max()
+    parquet = data[data.format == "Parquet"]
+    slowest, peak = parquet.rows_per_s.min(), data.peak_rss_mib.max()
     verdict = (f"Goals: >= {GOALS['rows_per_s'] / 1e6:.0f} M input rows/s: "
-               f"{'met' if slowest >= GOALS['rows_per_s'] else 'not met'} (slowest "
-               f"{slowest / 1e6:.1f} M/s); <= {GOALS['peak_rss_mib']:,} MiB peak RSS: "
+               f"{'met' if slowest >= GOALS['rows_per_s'] else 'not met'} (slowest Parquet "
+               f"run {slowest / 1e6:.1f} M/s); <= {GOALS['peak_rss_mib']:,} MiB peak RSS: "
                f"{'met' if peak <= GOALS['peak_rss_mib'] else 'not met'} (largest {peak:,.0f} "
-               f"MiB). Output bytes identical in every repeat: {bool(data.same_bytes_each_run.all())}.")
+               f"MiB). Output bytes identical in every repeat: "
+               f"{bool(data.same_bytes_each_run.all())}"
+               f"; from TSV and from Parquet of the same rows: {same_as_parquet(data)}.")
     print(write(
         args.out, "sampling", f"# Sampling benchmark ({time.strftime('%Y-%m-%d')})",
         f"Machine: {machine()}; load average {', '.join(f'{x:.2f}' for x in load_before)} "

@@ -267,10 +267,13 @@ def test_music4all_missing_file_says_how_to_get_it(tmp_path):
 def test_benchmark_smoke(tmp_path):
     res = subprocess.run([sys.executable, "-m", "benchmarks.sampling", "--rows", "20000", "40000",
                           "--chunk-rows", "10000", "--fractions", "0.05", "--repeats", "1",
+                          "--tsv-rows", "20000",
                           "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     table = pd.read_csv(tmp_path / "out" / "sampling.csv")
-    assert list(table.input_rows) == [20_000, 40_000] and table.same_bytes_each_run.all()
+    assert list(table.input_rows) == [20_000, 40_000, 20_000] and table.same_bytes_each_run.all()
+    assert list(table.format) == ["Parquet", "Parquet", "TSV"]
     md = (tmp_path / "out" / "sampling.md").read_text()
-    assert " cores, " in md and "peak RSS MiB" in md and "Goals: " in md
+    assert " cores, " in md and "peak RSS MiB" in md and "from TSV and from Parquet of the " \
+        "same rows: True." in md

@@ -114,12 +114,14 @@ def count_users(inp: scan.Input, opts: Options) -> tuple[pa.Array, np.ndarray, d
     Reads the time column only for a window (a missing time is caught by pass 2)."""
     u, t = opts.user_col, opts.time_col
     window = opts.window(scan.seconds(inp, t))
-    exprs = {u: scan.ids(inp, u)} | ({} if window is None else {WINDOW: pc.if_else(window, True, None)})
+    columns, exprs = [u], {u: scan.ids(inp, u)}
     aggregates = [([], "hash_count_all", None, "rows")]
     if window is not None:   # a time out of the window or missing: null, not counted
+        columns.append(t)
+        exprs[WINDOW] = pc.if_else(window, True, None)
         aggregates.append((WINDOW, "hash_count", None, WINDOW))
-    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(
-                 inp.dataset(), columns=[u] if window is None else [u, t], batch_size=opts.batch_rows)),
+    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(inp.dataset(), columns=columns,
+                                                       batch_size=opts.batch_rows)),
              ac.Declaration("project", ac.ProjectNodeOptions(list(exprs.values()), list(exprs))),
              ac.Declaration("aggregate", ac.AggregateNodeOptions(aggregates, keys=[u]))]
     agg = _execute(inp, lambda: ac.Declaration.from_sequence(nodes).to_table(use_threads=True))
