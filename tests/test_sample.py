@@ -208,6 +208,9 @@ def test_bad_input_files(tmp_path):
         run(tmp_path / "d", out)
     with pytest.raises(DataError, match="inside the input directory"):
         run(tmp_path / "d", tmp_path / "d" / "o.parquet")
+    with pytest.raises(DataError, match="o.parquet: a directory"):
+        (out.parent / "o.parquet").mkdir()
+        run(tmp_path / "d" / "a.csv", out)
 
 
 def music4all_lines(n_users=12, seed=0, header="user\tsong\ttimestamp", minutes=False):

@@ -66,7 +66,7 @@ def run_sample(args) -> int:
               "min_events", "last", "delimiter", "batch_rows", "partition_rows", "row_group_rows")
     try:
         m = sample(args.input, args.out, Options(**{f: getattr(args, f) for f in fields}))
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, OSError) as e:   # OSError: --out not writable, disk full
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {m['rows']['out']:,} events of {m['users']['out']:,} users and "

@@ -73,6 +73,10 @@ class Options:
         if len({self.user_col, self.item_col, self.time_col}) < 3:
             raise ValueError("--user-col, --item-col and --time-col must name three different "
                              "columns")
+        for name in ("start", "end"):
+            if not isinstance(getattr(self, name), (int, type(None))):
+                raise ValueError(f"--{name} {getattr(self, name)!r}: seconds since 1970 "
+                                 "(scan.parse_time reads ISO 8601)")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"--fraction {self.fraction}: must be in (0, 1]")
         if self.start is not None and self.end is not None and self.start >= self.end:
@@ -287,8 +291,9 @@ def sample(input_path: str | Path, out: str | Path, opts: Options = Options()) -
     if Path(input_path).is_dir() and out.resolve().is_relative_to(Path(input_path).resolve()):
         raise DataError(f"--out {out}: inside the input directory {input_path}, where a later "
                         "sample would read it as input")
-    if not out.parent.is_dir():
-        raise DataError(f"--out {out}: no directory {out.parent}")
+    if not out.parent.is_dir() or out.is_dir():
+        raise DataError(f"--out {out}: " + ("a directory" if out.is_dir() else
+                                            f"no directory {out.parent}"))
     inp = scan.open_input(input_path, (opts.user_col, opts.item_col, opts.time_col), opts.delimiter)
     source = scan.fingerprint(inp)
     users, counts, stats = count_users(inp, opts)
