@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_core.data import DataError
-from recsys_core.data.sample import Options, sample
+from recsys_core.data.sample import Options, sample, user_fraction
 from tests.conftest import REPO
 
 COLS = {"user_col": "user", "item_col": "item", "time_col": "timestamp"}
@@ -43,9 +43,13 @@ def write(df: pd.DataFrame, path, fmt: str) -> None:
 
 
 def in_fraction(user, fraction, salt=""):
-    """The documented hash, written out independently of the implementation."""
-    digest = hashlib.blake2b(salt.encode() + b"\0" + str(user).encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") >> 11) / 2**53 < fraction
+    """The documented hash (FNV-1a 64, splitmix64's finalizer), written out in plain Python."""
+    h = 0xCBF29CE484222325
+    for byte in salt.encode() + b"\0" + str(user).encode():
+        h = (h ^ byte) * 0x100000001B3 % 2**64
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        h = (h ^ (h >> shift)) * factor % 2**64
+    return ((h ^ (h >> 31)) >> 11) / 2**53 < fraction
 
 
 def expected(df, start=None, end=None, fraction=1.0, salt="", min_events=1, last=None):
@@ -125,6 +129,16 @@ def test_nested_fractions_and_salts(tmp_path):
     assert 10 < len(users["1"]) < 60 and 100 < len(users["5"]) < 200
     assert users["1"] < users["5"]
     assert users["5y"] != users["5"] and len(users["5y"] & users["5"]) < len(users["5"]) / 2
+
+
+def test_user_hash_is_the_documented_one_for_text_and_numbers():
+    text = pa.array([f"user_{k:x}" for k in range(3000)] + ["", "é"]).slice(5)
+    for users in (text, pa.array(np.arange(-50, 3000) * 7919)):
+        got = user_fraction(users, 0.3, "salt")
+        assert got.tolist() == [in_fraction(u, 0.3, "salt") for u in users.to_pylist()]
+        assert 0.25 < got.mean() < 0.35
+    assert (user_fraction(pa.array([12, 345]), 0.5, "") ==
+            user_fraction(pa.array(["12", "345"]), 0.5, "")).all()
 
 
 def test_manifest(data, tmp_path):

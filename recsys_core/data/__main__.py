@@ -55,7 +55,7 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--last", type=int, default=None, help="keep each user's K most recent events")
     p.add_argument("--delimiter", default=None, help="of text files (default: from the header)")
     p.add_argument("--batch-rows", type=int, default=1 << 20, help="rows per scanned batch")
-    p.add_argument("--partition-rows", type=int, default=8_000_000,
+    p.add_argument("--partition-rows", type=int, default=4_000_000,
                    help="events sorted in memory at once; more are spilled to disk by user range")
     p.add_argument("--row-group-rows", type=int, default=1 << 20)
 
