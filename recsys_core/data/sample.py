@@ -9,8 +9,8 @@ Order of operations, each on what the one before kept:
 4. last K: each user's K most recent events;
 then the rows sorted by user, time, item.
 
-Two streaming passes over the input (pyarrow's Acero engine, then its dataset scanner; all
-cores); memory grows with the number of users and with `partition_rows`, not with the input:
+Two streaming passes over the input (`scan.Input.batches`: pieces read on every core, a few
+ahead); memory grows with the number of users and with `partition_rows`, not with the input:
 1. user (and time, given a window) → each user's events in the window, one row per user.
    Steps 1-3 choose the users from these counts; step 4 needs nothing more than them.
 2. user, item, time → the chosen users' events in the window, routed into contiguous ranges of
@@ -32,6 +32,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -132,15 +133,18 @@ def count_users(inp: scan.Input, opts: Options) -> tuple[pa.Array, np.ndarray, d
     Reads the time column only for a window (a missing time is caught by pass 2)."""
     u, t = opts.user_col, opts.time_col
     window = opts.window(scan.seconds(inp, t))
-    columns, exprs = [u], {u: scan.ids(inp, u)}
+    read, exprs = [u], {u: scan.ids(inp, u)}
+    schema = pa.schema([(u, scan.id_type(inp, u))])
     aggregates = [([], "hash_count_all", None, "rows")]
     if window is not None:   # a time out of the window or missing: null, not counted
-        columns.append(t)
+        read.append(t)
         exprs[WINDOW] = pc.if_else(window, True, None)
+        schema = schema.append(pa.field(WINDOW, pa.bool_()))
         aggregates.append((WINDOW, "hash_count", None, WINDOW))
-    nodes = [ac.Declaration("scan", ac.ScanNodeOptions(inp.dataset(), columns=columns,
-                                                       batch_size=opts.batch_rows)),
-             ac.Declaration("project", ac.ProjectNodeOptions(list(exprs.values()), list(exprs))),
+    source = pa.RecordBatchReader.from_batches(
+        schema, inp.batches(read, exprs, None, opts.batch_rows))
+    nodes = [ac.Declaration("record_batch_reader_source",
+                            ac.RecordBatchReaderSourceNodeOptions(source)),
              ac.Declaration("aggregate", ac.AggregateNodeOptions(aggregates, keys=[u]))]
     agg = _execute(inp, lambda: ac.Declaration.from_sequence(nodes).to_table(use_threads=True))
     rows = agg["rows"].to_numpy()
@@ -156,10 +160,8 @@ def count_users(inp: scan.Input, opts: Options) -> tuple[pa.Array, np.ndarray, d
     return users.take(pa.array(order)).combine_chunks(), counts[order].astype(np.int64), stats
 
 
-def events(inp: scan.Input, opts: Options, users: pa.Array | None):
-    """Pass 2: the events of `users` (None: of every user) in the window, in no set order.
-    pyarrow's dataset scanner rather than Acero: it reads ahead a bounded number of batches
-    (Acero queues up to ~1 GiB for a slower consumer) and filters faster here."""
+def events(inp: scan.Input, opts: Options, users: pa.Array | None) -> Iterator[pa.RecordBatch]:
+    """Pass 2: the events of `users` (None: of every user) in the window."""
     u, i, t = opts.user_col, opts.item_col, opts.time_col
     text = tuple(c for c in (u, i) if inp.format == "parquet"
                  and not pa.types.is_integer(inp.column_type(c)))
@@ -170,12 +172,8 @@ def events(inp: scan.Input, opts: Options, users: pa.Array | None):
         keep = member if keep is None else keep & member
     if keep is not None:   # rows without an item or a time pass, to be seen and refused
         keep = keep | ds.field(i).is_null() | ds.field(t).is_null()
-    dataset = inp.dataset(dictionary=text)
     columns = {u: scan.ids(inp, u), i: scan.ids(inp, i), t: secs}
-    for fragment in dataset.get_fragments():
-        yield from ds.Scanner.from_fragment(
-            fragment, schema=dataset.schema, columns=columns, filter=keep,
-            batch_size=opts.batch_rows, batch_readahead=4).to_batches()
+    return inp.batches([u, i, t], columns, keep, opts.batch_rows, dictionary=text)
 
 
 class Partitions:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -73,6 +77,58 @@ class Input:
     def column_type(self, name: str) -> pa.DataType:
         kind = self.schema.field(name).type
         return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+    def batches(self, read: list[str], columns: dict[str, ds.Expression],
+                keep: ds.Expression | None, batch_rows: int,
+                dictionary: tuple[str, ...] = ()) -> Iterator[pa.RecordBatch]:
+        """The rows that pass `keep`, as `columns` (of the columns `read`), in batches of at
+        most `batch_rows`. Pieces (Parquet row groups, 4 MiB blocks of text) are read and
+        filtered by one thread per core, at most two per thread ahead of the consumer: memory
+        follows a piece, not a file (pyarrow's scanners read a whole file ahead of a slow
+        consumer)."""
+        if self.format == "parquet":
+            dataset = self.dataset(dictionary)
+            pieces: Iterable = (g for f in dataset.get_fragments() for g in f.split_by_row_group())
+
+            def work(piece) -> list[pa.RecordBatch]:
+                try:
+                    return list(ds.Scanner.from_fragment(
+                        piece, schema=dataset.schema, columns=columns, filter=keep,
+                        batch_size=batch_rows, use_threads=False).to_batches())
+                except (OSError, pa.ArrowException) as e:
+                    raise DataError(f"{piece.path}: {e}") from e
+        else:
+            pieces = (block for f in self.files for block in self._blocks(f, read))
+
+            def work(block) -> list[pa.RecordBatch]:
+                table = ds.Scanner.from_batches([block], schema=block.schema, columns=columns,
+                                                filter=keep).to_table()
+                return table.to_batches(max_chunksize=batch_rows)
+        for done in _ahead(work, pieces):
+            yield from done
+
+    def _blocks(self, path: Path, read: list[str]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from pcsv.open_csv(
+                str(path), read_options=pcsv.ReadOptions(block_size=1 << 22),
+                parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=read, strings_can_be_null=True,
+                    column_types={c: self.schema.field(c).type for c in read}))
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{path}: {e}") from e
+
+
+def _ahead(work: Callable, pieces: Iterable, workers: int = os.cpu_count() or 1) -> Iterator:
+    """work(piece) for each piece, in order, on `workers` threads, at most 2 * workers ahead."""
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for piece in pieces:
+            pending.append(pool.submit(work, piece))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def open_input(path: str | Path, columns: tuple[str, ...] = (), delimiter: str | None = None,
