@@ -5,14 +5,16 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_core.data import DataError
+from recsys_core.data import DataError, scan
 from recsys_core.data.sample import Options, sample, user_fraction
 from tests.conftest import REPO
 
@@ -117,6 +119,23 @@ def test_same_bytes_whatever_the_batches_ranges_files_and_format(data, tmp_path)
     meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
     assert meta.num_row_groups > 1 and meta.row_group(0).num_rows == 500
     assert b"ARROW:schema" in meta.metadata and set(meta.metadata) == {b"ARROW:schema"}
+
+
+def test_batches_are_read_a_few_pieces_ahead_of_a_slow_consumer(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "WORKERS", 2)
+    df = log(n_users=4000, seed=3)
+    write(df, tmp_path / "one.parquet", "parquet")
+    table = pq.read_table(tmp_path / "one.parquet")
+    pq.write_table(table, tmp_path / "one.parquet", row_group_size=len(df) // 40)
+    piece = table.slice(0, len(df) // 40).nbytes
+    del table
+    inp = scan.open_input(tmp_path / "one.parquet", ("user", "item", "timestamp"))
+    base, peak, rows = pa.total_allocated_bytes(), 0, 0
+    for batch in inp.batches(["user", "item", "timestamp"],
+                             {c: ds.field(c) for c in ("user", "item", "timestamp")}, None, 10**6):
+        peak, rows = max(peak, pa.total_allocated_bytes() - base), rows + batch.num_rows
+        time.sleep(0.005)
+    assert rows == len(df) and peak < 10 * piece       # 2 threads, 2 each ahead; not all 40
 
 
 def test_nested_fractions_and_salts(tmp_path):

@@ -1,6 +1,7 @@
-"""Interaction logs of any size as pyarrow datasets: one Parquet, CSV or TSV file, or a directory
-of them, checked up front (every file readable, every needed column named in it) and then
-scanned in batches. What `sample` and the listening-event readers read through.
+"""Interaction logs of any size: one Parquet, CSV or TSV file, or a directory of them, checked
+up front (every file readable, every needed column named in it), then read in batches with
+bounded memory (`Input.batches`) or whole as a pyarrow dataset. What `sample` and the
+listening-event readers read through.
 
 CSV and TSV files need a header line naming their columns; the delimiter is a tab where the
 first file's header has one, else a comma (Music4All names its tab-separated files `.csv`).
@@ -30,6 +31,7 @@ PARQUET = (".parquet", ".pq", ".parq")
 TEXT = (".csv", ".tsv", ".txt")
 COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 HEAD_TAIL = 1 << 20        # bytes of each end of a file that its fingerprint hashes
+WORKERS = os.cpu_count() or 1
 TIME_FORMATS = "integer seconds, a timestamp, a date or ISO 8601 text like 2019-02-20 10:37:17"
 
 
@@ -119,8 +121,9 @@ class Input:
             raise DataError(f"{path}: {e}") from e
 
 
-def _ahead(work: Callable, pieces: Iterable, workers: int = os.cpu_count() or 1) -> Iterator:
-    """work(piece) for each piece, in order, on `workers` threads, at most 2 * workers ahead."""
+def _ahead(work: Callable, pieces: Iterable) -> Iterator:
+    """work(piece) for each piece, in order, on WORKERS threads, at most 2 * WORKERS ahead."""
+    workers = WORKERS
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         for piece in pieces:
