@@ -308,8 +308,9 @@ def test_benchmark_smoke(tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     table = pd.read_csv(tmp_path / "out" / "sampling.csv")
-    assert list(table.input_rows) == [20_000, 40_000, 20_000] and table.same_bytes_each_run.all()
-    assert list(table.format) == ["Parquet", "Parquet", "TSV"]
+    assert list(table.input_rows) == [20_000, 40_000, 20_000, 40_000]
+    assert list(table.format) == ["Parquet", "Parquet", "TSV", "Parquet"]
+    assert list(table.fraction) == [0.05, 0.05, 0.05, 1.0] and table.same_bytes_each_run.all()
     md = (tmp_path / "out" / "sampling.md").read_text()
     assert " cores, " in md and "peak RSS MiB" in md and "from TSV and from Parquet of the " \
         "same rows: True." in md
