@@ -36,8 +36,9 @@ class Partitions:
         part = self.of_user[pc.index_in(batch.column(0), value_set=self.users).to_numpy()]
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.n + 1))
+        batch = batch.take(order)
         for p in np.flatnonzero(np.diff(bounds)):
-            self.writers[p].write_batch(batch.take(pa.array(order[bounds[p]:bounds[p + 1]])))
+            self.writers[p].write_batch(batch.slice(bounds[p], bounds[p + 1] - bounds[p]))
 
     def ranges(self):
         """(table, its users, their counts) per range, in the users' order."""
