@@ -234,6 +234,11 @@ def test_bad_input_files(tmp_path):
             run(tmp_path / name, out)
         assert name in str(e.value)
         assert list(out.parent.iterdir()) == []
+    (tmp_path / "e").mkdir()
+    write(log(5), tmp_path / "e" / "a.csv", "csv")
+    (tmp_path / "e" / "b.csv").write_bytes(cases["badtime.csv"])
+    with pytest.raises(DataError, match=r"e/b\.csv: .*'last tuesday'"):
+        run(tmp_path / "e", out)
     with pytest.raises(DataError, match="no column 'item'"):
         (tmp_path / "d").mkdir()
         write(log(5), tmp_path / "d" / "a.csv", "csv")

@@ -6,7 +6,7 @@ listening-event readers read through.
 CSV and TSV files need a header line naming their columns; the delimiter is a tab where the
 first file's header has one, else a comma (Music4All names its tab-separated files `.csv`).
 Compressed text files (.gz, .bz2, .zst, .lz4) are decompressed as they are read. Column types
-of text files are inferred from the first MiB of the first file.
+of text files are inferred from the first 4 MiB of the first file.
 """
 from __future__ import annotations
 
@@ -100,11 +100,15 @@ class Input:
                 except (OSError, pa.ArrowException) as e:
                     raise DataError(f"{piece.path}: {e}") from e
         else:
-            pieces = (block for f in self.files for block in self._blocks(f, read))
+            pieces = ((f, block) for f in self.files for block in self._blocks(f, read))
 
-            def work(block) -> list[pa.RecordBatch]:
-                table = ds.Scanner.from_batches([block], schema=block.schema, columns=columns,
-                                                filter=keep).to_table()
+            def work(piece) -> list[pa.RecordBatch]:
+                path, block = piece
+                try:
+                    table = ds.Scanner.from_batches([block], schema=block.schema,
+                                                    columns=columns, filter=keep).to_table()
+                except pa.ArrowException as e:
+                    raise DataError(f"{path}: {e}") from e
                 return table.to_batches(max_chunksize=batch_rows)
         for done in _ahead(work, pieces):
             yield from done
