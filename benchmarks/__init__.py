@@ -34,6 +34,11 @@ aggregate_speed  `python -m launcher aggregate` over a synthetic finished sweep 
                  cold and warm, with and without plots.
                  `python -m benchmarks.aggregate_speed [--cells 10000]`
                  -> results/benchmarks/aggregate.json, aggregate.md
+sampling         `python -m recsys_core.data sample` on a synthetic Music4All-Onion-shaped log
+                 of 12.5, 25 and 50 M rows (Parquet, generated in chunks under /tmp): rows/s,
+                 peak RSS, output size.
+                 `python -m benchmarks.sampling [--rows 12.5e6 25e6 50e6]`
+                 -> results/benchmarks/sampling.md, sampling.csv
 
 Shared by them: timing.py (wall clock, CUDA-synchronised, CUDA events), report.py (the CSV and
 Markdown tables), run_setup.py (the one place a run's setup is built, as the trainer builds

@@ -119,6 +119,9 @@ def interactions_table(name: str, *, mirror: str | None = None,
         elif name in USER_LINE_FILES:
             build = lambda: readers.read_user_lines(  # noqa: E731
                 raw_dir(name, mirror) / USER_LINE_FILES[name])
+        elif name in names.LISTENING_LOGS:
+            build = lambda: readers.read_listening_events(  # noqa: E731
+                raw_dir(name, mirror) / names.LISTENING_LOGS[name])
         else:
             build = lambda: readers.read_sequence_file(  # noqa: E731
                 raw_dir(name, mirror) / SEQUENCE_FILES[name])

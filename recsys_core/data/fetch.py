@@ -46,6 +46,7 @@ class Source:
     zip_checksum: str | None = None
     file_checksums: dict[str, str] = field(default_factory=dict)
     file_urls: dict[str, str] = field(default_factory=dict)   # files downloaded one by one
+    obtain: str = ""                     # no public download: how to get the files
 
 
 def _file(folder: str, name: str, repo_url: str | None, sha256: str) -> Source:
@@ -113,6 +114,14 @@ SOURCES: dict[str, Source] = {
                         "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f"),
     "yelp-s3rec": _file("s3rec", "Yelp.txt", _ICLREC,
                         "724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed"),
+    # Listening logs under a licence: mirror only (formats: readers.read_listening_events).
+    "music4all": Source(folder="music4all", required=("listening_history.csv",), obtain=(
+        "Music4All (Santana et al., IWSSIP 2020) is licensed for research on request to its "
+        "authors; listening_history.csv is in the archive they send")),
+    "music4all-onion": Source(
+        folder="music4all-onion", required=("userid_trackid_timestamp.tsv",), obtain=(
+            "Music4All-Onion (Moscati et al., 2022) is distributed by its authors under a licence "
+            "for research use; decompress their userid_trackid_timestamp.tsv.bz2 (bzip2 -dk)")),
 }
 
 
@@ -173,11 +182,12 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
         if src.url is None and not src.file_urls:
             raise DataError(
                 f"dataset {name!r}: no {folder}/{{{','.join(src.required)}}} nor {zip_path} "
-                f"in the mirror {root}")
+                f"in the mirror {root}" + (f"; {src.obtain}" if src.obtain else ""))
     if src.url is None and not src.file_urls:
         raise DataError(
             f"dataset {name!r} has no public download; put {src.folder}/{src.required[0]} "
-            f"in a mirror directory and pass --data-mirror or set {MIRROR_ENV}")
+            f"in a mirror directory and pass --data-mirror or set {MIRROR_ENV}"
+            + (f"; {src.obtain}" if src.obtain else ""))
     if not download:
         raise DataError(f"dataset {name!r} is not in the cache {cached} and downloads are off")
     if src.url is None:      # the files one by one, each verified, straight into the cache

@@ -15,4 +15,9 @@ USER_LINE_FILES = {  # the S3Rec benchmark files, one user per line: `user item 
     "yelp-s3rec": "Yelp.txt",
 }
 SYNTHETIC = ("synthetic", "synthetic-ml-1m", "synthetic-ml-20m")
-DATASET_NAMES = sorted([*GROUPLENS, *SEQUENCE_FILES, *USER_LINE_FILES, *SYNTHETIC])
+LISTENING_LOGS = {   # Music4All's tab-separated listening events: name → file in its folder
+    "music4all": "listening_history.csv",
+    "music4all-onion": "userid_trackid_timestamp.tsv",
+}
+DATASET_NAMES = sorted([*GROUPLENS, *SEQUENCE_FILES, *USER_LINE_FILES, *LISTENING_LOGS,
+                        *SYNTHETIC])

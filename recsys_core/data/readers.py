@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from recsys_core.data import scan
 from recsys_core.data.fetch import DataError
 
 COLUMNS = ["user", "item", "timestamp", "rating"]
@@ -101,3 +104,48 @@ def _normalized(df: pd.DataFrame) -> pd.DataFrame:
     df = df[COLUMNS].copy()
     df["rating"] = df["rating"].astype("float64")
     return df.reset_index(drop=True)
+
+
+LISTENING_HEADERS = (("user", "song", "timestamp"), ("user_id", "track_id", "timestamp"))
+
+
+def read_listening_events(path: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Music4All's `listening_history.csv` and Music4All-Onion's `userid_trackid_timestamp.tsv`:
+    tab-separated (the former's `.csv` too) with a header line, `user<TAB>song<TAB>timestamp`
+    and `user_id<TAB>track_id<TAB>timestamp`; text ids (Music4All users `user_007XIjOr`, tracks
+    `0009fFIM1eYThaPg`; Onion's users are numbers) and times `2019-02-20 10:37:17` (UTC; to the
+    minute `2019-02-20 12:28` too). Each id becomes its rank among the file's distinct ids
+    (1-based, in byte order); titles map item numbers back to track ids.
+
+    Sources for the format (no file of either was at hand): Music4All's readme.txt (all its
+    files tab-separated; listening_history.csv has user, song and timestamp), public readers of
+    both (pandas `sep="\\t"` with the header row; Onion's times parsed as `%Y-%m-%d %H:%M:%S`),
+    and the RecBole conversion notes for Music4All-Onion.
+    """
+    inp = scan.open_input(path, delimiter="\t",
+                          text_columns=("user", "song", "user_id", "track_id"))
+    header = tuple(inp.schema.names)
+    if header not in LISTENING_HEADERS:
+        raise DataError(f"{path}: header {' '.join(header)!r}; expected one of "
+                        f"{' or '.join(repr(' '.join(h)) for h in LISTENING_HEADERS)}")
+    user, item, stamp = header
+    try:
+        table = inp.dataset().to_table(columns={"user": scan.ids(inp, user, text=True),
+                                                "item": scan.ids(inp, item, text=True),
+                                                "timestamp": scan.seconds(inp, stamp)})
+    except pa.ArrowException as e:
+        raise DataError(f"{path}: {e}") from e
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no listening events")
+    users, _ = _ranks(table["user"])
+    items, track_ids = _ranks(table["item"])
+    df = pd.DataFrame({"user": users, "item": items,
+                       "timestamp": table["timestamp"].to_numpy(), "rating": np.nan})
+    return _normalized(df), dict(enumerate(track_ids, start=1))
+
+
+def _ranks(ids: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    distinct = pc.unique(ids)
+    distinct = distinct.take(pc.sort_indices(distinct))
+    ranks = pc.index_in(ids, value_set=distinct).to_numpy().astype(np.int64) + 1
+    return ranks, distinct.to_pylist()
