@@ -4,8 +4,10 @@ SWEEP/aggregate):
 
     main            model × dataset × max_len (× every other parameter that varies, but the
                     seed): test Recall/NDCG/MRR@10 mean ± std over seeds, n_seeds, parameters,
-                    epoch time, the cells that did not complete; the best mean per dataset in
-                    bold (md, tex) or flagged in `<metric>_best` (csv)
+                    best epochs / epoch cap (cells within 10% of the cap counted), epoch time,
+                    the cells that did not complete, cold-start users' metrics where there are
+                    any; the best mean per dataset in bold (md, tex) or flagged in
+                    `<metric>_best` (csv)
     paired          per dataset and configuration, the best model (mean test Recall@10) against
                     every other: paired t-test over the seeds both completed, 95% CI of the
                     mean difference

@@ -39,9 +39,19 @@ def display_main(main: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         for m, label in COLD_METRICS.items():
             out[label] = ["n/a" if pd.isna(v) else f"{v:.4f}" for v in main[f"{m}_mean"]]
     out["n_seeds"] = main["n_seeds"]
+    out["best epoch / cap"] = [_budget(*row) for row in zip(
+        main["best_epoch_min"], main["best_epoch_max"], main["epochs_cap"], main["near_cap"])]
     out["epoch time (s)"] = [number(v) for v in main["epoch_time_s"]]
     out["incomplete"] = main["incomplete"]
     return out
+
+
+def _budget(low, high, cap, near: int) -> str:
+    """e.g. "66-89 / 400", "98 / 100 (1 near cap)"; n/a for a model that trains nothing."""
+    if pd.isna(low):
+        return "n/a"
+    best = f"{low:.0f}" if low == high else f"{low:.0f}-{high:.0f}"
+    return f"{best} / {cap:.0f}" + (f" ({near} near cap)" if near else "")
 
 
 def display_paired(paired: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """The aggregate's tables, from the `Aggregate` frame (collect.py), numbers as they are:
 
     main     model × dataset × max_len (× every other key): test metrics mean and std over
-             seeds, n_seeds, parameters, epoch time, the cells that did not complete, and the
-             best mean per dataset flagged in `<metric>_best`
+             seeds, n_seeds, parameters, epoch time, best epochs against the epoch cap
+             (`near_cap`: cells whose best epoch is within 10% of it), the cells that did not
+             complete, and the best mean per dataset flagged in `<metric>_best`
     paired   per comparison group, the best model against every other: paired t-test, 95% CI
     compute  wall, GPU- and CPU-hours per model and in all
     cells    every cell: state, reason, metrics, times, resources
@@ -44,6 +45,13 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
         table["cold_users"] = g["cold_users"].median()
         for m in COLD_METRICS:
             table[f"{m}_mean"] = g[m].mean()
+    # the training budget: best epochs against the epoch cap (a best epoch within 10% of its
+    # cap says the cell may not have plateaued: run it again with a higher cap)
+    table["best_epoch_min"] = g["best_epoch"].min()
+    table["best_epoch_max"] = g["best_epoch"].max()
+    table["epochs_cap"] = g["epochs"].max()
+    table["near_cap"] = (done["best_epoch"] >= 0.9 * done["epochs"]).groupby(
+        [done[k] for k in keys], sort=False, dropna=False).sum()
     table["params_total"] = g["params_total"].median()
     table["epoch_time_s"] = g["epoch_time_s"].mean()
     bad = cells[cells["state"] != "COMPLETED"].groupby(keys + ["state"], sort=False,
@@ -54,6 +62,7 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
     table["incomplete"] = [", ".join(notes.get(i, [])) for i in table.index]
     table = table.reset_index()
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
+    table["near_cap"] = table["near_cap"].fillna(0).astype(int)
     table = _order(table, ["dataset", "max_len", *keys[3:], "model"])
     for m in METRICS:   # the best mean per dataset, ties all marked
         best = table.groupby("dataset", sort=False)[f"{m}_mean"].transform("max")

@@ -92,4 +92,9 @@ def test_the_main_table_gets_a_cold_start_group(small_file, tmp_path):
     assert set(main["cold_users"]) == {4}
     pop = main[main["model"] == "pop"].iloc[0]
     assert pop["cold_test_recall@10_mean"] == pop["cold_pop_test_recall@10_mean"]
-    assert "cold pop Recall@10" in (sweep.root / "aggregate" / "main.md").read_text()
+    md = (sweep.root / "aggregate" / "main.md").read_text()
+    assert "cold pop Recall@10" in md
+    # the training budget beside the metrics: both seeds' best epoch is the 1-epoch cap
+    gru = main[main["model"] == "gru4rec"].iloc[0]
+    assert (gru["best_epoch_max"], gru["epochs_cap"], gru["near_cap"]) == (1, 1, 2)
+    assert "1 / 1 (2 near cap)" in md and pop["near_cap"] == 0
