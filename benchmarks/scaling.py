@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.report import markdown, write
-from launcher.grid import Cell, Resources, cell_config
+from launcher.grid import Resources, make_cell
 from launcher.sweep import write_cell_file
 from recsys_core.train.results import read_result
 from benchmarks.timing import timed
@@ -42,8 +42,7 @@ BASE = dict(dataset="synthetic-ml-20m", max_len=200, embedding_dim=256, num_bloc
 
 def run_cell(cell_dir: Path, params: dict, timeout_s: float) -> dict:
     cell_dir.mkdir(parents=True, exist_ok=True)
-    cell = Cell(cell_dir.name, cell_dir.name, params, Resources(),
-                cell_config(params, Resources(), cell_dir.name, "scaling", str(cell_dir)))
+    cell = make_cell(cell_dir.name, cell_dir.name, params, Resources(), "scaling", str(cell_dir))
     write_cell_file(cell_dir, cell)      # as the launcher writes it
     with open(cell_dir / "log.txt", "w") as log:
         wall, proc = timed(lambda: subprocess.run(

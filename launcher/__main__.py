@@ -168,7 +168,7 @@ def cmd_resume(args) -> int:
 def cmd_cancel(args) -> int:
     sweep = Sweep(args.sweep)
     try:
-        cells = {c.id for c in sweep.cells()}
+        cells = set(sweep.cell_ids())    # ids alone: no config to build per cell
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
     wanted = set(args.cells or cells)

@@ -34,7 +34,8 @@ from launcher.resources import (PROFILES_DIR, GridError, Resources, fail, load_p
 from recsys_core.train.config import CHOICES, ConfigError, TrainConfig, defaults
 from recsys_core.train.hooks import HOOK_KEYS, DebugHooks
 
-__all__ = ["Cell", "Grid", "GridError", "Resources", "cell_config", "expand", "load_grid"]
+__all__ = ["Cell", "Grid", "GridError", "Resources", "cell_config", "expand", "load_grid",
+           "make_cell"]
 
 TOP_KEYS = ("name", "description", "profile", "fixed", "grid", "zip", "exclude", "overrides",
             "resources")
@@ -132,6 +133,14 @@ class Cell:
     resources: Resources
     config: TrainConfig = field(compare=False, repr=False)   # what the job trains
     hooks: dict[str, Any] = field(default_factory=dict, compare=False)   # debug hooks set
+
+
+def make_cell(cell_id: str, name: str, params: dict[str, Any], resources: Resources,
+              sweep_name: str, source: str) -> Cell:
+    """A cell with its TrainConfig built (`cell_config`) and its debug hooks set apart."""
+    return Cell(cell_id, name, params, resources,
+                cell_config(params, resources, cell_id, sweep_name, source),
+                {k: v for k, v in params.items() if k in HOOK_KEYS})
 
 
 def cell_config(params: dict[str, Any], resources: Resources, cell_id: str, sweep_name: str,
@@ -272,11 +281,9 @@ def expand(grid: Grid) -> list[Cell]:
                 f'"resources": {res_json}}}')
         cell_id = hashlib.sha256(blob.encode()).hexdigest()[:12]
         try:
-            config = cell_config(params, res, cell_id, grid.name, f"cell {name}")
+            cell = make_cell(cell_id, name, params, res, grid.name, f"cell {name}")
         except ConfigError as e:
             raise GridError(f"{src}: {e}") from None
-        cell = Cell(cell_id, name, params, res, config,
-                    {k: v for k, v in params.items() if k in HOOK_KEYS})
         if cell.id in by_id:
             first, first_base = by_id[cell.id]
             diff = ", ".join(f"{k}={first_base[k]} vs {base[k]}" for k in base

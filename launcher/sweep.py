@@ -25,8 +25,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from launcher.grid import Cell, Resources, cell_config
-from recsys_core.train.hooks import HOOK_KEYS
+from launcher.grid import Cell, Resources, make_cell
 from recsys_core.atomic import atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -139,16 +138,15 @@ class Sweep:
         except json.JSONDecodeError as e:
             raise ValueError(f"{self.manifest_path}: unreadable manifest: {e}") from e
 
+    def cell_ids(self) -> list[str]:
+        return [c["id"] for c in self.manifest()["cells"]]
+
     def cells(self) -> list[Cell]:
+        """The manifest's cells, each with its TrainConfig (built from its parameters)."""
         manifest = self.manifest()
-        cells = []
-        for c in manifest["cells"]:
-            res = Resources(**c["resources"])
-            config = cell_config(c["params"], res, c["id"], manifest["name"],
-                                 f"{self.manifest_path}: cell {c['name']}")
-            cells.append(Cell(c["id"], c["name"], c["params"], res, config,
-                              {k: v for k, v in c["params"].items() if k in HOOK_KEYS}))
-        return cells
+        return [make_cell(c["id"], c["name"], c["params"], Resources(**c["resources"]),
+                          manifest["name"], f"{self.manifest_path}: cell {c['name']}")
+                for c in manifest["cells"]]
 
     # --- submissions ---------------------------------------------------------------------------
 

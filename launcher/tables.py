@@ -34,6 +34,8 @@ def has_cold_users(agg: Aggregate) -> bool:
 def main_table(agg: Aggregate) -> pd.DataFrame:
     cells, keys = agg.cells, agg.keys
     done = cells[cells["state"] == "COMPLETED"]
+    # a best epoch within 10% of the cap: the cell may not have plateaued (rerun it higher)
+    done = done.assign(near_cap=done["best_epoch"] >= 0.9 * done["epochs"])
     groups = cells.groupby(keys, sort=False, dropna=False)
     table = groups.size().rename("n_cells").to_frame()
     g = done.groupby(keys, sort=False, dropna=False)
@@ -45,13 +47,10 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
         table["cold_users"] = g["cold_users"].median()
         for m in COLD_METRICS:
             table[f"{m}_mean"] = g[m].mean()
-    # the training budget: best epochs against the epoch cap (a best epoch within 10% of its
-    # cap says the cell may not have plateaued: run it again with a higher cap)
-    table["best_epoch_min"] = g["best_epoch"].min()
+    table["best_epoch_min"] = g["best_epoch"].min()      # the training budget used
     table["best_epoch_max"] = g["best_epoch"].max()
     table["epochs_cap"] = g["epochs"].max()
-    table["near_cap"] = (done["best_epoch"] >= 0.9 * done["epochs"]).groupby(
-        [done[k] for k in keys], sort=False, dropna=False).sum()
+    table["near_cap"] = g["near_cap"].sum()
     table["params_total"] = g["params_total"].median()
     table["epoch_time_s"] = g["epoch_time_s"].mean()
     bad = cells[cells["state"] != "COMPLETED"].groupby(keys + ["state"], sort=False,

@@ -82,10 +82,6 @@ class Executor:
         """Stop these cells' latest submissions; how many jobs or processes were stopped."""
         return 0
 
-    def log_paths(self, sweep: Sweep, cell_id: str, submission: dict) -> list[Path]:
-        """Where the cell's job wrote its output (for people; status reads the stderr tail)."""
-        return []
-
 
 def tail(path: Path, lines: int = 5) -> str | None:
     """The last non-empty lines of a log (a failed job's reason), None if there are none."""

@@ -286,8 +286,7 @@ class LocalExecutor(Executor):
                 pass
         return killed
 
-    def log_paths(self, sweep: Sweep, cell_id: str, submission: dict) -> list[Path]:
-        return [sweep.cell_dir(cell_id) / "local.out", sweep.cell_dir(cell_id) / "local.err"]
+
 
 
 def _alive(pid_file: Path) -> bool:

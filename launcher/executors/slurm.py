@@ -89,6 +89,11 @@ def describe(res: Resources) -> str:
         "(cluster defaults)"
 
 
+def stderr_log(sweep: Sweep, job_id: str) -> Path:
+    """The job's stderr as submitit names it (task 0): the tail is a failed job's reason."""
+    return sweep.root / "slurm" / job_id / f"{job_id}_0_log.err"
+
+
 def job_folder(sweep: Sweep) -> Path:
     return sweep.root / "slurm" / "%j"
 
@@ -151,7 +156,7 @@ class SlurmExecutor(Executor):
                 state = sacct[job]["state"]
                 if state not in ACTIVE:   # ended: stands only where no result was written
                     state = "FAILED" if state == "COMPLETED" or state not in STATES else state
-                    reason = tail(self.log_paths(sweep, cell_id, sub)[1]) or \
+                    reason = tail(stderr_log(sweep, job)) or \
                         f"job {job} ended {sacct[job]['raw']} without a result file"
                     out[cell_id] = SchedulerState(state, reason)
                 else:
@@ -176,10 +181,7 @@ class SlurmExecutor(Executor):
             raise SlurmError(f"scancel failed: {said or f'exit {proc.returncode}'}")
         return len(job_ids)
 
-    def log_paths(self, sweep: Sweep, cell_id: str, submission: dict) -> list[Path]:
-        job = submission["job_id"]
-        folder = sweep.root / "slurm" / job
-        return [folder / f"{job}_0_log.out", folder / f"{job}_0_log.err"]
+
 
 
 def max_array_size() -> int:
