@@ -14,6 +14,11 @@
 # aggregate:    status, tables and plots of every sweep present;
 # evalcheck:    seed-42 checkpoints (Beauty, ML-100K L=64) evaluated on the GPU and the CPU;
 # pack:         results (no checkpoints) into $OUT/study.tgz.
+# Issue 16's main grid (launcher/grids/study.yaml), grown a slice at a time in one sweep,
+# $WORK/study (`sweep --extend`):
+# study-DATASET: that dataset's cells (MODELS=a,b,... to run some models only; the others are
+#               added by a later call);
+# study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6).
 set -u
@@ -64,6 +69,15 @@ for phase in "$@"; do
       $PY -m launcher sweep "$WORK/amazon-beauty-fp32.yaml" --executor local \
         --cells-per-gpu "$CELLS" --out "$WORK/amazon-beauty-fp32" >>"$OUT/study.log" 2>&1
       log "beauty-fp32: $(( $(ms) - t0 )) ms for the sweep" ;;
+    study-aggregate)
+      $PY -m launcher aggregate "$WORK/study" --out "$WORK/study-aggregate" >>"$OUT/study.log" 2>&1
+      log "study-aggregate: $(( $(ms) - t0 )) ms" ;;
+    study-*)
+      only=()
+      [ -n "${MODELS:-}" ] && only=(--where "model=$MODELS")
+      $PY -m launcher sweep study --where "dataset=${phase#study-}" "${only[@]}" --extend \
+        --executor local --cells-per-gpu "$CELLS" --out "$WORK/study" >>"$OUT/study.log" 2>&1
+      log "$phase (${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;
     resume-*)
       sweep=${phase#resume-}
       $PY -m launcher resume "$WORK/$sweep" --executor local --cells-per-gpu "$CELLS" \
@@ -94,6 +108,6 @@ for phase in "$@"; do
       tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='wandb' --exclude='*.out' \
         --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1)" ;;
-    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k resume-SWEEP aggregate evalcheck pack)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k resume-SWEEP aggregate evalcheck pack study-DATASET study-aggregate)" >&2; exit 2 ;;
   esac
 done

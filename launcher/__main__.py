@@ -1,7 +1,7 @@
 """`python -m launcher {sweep,status,resume,cancel,aggregate}`: the product's front door.
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
-               [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K]
+               [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--extend]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
     cancel SWEEP [--cells ID ...]
@@ -89,13 +89,28 @@ def cmd_sweep(args) -> int:
         return _err(f"{reason}; `sweep` submits to SLURM by default: run the cells on this "
                     "machine with --executor local, or write the sbatch scripts with "
                     "--executor dry-run")
+    kept = 0
+    if args.extend and (out / "manifest.json").exists():
+        old = Sweep(out).manifest()
+        if old["name"] != grid.name:
+            return _err(f"--extend: {out} holds a sweep of grid '{old['name']}', not "
+                        f"'{grid.name}': --extend adds cells of the same grid only")
+        known = {c["id"] for c in old["cells"]}
+        kept = len([c for c in cells if c.id in known])
+        cells = [c for c in cells if c.id not in known]
+        if not cells:
+            print(f"--extend: {out} has all {kept} cell(s) already (`resume` runs unfinished ones)")
+            return 0
     executor.preview(cells)
     new_folder = not out.exists()
     try:
         with Sweep(out).lock():
             sweep = Sweep.create(out, grid.path, grid.name, cells, executor.name,
-                                 write_cells=executor.records_submissions)
-            if executor.records_submissions and sweep.latest_submissions():
+                                 write_cells=executor.records_submissions, extend=args.extend)
+            if args.extend and kept:
+                print(f"--extend: {len(cells)} cell(s) added to {out}, {kept} already there left "
+                      "as they are (`resume` runs unfinished ones)")
+            if executor.records_submissions and sweep.latest_submissions() and not args.extend:
                 return _err(f"{out} was submitted before; use `python -m launcher resume {out}`")
             _submit(sweep, executor, cells, new_folder)
     except (FileExistsError, executors.ExecutorError) as e:
@@ -210,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: cells sharing one GPU at a time (default 1)")
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                    help="only the cells with these parameter values (repeatable)")
+    s.add_argument("--extend", action="store_true",
+                   help="add the cells --out lacks to that sweep of the same grid (a study grown "
+                   "a slice at a time; started if absent); its other cells are left as they are")
     s.set_defaults(func=cmd_sweep)
     st = sub.add_parser("status", help="state of every cell")
     st.add_argument("sweep")

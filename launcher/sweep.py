@@ -90,9 +90,11 @@ class Sweep:
 
     @classmethod
     def create(cls, root: Path, grid_file: Path, name: str, cells: list[Cell],
-               executor: str, write_cells: bool = True) -> "Sweep":
+               executor: str, write_cells: bool = True, extend: bool = False) -> "Sweep":
         """Write the manifest, the grid copy and every cell's cell.json. An existing sweep
-        directory is reused only if it holds exactly the same cells (so `sweep` twice is safe)."""
+        directory is reused only if it holds exactly the same cells (so `sweep` twice is safe),
+        or, with `extend`, if it is a sweep of the same grid name: the cells it lacks are added
+        and the ones it has are left as they are (a study grown a slice at a time)."""
         sweep = cls(root)
         manifest = {
             "name": name,
@@ -106,16 +108,20 @@ class Sweep:
             old = sweep.manifest()
             old_ids = {c["id"] for c in old["cells"]}
             new_ids = {c.id for c in cells}
-            if old_ids != new_ids:
+            if extend:
+                added = [c for c in cells if c.id not in old_ids]
+                cells = added
+                manifest["cells"] = old["cells"] + cell_records(added)
+            elif old_ids != new_ids:
                 added = [c.name for c in cells if c.id not in old_ids]
                 removed = [c["name"] for c in old["cells"] if c["id"] not in new_ids]
                 raise FileExistsError(
                     f"{sweep.root} holds another sweep ({len(old['cells'])} cells of "
                     f"'{old['name']}'): this grid adds {_some(added)} and removes "
-                    f"{_some(removed)}; choose another --out, or `resume` it")
-            # The same cells (e.g. the grid's keys reordered): the same sweep, as first written.
+                    f"{_some(removed)}; choose another --out, `resume` it, or add cells with --extend")
+            else:   # the same cells (e.g. the grid's keys reordered): the sweep as first written
+                manifest["cells"] = old["cells"]
             manifest["created_at"] = old["created_at"]
-            manifest["cells"] = old["cells"]
         sweep.root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(grid_file, sweep.root / ".grid.yaml.tmp")
         os.replace(sweep.root / ".grid.yaml.tmp", sweep.root / "grid.yaml")

@@ -81,3 +81,32 @@ def test_a_registered_executor_runs_through_every_command(in_process, tmp_path, 
 def test_unknown_executor_names_the_valid_ones():
     with pytest.raises(ValueError, match="valid: slurm, local, dry-run"):
         executors.get("kubernetes")
+
+
+def test_extend_grows_a_sweep_a_slice_at_a_time(in_process, tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "ip", "fixed": TINY,
+                                "grid": {"model": ["gru4rec", "lstm"], "seed": [1, 2]}}))
+    out = tmp_path / "s"
+    sweep = ["sweep", str(grid), "--executor", "in-process", "--out", str(out)]
+    assert launcher_main(sweep + ["--where", "model=gru4rec", "--extend"]) == 0  # starts it
+    first = json.loads((out / "manifest.json").read_text())["cells"]
+    result = out / "cells" / first[0]["id"] / "result.json"
+    stamp = result.stat().st_mtime_ns
+    assert launcher_main(sweep + ["--where", "model=lstm"]) == 2      # another slice: refused
+    assert "holds another sweep" in capsys.readouterr().err
+    assert launcher_main(sweep + ["--extend"]) == 0
+    assert "2 cell(s) added" in capsys.readouterr().out
+    cells = json.loads((out / "manifest.json").read_text())["cells"]
+    assert cells[:2] == first and len(cells) == 4
+    assert result.stat().st_mtime_ns == stamp                          # not run again
+    assert launcher_main(["status", str(out), "--json"]) == 0
+    assert [r["state"] for r in json.loads(capsys.readouterr().out)] == ["COMPLETED"] * 4
+    assert launcher_main(sweep + ["--extend"]) == 0
+    assert "has all 4 cell(s)" in capsys.readouterr().out
+
+    other = tmp_path / "h.yaml"
+    other.write_text(grid.read_text().replace('"ip"', '"other"'))
+    assert launcher_main(["sweep", str(other), "--executor", "in-process", "--out", str(out),
+                          "--extend"]) == 2
+    assert "grid 'ip', not 'other'" in capsys.readouterr().err
