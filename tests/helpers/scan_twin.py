@@ -16,17 +16,13 @@ import pandas as pd
 import torch
 from mambapy.mamba import MambaBlock, MambaConfig
 
+from benchmarks.scan_check import rel
 from recsys_core.models import build_model
 from recsys_core.models.selective_scan import selective_scan
 from recsys_core.models.ssm import BACKEND_ENV
 from recsys_core.train import TrainConfig, run
 
 NAMES = ("x", "delta", "A", "B", "C", "D")
-
-
-def rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got.detach().double() - want.detach().double()).abs().max()
-                 / want.detach().double().abs().max())
 
 
 def inputs(rows: int, L: int, ED: int, N: int, layout: str, seed: int) -> list[torch.Tensor]:
@@ -63,7 +59,8 @@ def compare(case: dict) -> dict:
         no_grad = selective_scan(*ins, block_e=case.get("block_e"))
     return {"y": rel(got, want), "y_no_grad": rel(no_grad, want), "y_dtype": str(got.dtype),
             **{f"d{n}": rel(g, w) for n, g, w in zip(NAMES, grads, want_grads)},
-            "grad_dtypes": [str(g.dtype) for g in grads], "input_dtypes": [str(t.dtype) for t in ins]}
+            "grad_dtypes": [str(g.dtype) for g in grads],
+            "input_dtypes": [str(t.dtype) for t in ins]}
 
 
 def trainer(model: str, out: Path) -> dict:
