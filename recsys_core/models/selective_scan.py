@@ -50,7 +50,8 @@ def _scan_fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr, h_ptr, L, ED, N,
         dt = tl.load(dt_ptr + b * sdb + t * sdl + e * sde, mask=em, other=0.0).to(tl.float32)
         Bt = tl.load(B_ptr + b * sBb + t * sBl + n * sBn, mask=nm, other=0.0).to(tl.float32)
         Ct = tl.load(C_ptr + b * sCb + t * sCl + n * sCn, mask=nm, other=0.0).to(tl.float32)
-        h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bt[None, :]
+        # (Δ B) x in mambapy's order of products
+        h = tl.exp(dt[:, None] * A) * h + dt[:, None] * Bt[None, :] * x[:, None]
         y = tl.sum(h * Ct[None, :], axis=1) + Dv * x
         row = (b * L + t) * ED + e                           # y, h: contiguous
         tl.store(y_ptr + row, y, mask=em)
