@@ -23,7 +23,18 @@ graph_compiled is asked for), and a torch.profiler summary of one epoch of the l
 (top kernels). The floor: 3 passes (forward, two backward matmuls) x 2 FLOPs x
 targets x D x items over the measured bf16 matmul rate (median of repeats, 8192^3). The floor
 and the profiles: gpu_profile.py; the check: graph_check.py.
-Writes gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt into --out-dir.
+
+The Mamba models' backends (models/ssm.py): `--mamba-backends mambapy triton` runs each Mamba
+model once per backend named (RECSYS_MAMBA_BACKEND in its process; default: the automatic
+choice, once), adds a table of their epoch and evaluation times side by side, and checks the
+triton scan against mambapy's on the GPU at the run's shape (scan_check.py: y and every
+gradient, in fp32 and under bf16 autocast; the scan's own times):
+
+    python -m benchmarks.gpu_epoch --models mamba4rec sasmamba --mamba-backends mambapy triton \\
+        --out-dir $OUT
+
+Writes gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt (and with triton among
+the Mamba backends scan_check.csv, scan_check.md) into --out-dir.
 """
 from __future__ import annotations
 
@@ -45,10 +56,12 @@ from benchmarks.report import write
 from benchmarks.run_setup import Run, evaluator, setup_run, train
 from benchmarks.timing import timed
 from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.models.ssm import BACKEND_ENV, BACKENDS
 from recsys_core.telemetry import GpuTelemetry
 from recsys_core.train import TrainConfig
 
 MODELS = ("sasrec", "bert4rec", "gru4rec", "lstm", "xlstm", "mamba4rec", "sasmamba")
+MAMBA = ("mamba4rec", "sasmamba")
 SHAPES = {   # dataset -> (max_len, embedding_dim, num_heads); ML-20M: the study's 4 heads
     "synthetic-ml-1m": (200, 64, 2),
     "ml-100k": (200, 64, 2),
@@ -58,12 +71,13 @@ SHAPES = {   # dataset -> (max_len, embedding_dim, num_heads); ML-20M: the study
 # The Mamba models have none until a first measurement says what their backend can do.
 TARGETS_S = {"sasrec": 0.10, "bert4rec": 0.15, "gru4rec": 0.15, "lstm": 0.15, "xlstm": 0.40}
 EVAL_TARGET_S = 0.03
-COLUMNS = ["model", "dataset", "device", "mode", "loss_path", "max_len", "embedding_dim", "batch_size",
-           "num_blocks", "train_windows", "steps_per_epoch", "epoch_time_s", "epoch_time_min_s",
-           "first_epoch_s", "capture_s", "sequences_per_s", "targets_per_epoch", "eval_time_s",
-           "eval_time_b1024_s", "peak_gpu_mem_mb", "eval_peak_gpu_mem_mb", "gpu_util_pct",
-           "floor_time_s", "ratio_to_floor", "eval_ratio_to_floor", "train_loss_epochs",
-           "val_recall@10", "train_step", "target_s", "met_target"]
+COLUMNS = ["model", "dataset", "device", "mode", "mamba_backend", "loss_path", "max_len",
+           "embedding_dim", "batch_size", "num_blocks", "train_windows", "steps_per_epoch",
+           "epoch_time_s", "epoch_time_min_s", "first_epoch_s", "capture_s", "sequences_per_s",
+           "targets_per_epoch", "eval_time_s", "eval_time_b1024_s", "peak_gpu_mem_mb",
+           "eval_peak_gpu_mem_mb", "gpu_util_pct", "floor_time_s", "ratio_to_floor",
+           "eval_ratio_to_floor", "train_loss_epochs", "val_recall@10", "train_step", "target_s",
+           "met_target"]
 
 
 # ------------------------------------------------------------------------------ one model
@@ -133,7 +147,8 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
                train_step=(step.describe() if step is not None else "eager"),
                n_items=split.n_items, n_users=split.n_users,
                loss_path=getattr(step, "loss_path", "model"),
-               fused_check=getattr(step, "fused_check", None))
+               fused_check=getattr(step, "fused_check", None),
+               mamba_backend=run.info.get("mamba_backend"))
     log(f"  {mode:5s} epoch {row['epoch_time_s']:.4f} s (first {first:.2f} s) "
         f"eval {eval_all * 1e3:.1f} ms (b1024 {eval_1024 * 1e3:.1f} ms) "
         f"peak {peak or 0:.0f} MB util {util} losses {row['train_loss_epochs']} "
@@ -152,9 +167,12 @@ def device_name(device) -> str:
 
 
 def one_model(args) -> int:
-    """Child process: one (dataset, model), all modes; one JSON line appended to --jsonl."""
+    """Child process: one (dataset, model), all modes, the Mamba backend RECSYS_MAMBA_BACKEND
+    says where set; one JSON line per mode and one per check appended to --jsonl."""
     model_name, dataset = args.one
-    log = lambda m: print(f"[{dataset} {model_name}] {m}", flush=True)  # noqa: E731
+    backend = os.environ.get(BACKEND_ENV) if model_name in MAMBA else None
+    name = f"{model_name} {backend}" if backend else model_name
+    log = lambda m: print(f"[{dataset} {name}] {m}", flush=True)  # noqa: E731
     cfg = make_cfg(args, model_name, dataset, graphs=False)
     data = load_dataset(dataset, min_user_interactions=cfg.min_user_interactions,
                         mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
@@ -169,7 +187,8 @@ def one_model(args) -> int:
         except Exception as e:  # noqa: BLE001 -- record and go on with the next mode
             import traceback
             traceback.print_exc()
-            row = dict(model=model_name, dataset=dataset, mode=mode, error=f"{type(e).__name__}: {e}"[:500])
+            row = dict(model=model_name, dataset=dataset, mode=mode, mamba_backend=backend,
+                       error=f"{type(e).__name__}: {e}"[:500])
         gc.collect()       # the mode's model and graphs, before the next mode's
         with open(args.jsonl, "a") as f:
             f.write(json.dumps({"kind": "run", **row}) + "\n")
@@ -184,7 +203,27 @@ def one_model(args) -> int:
             traceback.print_exc()
             res = dict(model=model_name, dataset=dataset, error=f"{type(e).__name__}: {e}"[:500])
         with open(args.jsonl, "a") as f:
-            f.write(json.dumps({"kind": "check", **res}) + "\n")
+            f.write(json.dumps({"kind": "check", **res, "mamba_backend": backend}) + "\n")
+    return 0
+
+
+def one_scan_check(args) -> int:
+    """Child process: the triton scan against mambapy's at the dataset's Mamba layer shape
+    (batch rows, max_len, expand x D, d_state); one JSON line per precision."""
+    from benchmarks.scan_check import check_scan    # imports triton: only where it is asked for
+    cfg = make_cfg(args, "mamba4rec", args.scan_check, graphs=False)
+    device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    try:
+        rows = check_scan(cfg.batch_size, cfg.max_len, cfg.embedding_dim, cfg.d_state,
+                          cfg.expand, device, repeats=args.eval_repeats)
+    except Exception as e:  # noqa: BLE001 -- recorded; the epoch timings stand without it
+        import traceback
+        traceback.print_exc()
+        rows = [dict(error=f"{type(e).__name__}: {e}"[:500])]
+    with open(args.jsonl, "a") as f:
+        for row in rows:
+            print(f"[{args.scan_check} scan check] {row}", flush=True)
+            f.write(json.dumps({"kind": "scan", "dataset": args.scan_check, **row}) + "\n")
     return 0
 
 
@@ -213,10 +252,16 @@ def parse(argv):
     p.add_argument("--data-mirror", default=None)
     p.add_argument("--no-check", dest="check", action="store_false")
     p.add_argument("--no-profile", dest="profile", action="store_false")
-    p.add_argument("--timeout", type=int, default=240, help="seconds per (dataset, model)")
+    p.add_argument("--mamba-backends", nargs="+", default=None, choices=BACKENDS,
+                   help="run each Mamba model once per backend (RECSYS_MAMBA_BACKEND); with "
+                        "triton among them also the scan check against mambapy (scan_check.py). "
+                        "Default: the automatic choice (models/ssm.py), once")
+    p.add_argument("--timeout", type=int, default=240,
+                   help="seconds per (dataset, model, Mamba backend)")
     p.add_argument("--out-dir", default="results/benchmarks")
     p.add_argument("--work", default="/tmp/recsys-bench")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "DATASET"), help=argparse.SUPPRESS)
+    p.add_argument("--scan-check", metavar="DATASET", help=argparse.SUPPRESS)
     p.add_argument("--jsonl", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -233,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.one:
         return one_model(args)
+    if args.scan_check:
+        return one_scan_check(args)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / "gpu_runs.jsonl"
@@ -244,23 +291,36 @@ def main(argv: list[str] | None = None) -> int:
     bw = copy_bandwidth(device)
     print(f"bf16 matmul 8192^3: {rate / 1e12:.1f} TFLOP/s; D2D copy: "
           f"{(bw or 0) / 1e12:.2f} TB/s (read+write)", flush=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for dataset in args.datasets:
         seconds, _ = timed(lambda: load_dataset(
             dataset, mirror=args.data_mirror,
             synthetic=json.loads(args.synthetic) if args.synthetic else None))
         print(f"{dataset}: loaded (generated/cached) in {seconds:.1f} s", flush=True)
         for model in args.models:
-            cmd = [sys.executable, "-m", "benchmarks.gpu_epoch", "--one", model, dataset,
-                   "--jsonl", str(jsonl)] + [a for a in (argv if argv is not None else sys.argv[1:])]
-            seconds, rc = timed(lambda: child(cmd, env, args.timeout))
-            print(f"[{dataset} {model}] done in {seconds:.1f} s (rc {rc})", flush=True)
-            if rc != 0:
-                with open(jsonl, "a") as f:
-                    f.write(json.dumps({"kind": "run", "model": model, "dataset": dataset,
-                                        "mode": "?", "error": f"child rc {rc}"}) + "\n")
+            for backend in (args.mamba_backends or [None]) if model in MAMBA else [None]:
+                label = f"{dataset} {model}" + (f" {backend}" if backend else "")
+                run_child(["--one", model, dataset], label, args, argv, jsonl, backend,
+                          {"kind": "run", "model": model, "dataset": dataset, "mode": "?",
+                           "mamba_backend": backend})
+        if args.check and "triton" in (args.mamba_backends or []) and set(args.models) & set(MAMBA):
+            run_child(["--scan-check", dataset], f"{dataset} scan check", args, argv, jsonl, None,
+                      {"kind": "scan", "dataset": dataset})
     write_outputs(out, jsonl, rate, bw)
     return 0
+
+
+def run_child(what: list[str], label: str, args, argv, jsonl: Path, backend: str | None,
+              failed: dict) -> None:
+    """One child process (`what`: --one MODEL DATASET or --scan-check DATASET), the Mamba
+    backend in its environment where given; `failed` (with the error) recorded if it fails."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({BACKEND_ENV: backend} if backend else {})}
+    cmd = [sys.executable, "-m", "benchmarks.gpu_epoch", *what, "--jsonl", str(jsonl),
+           *(argv if argv is not None else sys.argv[1:])]
+    seconds, rc = timed(lambda: child(cmd, env, args.timeout))
+    print(f"[{label}] done in {seconds:.1f} s (rc {rc})", flush=True)
+    if rc != 0:
+        with open(jsonl, "a") as f:
+            f.write(json.dumps({**failed, "error": f"child rc {rc}"}) + "\n")
 
 
 CHECK_TITLE = ("## Graph (fused loss) vs the same step run eagerly with the model's loss "
@@ -271,10 +331,11 @@ def write_outputs(out: Path, jsonl: Path, rate: float, bw: float | None) -> None
     records = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     runs = [r for r in records if r["kind"] == "run"]
     checks = [r for r in records if r["kind"] == "check"]
+    scans = [r for r in records if r["kind"] == "scan"]
     rows = []
     for r in runs:
         if "error" in r:
-            rows.append({k: r.get(k) for k in ("model", "dataset", "mode")} |
+            rows.append({k: r.get(k) for k in ("model", "dataset", "mode", "mamba_backend")} |
                         {"train_step": f"ERROR {r['error']}"})
             continue
         floor = 6 * r["targets_per_epoch"] * r["embedding_dim"] * r["n_items"] / rate
@@ -287,8 +348,9 @@ def write_outputs(out: Path, jsonl: Path, rate: float, bw: float | None) -> None
     (out / "gpu_profiles.txt").write_text(profiles + "\n")
     table = pd.DataFrame([{
         "model": r.get("model"), "dataset": r.get("dataset"), "mode": r.get("mode"),
-        "epoch (s)": r.get("epoch_time_s"), "target (s)": r.get("target_s"),
-        "seq/s": r.get("sequences_per_s"), "× floor": r.get("ratio_to_floor"),
+        "Mamba backend": r.get("mamba_backend"), "epoch (s)": r.get("epoch_time_s"),
+        "target (s)": r.get("target_s"), "seq/s": r.get("sequences_per_s"),
+        "× floor": r.get("ratio_to_floor"),
         "eval all users (s)": r.get("eval_time_s"), "eval b1024 (s)": r.get("eval_time_b1024_s"),
         "peak train MB": r.get("peak_gpu_mem_mb"), "GPU util %": r.get("gpu_util_pct"),
         "train step": f"{r.get('train_step')}, loss {r.get('loss_path')}"} for r in rows],
@@ -298,10 +360,63 @@ def write_outputs(out: Path, jsonl: Path, rate: float, bw: float | None) -> None
              "(measured in the same run). Floor = 6 × targets × D × items / matmul rate. "
              "Epoch = every training window once (train_windows=all), batch 128; median of the "
              "timed epochs after one warm-up epoch (which includes the capture).", table]
+    if (backends := backend_table(rows)) is not None:
+        parts += [BACKENDS_TITLE, backends]
+    if scans:
+        scan_parts = [SCAN_TITLE, scan_table(scans)]
+        write(out, "scan_check", *scan_parts, data=pd.DataFrame(scans).drop(columns="kind"))
+        parts += scan_parts
     if checks:
         parts += [CHECK_TITLE, pd.DataFrame([check_row(c) for c in checks])]
     text = write(out, "gpu_epoch", *parts, data=pd.DataFrame(rows, columns=COLUMNS))
     print(text, end="", flush=True)
+
+
+BACKENDS_TITLE = ("## Mamba backends side by side (speed-up: mambapy's time over the backend's; "
+                  "losses: each epoch's mean, same seed)")
+SCAN_TITLE = ("## The triton scan against mambapy's on this device (scan_check.py): max |triton "
+              "- mambapy| / max |mambapy| of y and each gradient; the scan alone, median ms")
+
+
+def backend_table(rows: list[dict]) -> pd.DataFrame | None:
+    """One row per Mamba run where a (model, dataset, mode) ran with mambapy and another
+    backend; None where none did."""
+    runs: dict[tuple, dict] = {}
+    for r in rows:
+        if r.get("mamba_backend") and r.get("epoch_time_s"):
+            runs.setdefault((r["model"], r["dataset"], r["mode"]), {})[r["mamba_backend"]] = r
+    out = []
+    for (model, dataset, mode), by_backend in runs.items():
+        base = by_backend.get("mambapy")
+        if base is None or len(by_backend) < 2:
+            continue
+        for backend, r in by_backend.items():
+            out.append({"model": model, "dataset": dataset, "mode": mode, "backend": backend,
+                        "epoch (s)": r["epoch_time_s"],
+                        "epoch speed-up": base["epoch_time_s"] / r["epoch_time_s"],
+                        "eval all users (s)": r["eval_time_s"],
+                        "eval speed-up": base["eval_time_s"] / r["eval_time_s"],
+                        "peak train MB": r["peak_gpu_mem_mb"],
+                        "peak eval MB": r["eval_peak_gpu_mem_mb"],
+                        "epoch losses": r["train_loss_epochs"],
+                        "val recall@10": r["val_recall@10"]})
+    return pd.DataFrame(out, dtype=object) if out else None
+
+
+def scan_table(scans: list[dict]) -> pd.DataFrame:
+    from benchmarks.scan_check import GRADS
+
+    def row(c: dict) -> dict:
+        if "error" in c:
+            return {"dataset": c["dataset"], "precision": f"ERROR {c['error']}"}
+        ms = {f"{b} {what} (ms)": c[f"{b}_{key}"] * 1e3 for what, key in
+              (("fwd", "forward_s"), ("fwd+bwd", "forward_backward_s"))
+              for b in ("mambapy", "triton")}
+        peaks = {f"{b} fwd+bwd peak MB": c.get(f"{b}_peak_mb") for b in ("mambapy", "triton")}
+        return {"dataset": c["dataset"], "precision": c["precision"],
+                "rows × L × ED × N": f"{c['rows']} × {c['L']} × {c['ED']} × {c['N']}",
+                **{k: f"{c[k]:.1e}" for k in ("y", "y_no_grad", *GRADS)}, **ms, **peaks}
+    return pd.DataFrame([row(c) for c in scans], dtype=object)
 
 
 def check_row(c: dict) -> dict:
@@ -310,7 +425,8 @@ def check_row(c: dict) -> dict:
         return {"model": c["model"], "graph": f"ERROR {c['error']}",
                 "max rel. loss diff, first 8 steps": "", "whole epoch": "",
                 "epoch loss eager / graph": "", "weights rel. diff": ""}
-    return {"model": c["model"], "graph": f"{c['graph_mode']}, {c.get('graph_loss_path')}",
+    model = c["model"] + (f" ({c['mamba_backend']})" if c.get("mamba_backend") else "")
+    return {"model": model, "graph": f"{c['graph_mode']}, {c.get('graph_loss_path')}",
             "max rel. loss diff, first 8 steps": f"{c['max_rel_diff_first8']:.1e}",
             "whole epoch": f"{c['max_rel_diff_epoch']:.1e}",
             "epoch loss eager / graph": f"{c['epoch_loss_eager']:.4f} / {c['epoch_loss_graph']:.4f}",

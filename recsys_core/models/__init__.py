@@ -27,7 +27,8 @@ def model_class(name: str):
 def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
     """cfg: a TrainConfig (or anything with its model-shape attributes). device_type ("cpu" or
     "cuda") lets a model pick device-specific kernels (xLSTM: Triton on CUDA, native on CPU;
-    the Mamba models: mamba_ssm's CUDA kernels where installed, else mambapy)."""
+    the Mamba models: mamba_ssm's CUDA kernels where installed, else the triton scan on CUDA,
+    mambapy on the CPU: models/ssm.py)."""
     model = model_class(name)(
         n_items=n_items, embedding_dim=cfg.embedding_dim, num_heads=cfg.num_heads,
         num_blocks=cfg.num_blocks, dropout=cfg.dropout, max_len=cfg.max_len,
