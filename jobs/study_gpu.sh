@@ -18,6 +18,9 @@
 # $WORK/study (`sweep --extend`):
 # study-DATASET: that dataset's cells (MODELS=a,b,... to run some models only; the others are
 #               added by a later call);
+# study-analyses-DATASET: geometry (RQ4) and long-tail (RQ2) analyses of that dataset's
+#               completed cells (their checkpoints stay on the GPU machine) into
+#               $WORK/study-analyses/DATASET/{geometry,longtail};
 # study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6).
@@ -72,6 +75,21 @@ for phase in "$@"; do
     study-aggregate)
       $PY -m launcher aggregate "$WORK/study" --out "$WORK/study-aggregate" >>"$OUT/study.log" 2>&1
       log "study-aggregate: $(( $(ms) - t0 )) ms" ;;
+    study-analyses-*)
+      ds=${phase#study-analyses-}
+      runs=$($PY -c 'import json, pathlib, sys
+for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
+    cfg = json.loads((d / "cell.json").read_text())["config"]
+    done = (d / "result.json").exists() and "COMPLETED" in (d / "result.json").read_text()
+    if cfg["dataset"] == sys.argv[2] and done and (d / "best_model.pt").exists():
+        print(d)' "$WORK/study" "$ds")
+      [ -n "$runs" ] || { log "$phase: no completed cell with a checkpoint"; continue; }
+      for a in geometry longtail; do
+        # shellcheck disable=SC2086  # one run folder per word
+        $PY -m recsys_core.analysis $a $runs --out "$WORK/study-analyses/$ds/$a" \
+          >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
+      done
+      log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;
     study-*)
       only=()
       [ -n "${MODELS:-}" ] && only=(--where "model=$MODELS")
@@ -107,7 +125,11 @@ for phase in "$@"; do
     pack)
       tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='wandb' --exclude='*.out' \
         --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
-      log "pack: $(du -h "$OUT/study.tgz" | cut -f1)" ;;
+      # The checkpoints of cells that did not finish (a call's time ran out), for `resume`.
+      ckpts=$(cd "$WORK" && for d in */cells/*/; do
+        [ -f "$d/result.json" ] || ls "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null; done)
+      [ -z "$ckpts" ] || tar czf "$OUT/resume.tgz" -C "$WORK" $ckpts
+      log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" ;;
     *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k resume-SWEEP aggregate evalcheck pack study-DATASET study-aggregate)" >&2; exit 2 ;;
   esac
 done
