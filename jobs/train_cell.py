@@ -67,10 +67,13 @@ def first_host() -> str:
     return out[0]
 
 
-def rendezvous_port(cell_dir: Path, job: str, node_rank: int, timeout_s: float = 300) -> int:
+def rendezvous_port(cell_dir: Path, node_rank: int, timeout_s: float = 300) -> int:
     """A port free on node 0, found by binding port 0 there (so two jobs on one node never
-    collide) and shared with the other nodes through the cell directory."""
-    path = cell_dir / f".port-{job}"
+    collide) and shared with the other nodes through the cell directory, in a file of this run
+    of the job: a requeued job keeps its id and counts SLURM_RESTART_COUNT, so its other nodes
+    never read the port of the run before."""
+    job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
+    path = cell_dir / f".port-{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
     if node_rank == 0:
         with socket.socket() as s:
             s.bind(("", 0))
@@ -113,9 +116,8 @@ class TrainCell(submitit.helpers.Checkpointable):
         """This node's share of a data-parallel cell: one `accelerate launch` per node."""
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
         rank = int(os.environ.get("SLURM_NODEID", "0"))
-        job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
         cmd = accelerate_command(cfg.num_processes, nodes, rank, first_host(),
-                                 rendezvous_port(Path(self.cell_dir), job, rank), self.cell_dir)
+                                 rendezvous_port(Path(self.cell_dir), rank), self.cell_dir)
         env = {**os.environ, INSIDE_LAUNCH: "1"}
         if cfg.device == "cpu":
             env["ACCELERATE_USE_CPU"] = "1"     # gloo; `--cpu` would silently run ONE process

@@ -59,8 +59,10 @@ def _slurm_unavailable_reason() -> str | None:
 def slurm_cluster():
     """The dev SLURM cluster: the one SLURM_CONF points at (CI starts it), else one started
     here, for this test session, and stopped at its end (installing the Debian packages first
-    where they are missing and this is root with apt-get). Where SLURM cannot be had, each
-    SLURM test fails with one line saying why: never skipped."""
+    where they are missing and this is root with apt-get): two nodes on this machine, the
+    default partition `debug` the first alone (what every single-node test uses) and partition
+    `multinode` both (the multi-node test). Where SLURM cannot be had, each SLURM test fails
+    with one line saying why: never skipped."""
     import subprocess
     import tempfile
 
@@ -77,7 +79,8 @@ def slurm_cluster():
     state = tempfile.mkdtemp(prefix="recsys-slurm-", dir="/tmp")
     os.chmod(state, 0o755)
     cluster = str(REPO / "slurm" / "dev-cluster")
-    up = subprocess.run([cluster, "up", "--dir", state], capture_output=True, text=True)
+    up = subprocess.run([cluster, "up", "--dir", state, "--nodes", "2"], capture_output=True,
+                        text=True)
     if up.returncode != 0:
         subprocess.run([cluster, "down", "--dir", state], capture_output=True)
         last = (up.stderr.strip().splitlines() or ["?"])[-1]

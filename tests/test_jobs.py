@@ -3,9 +3,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 import submitit
 
-from jobs.train_cell import TrainCell
+from jobs.train_cell import TrainCell, rendezvous_port
 from tests.conftest import REPO
 
 
@@ -52,3 +53,17 @@ def test_requeues_are_bounded(tmp_path):
         assert isinstance(again, submitit.helpers.DelayedSubmission)
         assert json.loads((cell / "requeues.json").read_text())["count"] == expected
     assert job.checkpoint() is None          # the third signal: no more requeues
+
+
+def test_a_requeued_multi_node_job_never_takes_the_port_of_its_run_before(tmp_path, monkeypatch):
+    """Node 0 publishes its rendezvous port in the cell directory. A requeued job keeps its id,
+    so the other nodes must wait for this run's port, not take the last run's."""
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    first = rendezvous_port(tmp_path, node_rank=0)
+    assert rendezvous_port(tmp_path, node_rank=1) == first
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")              # the same job, requeued
+    with pytest.raises(RuntimeError, match="node 0 never published its port"):
+        rendezvous_port(tmp_path, node_rank=1, timeout_s=0.6)
+    second = rendezvous_port(tmp_path, node_rank=0)
+    assert rendezvous_port(tmp_path, node_rank=1) == second

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -238,6 +239,76 @@ def test_sbatch_refusal_is_one_line_for_sweep_and_resume(slurm_cluster, tmp_path
         assert "2 cell(s)" in line
     assert not (tmp_path / "s").exists()             # refused before anything ran: nothing left
     assert not (tmp_path / "d" / "submissions.jsonl").exists()
+
+
+MULTINODE = "multinode"    # slurm/dev-cluster's partition of all its nodes (up --nodes 2)
+
+
+def _per_node_command(template: str, sweep: Path, cell_id: str, node_rank: int,
+                      first_host: str) -> re.Pattern:
+    """The dry-run script's `accelerate launch` line as one node's task must run it: that
+    node's rank, the allocation's first host, node 0's port (any number), this sweep's cell."""
+    pattern = re.escape(template)
+    for placeholder, value in (("$SLURM_NODEID", str(node_rank)),
+                               ("<first host of $SLURM_JOB_NODELIST>", first_host),
+                               ("SWEEP/cells/<id>", f"{sweep}/cells/{cell_id}")):
+        pattern = pattern.replace(re.escape(placeholder), re.escape(value))
+    return re.compile(pattern.replace(re.escape("<free port of node 0>"), r"(\d+)"))
+
+
+def test_two_node_cell_runs_accelerate_per_node_and_matches_one_node(slurm_cluster, tmp_path):
+    """A 2-node x 1-process CPU cell through sbatch and srun: each node's task runs the
+    `accelerate launch --machine_rank $SLURM_NODEID` the dry-run script shows, the two meet at
+    node 0's address and port, and the metrics equal the same cell as 2 processes on 1 node."""
+    sizes = subprocess.run(["sinfo", "-h", "-p", MULTINODE, "-o", "%D"], capture_output=True,
+                           text=True).stdout.split()
+    if sum(map(int, sizes)) < 2:
+        pytest.fail(f"the cluster at SLURM_CONF={os.environ.get('SLURM_CONF')} has no partition "
+                    f"'{MULTINODE}' of 2 nodes: start it with `slurm/dev-cluster up --nodes 2`",
+                    pytrace=False)
+    cell = {"model": ["sasrec"], "seed": [1]}
+    fixed = {"epochs": 2, "num_processes": 2}
+    two = write_grid(tmp_path / "two.yaml", "two-nodes", cell, fixed=fixed, resources={
+        **RESOURCES, "nodes": 2, "gpus": 0, "partition": MULTINODE})
+    one = write_grid(tmp_path / "one.yaml", "one-node", cell, fixed=fixed)
+    launcher("sweep", two, "--executor", "slurm", "--out", tmp_path / "two")
+    launcher("sweep", one, "--executor", "slurm", "--out", tmp_path / "one")
+    launcher("sweep", two, "--executor", "dry-run", "--out", tmp_path / "dry")
+    name = "sasrec-synthetic-L8-s1"
+    rows = {s: wait_for(tmp_path / s, all_final)[name] for s in ("two", "one")}
+    results = {s: json.loads((tmp_path / s / "cells" / rows[s]["id"] / "result.json").read_text())
+               for s in rows}
+    for s in rows:
+        assert rows[s]["state"] == "COMPLETED", rows[s]
+        assert results[s]["num_processes"] == 2
+
+    job = rows["two"]["job_id"]
+    nnodes, nodelist = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o",
+                                       "NNodes,NodeList"], capture_output=True, text=True,
+                                      check=True).stdout.split()[0].split("|")
+    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert nnodes == "2" and len(set(hosts)) == 2
+    script = (tmp_path / "dry" / "sbatch" / "array000.sh").read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    template = script.split("# each node's task runs: ", 1)[1].split("\n", 1)[0]
+    ports = set()
+    for rank in (0, 1):    # task `rank` runs on the allocation's node `rank`
+        log = (tmp_path / "two" / "slurm" / job / f"{job}_{rank}_log.err").read_text()
+        ran = [line.removeprefix("running: ") for line in log.splitlines()
+               if line.startswith("running: ")]
+        expected = _per_node_command(template, tmp_path / "two", rows["two"]["id"], rank, hosts[0])
+        assert len(ran) == 1 and (match := expected.fullmatch(ran[0])), (ran, expected.pattern)
+        ports.add(match.group(1))
+    assert len(ports) == 1                                   # both met at node 0's port
+
+    metrics = {s: {k: v for k, v in r.items() if k.startswith(("val_", "test_"))}
+               for s, r in results.items()}
+    assert metrics["two"] and metrics["two"] == metrics["one"]
+    import pandas as pd
+    losses = {s: pd.read_parquet(tmp_path / s / "cells" / rows[s]["id"] / "history.parquet")
+              ["train_loss"].tolist() for s in rows}
+    assert len(losses["two"]) == 2 and losses["two"] == losses["one"]
 
 
 def test_without_slurm_the_slurm_tests_fail_with_one_line_never_skip(tmp_path):
