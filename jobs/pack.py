@@ -67,7 +67,8 @@ class TrainPack(submitit.helpers.Checkpointable):
             print(f"== cell {name}", file=sys.stderr, flush=True)
             self.current = cell_dir
             try:
-                ok = worker.run(cell_dir, handed_at=time.time())
+                # the first cell's start-up is the job's: from the process's start
+                ok = worker.run(cell_dir, handed_at=time.time() if worker.cells_run else None)
             except CellCancelled:
                 print(f"cell {name}: cancelled while it ran", file=sys.stderr, flush=True)
                 ok = True
