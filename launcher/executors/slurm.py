@@ -201,7 +201,7 @@ class SlurmExecutor(Executor):
         """scancel the cells' jobs; a pack whose other cells are not finished goes on: its
         cancelled cells are marked (jobs/pack.py skips them) and the running one is stopped
         (USR1 to the job)."""
-        whole, signal_only = [], []
+        whole, marked, signal_only = [], [], []
         latest = sweep.latest_submissions()
         for job in sorted({s["job_id"] for s in submissions.values()}):
             mine = [c for c, s in submissions.items() if s["job_id"] == job]
@@ -214,12 +214,21 @@ class SlurmExecutor(Executor):
             for c in mine:
                 atomic_write_text(sweep.cell_dir(c) / CANCELLED,
                                   json.dumps({"time": time.time(), "job_id": job}))
-            signal_only.append(job)
+            marked.append(job)
+            if any(_running_in_pack(sweep.cell_dir(c), submissions[c]["time"]) for c in mine):
+                signal_only.append(job)   # else the mark is enough: the pack skips the cell
         if whole:
             _scancel(whole)
-        for job in signal_only:   # a pending pack has nothing to stop: the mark is enough
+        for job in signal_only:
             _scancel([job], "--signal=USR1", check=False)
-        return len(whole) + len(signal_only)
+        return len(whole) + len(marked)
+
+
+def _running_in_pack(cell_dir: Path, since: float) -> bool:
+    """The cell started in its pack (after the pack installed its USR1 handler) and has not
+    finished: only then does a signal have a cell to stop."""
+    return written_since(cell_dir / "running.json", since) and \
+        not written_since(cell_dir / "result.json", since)
 
 
 def _scancel(job_ids: list[str], *options: str, check: bool = True) -> None:
