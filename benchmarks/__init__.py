@@ -34,6 +34,14 @@ aggregate_speed  `python -m launcher aggregate` over a synthetic finished sweep 
                  cold and warm, with and without plots.
                  `python -m benchmarks.aggregate_speed [--cells 10000]`
                  -> results/benchmarks/aggregate.json, aggregate.md
+grid_throughput  A grid from the launcher command to its last result.json: a process per cell
+                 against persistent workers (and SLURM packs): wall time, cells/min, the share
+                 of the slots' time not spent training, per-cell start-up and setup, same
+                 metrics; `--profile`: one process's per-cell setup on the CPU, phase by phase.
+                 `python -m benchmarks.grid_throughput --cells-per-gpu 6 --profile`
+                 -> results/benchmarks/grid_throughput.md, grid_throughput.csv,
+                 grid_setup_profile.md, grid_setup_profile.csv
+                 (CPU smoke run: --smoke --out /tmp/gt)
 sampling         `python -m recsys_core.data sample` on a synthetic Music4All-Onion-shaped log
                  of 12.5, 25 and 50 M rows (Parquet, generated in chunks under /tmp): rows/s,
                  peak RSS, output size.

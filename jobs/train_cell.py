@@ -89,62 +89,90 @@ def rendezvous_port(cell_dir: Path, node_rank: int, timeout_s: float = 300) -> i
     return int(path.read_text())
 
 
+JOB_INFO = "RECSYS_JOB_INFO"   # what the outer job knew, for the processes it launches
+
+
+def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:
+    """Train the cell in `cell_dir` here (a multi-process cell: through `accelerate launch`);
+    its test metrics, or RuntimeError if it did not complete (its result file says why).
+    `since`: when the cell could first have started here (its process's start, or its hand-off
+    to a worker); `job`: what the caller records of it (runner, time_queue_s; jobs/timing.py);
+    `prepared`: data kept across this process's cells (jobs/worker.py)."""
+    from recsys_core.atomic import atomic_write_text
+    from recsys_core.cli import print_progress
+    from recsys_core.train import run
+    cfg, hooks = read_cell(Path(cell_dir))
+    if cfg.num_processes > 1 and os.environ.get(INSIDE_LAUNCH) != "1":
+        return launch_processes(cell_dir, cfg, {**job, "since": since})
+    # Who runs this cell now: status and operators (and the kill -9 test) read it.
+    atomic_write_text(Path(cell_dir) / "running.json", json.dumps(
+        {"pid": os.getpid(), "host": os.uname().nodename,
+         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+         "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
+    job = {**job, "time_start_s": time.time() - since}
+    record = run(cfg, progress=print_progress, hooks=hooks, prepared=prepared, job=job)
+    if record["status"] != "COMPLETED":
+        # The result file already says FAILED and why; fail the job too, so SLURM agrees.
+        raise RuntimeError(f"cell {Path(cell_dir).name} {record['status']}: {record['reason']}")
+    return {k: v for k, v in record.items() if k.startswith("test_") or k == "status"}
+
+
+def launch_processes(cell_dir: str, cfg, job: dict) -> dict:
+    """This node's share of a data-parallel cell: one `accelerate launch` per node."""
+    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+    rank = int(os.environ.get("SLURM_NODEID", "0"))
+    cmd = accelerate_command(cfg.num_processes, nodes, rank, first_host(),
+                             rendezvous_port(Path(cell_dir), rank), cell_dir)
+    env = {**os.environ, INSIDE_LAUNCH: "1", JOB_INFO: json.dumps(job)}
+    if cfg.device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"     # gloo; `--cpu` would silently run ONE process
+    print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, env=env)
+    from recsys_core.train.results import read_result
+    try:
+        result = read_result(Path(cell_dir)) or {}
+    except ValueError:
+        result = {}
+    if proc.returncode != 0 or result.get("status") != "COMPLETED":
+        raise RuntimeError(f"cell {Path(cell_dir).name}: accelerate launch exit "
+                           f"{proc.returncode}, status {result.get('status')}: {result.get('reason')}")
+    return {k: v for k, v in result.items() if k.startswith("test_") or k == "status"}
+
+
 class TrainCell(submitit.helpers.Checkpointable):
     def __init__(self, cell_dir: str, max_requeues: int = DEFAULT_MAX_REQUEUES):
         self.cell_dir = str(cell_dir)
         self.max_requeues = max_requeues
 
     def __call__(self) -> dict:
-        from recsys_core.atomic import atomic_write_text
-        from recsys_core.cli import print_progress
-        from recsys_core.train import run
-        cfg, hooks = read_cell(Path(self.cell_dir))
-        if cfg.num_processes > 1 and os.environ.get(INSIDE_LAUNCH) != "1":
-            return self.launch_processes(cfg)
-        # Who runs this cell now: status and operators (and the kill -9 test) read it.
-        atomic_write_text(Path(self.cell_dir) / "running.json", json.dumps(
-            {"pid": os.getpid(), "host": os.uname().nodename,
-             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-             "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
-        record = run(cfg, progress=print_progress, hooks=hooks)   # a line per epoch in the log
-        if record["status"] != "COMPLETED":
-            # The result file already says FAILED and why; fail the job too, so SLURM agrees.
-            raise RuntimeError(f"cell {Path(self.cell_dir).name} {record['status']}: {record['reason']}")
-        return {k: v for k, v in record.items() if k.startswith("test_") or k == "status"}
-
-    def launch_processes(self, cfg) -> dict:
-        """This node's share of a data-parallel cell: one `accelerate launch` per node."""
-        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
-        rank = int(os.environ.get("SLURM_NODEID", "0"))
-        cmd = accelerate_command(cfg.num_processes, nodes, rank, first_host(),
-                                 rendezvous_port(Path(self.cell_dir), rank), self.cell_dir)
-        env = {**os.environ, INSIDE_LAUNCH: "1"}
-        if cfg.device == "cpu":
-            env["ACCELERATE_USE_CPU"] = "1"     # gloo; `--cpu` would silently run ONE process
-        print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, env=env)
-        from recsys_core.train.results import read_result
-        try:
-            result = read_result(Path(self.cell_dir)) or {}
-        except ValueError:
-            result = {}
-        if proc.returncode != 0 or result.get("status") != "COMPLETED":
-            raise RuntimeError(f"cell {Path(self.cell_dir).name}: accelerate launch exit "
-                               f"{proc.returncode}, status {result.get('status')}: {result.get('reason')}")
-        return {k: v for k, v in result.items() if k.startswith("test_") or k == "status"}
+        from jobs.timing import process_start, slurm_queue_s
+        outer = os.environ.get(JOB_INFO)     # one of the processes of a multi-process cell
+        if outer:
+            job = json.loads(outer)
+            return train(self.cell_dir, since=job.pop("since"), job=job)
+        return train(self.cell_dir, since=process_start(),
+                     job={"runner": "process-per-cell", "runner_cells_before": 0,
+                          "time_queue_s": slurm_queue_s()})
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on USR2. The epoch checkpoint on disk is the restart point."""
-        path = Path(self.cell_dir) / REQUEUES_FILE
-        count = json.loads(path.read_text())["count"] if path.exists() else 0
-        if count >= self.max_requeues:
-            print(f"cell {Path(self.cell_dir).name}: {count} requeues already, not requeuing",
-                  file=sys.stderr)
+        if not count_requeue(self.cell_dir, self.max_requeues):
             return None
-        from recsys_core.atomic import atomic_write_text
-        atomic_write_text(path, json.dumps({"count": count + 1,
-                                            "last_job": os.environ.get("SLURM_JOB_ID")}))
         return submitit.helpers.DelayedSubmission(TrainCell(self.cell_dir, self.max_requeues))
+
+
+def count_requeue(cell_dir: str, max_requeues: int) -> bool:
+    """Count one more requeue of the cell (requeues.json); False once it had max_requeues."""
+    path = Path(cell_dir) / REQUEUES_FILE
+    count = json.loads(path.read_text())["count"] if path.exists() else 0
+    if count >= max_requeues:
+        print(f"cell {Path(cell_dir).name}: {count} requeues already, not requeuing",
+              file=sys.stderr)
+        return False
+    from recsys_core.atomic import atomic_write_text
+    atomic_write_text(path, json.dumps({"count": count + 1,
+                                        "last_job": os.environ.get("SLURM_JOB_ID")}))
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """`python -m launcher {sweep,status,resume,cancel,aggregate}`: the product's front door.
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
-               [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--extend]
+               [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--process-per-cell]
+               [--cells-per-job K] [--extend]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
+                 [--process-per-cell] [--cells-per-job K]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
 Exit codes: 0 ok, 1 some cell failed (local runs), 2 bad input or SLURM refused (one line on
@@ -63,6 +65,8 @@ def select(cells, where: list[str], src: str):
 def _options(args) -> executors.Options:
     return executors.Options(workers=getattr(args, "workers", None),
                              cells_per_gpu=getattr(args, "cells_per_gpu", 1),
+                             process_per_cell=getattr(args, "process_per_cell", False),
+                             cells_per_job=getattr(args, "cells_per_job", None),
                              json=getattr(args, "json", False))
 
 
@@ -209,6 +213,15 @@ def cmd_aggregate(args) -> int:
     return run_cli(args)
 
 
+def _running_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--process-per-cell", action="store_true",
+                   help="local: a fresh process for every cell instead of persistent workers "
+                        "that run cell after cell")
+    p.add_argument("--cells-per-job", type=int, default=None, metavar="K",
+                   help="slurm, dry-run: run K cells one after another in each job (an array "
+                        "task); default: the grid's resources.cells_per_job, else 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m launcher", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: cells at a time (default: GPUs x cells-per-gpu, else 1)")
     s.add_argument("--cells-per-gpu", type=int, default=1,
                    help="local: cells sharing one GPU at a time (default 1)")
+    _running_flags(s)
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                    help="only the cells with these parameter values (repeatable)")
     s.add_argument("--extend", action="store_true",
@@ -241,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the sweep's own")
     r.add_argument("--workers", type=int, default=None)
     r.add_argument("--cells-per-gpu", type=int, default=1)
+    _running_flags(r)
     r.set_defaults(func=cmd_resume)
     c = sub.add_parser("cancel", help="cancel a sweep's jobs (all, or --cells)")
     c.add_argument("sweep")

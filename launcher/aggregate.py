@@ -11,7 +11,9 @@ SWEEP/aggregate):
     paired          per dataset and configuration, the best model (mean test Recall@10) against
                     every other: paired t-test over the seeds both completed, 95% CI of the
                     mean difference
-    compute         GPU-hours (wall time × gpus × nodes) and CPU-hours per model and in all
+    compute         GPU-hours (wall time × gpus × nodes) and CPU-hours per model and in all;
+                    where the cells' time went (queue, start, setup, epochs, saving, final
+                    test) and the share of it that was overhead, not training
     cells           every cell: state, reason, metrics, wall time, GPU- and CPU-hours
     states          cells per state: COMPLETED, FAILED, CANCELLED, MISSING, ...
     summary.md      all of it, plus every result file that could not be read
@@ -46,7 +48,9 @@ from recsys_core.render import write_table
 
 TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
           "compute": "Compute (GPU-hours = wall time × gpus × nodes; CPU-hours: cpus × nodes, "
-                     "1 core where unset)", "states": "Cell states"}
+                     "1 core where unset; the cells' time in seconds: queue wait, process "
+                     "start, setup, epochs, saving, final test; overhead_share: the share of "
+                     "start to result outside training epochs)", "states": "Cell states"}
 
 
 def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:

@@ -9,18 +9,19 @@
     exclude: [{model: sasrec, seed: [123]}]                  # drop matching cells
     overrides: [{when: {model: xlstm}, set: {lr: 3.0e-4, resources: {gpus: 2}}}]
     resources: {partition: gpu, gpus: 1, cpus: 8, mem: 64G, time: "04:00:00"}
+                                       # cells_per_job: 6 packs 6 cells in one SLURM job
 
 Parameters are `TrainConfig` fields, less `out`, `run_id` and `wandb_group` (the launcher sets
 them), and the debug hooks of the failure-path tests (recsys_core/train/hooks.py). A `when`/`exclude` value may be a list, meaning "any of"; both match a cell as fixed, grid
 and zip define it, before any override, and later overrides win. Everything is checked before
 anything runs: a mistake raises `GridError` naming the file, the field and the valid choices.
-A cell's id hashes its parameters and resources: stable across reloads and key order. Each cell
+A cell's id hashes its parameters and resources (but cells_per_job, how cells are packed into
+jobs): stable across reloads and key order. Each cell
 carries its TrainConfig, built and validated once here; the sweep writes it to cell.json.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -273,7 +274,7 @@ def expand(grid: Grid) -> list[Cell]:
             for i in key:
                 merged = merge_resources(merged, grid.overrides[i].resources)
             res = Resources(**copy.deepcopy(merged))
-            resources_for[key] = (res, json.dumps(dataclasses.asdict(res), sort_keys=True))
+            resources_for[key] = (res, json.dumps(res.identity(), sort_keys=True))
         res, res_json = resources_for[key]
         name = _label(params, extra_keys)
         # = json.dumps({"params": params, "resources": ...}, sort_keys=True), built faster

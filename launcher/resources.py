@@ -45,13 +45,19 @@ class Resources:
     constraint: str | None = None
     nodes: int = 1
     slurm_extra: dict[str, Any] = field(default_factory=dict)   # more sbatch options, no "--"
+    cells_per_job: int = 1          # SLURM: cells run one after another in one job (jobs/pack.py)
 
     @property
     def time_minutes(self) -> int | None:
         return None if self.time is None else _time_minutes(self.time)
 
+    def identity(self) -> dict[str, Any]:
+        """What a cell's id hashes: how cells are packed into jobs is not part of it."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_IDENTITY}
+
 
 RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
+NOT_IDENTITY = ("cells_per_job",)
 
 
 def _time_minutes(text: str) -> int | None:
@@ -74,7 +80,7 @@ def _time_minutes(text: str) -> int | None:
 def check_resource(key: str, value: Any, src: str, where: str) -> Any:
     if isinstance(value, bool) and key != "slurm_extra":
         fail(src, where, f"{value!r} is not a valid {key}")
-    if key in ("gpus", "cpus", "nodes"):
+    if key in ("gpus", "cpus", "nodes", "cells_per_job"):
         low = 0 if key == "gpus" else 1
         if not isinstance(value, int) or value < low:
             fail(src, where, f"{value!r} should be an integer >= {low}")

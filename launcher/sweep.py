@@ -6,6 +6,7 @@
       submissions.jsonl    one line per submission of a cell: executor, job id, time
       cells/<id>/          a cell's run: cell.json (written here), then the trainer's files
       slurm/               submitit's pickles and logs (%A_%a_0_log.out/.err)
+      workers/             local: each persistent worker's own log (outside its cells)
       sbatch/              dry-run: the exact sbatch scripts that would be submitted
       aggregate/           `aggregate`'s tables and plots (default output)
       .aggregate-cache/    rows `aggregate` has read, by file size and mtime (safe to delete)

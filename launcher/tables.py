@@ -5,7 +5,9 @@
              (`near_cap`: cells whose best epoch is within 10% of it), the cells that did not
              complete, and the best mean per dataset flagged in `<metric>_best`
     paired   per comparison group, the best model against every other: paired t-test, 95% CI
-    compute  wall, GPU- and CPU-hours per model and in all
+    compute  wall, GPU- and CPU-hours per model and in all, and where the cells' time went
+             (queue wait, process start, setup, epochs, saving, final test: seconds summed)
+             with the share of it that was not training (`overhead_share`)
     cells    every cell: state, reason, metrics, times, resources
     states   cells per state
 """
@@ -110,15 +112,32 @@ def paired_tests(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["index", "metric_order"], kind="stable")[cols].reset_index(drop=True)
 
 
+# a cell's time, in the order it passes (recsys_core/train/results.py declares the fields)
+TIME_PARTS = {"time_queue_s": "queue_s", "time_start_s": "start_s", "time_setup_s": "setup_s",
+              "time_epochs_s": "epochs_s", "time_saving_s": "saving_s",
+              "time_final_s": "final_s"}
+
+
 def compute_table(agg: Aggregate) -> pd.DataFrame:
+    """Per model and in all: hours, and the time split. `overhead_share`: of the cells' time
+    from their process's start (or hand-off to a worker) to their result, the share spent
+    outside training epochs (start-up, setup, saving, the final test); the queue not counted."""
     cells = agg.cells
+    parts = {short: cells[long].fillna(0) if long in cells else 0.0
+             for long, short in TIME_PARTS.items()}
     cells = cells.assign(wall_hours=cells["wall_time_s"].fillna(0) / 3600,
-                         timed=cells["wall_time_s"].notna())
+                         timed=cells["wall_time_s"].notna(),
+                         cell_s=parts["start_s"] + cells["wall_time_s"].fillna(0), **parts)
     per = cells.groupby("model", sort=False).agg(
         cells=("id", "size"), cells_with_time=("timed", "sum"), wall_hours=("wall_hours", "sum"),
-        gpu_hours=("gpu_hours", "sum"), cpu_hours=("cpu_hours", "sum")).reset_index()
+        gpu_hours=("gpu_hours", "sum"), cpu_hours=("cpu_hours", "sum"), cell_s=("cell_s", "sum"),
+        **{short: (short, "sum") for short in TIME_PARTS.values()}).reset_index()
     total = per.drop(columns="model").sum().to_dict()
-    return pd.concat([per, pd.DataFrame([{"model": "all", **total}])], ignore_index=True)
+    table = pd.concat([per, pd.DataFrame([{"model": "all", **total}])], ignore_index=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = 1 - table["epochs_s"] / table["cell_s"]
+    table["overhead_share"] = share.where(table["cell_s"] > 0)
+    return table
 
 
 def cells_table(agg: Aggregate) -> pd.DataFrame:

@@ -72,3 +72,24 @@ def test_sampler_reads_in_the_background_while_its_block_runs():
     assert 40 < sampler.mean("gpu_util_pct") < 60 and sampler.mean("gpu_power_w") == 100.0
     assert sampler.mean("peak_gpu_mem_mb") is None               # torch's counter, not NVML's
     assert telemetry.read()["gpu_mem_used_mb"] == 1024.0
+
+
+def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
+    """benchmarks/grid_throughput.py on its tiny CPU workload: one cell, a process of its own
+    and a worker, the same metrics, the columns the issue asks for."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.grid_throughput", "--smoke",
+                           "--workloads", "smoke-cell", "--cells-per-gpu", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "grid_throughput.csv")
+    for column in ("workload", "device", "cells", "wall_s", "cells_per_min", "overhead_share",
+                   "mode"):
+        assert column in table.columns
+    assert list(table["mode"]) == ["process-per-cell", "worker"]
+    assert set(table["metrics_equal"]) == {"1/1"} and set(table["completed"]) == {1}
+    assert ((table["overhead_share"] > 0) & (table["overhead_share"] < 1)).all()
+    assert "| smoke-cell" in (tmp_path / "grid_throughput.md").read_text()

@@ -170,6 +170,85 @@ def test_preemption_signal_checkpoints_requeues_and_completes(slurm_cluster, tmp
     assert len(submissions(sweep)) == 1                     # requeued by SLURM, not resubmitted
 
 
+def test_packs_run_several_cells_per_job_with_per_cell_states_and_metrics(slurm_cluster,
+                                                                         tmp_path):
+    """4 cells, 3 per job: 2 jobs. The failing second cell of the first pack is FAILED, the
+    cell after it completes with exactly the metrics of its own process; status shows cells."""
+    grid = write_grid(tmp_path / "g.yaml", "packs", {"model": ["sasrec", "gru4rec"],
+                                                     "seed": [1, 2]}, fixed={"epochs": 2},
+                      overrides=[{"when": {"model": "sasrec", "seed": 2},
+                                  "set": {"inject_fault": "raise@1"}}])
+    sweep = tmp_path / "sweep"
+    out = launcher("sweep", grid, "--executor", "slurm", "--out", sweep, "--cells-per-job", "3")
+    assert "submitted 4 cells in 2 jobs as 1 array job(s)" in out.stdout
+    subs = submissions(sweep)
+    assert len(subs) == 4 and len({s["job_id"] for s in subs}) == 2
+    rows = wait_for(sweep, all_final)
+    assert {n: r["state"] for n, r in rows.items()} == {
+        "sasrec-synthetic-L8-s1": "COMPLETED", "sasrec-synthetic-L8-s2": "FAILED",
+        "gru4rec-synthetic-L8-s1": "COMPLETED", "gru4rec-synthetic-L8-s2": "COMPLETED"}
+    assert "injected failure in epoch 1" in rows["sasrec-synthetic-L8-s2"]["reason"]
+    after = json.loads((cell_dir(sweep, rows, "gru4rec-synthetic-L8-s1") / "result.json").read_text())
+    assert after["runner"] == "pack" and after["runner_cells_before"] == 2
+    assert isinstance(after["time_queue_s"], float) and after["time_queue_s"] >= 0
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "cell.json").write_text((cell_dir(sweep, rows, "gru4rec-synthetic-L8-s1")
+                                      / "cell.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(alone)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    own = json.loads((alone / "result.json").read_text())
+    assert own["runner"] == "process-per-cell"
+    metrics = [k for k in own if k.startswith(("val_", "test_", "cold_"))]
+    assert metrics and {k: own[k] for k in metrics} == {k: after[k] for k in metrics}
+
+
+def test_preempted_pack_requeues_only_its_unfinished_cells(slurm_cluster, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "packpre", {"model": ["pop", "sasrec"], "seed": [1]},
+                      fixed={"epochs": 3, "epoch_sleep_s": 3.0})
+    body = json.loads(grid.read_text())
+    body["resources"]["cells_per_job"] = 2
+    grid.write_text(json.dumps(body))
+    sweep = tmp_path / "sweep"
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
+    rows = states(sweep)
+    pop, slow = (cell_dir(sweep, rows, n) for n in ("pop-synthetic-L8-s1", "sasrec-synthetic-L8-s1"))
+    _wait_file(slow / "checkpoint.pt")
+    pop_written = (pop / "result.json").stat().st_mtime_ns     # pop ran first: finished
+    assert states(sweep)["pop-synthetic-L8-s1"]["state"] == "COMPLETED"   # its pack runs on
+    assert states(sweep)["sasrec-synthetic-L8-s1"]["state"] == "RUNNING"
+    subprocess.run(["scancel", "--signal=USR2", rows["pop-synthetic-L8-s1"]["job_id"]], check=True)
+    rows = wait_for(sweep, all_final, timeout=300)
+    assert {r["state"] for r in rows.values()} == {"COMPLETED"}
+    assert json.loads((slow / "requeues.json").read_text())["count"] == 1
+    assert json.loads((slow / "result.json").read_text())["resumed_from_epoch"] >= 1
+    assert not (pop / "requeues.json").exists()               # not in the requeued pack
+    assert (pop / "result.json").stat().st_mtime_ns == pop_written
+    assert len(submissions(sweep)) == 2                        # requeued by SLURM, not resubmitted
+
+
+def test_cancel_one_cell_of_a_pack_lets_the_others_run_and_resume_reruns_it(slurm_cluster,
+                                                                            tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", "packcancel", {"model": ["sasrec"], "seed": [1, 2]},
+                      fixed={"epochs": 2, "epoch_sleep_s": 3.0})
+    sweep = tmp_path / "sweep"
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep, "--cells-per-job", "2")
+    rows = states(sweep)
+    first, second = "sasrec-synthetic-L8-s1", "sasrec-synthetic-L8-s2"
+    _wait_file(cell_dir(sweep, rows, first) / "running.json")
+    assert states(sweep)[second]["state"] == "PENDING"       # queued behind it in its pack
+    out = launcher("cancel", sweep, "--cells", rows[first]["id"])
+    assert "cancelled 1 SLURM job(s)" in out.stdout
+    rows = wait_for(sweep, all_final)
+    assert rows[first]["state"] == "CANCELLED" and rows[second]["state"] == "COMPLETED"
+    assert not (cell_dir(sweep, rows, first) / "result.json").exists()
+    out = launcher("resume", sweep)
+    assert f"resuming 1 cell(s): {rows[first]['id']} (CANCELLED)" in out.stdout
+    rows = wait_for(sweep, all_final)
+    assert {r["state"] for r in rows.values()} == {"COMPLETED"}
+
+
 def test_two_resumes_at_once_never_submit_a_cell_twice(slurm_cluster, tmp_path):
     grid = write_grid(tmp_path / "g.yaml", "race", {"model": ["pop"], "seed": [1, 2, 3]})
     sweep = tmp_path / "sweep"

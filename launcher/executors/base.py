@@ -33,6 +33,8 @@ class Options:
     """The command line's say in how cells run (each executor reads what concerns it)."""
     workers: int | None = None          # local: cells at a time
     cells_per_gpu: int = 1              # local: cells sharing one GPU
+    process_per_cell: bool = False      # local: a fresh process per cell, not persistent workers
+    cells_per_job: int | None = None    # slurm, dry-run: cells per job (else the resources')
     json: bool = False                  # dry-run: the cells as JSON on stdout
 
 
@@ -81,6 +83,14 @@ class Executor:
     def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
         """Stop these cells' latest submissions; how many jobs or processes were stopped."""
         return 0
+
+
+def written_since(path: Path, t: float) -> bool:
+    """path exists and was written at or after time t (a second of clock slack)."""
+    try:
+        return path.stat().st_mtime >= t - 1
+    except OSError:
+        return False
 
 
 def tail(path: Path, lines: int = 5) -> str | None:

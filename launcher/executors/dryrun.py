@@ -12,7 +12,7 @@ import submitit
 from jobs.train_cell import accelerate_command
 from launcher.executors.base import Executor
 from launcher.executors.slurm import (DEFAULT_ARRAY_PARALLELISM, groups, job_folder, job_name,
-                                      sbatch_parameters)
+                                      packs, sbatch_parameters)
 from launcher.grid import Cell
 from launcher.sweep import Sweep, cell_records
 
@@ -33,18 +33,26 @@ class ScriptWriter(submitit.SlurmExecutor):
         return self._make_submission_file_text(self._submitit_command_str, uid="dry-run")
 
 
-def sbatch_scripts(sweep: Sweep, cells: list[Cell], name: str) -> list[Path]:
+def sbatch_scripts(sweep: Sweep, cells: list[Cell], name: str,
+                   cells_per_job: int | None = None) -> list[Path]:
     """The sbatch scripts the SLURM executor would hand to sbatch, in SWEEP/sbatch/ (the
     array job id in log paths is filled in by SLURM at submission)."""
     out_dir = sweep.root / "sbatch"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, group in enumerate(groups(cells).values()):
+        group_packs = packs(group, cells_per_job)
         writer = ScriptWriter(folder=job_folder(sweep))
         writer.update_parameters(**sbatch_parameters(group[0].resources, job_name(name, group),
                                                      DEFAULT_ARRAY_PARALLELISM))
-        shebang, rest = writer.script(len(group)).split("\n", 1)
-        header = [f"# cells, in array task order: {' '.join(c.id for c in group)}"]
+        shebang, rest = writer.script(len(group_packs)).split("\n", 1)
+        if len(group_packs) == len(group):
+            header = [f"# cells, in array task order: {' '.join(c.id for c in group)}"]
+        else:   # what jobs/pack.py runs in each task, one cell after another
+            header = [f"# {len(group)} cells in {len(group_packs)} packs; each array task runs "
+                      "its pack's cells one after another in one process (jobs/pack.py):"]
+            header += [f"#   task {t}: {' '.join(c.id for c in pack)}"
+                       for t, pack in enumerate(group_packs)]
         procs = group[0].config.num_processes
         if procs > 1:   # what TrainCell runs on each node (jobs/train_cell.py)
             cmd = accelerate_command(procs, group[0].resources.nodes, "$SLURM_NODEID",
@@ -81,6 +89,7 @@ class DryRunExecutor(Executor):
             print(cells_table(cells))
 
     def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
-        scripts = sbatch_scripts(sweep, cells, sweep.manifest()["name"])
+        scripts = sbatch_scripts(sweep, cells, sweep.manifest()["name"],
+                                 self.options.cells_per_job)
         print(f"dry-run: {len(scripts)} sbatch script(s) in {sweep.root / 'sbatch'}; "
               "nothing submitted", file=sys.stderr)

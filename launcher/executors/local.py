@@ -1,16 +1,21 @@
-"""The local executor: the same job callable on this machine, N cells at a time.
+"""The local executor: the same job on this machine, N cells at a time.
 
-A cell is PENDING while the launcher that queued it lives, RUNNING while its process lives,
-NOT_STARTED once that launcher is gone without starting it (Ctrl-C), CANCELLED if it was
-stopped while it ran (`local.interrupted` in its folder), FAILED if its process ended without
-a result (the tail of local.err says why).
+A cell is PENDING while the launcher that queued it lives, RUNNING while the process running
+it lives and has not reported it done, NOT_STARTED once that launcher is gone without starting
+it (Ctrl-C), CANCELLED if it was stopped while it ran (`local.interrupted` in its folder),
+FAILED if it ended without a result (the tail of local.err says why).
 
-Each cell runs as `python -m jobs.train_cell CELL_DIR` in its own process (so a crash or a
-CUDA context never leaks into the next cell), through a queue of `workers` slots. With GPUs, a
-cell takes the GPUs its resources ask for (`gpus` x `nodes`: a multi-GPU cell gets that many
-devices in CUDA_VISIBLE_DEVICES and runs `accelerate launch` over them) from a pool in which
-each GPU holds `cells_per_gpu` cells at once (default 1; small models leave a GPU mostly idle,
-so several of their cells can share it). A cell asking for no GPU runs on the CPU. Without GPUs
+Cells run through a queue of `workers` slots. By default each slot runs its cells in
+persistent worker processes (`python -m jobs.worker`, workers.py): imports, CUDA context,
+compiled kernels and prepared data are paid once per worker, not once per cell; a cell that
+fails is recorded and the worker goes on. `process_per_cell` runs each cell as
+`python -m jobs.train_cell CELL_DIR` in a fresh process instead (as before workers; the
+throughput benchmark compares the two). A cell's stdout and stderr go to local.out and
+local.err in its folder either way. With GPUs, a cell takes the GPUs its resources ask for
+(`gpus` x `nodes`: a multi-GPU cell gets that many devices in CUDA_VISIBLE_DEVICES and runs
+`accelerate launch` over them, always in a process of its own) from a pool in which each GPU
+holds `cells_per_gpu` cells at once (default 1; small models leave a GPU mostly idle, so
+several of their cells can share it). A cell asking for no GPU runs on the CPU. Without GPUs
 the slots share the CPU cores (threads split between them).
 """
 from __future__ import annotations
@@ -24,7 +29,9 @@ import threading
 import time
 from pathlib import Path
 
-from launcher.executors.base import tail, Executor, ExecutorError, SchedulerState
+from launcher.executors.base import (Executor, ExecutorError, SchedulerState, tail,
+                                     written_since)
+from launcher.executors.workers import LOG_DIR, Workers
 from launcher.grid import Cell
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED
@@ -50,13 +57,17 @@ class GpuPool:
         self.free = {g: per_gpu for g in gpus}
         self.cond = threading.Condition()
 
-    def take(self, n: int) -> list[str]:
+    def take(self, n: int, prefer: list[str] = ()) -> list[str]:
+        """n GPUs; for one, a `prefer`red one (where the slot's worker is) if it has room."""
         if n == 0:
             return []
         with self.cond:
             while sum(1 for v in self.free.values() if v > 0) < n:
                 self.cond.wait()
             chosen = sorted(self.free, key=lambda g: -self.free[g])[:n]
+            room = [g for g in prefer if self.free.get(g, 0) > 0]
+            if n == 1 and room:
+                chosen = room[:1]
             for g in chosen:
                 self.free[g] -= 1
             return chosen
@@ -104,7 +115,8 @@ def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[li
 
 
 def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
-              log=print, cells_per_gpu: int = 1) -> dict[str, int]:
+              log=print, cells_per_gpu: int = 1, process_per_cell: bool = False
+              ) -> dict[str, int]:
     """Run cells and wait for all of them; returns cell id → exit code. Ctrl-C stops the
     running cells (SIGTERM, then SIGKILL) and raises `Interrupted`."""
     gpus, workers = plan(cells, workers, cells_per_gpu)
@@ -116,24 +128,27 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     codes: dict[str, int] = {}
     running: dict[str, list] = {}        # cell id → [process, time it ended or None]
     stopping = threading.Event()
+    slots = [None if process_per_cell else Workers(sweep.root / LOG_DIR, threads_per_cell)
+             for _ in range(workers)]
 
-    def worker() -> None:
+    def slot(own: Workers | None) -> None:
         while not stopping.is_set():
             try:
                 cell = todo.get_nowait()
             except queue.Empty:
                 return
-            mine = pool.take(gpus_needed(cell)) if gpus else None
+            mine = pool.take(gpus_needed(cell), own.gpus() if own else []) if gpus else None
             try:
                 if not stopping.is_set():
-                    code = run_one(sweep, cell, mine, threads_per_cell, log, running=running)
+                    code = run_one(sweep, cell, mine, threads_per_cell, log, running=running,
+                                   workers=own)
                     if not stopping.is_set():
                         codes[cell.id] = code
             finally:
                 if mine:
                     pool.give(mine)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    threads = [threading.Thread(target=slot, args=(own,), daemon=True) for own in slots]
     try:
         for t in threads:
             t.start()
@@ -146,6 +161,10 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
         done = {c: code for c, code in codes.items() if c not in stopped}
         not_started = [c.id for c in cells if c.id not in done and c.id not in stopped]
         raise Interrupted(done, stopped, not_started) from None
+    finally:
+        for own in slots:
+            if own is not None:
+                own.close()
     return codes
 
 
@@ -189,25 +208,42 @@ def _completed(cell_dir: Path) -> bool:
 
 
 def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
-            running: dict[str, list] | None = None) -> int:
+            running: dict[str, list] | None = None, workers: Workers | None = None) -> int:
+    """Run one cell: in one of the slot's `workers` (a cell of at most one GPU), else in a
+    process of its own. local.pid names the process that runs it, local.exit its outcome."""
     cell_dir = sweep.cell_dir(cell.id)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "CUDA_VISIBLE_DEVICES": ",".join(gpus or [])}
     started = time.time()
     (cell_dir / INTERRUPTED_MARK).unlink(missing_ok=True)
-    with open(cell_dir / "local.out", "w") as out, open(cell_dir / "local.err", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
-                                stdout=out, stderr=err, env=env,
-                                cwd=Path(__file__).resolve().parents[1])
-        if running is not None:
-            running[cell.id] = [proc, None]
-        (cell_dir / "local.pid").write_text(str(proc.pid))
-        code = proc.wait()
-        if running is not None:
-            running[cell.id][1] = time.time()
+    (cell_dir / EXIT_FILE).unlink(missing_ok=True)
+    out, err = cell_dir / "local.out", cell_dir / "local.err"
+    if workers is not None and gpus_needed(cell) <= 1:
+        worker = workers.get(gpus or [])
+        _started(cell_dir, worker.proc, running, cell.id)
+        code = worker.run(cell_dir, out, err)
+    else:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+               "CUDA_VISIBLE_DEVICES": ",".join(gpus or [])}
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
+                                    stdout=o, stderr=e, env=env,
+                                    cwd=Path(__file__).resolve().parents[2])
+            _started(cell_dir, proc, running, cell.id)
+            code = proc.wait()
+    if running is not None:
+        running[cell.id][1] = time.time()
+    (cell_dir / EXIT_FILE).write_text(f"{code}\n")
     log(f"{cell.id} {cell.name}: exit {code} after {time.time() - started:.1f}s"
         + (f" on GPU {','.join(gpus)}" if gpus else ""))
     return code
+
+
+EXIT_FILE = "local.exit"
+
+
+def _started(cell_dir: Path, proc, running: dict[str, list] | None, cell_id: str) -> None:
+    if running is not None:
+        running[cell_id] = [proc, None]
+    (cell_dir / "local.pid").write_text(str(proc.pid))
 
 
 def _process_alive(pid, needle: str) -> bool:
@@ -217,14 +253,6 @@ def _process_alive(pid, needle: str) -> bool:
         os.kill(pid, 0)
         return needle in Path(f"/proc/{pid}/cmdline").read_text()
     except (OSError, ValueError, TypeError):
-        return False
-
-
-def _since(path: Path, t: float) -> bool:
-    """path exists and was written at or after time t (a second of clock slack)."""
-    try:
-        return path.stat().st_mtime >= t - 1
-    except OSError:
         return False
 
 
@@ -246,7 +274,8 @@ class LocalExecutor(Executor):
         print(f"running {len(cells)} cells locally → {sweep.root}", flush=True)
         try:
             codes = run_cells(sweep, cells, self.options.workers,
-                              cells_per_gpu=self.options.cells_per_gpu)
+                              cells_per_gpu=self.options.cells_per_gpu,
+                              process_per_cell=self.options.process_per_cell)
         except Interrupted as e:
             ok = sum(code == 0 for code in e.codes.values())
             print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
@@ -263,10 +292,10 @@ class LocalExecutor(Executor):
 
     @staticmethod
     def _state(cell_dir: Path, sub: dict) -> SchedulerState:
-        started = _since(cell_dir / "local.pid", sub["time"])
-        if started and _alive(cell_dir / "local.pid"):
+        started = written_since(cell_dir / "local.pid", sub["time"])
+        if started and _running(cell_dir):
             return SchedulerState("RUNNING")
-        if _since(cell_dir / INTERRUPTED_MARK, sub["time"]):
+        if written_since(cell_dir / INTERRUPTED_MARK, sub["time"]):
             return SchedulerState("CANCELLED", "interrupted: the local sweep was stopped "
                                                "while it ran (resume runs it again)")
         if started:
@@ -279,18 +308,23 @@ class LocalExecutor(Executor):
     def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
         killed = 0
         for cid in submissions:
+            cell_dir = sweep.cell_dir(cid)
+            if not _running(cell_dir):   # a worker's pid: it may be running another cell now
+                continue
             try:
-                os.kill(int((sweep.cell_dir(cid) / "local.pid").read_text()), signal.SIGTERM)
+                os.kill(int((cell_dir / "local.pid").read_text()), signal.SIGTERM)
                 killed += 1
             except (OSError, ValueError):
                 pass
         return killed
 
 
-
-
-def _alive(pid_file: Path) -> bool:
+def _running(cell_dir: Path) -> bool:
+    """The process in local.pid lives and has not reported this cell done (local.exit)."""
+    pid_file = cell_dir / "local.pid"
     try:
-        return _process_alive(pid_file.read_text(), "train_cell")
+        if written_since(cell_dir / EXIT_FILE, pid_file.stat().st_mtime + 1):
+            return False
+        return _process_alive(pid_file.read_text(), "jobs.")
     except OSError:
         return False

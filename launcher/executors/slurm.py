@@ -1,6 +1,14 @@
 """The SLURM executor: cells → submitit job arrays (one sbatch per group of identical
 resources), job states from one sacct call, scancel.
 
+Packing (`cells_per_job` in a grid's resources, or `--cells-per-job K`): each array task runs
+a pack of up to K cells of its group one after another in one process (jobs/pack.py), so a
+grid of N cells queues N/K jobs. Everything else stays per cell: the manifest maps each cell to
+its pack's job id, `status` shows cells (a pack's running cell RUNNING, those after it
+PENDING, the finished ones by their result files), `resume` resubmits only unfinished cells,
+`cancel --cells` stops one cell of a pack and lets the others run, and a preempted pack
+requeues with its unfinished cells only.
+
 Only ids, paths and validated resource values reach sbatch; a cell's parameters travel in its
 cell.json and the job's pickle, never through a shell. Secrets (WANDB_API_KEY, ...) reach the
 job through the environment sbatch exports from the submitting shell, not through any file.
@@ -9,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shlex
 import shutil
@@ -20,10 +29,13 @@ from pathlib import Path
 
 import submitit
 
+from jobs.pack import CANCELLED, TrainPack
 from jobs.train_cell import TrainCell
-from launcher.executors.base import tail, ACTIVE, STATES, Executor, ExecutorError, SchedulerState
+from launcher.executors.base import (ACTIVE, STATES, Executor, ExecutorError, SchedulerState,
+                                     tail, written_since)
 from launcher.grid import Cell, Resources
 from launcher.sweep import Sweep
+from recsys_core.atomic import atomic_write_text
 
 DEFAULT_ARRAY_PARALLELISM = 64
 MAX_REQUEUES = 3
@@ -122,28 +134,34 @@ class SlurmExecutor(Executor):
         limit = max_array_size()
         records: list[dict] = []
         for group in groups(cells).values():
-            for start in range(0, len(group), limit):    # arrays larger than the cluster allows
-                chunk = group[start:start + limit]
+            group_packs = packs(group, self.options.cells_per_job)
+            for start in range(0, len(group_packs), limit):   # arrays larger than allowed
+                chunk = group_packs[start:start + limit]
+                flat = [c for pack in chunk for c in pack]
+                for c in flat:   # a resumed cell: an earlier `cancel` of it no longer holds
+                    (sweep.cell_dir(c.id) / CANCELLED).unlink(missing_ok=True)
                 ex = submitit.SlurmExecutor(folder=job_folder(sweep))
-                ex.update_parameters(**sbatch_parameters(chunk[0].resources, job_name(name, chunk),
+                ex.update_parameters(**sbatch_parameters(flat[0].resources, job_name(name, flat),
                                                          DEFAULT_ARRAY_PARALLELISM))
                 try:   # submitit prints sbatch's stderr too: it is in the one-line error instead
                     with contextlib.redirect_stderr(io.StringIO()), ex.batch():
-                        jobs = [ex.submit(TrainCell(str(sweep.cell_dir(c.id)), MAX_REQUEUES))
-                                for c in chunk]
+                        jobs = [ex.submit(job_callable(sweep, pack)) for pack in chunk]
                 except (submitit.core.utils.FailedJobError, OSError) as e:
                     said = " / ".join(line.strip() for line in str(e).splitlines() if line.strip())
                     before = f"; {len(records)} cell(s) of other groups were submitted" \
                         if records else ""
-                    raise SlurmError(f"sbatch refused the {len(chunk)} cell(s) with resources "
-                                     f"{describe(chunk[0].resources)} (first: {chunk[0].name}): "
+                    raise SlurmError(f"sbatch refused the {len(flat)} cell(s) with resources "
+                                     f"{describe(flat[0].resources)} (first: {flat[0].name}): "
                                      f"{said}{before}") from None
-                chunk_records = [{"cell": c.id, "executor": self.name, "job_id": str(job.job_id)}
-                                 for c, job in zip(chunk, jobs)]
+                chunk_records = [{"cell": c.id, "executor": self.name, "job_id": str(job.job_id),
+                                  **({"pack_size": len(pack)} if len(pack) > 1 else {})}
+                                 for pack, job in zip(chunk, jobs) for c in pack]
                 sweep.record_submissions(chunk_records)
                 records += chunk_records
         arrays = sorted({r["job_id"].split("_")[0] for r in records})
-        print(f"submitted {len(records)} cells as {len(arrays)} array job(s) "
+        jobs_n = len({r["job_id"] for r in records})
+        packed = f" in {jobs_n} jobs" if jobs_n != len(records) else ""
+        print(f"submitted {len(records)} cells{packed} as {len(arrays)} array job(s) "
               f"{', '.join(arrays)} → {sweep.root}")
 
     def scheduler_states(self, sweep: Sweep, submissions: dict[str, dict]
@@ -152,7 +170,19 @@ class SlurmExecutor(Executor):
         out = {}
         for cell_id, sub in submissions.items():
             job = sub["job_id"]
-            if job in sacct:
+            cell_dir = sweep.cell_dir(cell_id)
+            if sub.get("pack_size") and written_since(cell_dir / CANCELLED, sub["time"]):
+                out[cell_id] = SchedulerState("CANCELLED", f"cancelled; its pack (job {job}) "
+                                                           "went on with its other cells")
+            elif job in sacct and sacct[job]["state"] in ACTIVE and sub.get("pack_size"):
+                # A pack runs one cell at a time: the others are queued or done (their result
+                # files say so: unconfirmed, a result written since the submission wins).
+                running = sacct[job]["state"] == "RUNNING" and \
+                    written_since(cell_dir / "running.json", sub["time"])
+                out[cell_id] = SchedulerState("RUNNING" if running else "PENDING",
+                                              None if running else f"queued in pack job {job}",
+                                              confirmed=False)
+            elif job in sacct:
                 state = sacct[job]["state"]
                 if state not in ACTIVE:   # ended: stands only where no result was written
                     state = "FAILED" if state == "COMPLETED" or state not in STATES else state
@@ -168,20 +198,66 @@ class SlurmExecutor(Executor):
         return out
 
     def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
-        job_ids = [s["job_id"] for s in submissions.values()]
-        if not job_ids:
-            return 0
-        try:
-            proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True,
-                                  timeout=60)
-        except (OSError, subprocess.SubprocessError) as e:
-            raise SlurmError(f"scancel could not be run ({e}); is SLURM reachable here?") from None
-        if proc.returncode != 0:
-            said = " / ".join(x.strip() for x in proc.stderr.splitlines() if x.strip())
-            raise SlurmError(f"scancel failed: {said or f'exit {proc.returncode}'}")
-        return len(job_ids)
+        """scancel the cells' jobs; a pack whose other cells are not finished goes on: its
+        cancelled cells are marked (jobs/pack.py skips them) and the running one is stopped
+        (USR1 to the job)."""
+        whole, marked, signal_only = [], [], []
+        latest = sweep.latest_submissions()
+        for job in sorted({s["job_id"] for s in submissions.values()}):
+            mine = [c for c, s in submissions.items() if s["job_id"] == job]
+            others = [c for c, s in latest.items() if s["job_id"] == job and c not in mine
+                      and s.get("pack_size") and
+                      not written_since(sweep.cell_dir(c) / "result.json", s["time"])]
+            if not others:
+                whole.append(job)
+                continue
+            for c in mine:
+                atomic_write_text(sweep.cell_dir(c) / CANCELLED,
+                                  json.dumps({"time": time.time(), "job_id": job}))
+            marked.append(job)
+            if any(_running_in_pack(sweep.cell_dir(c), submissions[c]["time"]) for c in mine):
+                signal_only.append(job)   # else the mark is enough: the pack skips the cell
+        if whole:
+            _scancel(whole)
+        for job in signal_only:
+            _scancel([job], "--signal=USR1", check=False)
+        return len(whole) + len(marked)
 
 
+def _running_in_pack(cell_dir: Path, since: float) -> bool:
+    """The cell started in its pack (after the pack installed its USR1 handler) and has not
+    finished: only then does a signal have a cell to stop."""
+    return written_since(cell_dir / "running.json", since) and \
+        not written_since(cell_dir / "result.json", since)
+
+
+def _scancel(job_ids: list[str], *options: str, check: bool = True) -> None:
+    try:
+        proc = subprocess.run(["scancel", *options, *job_ids], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SlurmError(f"scancel could not be run ({e}); is SLURM reachable here?") from None
+    if proc.returncode != 0 and check:
+        said = " / ".join(x.strip() for x in proc.stderr.splitlines() if x.strip())
+        raise SlurmError(f"scancel failed: {said or f'exit {proc.returncode}'}")
+
+
+def packs(cells: list[Cell], per_job: int | None) -> list[list[Cell]]:
+    """One resource group's cells in packs of `per_job` (default: the group's
+    resources.cells_per_job), in order."""
+    k = per_job if per_job is not None else cells[0].resources.cells_per_job
+    if k < 1:
+        raise SlurmError(f"--cells-per-job {k}: must be at least 1")
+    if k > 1 and cells[0].resources.nodes > 1:
+        raise SlurmError(f"cells_per_job={k}: packing is for cells of one node; "
+                         f"{cells[0].name} asks for {cells[0].resources.nodes} nodes")
+    return [cells[i:i + k] for i in range(0, len(cells), k)]
+
+
+def job_callable(sweep: Sweep, pack: list[Cell]):
+    """What an array task runs: one cell (TrainCell), or a pack of them (TrainPack)."""
+    dirs = [str(sweep.cell_dir(c.id)) for c in pack]
+    return TrainCell(dirs[0], MAX_REQUEUES) if len(dirs) == 1 else TrainPack(dirs, MAX_REQUEUES)
 
 
 def max_array_size() -> int:

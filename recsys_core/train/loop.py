@@ -21,6 +21,7 @@ from recsys_core.train.config import TrainConfig
 from recsys_core.train.evaluate import predictions
 from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import current_lr
+from recsys_core.train.prepared import Prepared
 from recsys_core.train.provenance import provenance
 from recsys_core.train.results import write_history, write_predictions, write_result
 from recsys_core.train.setup import Run, build_run, make_accelerator
@@ -36,10 +37,13 @@ def progress_line(epoch: int, cap: int, loss: float, monitor: str, value: float,
             f"best {state.best_metric:.4f} @{state.best_epoch}  {seconds:.1f}s")
 
 
-def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks()) -> dict:
+def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
+        prepared: Prepared | None = None, job: dict | None = None) -> dict:
     """Train and evaluate one cell; always leaves result files, FAILED with a reason if it
     failed. Returns the result record (raises after recording if the run crashed).
-    `progress` (e.g. print) gets one line per epoch from the main process."""
+    `progress` (e.g. print) gets one line per epoch from the main process. `prepared`: data
+    kept across the runs of this process (a worker's); `job`: what the job that runs this
+    cell knows of it, recorded as it is (its time before this call, how it runs the cell)."""
     t0 = time.time()
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
@@ -53,12 +57,13 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks()) -> di
     if main:
         out.mkdir(parents=True, exist_ok=True)
     record = provenance(cfg, accelerator)
+    record.update(job or {})
     say = progress if (progress is not None and main) else (lambda line: None)
     history: list[dict] = []
     tracker = None
     writer = ckpt.Writer()
     try:
-        r = build_run(cfg, hooks, accelerator=accelerator, resume_dir=out)
+        r = build_run(cfg, hooks, accelerator=accelerator, resume_dir=out, prepared=prepared)
         record.update(r.info, data_mirror=data_mirror_used(cfg))
         state = r.state
         history = state.history

@@ -41,7 +41,13 @@ FIELDS: dict[str, pa.DataType] = {
     "params_total": NUMBER,
     "num_processes": NUMBER,
     "epoch_time_s": NUMBER,
-    "wall_time_s": NUMBER,
+    "wall_time_s": NUMBER,                  # run() began → result written
+    # where a cell's time went: before run() (the job: jobs/timing.py), then inside it (loop.py)
+    "time_queue_s": NUMBER,                 # SLURM: submitted → job started; null elsewhere
+    "time_start_s": NUMBER,                 # process started, or cell handed to a worker → run()
+    **{f"time_{part}_s": NUMBER for part in ("setup", "epochs", "saving", "final")},
+    "runner": TEXT,                         # process-per-cell, worker or pack (jobs/worker.py)
+    "runner_cells_before": NUMBER,          # cells the same process ran before this one
     # what the analyses rebuild a run's model from
     "model": TEXT,
     "dataset": TEXT,

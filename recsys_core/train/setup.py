@@ -20,6 +20,7 @@ from recsys_core.train.config import ConfigError, TrainConfig
 from recsys_core.train.evaluate import evaluate, user_loader
 from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import Schedule, make_optimizer
+from recsys_core.train.prepared import Prepared
 from recsys_core.train.train_step import TrainStep, build_train_step, graph_unsupported_reason
 
 
@@ -38,12 +39,24 @@ def check_runtime(cfg: TrainConfig) -> None:
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     check_runtime(cfg)
+    fresh_accelerate_state()
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "no" if cpu else "bf16"
     return Accelerator(cpu=cpu, mixed_precision=precision,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+def fresh_accelerate_state() -> None:
+    """Accelerate keeps its settings (device, mixed precision) process-wide and refuses an
+    Accelerator with other ones: a process that runs one cell after another (jobs/worker.py)
+    starts each from none. Not inside `accelerate launch` (the process group is set up once)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 @dataclass
@@ -86,13 +99,17 @@ class Run:
 def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
               accelerator: Accelerator | None = None, train: bool = True,
               resume_dir: Path | None = None, fused_loss: bool = True,
-              data=None, split: LeaveOneOut | None = None) -> Run:
+              data=None, split: LeaveOneOut | None = None,
+              prepared: Prepared | None = None) -> Run:
     """Everything a run needs before its first epoch. `train=False`: data and model only (no
     optimiser; pop is still fitted). `resume_dir`: continue from its last checkpoint.
-    `data`, `split` (on the run's device): already loaded (a benchmark's runs share them)."""
+    `data`, `split` (on the run's device): already loaded (a benchmark's runs share them);
+    `prepared`: the data a process keeps across its runs (prepared.py: a worker's cells)."""
     accelerator = accelerator or make_accelerator(cfg)
-    seed_everything(cfg.seed)
     device = accelerator.device
+    if prepared is not None and data is None:
+        data, split = prepared.data(cfg, device)
+    seed_everything(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
                             mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
@@ -115,7 +132,8 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     # a capturable optimiser (step count and learning rate on the device) where a graph runs
     optimizer = make_optimizer(cfg, model, lr, capturable=graphs)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
-    run.starts, run.ends = split.train_windows(cfg.max_len, cfg.train_windows)
+    run.starts, run.ends = prepared.windows(cfg, split) if prepared is not None else \
+        split.train_windows(cfg.max_len, cfg.train_windows)
     steps_per_epoch = math.ceil(len(run.starts) // accelerator.num_processes / cfg.batch_size)
     run.schedule = Schedule(cfg, run.optimizer, steps_per_epoch)
     if resume_dir is not None:

@@ -1,0 +1,223 @@
+"""Grid throughput: how long a researcher waits for a grid, launcher command to the last
+result.json, with a process per cell against persistent workers (jobs/worker.py) or SLURM packs.
+
+    python -m benchmarks.grid_throughput [--out results/benchmarks] [--cells-per-gpu 6]
+        [--workloads ml100k-paper-54 beauty-sasrec-cell] [--modes process-per-cell worker]
+    python -m benchmarks.grid_throughput --smoke --out /tmp/gt     # CPU, tiny, ~1 min
+
+Workloads: `ml100k-paper-54` is `python -m launcher sweep paper --where dataset=ml-100k` (54
+cells; its 9 `pop` cells ask for no GPU and run on the CPU), `beauty-sasrec-cell` the
+amazon-beauty grid's SASRec seed-42 cell (`--where model=sasrec --where seed=42`); `--smoke`
+replaces them with `smoke-grid` (6 tiny synthetic cells) and `smoke-cell` (one) on the CPU.
+Modes: `process-per-cell` (`--process-per-cell`), `worker` (the local executor's default) and
+`pack` (the SLURM executor with `--cells-per-job`, where SLURM_CONF names a cluster; the wall
+time runs until `status` shows every cell finished). Every run starts cold: empty data,
+Triton and Inductor caches (`--warm`: one set of caches for all runs).
+
+Per run: wall_s (the launcher command, and for `pack` the polling, to the last result),
+cells_per_min, overhead_share = 1 − Σ cells' epoch seconds / (wall_s × slots), i.e. the share
+of the slots' time (cells running at once) not spent in training epochs, the medians of the
+cells' start-up and setup seconds (`warm_setup_s`: cells that were not their process's first),
+and `metrics_equal`: cells whose test metrics equal those of the first mode's run.
+`--profile` also times one process's per-cell setup on the CPU, phase by phase, for the first
+and later cells (ML-100K, L=64; --smoke: tiny): where setup goes, what a warm worker still pays.
+Writes OUT/grid_throughput.{md,csv} (and grid_setup_profile.{md,csv} with `--profile`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.report import write
+
+REPO = Path(__file__).resolve().parents[1]
+WORKLOADS = {
+    "ml100k-paper-54": ["paper", "--where", "dataset=ml-100k"],
+    "beauty-sasrec-cell": ["amazon-beauty", "--where", "model=sasrec", "--where", "seed=42"],
+}
+TINY = {"dataset": "synthetic", "synthetic": {"n_users": 80, "n_items": 40,
+                                             "n_interactions": 1600, "seed": 3},
+        "max_len": 8, "embedding_dim": 8, "num_heads": 2, "num_blocks": 1, "batch_size": 32,
+        "wandb_mode": "disabled", "device": "cpu", "epochs": 3, "patience": 5}
+
+
+def smoke_workloads(folder: Path) -> dict[str, list[str]]:
+    grid = folder / "smoke.yaml"
+    grid.write_text(json.dumps({"name": "smoke", "fixed": TINY, "resources": {"gpus": 0},
+                                "grid": {"model": ["sasrec", "gru4rec", "pop"], "seed": [1, 2]}}))
+    return {"smoke-grid": [str(grid)],
+            "smoke-cell": [str(grid), "--where", "model=sasrec", "--where", "seed=1"]}
+
+
+def mode_args(mode: str, slots: int) -> list[str]:
+    if mode == "process-per-cell":
+        return ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots),
+                "--process-per-cell"]
+    if mode == "worker":
+        return ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots)]
+    if mode == "pack":
+        return ["--executor", "slurm", "--cells-per-job", str(slots)]
+    raise SystemExit(f"unknown mode {mode!r}; valid: process-per-cell, worker, pack")
+
+
+def caches(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"RECSYS_DATA_CACHE": str(folder / "data"), "TRITON_CACHE_DIR": str(folder / "triton"),
+            "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}
+
+
+def launcher(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+
+
+def wait_finished(sweep: Path, env: dict, timeout_s: float = 7200) -> None:
+    """Poll `status` until no cell is queued or running (a SLURM sweep returns at submission)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        rows = json.loads(launcher(["status", str(sweep), "--json"], env).stdout or "[]")
+        if rows and all(r["state"] not in ("PENDING", "RUNNING") for r in rows):
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"{sweep}: cells still running after {timeout_s:.0f} s")
+
+
+def measure(name: str, grid_args: list[str], mode: str, slots: int, work: Path,
+            env: dict) -> tuple[dict, dict[str, dict]]:
+    sweep = work / f"{name}-{mode}-{slots}"
+    t0 = time.perf_counter()
+    proc = launcher(["sweep", *grid_args, "--out", str(sweep), *mode_args(mode, slots)], env)
+    if mode == "pack" and proc.returncode == 0:
+        wait_finished(sweep, env)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{name} {mode}: launcher exit {proc.returncode}: {proc.stderr[-2000:]}")
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    results = {}
+    for c in manifest["cells"]:
+        path = sweep / "cells" / c["id"] / "result.json"
+        results[c["name"]] = json.loads(path.read_text()) if path.exists() else {}
+    done = [r for r in results.values() if r.get("status") == "COMPLETED"]
+    parts = {p: [r.get(f"time_{p}_s") or 0.0 for r in done] for p in ("start", "setup", "epochs")}
+    warm = [r["time_setup_s"] for r in done if r.get("runner_cells_before")]
+    used = min(slots, len(results))
+    devices = [r.get("device") for r in done if r.get("device")]
+    row = {"workload": name, "device": max(set(devices), key=devices.count) if devices else None,
+           "cells": len(results), "completed": len(done), "wall_s": wall,
+           "cells_per_min": 60 * len(results) / wall,
+           "overhead_share": 1 - sum(parts["epochs"]) / (wall * used), "mode": mode,
+           "slots": used, "epochs_s_sum": sum(parts["epochs"]),
+           "start_s_median": statistics.median(parts["start"]) if done else None,
+           "setup_s_median": statistics.median(parts["setup"]) if done else None,
+           "warm_setup_s": statistics.median(warm) if warm else None}
+    return row, results
+
+
+def same_metrics(a: dict[str, dict], b: dict[str, dict]) -> str:
+    """Cells of b whose test metrics equal a's ('n/m')."""
+    def test(r):
+        return {k: v for k, v in r.items() if k.startswith("test_")}
+    equal = sum(bool(test(r)) and test(r) == test(a.get(n, {})) for n, r in b.items())
+    return f"{equal}/{len(b)}"
+
+
+def setup_profile(cfgs: list[dict], out: Path) -> pd.DataFrame:
+    """One process (this one; it has not imported torch yet) sets up cfgs one after another as
+    a worker does: seconds per phase of each cell's setup."""
+    rows, t0 = [], time.perf_counter()
+    from recsys_core.train.config import TrainConfig
+    from recsys_core.train.prepared import Prepared
+    from recsys_core.train.optim import make_optimizer
+    from recsys_core.train.setup import build_run, make_accelerator
+    from recsys_core.models import build_model
+    rows.append({"cell": "-", "phase": "import torch, accelerate, the trainer",
+                 "s": time.perf_counter() - t0})
+    prepared = Prepared()
+    for i, values in enumerate(cfgs):
+        cfg = TrainConfig(**{**values, "out": str(out / f"p{i}")})
+        label = f"{i + 1}: {cfg.model} {cfg.dataset} L{cfg.max_len}"
+
+        def phase(name: str, fn):
+            t = time.perf_counter()
+            value = fn()
+            rows.append({"cell": label, "phase": name, "s": time.perf_counter() - t})
+            return value
+        accelerator = phase("accelerator", lambda: make_accelerator(cfg))
+        data, _ = phase("dataset + split (kept across cells)",
+                        lambda: prepared.data(cfg, accelerator.device))
+        model = phase("model build (alone)", lambda: build_model(
+            cfg.model, data.n_items, cfg, accelerator.device.type))
+        phase("optimiser (alone; the first imports torch._dynamo)",
+              lambda: make_optimizer(cfg, model, cfg.lr, capturable=False))
+        phase("build_run: seed, model, optimiser, windows, step",
+              lambda: build_run(cfg, accelerator=accelerator, prepared=prepared))
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.grid_throughput")
+    p.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
+    p.add_argument("--workloads", nargs="*", default=None,
+                   help="default: all; none (the flag alone): only --profile")
+    p.add_argument("--modes", nargs="+", default=["process-per-cell", "worker"])
+    p.add_argument("--cells-per-gpu", type=int, nargs="+", default=[6],
+                   help="cells at a time (slots; pack: cells per job); one row each")
+    p.add_argument("--smoke", action="store_true", help="tiny synthetic workloads on the CPU")
+    p.add_argument("--warm", action="store_true", help="one set of caches for every run")
+    p.add_argument("--profile", action="store_true", help="also profile one process's setup")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="grid-throughput-"))
+    workloads = smoke_workloads(work) if args.smoke else WORKLOADS
+    chosen = list(workloads) if args.workloads is None else args.workloads
+    rows, first = [], {}
+    runs = [(n, m, k) for n in chosen for m in args.modes for k in args.cells_per_gpu]
+    for name, mode, slots in runs:
+        if name not in workloads:
+            raise SystemExit(f"unknown workload {name!r}; valid: {', '.join(workloads)}")
+        cache = caches(work / ("caches" if args.warm else f"caches-{name}-{mode}-{slots}"))
+        env = {**os.environ, **cache}
+        row, results = measure(name, workloads[name], mode, slots, work, env)
+        row["caches"] = "warm" if args.warm and rows else "cold"
+        row["metrics_equal"] = same_metrics(first.setdefault(name, results), results)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    machine = (f"Machine: {os.uname().nodename}, {os.cpu_count()} CPU cores. "
+               "`python -m benchmarks.grid_throughput "
+               + " ".join(argv if argv is not None else sys.argv[1:]) + "`")
+    if rows:
+        print(write(Path(args.out), "grid_throughput",
+                    f"# Grid throughput ({time.strftime('%Y-%m-%d')})",
+                    machine + "; device: the cells' (result.json `device`)", pd.DataFrame(rows),
+                    "Per run: " + __doc__.split("Per run:")[1].split("A second")[0].strip(),
+                    data=pd.DataFrame(rows)), end="")
+    if args.profile:
+        shape = TINY if args.smoke else {"dataset": "ml-100k", "max_len": 64, "embedding_dim": 64,
+                                         "num_heads": 2, "num_blocks": 1, "device": "cpu",
+                                         "wandb_mode": "disabled"}
+        profile = setup_profile([{**shape, "model": m} for m in PROFILED], work)
+        print(write(Path(args.out), "grid_setup_profile",
+                    f"# One process's setup, cell after cell, on the CPU "
+                    f"({time.strftime('%Y-%m-%d')})", machine, profile, PROFILE_NOTE,
+                    data=profile), end="")
+    return 0
+
+
+PROFILED = ("sasrec", "xlstm", "gru4rec", "sasrec")
+PROFILE_NOTE = ("Cell 1 pays the process's first-time costs (imports inside the first "
+                "optimiser, build_run's first call); the dataset is loaded once and its split "
+                "and training windows kept (recsys_core/train/prepared.py), so later cells pay "
+                "the model, the optimiser and the step only. On a GPU a cell also captures its "
+                "CUDA graph in its first epoch (`time_capture_s`, counted in the epochs).")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The local executor's persistent workers: `python -m jobs.worker` processes that run cell
+after cell (jobs/worker.py), so that a cell does not pay for a new interpreter, the imports,
+the CUDA context, compiled kernels and its dataset's tensors (all kept in the worker).
+
+Each of the executor's slots (threads) keeps its own workers, one per device it ran cells on:
+one for the CPU (cells asking for no GPU) and one per GPU, started when first needed and kept
+until the sweep ends. A worker that dies (a crash, a kill) takes only the cell it was running;
+the slot starts a new one for its next cell.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOG_DIR = "workers"     # SWEEP/workers/: each worker's own output outside its cells
+
+
+class WorkerProcess:
+    def __init__(self, gpus: list[str], threads: int, log: Path):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+               "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "jobs.worker"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, env=env, cwd=REPO, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, cell_dir: Path, out: Path, err: Path) -> int:
+        """Run one cell in the worker: 0 completed, 1 failed; if the worker died meanwhile,
+        its exit code (negative: the signal that ended it)."""
+        request = {"cell": str(cell_dir), "out": str(out), "err": str(err), "sent": time.time()}
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if not reply:
+            code = self.proc.wait()
+            return code or 1
+        return int(json.loads(reply)["code"])
+
+    def close(self, timeout: float = 60) -> None:
+        """End the worker once its current cell is done (EOF on its input)."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Workers:
+    """One slot's workers, by the GPUs they see (() for the CPU)."""
+
+    def __init__(self, log_dir: Path, threads: int):
+        self.log_dir, self.threads = log_dir, threads
+        self.by_gpus: dict[tuple[str, ...], WorkerProcess] = {}
+        self.started = 0
+
+    def get(self, gpus: list[str]) -> WorkerProcess:
+        key = tuple(gpus)
+        worker = self.by_gpus.get(key)
+        if worker is None or not worker.alive():
+            self.started += 1
+            log = self.log_dir / f"{os.getpid()}-{id(self):x}-{self.started}.log"
+            worker = self.by_gpus[key] = WorkerProcess(list(gpus), self.threads, log)
+        return worker
+
+    def gpus(self) -> list[str]:
+        """The GPUs this slot has a live worker on (the ones it prefers to take again)."""
+        return [g for key, w in self.by_gpus.items() if len(key) == 1 and w.alive() for g in key]
+
+    def close(self) -> None:
+        for worker in self.by_gpus.values():
+            worker.close()
+        self.by_gpus.clear()
