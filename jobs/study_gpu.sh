@@ -123,7 +123,7 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       done
       log "evalcheck: $(( $(ms) - t0 )) ms, $(wc -l <"$OUT/evalcheck.jsonl") evaluations" ;;
     pack)
-      tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='wandb' --exclude='*.out' \
+      tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='.cache' --exclude='wandb' --exclude='*.out' \
         --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
       # The checkpoints of cells that did not finish (a call's time ran out), for `resume`.
       ckpts=$(cd "$WORK" && for d in */cells/*/; do

@@ -90,6 +90,20 @@ def rendezvous_port(cell_dir: Path, node_rank: int, timeout_s: float = 300) -> i
 
 
 JOB_INFO = "RECSYS_JOB_INFO"   # what the outer job knew, for the processes it launches
+COMPILE_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+
+
+def shared_compile_caches(cell_dir: Path) -> None:
+    """Inductor's and Triton's caches in the sweep's folder (`<sweep>/.cache/`), unless the
+    environment names its own: their defaults are under the node's /tmp and ~, so a cell on
+    another node (or a fresh container) compiled xLSTM's encoder and kernels again (76 s).
+    Both caches key on the GPU and the software versions and write atomically, so cells of
+    one sweep on several nodes may share them."""
+    sweep = Path(cell_dir).resolve().parent.parent
+    if not (sweep / "manifest.json").exists():
+        return              # a run folder outside a sweep: the libraries' own defaults
+    for var, name in COMPILE_CACHES.items():
+        os.environ.setdefault(var, str(sweep / ".cache" / name))
 
 
 def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:
@@ -98,6 +112,7 @@ def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:
     `since`: when the cell could first have started here (its process's start, or its hand-off
     to a worker); `job`: what the caller records of it (runner, time_queue_s; jobs/timing.py);
     `prepared`: data kept across this process's cells (jobs/worker.py)."""
+    shared_compile_caches(Path(cell_dir))     # before anything compiles
     from recsys_core.atomic import atomic_write_text
     from recsys_core.cli import print_progress
     from recsys_core.train import run

@@ -1,4 +1,5 @@
 """The job callable the launcher submits: runs a cell from its directory, requeues boundedly."""
+import os
 import json
 import subprocess
 import sys
@@ -67,3 +68,18 @@ def test_a_requeued_multi_node_job_never_takes_the_port_of_its_run_before(tmp_pa
         rendezvous_port(tmp_path, node_rank=1, timeout_s=0.6)
     second = rendezvous_port(tmp_path, node_rank=0)
     assert rendezvous_port(tmp_path, node_rank=1) == second
+
+
+def test_compile_caches_live_in_the_sweep_unless_the_environment_says(tmp_path, monkeypatch):
+    from jobs.train_cell import shared_compile_caches
+    cell = tmp_path / "sweep" / "cells" / "abc"
+    cell.mkdir(parents=True)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")})
+    shared_compile_caches(cell)                       # no manifest: not a sweep, left alone
+    assert "TRITON_CACHE_DIR" not in os.environ
+    (tmp_path / "sweep" / "manifest.json").write_text("{}")
+    os.environ["TRITON_CACHE_DIR"] = "/shared/triton"
+    shared_compile_caches(cell)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "sweep" / ".cache" / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == "/shared/triton"   # the user's choice kept
