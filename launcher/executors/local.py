@@ -198,7 +198,7 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
     with open(cell_dir / "local.out", "w") as out, open(cell_dir / "local.err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
                                 stdout=out, stderr=err, env=env,
-                                cwd=Path(__file__).resolve().parents[1])
+                                cwd=Path(__file__).resolve().parents[2])   # the checkout
         if running is not None:
             running[cell.id] = [proc, None]
         (cell_dir / "local.pid").write_text(str(proc.pid))
