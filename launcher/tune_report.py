@@ -85,13 +85,13 @@ def _params(params: dict) -> str:
 
 def render(rep: dict) -> str:
     lines = [f"search {rep['name']}: {rep['budget']['description']}", "",
-             f"{'study':<28}{'trial':>5}  {'state':<9}{'cell':<13}{'value':>8}  params"]
+             f"{'study':<28}{'trial':>5}  {'state':<11}{'cell':<13}{'value':>8}  params"]
     for r in rep["trials"]:
         state = r["state"] if r["state"] != "RUNNING" else (r["cell_state"] or "RUNNING")
         value = f"{r['value']:.4f}" if r["value"] is not None else "-"
         note = f"  (pruned after epoch {r['pruned_epoch']})" if r["pruned_epoch"] else ""
         note += f"  ({r['reason']})" if r["state"] == "FAIL" and r["reason"] else ""
-        lines.append(f"{r['study']:<28}{r['number']:>5}  {state:<9}{str(r['cell']):<13}"
+        lines.append(f"{r['study']:<28}{r['number']:>5}  {state:<11}{str(r['cell']):<13}"
                      f"{value:>8}  {_params(r['params'])}{note}")
     lines += ["", f"best so far ({rep['metric']}):"]
     for s in rep["studies"]:

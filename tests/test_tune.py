@@ -131,7 +131,10 @@ def _wait(predicate, what: str, timeout: float = 240):
 
 
 def test_kill_9_of_tuner_and_trial_resumes_to_the_uninterrupted_search(tmp_path):
-    grid = write_tune_grid(tmp_path / "g.yaml", trials=3, fixed={"epoch_sleep_s": 1.0})
+    # successive halving: the wave's curves are reported in lockstep, also across the restart
+    grid = write_tune_grid(tmp_path / "g.yaml", trials=3, fixed={"epoch_sleep_s": 1.0},
+                           pruner={"type": "successive_halving", "min_epochs": 1,
+                                   "reduction_factor": 2})
     reference = tmp_path / "reference"
     launcher("tune", grid, "--executor", "local", "--out", reference)
     expected = report(reference)
