@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,9 +36,11 @@ JOURNAL = "tune.journal"
 
 
 def optuna():
-    """Optuna, imported when a search runs (0.3 s; `sweep` and `status` do without), quiet."""
+    """Optuna, imported when a search runs (0.3 s; `sweep` and `status` do without), quiet
+    (its constant-liar TPE is experimental in Optuna 4: one warning per trial otherwise)."""
     import optuna as lib
     lib.logging.set_verbosity(lib.logging.WARNING)
+    warnings.filterwarnings("ignore", category=lib.exceptions.ExperimentalWarning)
     return lib
 
 
@@ -155,7 +158,7 @@ def propose(search: Search, st: Study, number: int):
             raise RuntimeError(f"{st.name}: asked for trial {number}, Optuna gave "
                                f"{trial.number} (was the journal written by another process?)")
     elif existing.state == lib.trial.TrialState.RUNNING:
-        trial = lib.trial.Trial(st.study, existing._trial_id)
+        trial = lib.trial.Trial(st.study, existing._trial_id)   # see Member.handle
     else:
         return existing
     suggest(trial, st.space)
@@ -177,7 +180,7 @@ class Member:
     """A trial of the current wave and the cell that runs it."""
     study: Study
     frozen: Any                   # optuna FrozenTrial (refreshed by `refresh`)
-    cell: Cell
+    cell: Cell | None             # None: its values make no valid cell (it FAILs at once)
     cell_dir: Path
 
     @property
@@ -192,6 +195,8 @@ class Member:
         self.frozen = self.study.trials()[self.frozen.number]
 
     def handle(self):
+        """The running trial, to report to and tell. Optuna offers no public way back to a
+        trial asked by another process (or a killed tuner): its Trial takes the storage's id."""
         return optuna().trial.Trial(self.study.study, self.frozen._trial_id)
 
 
@@ -211,6 +216,8 @@ class Pruning:
             try:
                 curves[m.cell.id] = read_history(m.cell_dir, self.metric)
             except (KeyError, ValueError, OSError) as e:
+                if m.cell.id not in self.errors:
+                    self.log(f"{m.label}: its validation curve cannot be read: {e}")
                 self.errors[m.cell.id] = str(e)
                 curves[m.cell.id] = []
         reported = {m.cell.id: max(m.frozen.intermediate_values, default=0) for m in members}
