@@ -10,6 +10,11 @@
 # beauty-fp32:  that grid with mixed_precision "no" (fp32, as the published runs trained),
 #               written to $WORK/amazon-beauty-fp32.yaml from the shipped grid;
 # ml100k:       the paper grid's ML-100K cells (5 models + pop x L 32/64/128 x 3 seeds);
+# tune-ml1m:    issue 18: xLSTM and SASRec tuned on ML-1M, 20 trials each, the same budget
+#               (grids/tune-ml1m.yaml, CELLS_PER_GPU trials at a time), the best of each
+#               written to $WORK/tune-ml1m/best.yaml, the trials to $WORK/tune-ml1m-status.*;
+# tune-ml1m-final: that best grid at seeds 42/123/2023 ($WORK/tune-ml1m-final; the untuned
+#               xLSTM and SASRec on ML-1M are the study sweep's cells);
 # resume-SWEEP: resume that sweep (cells without a COMPLETED result);
 # aggregate:    status, tables and plots of every sweep present;
 # evalcheck:    seed-42 checkpoints (Beauty, ML-100K L=64) evaluated on the GPU and the CPU;
@@ -72,6 +77,17 @@ for phase in "$@"; do
       $PY -m launcher sweep "$WORK/amazon-beauty-fp32.yaml" --executor local \
         --cells-per-gpu "$CELLS" --out "$WORK/amazon-beauty-fp32" >>"$OUT/study.log" 2>&1
       log "beauty-fp32: $(( $(ms) - t0 )) ms for the sweep" ;;
+    tune-ml1m)     # run again, it continues where it stopped (the same trials, nothing twice)
+      $PY -m launcher tune tune-ml1m --executor local --cells-per-gpu "$CELLS" \
+        --parallel "$CELLS" --out "$WORK/tune-ml1m" --emit-grid "$WORK/tune-ml1m/best.yaml" \
+        >>"$OUT/study.log" 2>&1
+      $PY -m launcher tune status "$WORK/tune-ml1m" >"$WORK/tune-ml1m-status.txt" 2>&1
+      $PY -m launcher tune status "$WORK/tune-ml1m" --json >"$WORK/tune-ml1m-status.json"
+      log "tune-ml1m: $(( $(ms) - t0 )) ms for the search" ;;
+    tune-ml1m-final)
+      $PY -m launcher sweep "$WORK/tune-ml1m/best.yaml" --executor local --cells-per-gpu "$CELLS" \
+        --out "$WORK/tune-ml1m-final" >>"$OUT/study.log" 2>&1
+      log "tune-ml1m-final: $(( $(ms) - t0 )) ms (the untuned cells: the study sweep's)" ;;
     study-aggregate)
       $PY -m launcher aggregate "$WORK/study" --out "$WORK/study-aggregate" >>"$OUT/study.log" 2>&1
       log "study-aggregate: $(( $(ms) - t0 )) ms" ;;
@@ -102,7 +118,7 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
         >>"$OUT/study.log" 2>&1
       log "$phase: $(( $(ms) - t0 )) ms" ;;
     aggregate)
-      for s in ml-100k amazon-beauty amazon-beauty-fp32 amazon-beauty-sasrec beauty-solo-cold beauty-solo-warm; do
+      for s in ml-100k amazon-beauty amazon-beauty-fp32 amazon-beauty-sasrec beauty-solo-cold beauty-solo-warm tune-ml1m tune-ml1m-final; do
         [ -d "$WORK/$s" ] || continue
         $PY -m launcher status "$WORK/$s" >"$WORK/status-$s.txt" 2>&1
         $PY -m launcher aggregate "$WORK/$s" --out "$WORK/aggregate-$s" >>"$OUT/study.log" 2>&1
@@ -130,6 +146,6 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
         [ -f "$d/result.json" ] || ls "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null; done)
       [ -z "$ckpts" ] || tar czf "$OUT/resume.tgz" -C "$WORK" $ckpts
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" ;;
-    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k resume-SWEEP aggregate evalcheck pack study-DATASET study-aggregate)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-aggregate)" >&2; exit 2 ;;
   esac
 done

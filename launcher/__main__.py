@@ -1,4 +1,4 @@
-"""`python -m launcher {sweep,status,resume,cancel,aggregate}`: the product's front door.
+"""`python -m launcher {sweep,status,resume,cancel,aggregate,tune}`: the product's front door.
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
                [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--process-per-cell]
@@ -8,6 +8,9 @@
                  [--process-per-cell] [--cells-per-job K]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
+    tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
+              [--emit-grid FILE] [--json] [--cells-per-gpu K]
+    tune status DIR [--json]
 Exit codes: 0 ok, 1 some cell failed (local runs), 2 bad input or SLURM refused (one line on
 stderr, nothing written), 130 interrupted (Ctrl-C: `resume` runs what did not finish).
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 from launcher import executors
 from launcher.grid import GridError, load_grid, expand
 from launcher.sweep import Sweep
-from recsys_core.cli import ArgumentParser, guarded
+from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
 
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
 
@@ -86,6 +89,9 @@ def cmd_sweep(args) -> int:
         cells = select(expand(grid), args.where, str(grid.path))
     except (GridError, OSError, ValueError) as e:
         return _err(str(e))
+    if grid.search is not None:
+        print(f"note: {grid.path} has a search block; `sweep` runs its cells as they are, "
+              "`tune` searches", file=sys.stderr)
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
     executor = executors.get(args.executor, _options(args))
     reason = executor.unavailable_reason()
@@ -222,6 +228,59 @@ def _running_flags(p: argparse.ArgumentParser) -> None:
                         "task); default: the grid's resources.cells_per_job, else 1")
 
 
+def cmd_tune(args) -> int:
+    from launcher import tune, tune_report
+    if args.target[0] == "status":
+        if len(args.target) != 2:
+            return _err("usage: python -m launcher tune status DIR [--json]")
+        try:
+            rep = tune_report.report(Sweep(args.target[1]))
+        except (FileNotFoundError, ValueError) as e:
+            return _err(str(e))
+        print(json.dumps(rep) if args.json else tune_report.render(rep))
+        return 0
+    if len(args.target) != 1:
+        return _err(f"tune takes one grid file, got {' '.join(args.target)} "
+                    "(or: tune status DIR)")
+    try:
+        grid = load_grid(grid_path(args.target[0]))
+        if grid.search is None:
+            raise GridError(f"{grid.path}: search: the grid has no search block; `tune` needs "
+                            "one (launcher/search.py), `sweep` runs a grid as it is")
+        bases = tune.bases(grid, expand(grid))
+    except (GridError, OSError, ValueError) as e:
+        return _err(str(e))
+    trials, parallel = args.trials or grid.search.trials, args.parallel or grid.search.parallel
+    if min(trials, parallel) < 1:
+        return _err(f"--trials {trials} --parallel {parallel}: both must be at least 1")
+    out = Path(args.out) if args.out else Path("sweeps") / grid.name
+    executor = executors.get(args.executor, executors.Options(
+        workers=parallel, cells_per_gpu=args.cells_per_gpu, json=args.json))
+    reason = executor.unavailable_reason()
+    if reason:
+        return _err(f"{reason}; `tune` submits to SLURM by default: run the trials on this "
+                    "machine with --executor local, or see the first wave with --executor dry-run")
+    try:
+        if not executor.records_submissions:
+            tune.dry_run(grid, out, executor, trials, parallel)
+            return 0
+        sweep, code = tune.run_search(grid, out, executor, trials, parallel)
+        rep = tune_report.report(sweep)
+        if code == 0 and args.emit_grid:
+            path = tune_report.emit_grid(grid, bases, sweep, Path(args.emit_grid))
+            print(f"the best parameters: {path} (python -m launcher sweep {path})")
+    except (tune.TuneError, executors.ExecutorError, FileExistsError, ValueError) as e:
+        return _err(str(e))
+    print(tune_report.render(rep))
+    if code == INTERRUPTED:
+        print(f"the same `tune` command on {out} continues the search", file=sys.stderr)
+    missing = [s["study"] for s in rep["studies"] if not s["best"]]
+    if code == 0 and missing:
+        print(f"no trial of {', '.join(missing)} completed", file=sys.stderr)
+        return 1
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m launcher", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -266,6 +325,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="output folder (default: SWEEP/aggregate)")
     a.add_argument("--no-plots", action="store_true")
     a.set_defaults(func=cmd_aggregate)
+    t = sub.add_parser("tune", help="search a grid's hyper-parameters, the same budget for every "
+                                    "model (its search block); `tune status DIR`: the trials")
+    t.add_argument("target", nargs="+", metavar="GRID | status DIR",
+                   help="a grid file with a search block, or a shipped one: tune-quickstart, ...")
+    t.add_argument("--executor", choices=executors.names(), default="slurm")
+    t.add_argument("--trials", type=int, help="trials per model and dataset (default: the "
+                                              "grid's search.trials)")
+    t.add_argument("--parallel", type=int, help="trials per wave, submitted together "
+                                                "(default: the grid's search.parallel)")
+    t.add_argument("--out", help="sweep directory (default: sweeps/<grid name>); the same "
+                                 "command on it again continues the search")
+    t.add_argument("--emit-grid", metavar="FILE", help="at the end, the best parameters per "
+                                                       "model and dataset as a grid file")
+    t.add_argument("--json", action="store_true", help="status: the report as JSON; dry-run: "
+                                                       "the first wave's cells as JSON")
+    t.add_argument("--cells-per-gpu", type=int, default=1,
+                   help="local: trials sharing one GPU at a time (default 1)")
+    t.set_defaults(func=cmd_tune)
     return p
 
 

@@ -26,6 +26,9 @@ def number(v) -> str:
 
 def display_main(main: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     out = main[keys].astype(object).where(main[keys].notna(), "n/a")
+    for k in keys:      # a searched learning rate has 17 digits: 4 significant ones are shown
+        out[k] = [f"{v:.4g}" if isinstance(v, float) and not v.is_integer() else v
+                  for v in out[k]]
     out["params"] = [number(v) if pd.notna(v) else "n/a" for v in main["params_total"]]
     for m, label in METRICS.items():
         cell = []

@@ -10,6 +10,9 @@
     overrides: [{when: {model: xlstm}, set: {lr: 3.0e-4, resources: {gpus: 2}}}]
     resources: {partition: gpu, gpus: 1, cpus: 8, mem: 64G, time: "04:00:00"}
                                        # cells_per_job: 6 packs 6 cells in one SLURM job
+    search: {metric: val_ndcg@10, trials: 20, final_seeds: [42, 123], space: {...}}
+                                       # what `tune` searches (launcher/search.py); `sweep`
+                                       # runs the cells as they are
 
 Parameters are `TrainConfig` fields, less `out`, `run_id` and `wandb_group` (the launcher sets
 them), and the debug hooks of the failure-path tests (recsys_core/train/hooks.py). A `when`/`exclude` value may be a list, meaning "any of"; both match a cell as fixed, grid
@@ -32,14 +35,15 @@ from typing import Any, Iterable
 
 from launcher.resources import (PROFILES_DIR, GridError, Resources, fail, load_profile,
                                 mapping, merge_resources, parse_resources, read_yaml)
+from launcher.search import Search, parse_search
 from recsys_core.train.config import CHOICES, ConfigError, TrainConfig, defaults
 from recsys_core.train.hooks import HOOK_KEYS, DebugHooks
 
-__all__ = ["Cell", "Grid", "GridError", "Resources", "cell_config", "expand", "load_grid",
-           "make_cell"]
+__all__ = ["Cell", "Grid", "GridError", "Resources", "cell_config", "cell_id", "expand",
+           "load_grid", "make_cell"]
 
 TOP_KEYS = ("name", "description", "profile", "fixed", "grid", "zip", "exclude", "overrides",
-            "resources")
+            "resources", "search")
 LAUNCHER_KEYS = ("out", "run_id", "wandb_group")
 PARAM_KEYS = tuple(k for k in TrainConfig.model_fields if k not in LAUNCHER_KEYS)
 LABEL_KEYS = ("model", "dataset", "max_len", "seed")
@@ -124,6 +128,7 @@ class Grid:
     exclude: list[dict[str, list[Any]]]
     overrides: list[Override]
     resources: dict[str, Any]           # the profile's, updated by the file's
+    search: Search | None = None        # the search block (launcher/tune.py)
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,16 @@ class Cell:
     resources: Resources
     config: TrainConfig = field(compare=False, repr=False)   # what the job trains
     hooks: dict[str, Any] = field(default_factory=dict, compare=False)   # debug hooks set
+
+
+def cell_id(params: dict[str, Any], resources_json: str, trial: str | None = None) -> str:
+    """sha256 of a cell's parameters and resources (and, for a search's trial, which trial it
+    is: two trials may draw the same values), 12 hex digits."""
+    # = json.dumps({"params": ..., "resources": ..., "trial": ...}, sort_keys=True), faster
+    blob = (f'{{"params": {json.dumps(params, sort_keys=True, default=str)}, '
+            f'"resources": {resources_json}' +
+            (f', "trial": {json.dumps(trial)}' if trial is not None else "") + "}")
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def make_cell(cell_id: str, name: str, params: dict[str, Any], resources: Resources,
@@ -225,8 +240,14 @@ def load_grid(path: str | Path, profiles_dir: str | Path | None = None) -> Grid:
     resources = load_profile(raw["profile"], src, profiles) if "profile" in raw else {}
     resources = merge_resources(resources, parse_resources(raw.get("resources", {}), src,
                                                              "resources"))
+    search = None
+    if "search" in raw:
+        models = [fixed["model"]] if "model" in fixed else axes.get("model") or next(
+            g["model"] for g in zips if "model" in g)
+        search = parse_search(raw["search"], src, list(dict.fromkeys(models)),
+                              origin.get("seed"))
     return Grid(path, name, raw.get("profile"), fixed, axes, zips, exclude,
-                overrides, resources)
+                overrides, resources, search)
 
 
 def _label(params: dict[str, Any], extra_keys: Iterable[str]) -> str:
@@ -277,12 +298,9 @@ def expand(grid: Grid) -> list[Cell]:
             resources_for[key] = (res, json.dumps(res.identity(), sort_keys=True))
         res, res_json = resources_for[key]
         name = _label(params, extra_keys)
-        # = json.dumps({"params": params, "resources": ...}, sort_keys=True), built faster
-        blob = (f'{{"params": {json.dumps(params, sort_keys=True, default=str)}, '
-                f'"resources": {res_json}}}')
-        cell_id = hashlib.sha256(blob.encode()).hexdigest()[:12]
         try:
-            cell = make_cell(cell_id, name, params, res, grid.name, f"cell {name}")
+            cell = make_cell(cell_id(params, res_json), name, params, res, grid.name,
+                             f"cell {name}")
         except ConfigError as e:
             raise GridError(f"{src}: {e}") from None
         if cell.id in by_id:

@@ -11,6 +11,8 @@
       aggregate/           `aggregate`'s tables and plots (default output)
       .aggregate-cache/    rows `aggregate` has read, by file size and mtime (safe to delete)
       .lock                held by commands that submit (sweep, resume), so two never overlap
+      tune.journal         a search's trials (launcher/tune.py; its manifest has a `tune` key,
+      .tune.lock           and its cells are added wave by wave), held by the running tuner
 
 Status, resume and aggregate read only this directory (and sacct), never the grid file again.
 """
@@ -91,13 +93,16 @@ class Sweep:
 
     @classmethod
     def create(cls, root: Path, grid_file: Path, name: str, cells: list[Cell],
-               executor: str, write_cells: bool = True, extend: bool = False) -> "Sweep":
-        """Write the manifest, the grid copy and every cell's cell.json. An existing sweep
-        directory is reused only if it holds exactly the same cells (so `sweep` twice is safe),
-        or, with `extend`, if it is a sweep of the same grid name: the cells it lacks are added
-        and the ones it has are left as they are (a study grown a slice at a time)."""
+               executor: str, write_cells: bool = True, extend: bool = False,
+               extra: dict | None = None) -> "Sweep":
+        """Write the manifest (with `extra`'s keys), the grid copy and every cell's cell.json.
+        An existing sweep directory is reused only if it holds exactly the same cells (so
+        `sweep` twice is safe), or, with `extend`, if it is a sweep of the same grid name: the
+        cells it lacks are added and the ones it has are left as they are (a study grown a
+        slice at a time)."""
         sweep = cls(root)
         manifest = {
+            **(extra or {}),
             "name": name,
             "executor": executor,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -135,6 +140,18 @@ class Sweep:
     def write_cell(self, cell: Cell) -> None:
         write_cell_file(self.cell_dir(cell.id), cell)
 
+    def add_cells(self, cells: list[Cell]) -> None:
+        """Write these cells' cell.json and add those it lacks to the manifest (a search adds
+        its trials wave by wave)."""
+        known = set(self.cell_ids())
+        for c in cells:
+            self.write_cell(c)
+        self.update_manifest(cells=self.manifest()["cells"] + cell_records(
+            [c for c in cells if c.id not in known]))
+
+    def update_manifest(self, **keys) -> None:
+        atomic_write_text(self.manifest_path, json.dumps({**self.manifest(), **keys}) + "\n")
+
     # --- reading -------------------------------------------------------------------------------
 
     def manifest(self) -> dict:
@@ -170,19 +187,22 @@ class Sweep:
         finally:
             os.close(fd)
 
-    def latest_submissions(self) -> dict[str, dict]:
-        """cell id → its most recent submission. A torn last line (crash mid-write) is skipped."""
+    def submissions(self) -> list[dict]:
+        """Every submission, oldest first. A torn last line (crash mid-write) is skipped."""
         path = self.root / SUBMISSIONS
-        latest: dict[str, dict] = {}
         if not path.exists():
-            return latest
+            return []
+        entries = []
         for line in path.read_text().splitlines():
             try:
-                entry = json.loads(line)
+                entries.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            latest[entry["cell"]] = entry
-        return latest
+        return entries
+
+    def latest_submissions(self) -> dict[str, dict]:
+        """cell id → its most recent submission."""
+        return {entry["cell"]: entry for entry in self.submissions()}
 
     @contextlib.contextmanager
     def lock(self):

@@ -185,3 +185,18 @@ def test_checkpoint_writer_writes_the_state_at_the_call_and_reports_failures(tmp
     writer.save_best(tmp_path / "a-file", model)        # a file where the run folder should be
     with pytest.raises(OSError):
         writer.wait()
+
+
+def test_a_stop_request_ends_training_after_the_epoch_as_early_stopping_does(tmp_path):
+    """What `launcher tune` writes into a pruned trial's folder (recsys_core/train/stop.py)."""
+    from recsys_core.train.results import read_history
+    from recsys_core.train.stop import request_stop
+    request_stop(tmp_path / "run", "pruned by a test")
+    record = run(cell(tmp_path, "run", epochs=4))
+    assert record["status"] == "COMPLETED" and record["epochs_run"] == 1
+    assert record["stop_request"] == "pruned by a test" and record["stopped_early"]
+    assert record["test_ndcg@10"] is not None        # the best checkpoint is tested, as ever
+    assert len(read_history(tmp_path / "run", "val_ndcg@10")) == 1
+    request_stop(tmp_path / "last", "too late")       # after the last epoch: it stops nothing
+    last = run(cell(tmp_path, "last", epochs=1))
+    assert last["epochs_run"] == 1 and last["stop_request"] is None

@@ -31,6 +31,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped: bool = False
+    stop_request: str | None = None     # why training was stopped from outside (train/stop.py)
     history: list = field(default_factory=list)
 
     def observe(self, epoch: int, metric: float, patience: int) -> None:

@@ -25,6 +25,7 @@ from recsys_core.train.prepared import Prepared
 from recsys_core.train.provenance import provenance
 from recsys_core.train.results import write_history, write_predictions, write_result
 from recsys_core.train.setup import Run, build_run, make_accelerator
+from recsys_core.train.stop import stop_requested
 
 
 class NonFiniteLoss(RuntimeError):
@@ -89,6 +90,9 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
             eval_time = time.time() - t_eval
             r.schedule.after_epoch(val[monitor])
             state.observe(epoch, val[monitor], cfg.patience)
+            if not state.stopped and epoch < cfg.epochs:   # asked from outside (a tuner's pruner)
+                state.stop_request = stop_requested(out, accelerator)
+                state.stopped = state.stop_request is not None
             row = {"epoch": epoch, "train_loss": loss, "grad_norm": grad_norm,
                    "lr": current_lr(r.optimizer), "epoch_time_s": time.time() - t_epoch,
                    "train_time_s": train_time, "eval_time_s": eval_time,
@@ -125,6 +129,7 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
             ks=cfg.ks, batch_size=cfg.eval_batch_size, accelerator=accelerator))
         record.update(status="COMPLETED", reason=None, best_epoch=state.best_epoch or None,
                       epochs_run=state.epoch, stopped_early=state.stopped,
+                      stop_request=state.stop_request,
                       cuda_graphs=r.train_step is not None and r.train_step.mode == "graph")
         summarize_history(record, history)
         if main:

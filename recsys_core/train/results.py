@@ -6,9 +6,10 @@ the code after the trainer relies on and their types; a record may hold any othe
 kept as they are. One writer, `write_result`; two readers, both checking a record against
 `FIELDS`: `read_result` (one run: status, resume, evaluation, the analyses) and
 `read_results` (a sweep's cells at once, with a cache: aggregate, its plots, the analyses of a
-sweep). Besides it `history.parquet` (one row per epoch, for people: nothing here reads it
-back) and `predictions.txt` (top-10 with titles for a few users). All written atomically: a
-temporary file in the same directory, then a rename, so a reader never sees half a file.
+sweep). Besides it `history.parquet` (one row per epoch, rewritten after each: the launcher's
+tuner reads a running trial's validation curve from it, `read_history`) and `predictions.txt`
+(top-10 with titles for a few users). All written atomically: a temporary file in the same
+directory, then a rename, so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ TEXT, NUMBER, NUMBERS = pa.string(), pa.float64(), pa.list_(pa.float64())
 FIELDS: dict[str, pa.DataType] = {
     "status": TEXT,                         # one of STATUSES
     "reason": TEXT,                         # why it FAILED
+    "stop_request": TEXT,                   # why training was stopped from outside (train/stop.py)
     **{f"{split}_{metric}@10": NUMBER for split in ("test", "val")
        for metric in ("recall", "ndcg", "mrr")},
     "val_recall@10_by_epoch": NUMBERS,      # the validation curve (the plots)
@@ -238,6 +240,21 @@ def write_history(out: Path, history: list[dict]) -> None:
         return
     table = pa.Table.from_pylist([{k: _jsonable(v) for k, v in row.items()} for row in history])
     atomic_write(out / "history.parquet", lambda tmp: pq.write_table(table, tmp))
+
+
+def read_history(out: Path, column: str) -> list[float | None]:
+    """One column of a run's history.parquet, epoch by epoch ([] while it has none). A file
+    being replaced is never half-read (atomic writes); a column it lacks raises KeyError."""
+    try:
+        table = pq.read_table(Path(out) / "history.parquet")    # a few kB
+    except FileNotFoundError:
+        return []
+    if column not in table.column_names:
+        raise KeyError(f"{out}/history.parquet has no column {column!r}")
+    epochs, values = table.column("epoch").to_pylist(), table.column(column).to_pylist()
+    if epochs != list(range(1, len(epochs) + 1)):
+        raise ValueError(f"{out}/history.parquet: epochs {epochs} are not 1..{len(epochs)}")
+    return values
 
 
 def write_predictions(out: Path, lines: list[str]) -> None:
