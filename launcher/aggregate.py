@@ -47,6 +47,9 @@ from recsys_core.atomic import atomic_write
 from recsys_core.render import write_table
 
 TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
+          "cost": "Accuracy against cost (means per configuration; time_to_best_s = best epoch "
+                  "× epoch time; gpu_s = wall × gpus × nodes; cells sharing a GPU slow each "
+                  "other)",
           "compute": "Compute (GPU-hours = wall time × gpus × nodes; CPU-hours: cpus × nodes, "
                      "1 core where unset; the cells' time in seconds: queue wait, process "
                      "start, setup, epochs, saving, final test; overhead_share: the share of "
@@ -60,11 +63,13 @@ def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
     main = tables.main_table(agg)
     paired = tables.paired_tests(agg, main)
     compute, cells = tables.compute_table(agg), tables.cells_table(agg)
+    cost = tables.cost_table(agg, main)
     states = tables.states_table(agg)
     n = len(agg.keys)
     md = {
         "main": write_table(out, "main", main, display.display_main(main, agg.keys), n),
         "paired": write_table(out, "paired", paired, display.display_paired(paired), n + 2),
+        "cost": write_table(out, "cost", cost, display.display_numbers(cost), n),
         "compute": write_table(out, "compute", compute, display.display_numbers(compute), 1),
         "states": write_table(out, "states", states, states, 1),
         "cells": write_table(out, "cells", cells, display.display_numbers(cells), 4),

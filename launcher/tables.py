@@ -5,6 +5,8 @@
              (`near_cap`: cells whose best epoch is within 10% of it), the cells that did not
              complete, and the best mean per dataset flagged in `<metric>_best`
     paired   per comparison group, the best model against every other: paired t-test, 95% CI
+    cost     per configuration, accuracy against epoch time, time to the best epoch, wall and
+             GPU-seconds per cell (RQ3)
     compute  wall, GPU- and CPU-hours per model and in all, and where the cells' time went
              (queue wait, process start, setup, epochs, saving, final test: seconds summed)
              with the share of it that was not training (`overhead_share`)
@@ -138,6 +140,23 @@ def compute_table(agg: Aggregate) -> pd.DataFrame:
         share = 1 - table["epochs_s"] / table["cell_s"]
     table["overhead_share"] = share.where(table["cell_s"] > 0)
     return table
+
+
+def cost_table(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against what it cost, per configuration (the main table's rows; means over the
+    completed seeds): epoch time, the best epoch, time to it (best epoch × epoch time: the
+    training a run with perfect early stopping would have paid), wall and GPU-seconds per cell.
+    Times are as measured: cells that shared a GPU paid for each other."""
+    keys = agg.keys
+    done = agg.cells[agg.cells["state"] == "COMPLETED"]
+    done = done.assign(time_to_best_s=done["best_epoch"] * done["epoch_time_s"],
+                       gpu_s=done["gpu_hours"] * 3600)
+    g = done.groupby(keys, sort=False, dropna=False)
+    cost = pd.DataFrame({"best_epoch": g["best_epoch"].mean(),
+                         "time_to_best_s": g["time_to_best_s"].mean(),
+                         "wall_s": g["wall_time_s"].mean(), "gpu_s": g["gpu_s"].mean()})
+    cols = keys + ["n_seeds", "test_recall@10_mean", "test_ndcg@10_mean", "epoch_time_s"]
+    return main[cols].merge(cost.reset_index(), on=keys, how="left")
 
 
 def cells_table(agg: Aggregate) -> pd.DataFrame:

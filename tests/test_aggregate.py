@@ -65,7 +65,8 @@ def build_sweep(tmp_path, grid_text):
         record = {**c.params, "status": "COMPLETED", "reason": None, "test_recall@10": r,
                   "test_ndcg@10": r * 0.6, "test_mrr@10": r * 0.5, "val_recall@10": r,
                   "params_total": 1000 if k[0] != "pop" else 0, "wall_time_s": wall(c),
-                  "epoch_time_s": None if k[0] == "pop" else 2.0 + k[2] / 10, "ks": [5, 10, 20]}
+                  "epoch_time_s": None if k[0] == "pop" else 2.0 + k[2] / 10, "ks": [5, 10, 20],
+                  "best_epoch": None if k[0] == "pop" else 1 + k[3] % 3}
         if k == FAILED or k in ONE_SEED:
             record.update({"status": "FAILED", "reason": "Traceback ...\nRuntimeError: boom",
                            "test_recall@10": None})
@@ -100,7 +101,7 @@ def md_rows(path):
 
 def test_every_table_in_every_format_and_the_plots(sweep, tmp_path):
     out = aggregate(sweep, tmp_path, plots=True)
-    for name in ("main", "paired", "compute", "cells", "states"):
+    for name in ("main", "paired", "cost", "compute", "cells", "states"):
         csv = pd.read_csv(out / f"{name}.csv")
         header, rows = md_rows(out / f"{name}.md")
         assert len(rows) == len(csv) > 0
@@ -247,6 +248,23 @@ def test_gpu_and_cpu_hours(sweep, tmp_path):
         assert compute.loc[m, "gpu_hours"] == pytest.approx(hours)
     assert compute.loc["all", "gpu_hours"] == pytest.approx(sum(expected.values()))
     assert compute.loc["all", "cells"] == 36
+
+
+def test_cost_table_is_accuracy_against_time_per_configuration(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    main, cost = pd.read_csv(out / "main.csv"), pd.read_csv(out / "cost.csv")
+    assert len(cost) == len(main)
+    assert cost["test_recall@10_mean"].equals(main["test_recall@10_mean"])
+    cells = pd.read_csv(out / "cells.csv").merge(
+        pd.read_parquet(out / "results.parquet")[["id", "best_epoch"]], on="id")
+    done = cells[(cells.state == "COMPLETED") & (cells.model != "pop")]
+    row = cost[cost.model == "sasrec"].iloc[0]
+    group = done[(done.model == "sasrec") & (done.dataset == row.dataset) &
+                 (done.max_len == row.max_len)]
+    assert len(group) == row.n_seeds > 0
+    assert row.time_to_best_s == pytest.approx((group.best_epoch * group.epoch_time_s).mean())
+    assert row.gpu_s == pytest.approx((group.gpu_hours * 3600).mean())
+    assert row.wall_s == pytest.approx(group.wall_time_s.mean())
 
 
 def test_a_changed_result_is_read_again(sweep, tmp_path):
