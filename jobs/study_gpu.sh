@@ -102,7 +102,7 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       [ -n "$runs" ] || { log "$phase: no completed cell with a checkpoint"; continue; }
       for a in geometry longtail; do
         # shellcheck disable=SC2086  # one run folder per word
-        $PY -m recsys_core.analysis $a $runs --out "$WORK/study-analyses/$ds/$a" \
+        $PY -m recsys_core.analysis $a $runs --device auto --out "$WORK/study-analyses/$ds/$a" \
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
       done
       log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;
