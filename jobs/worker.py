@@ -55,7 +55,8 @@ class Worker:
 def between_cells() -> None:
     """Leave nothing of one cell to the next: a W&B run still open (a finish that timed
     out), torch.compile's guards and code for the last cell's modules (each cell compiles
-    its own; Inductor's kernel caches stay), garbage holding device memory."""
+    its own; Inductor's kernel caches stay), garbage holding device memory, and the allocator's
+    cached blocks (other workers share the GPU)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         closing = threading.Thread(target=wandb.run.finish, kwargs={"exit_code": 1},
@@ -66,6 +67,9 @@ def between_cells() -> None:
     if dynamo is not None:
         dynamo.reset()
     gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()    # the last cell's cached blocks, back to the cells beside it
 
 
 @contextlib.contextmanager
