@@ -27,6 +27,8 @@
 #               completed cells (their checkpoints stay on the GPU machine) into
 #               $WORK/study-analyses/DATASET/{geometry,longtail};
 # study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
+# grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2) into $WORK/NAME, grown
+#               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6).
 set -u
@@ -106,6 +108,15 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
       done
       log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;
+    grid-*)
+      name=${phase#grid-}
+      only=()
+      [ -n "${DATASET:-}" ] && only+=(--where "dataset=$DATASET")
+      [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
+      $PY -m launcher sweep "$name" "${only[@]}" --extend --executor local \
+        --cells-per-gpu "$CELLS" --out "$WORK/$name" >>"$OUT/study.log" 2>&1
+      $PY -m launcher aggregate "$WORK/$name" --out "$WORK/$name-aggregate" >>"$OUT/study.log" 2>&1
+      log "$phase (${DATASET:-all datasets}, ${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;
     study-*)
       only=()
       [ -n "${MODELS:-}" ] && only=(--where "model=$MODELS")
@@ -146,6 +157,6 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
         [ -f "$d/result.json" ] || ls "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null; done)
       [ -z "$ckpts" ] || tar czf "$OUT/resume.tgz" -C "$WORK" $ckpts
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" ;;
-    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-aggregate)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate grid-NAME)" >&2; exit 2 ;;
   esac
 done
