@@ -27,6 +27,10 @@
 #               completed cells (their checkpoints stay on the GPU machine) into
 #               $WORK/study-analyses/DATASET/{geometry,longtail};
 # study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
+# latency:      inference latency against max_len 64-1536 (D 256, 4 blocks) for the seven
+#               models at the study's batch 32 and at 512, where compute dominates
+#               ($WORK/latency-b32, $WORK/latency-b512);
+# long-histories: training epoch time and memory at max_len 512-2048 ($WORK/long-histories);
 # grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2) into $WORK/NAME, grown
 #               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
@@ -108,6 +112,17 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
       done
       log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;
+    latency)
+      for b in 32 512; do
+        $PY -m recsys_core.analysis latency --models sasrec bert4rec xlstm gru4rec lstm \
+          mamba4rec sasmamba --batch "$b" --device auto --out "$WORK/latency-b$b" \
+          >>"$OUT/study.log" 2>&1 || log "latency batch $b failed (exit $?)"
+      done
+      log "latency: $(( $(ms) - t0 )) ms" ;;
+    long-histories)
+      $PY -m benchmarks.long_sequences --device auto --out-dir "$WORK/long-histories" \
+        >>"$OUT/study.log" 2>&1 || log "long-histories failed (exit $?)"
+      log "long-histories: $(( $(ms) - t0 )) ms" ;;
     grid-*)
       name=${phase#grid-}
       only=()
@@ -157,6 +172,6 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
         [ -f "$d/result.json" ] || ls "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null; done)
       [ -z "$ckpts" ] || tar czf "$OUT/resume.tgz" -C "$WORK" $ckpts
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" ;;
-    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate grid-NAME)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate latency long-histories grid-NAME)" >&2; exit 2 ;;
   esac
 done
