@@ -16,7 +16,8 @@ The multi-GPU step variants (TrainConfig fields, train/grad_sync.py, train/train
 The 1-GPU baseline is the single-GPU CUDA-graph step. Runs go in priority order, each only if
 what is left of --budget-s can hold it (its estimate: the last run of the same model and GPU
 count, else ESTIMATE_S); a run still going when the budget ends, or at 3 times its estimate
-plus a minute (a hang), is killed with the processes it started (status TIMEOUT):
+plus a minute (a hang), or at --run-timeout-s, is stopped with the processes it started
+(status TIMEOUT):
   1. per model: 1 GPU, then the first two variants on G GPUs at the same per-GPU batch;
   2. evaluation equality: the first completed multi-GPU run's best checkpoint evaluated in one
      process (recsys_core.train.eval_checkpoint) against the metrics that run computed on its
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -74,20 +74,42 @@ def seconds(timeout_s: float) -> float | None:
     return None if timeout_s == float("inf") else max(timeout_s, 1.0)
 
 
+def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """Ends a run and every process under it (accelerate launch starts its workers in sessions
+    of their own, out of reach of a process-group signal): SIGTERM, SIGKILL after grace_s."""
+    import psutil      # Accelerate's own dependency
+    try:
+        procs = [psutil.Process(proc.pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
 def run_cell(cell_dir: Path, params: dict, timeout_s: float) -> dict:
-    """One cell through jobs.train_cell; killed with everything it started after timeout_s."""
+    """One cell through jobs.train_cell; stopped with everything it started after timeout_s."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     cell = make_cell(cell_dir.name, cell_dir.name, params, Resources(), "scaling", str(cell_dir))
     write_cell_file(cell_dir, cell)      # as the launcher writes it
     t0 = time.perf_counter()
     with open(cell_dir / "log.txt", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             code = proc.wait(timeout=seconds(timeout_s))
-        except subprocess.TimeoutExpired:   # accelerate launch's processes too
-            os.killpg(proc.pid, signal.SIGKILL)
-            code = proc.wait()
+        except subprocess.TimeoutExpired:
+            stop(proc)
             code = "timeout"
     try:
         result = read_result(cell_dir) or {}
@@ -220,6 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="STEPS")
     p.add_argument("--budget-s", type=float, default=None,
                    help="start no run that would not end within this many seconds of the start")
+    p.add_argument("--run-timeout-s", type=float, default=float("inf"),
+                   help="stop a run (and its processes) after this many seconds")
     p.add_argument("--set", default="{}", help="JSON of cell parameters to override, e.g. a "
                    "small shape and device=cpu for a smoke run on CPU processes (gloo)")
     args = p.parse_args(argv)
@@ -278,7 +302,8 @@ def main(argv=None) -> int:
                       **(VARIANTS[variant] if g > 1 else {}), **overrides, "batch_size": per_gpu}
             row = {"run": name, "device": device, "dataset": params["dataset"],
                    "variant": variant, "batch": batch,
-                   **run_cell(work / name, params, min(left, 3 * estimate + 60))}
+                   **run_cell(work / name, params,
+                              min(left, 3 * estimate + 60, args.run_timeout_s))}
             walls[(model, g)] = row["wall_s"]
             names.append(name)
         print(json.dumps(row), flush=True)

@@ -187,6 +187,21 @@ def test_scaling_benchmark_skips_what_its_budget_cannot_hold(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_scaling_benchmark_stops_a_run_that_hangs_with_all_its_processes(tmp_path):
+    """A run past its time is stopped with every process under it, accelerate launch's
+    workers (which run in sessions of their own) too, and the benchmark goes on."""
+    import psutil
+    proc = scaling(tmp_path, "--gpus", "2", "--no-global-batch", "--run-timeout-s", "15",
+                   "--set", json.dumps({**SCALING_TINY, "epoch_sleep_s": 600}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+    rows = pd.read_csv(tmp_path / "out" / "scaling.csv")
+    assert list(rows.run) == ["sasrec-2gpu-graph"] and list(rows.status) == ["TIMEOUT"]
+    cell = str(tmp_path / "runs" / "sasrec-2gpu-graph")
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if cell in (p.info["cmdline"] or [])]
+    assert left == []
+
+
 def test_early_stopping_follows_the_monitored_metric(tmp_path):
     record = run(cell(tmp_path, "ndcg", epochs=5, patience=1, monitor="val_ndcg@5"))
     history = pq.read_table(tmp_path / "ndcg" / "history.parquet").to_pylist()

@@ -24,7 +24,7 @@ MIN_NCCL = (2, 9, 6)
 def nccl_capture_unsupported_reason(backend: str, nccl_version: tuple | None,
                                     env: Mapping[str, str]) -> str | None:
     """None where a step with this process group's all-reduces can be captured, else why not."""
-    if backend != "nccl":
+    if "nccl" not in str(backend):      # "nccl", or e.g. "cpu:gloo,cuda:nccl"
         return f"process group backend {backend}, not nccl"
     if nccl_version is None or tuple(nccl_version)[:3] < MIN_NCCL:
         return f"NCCL {nccl_version} cannot capture collectives (needs >= 2.9.6)"
