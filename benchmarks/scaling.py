@@ -198,14 +198,17 @@ def summary(rows: list[dict], equality: dict | None, device: str, command: str,
             "first epoch (s)": r.get("first_epoch_train_s"), "capture (s)": r.get("time_capture_s"),
             "peak MB (rank 0)": r.get("peak_gpu_mem_mb"), "test Recall@10": r.get("test_recall@10"),
             "wall (s)": r.get("wall_s"), "status": r.get("status"),
-            "what ran": r.get("train_step") or r.get("reason")})
+            "what ran": r.get("train_step") if r.get("status") == "COMPLETED" else r.get("reason")})
     parts = [f"# Data-parallel scaling ({device})", f"`{command}`",
              "Shape: " + ", ".join(f"{k}={v}" for k, v in shape.items()
                                    if k not in ("wandb_mode", "device", "synthetic")) +
              ". Speed-up: the 1-GPU epoch over this run's (same model); efficiency: speed-up / "
              "GPUs. Epoch train = median of the epochs after the first.",
              markdown(pd.DataFrame(table), SPECS)]
-    if equality:
+    if equality and "error" in equality:
+        parts.append(f"Evaluation of `{equality['run']}`'s best checkpoint in one process "
+                     f"failed: {' '.join(equality['error'].split())[-500:]}")
+    elif equality:
         c = equality["comparison"]
         parts.append(f"Evaluation of `{equality['run']}`'s best checkpoint in one process against "
                      f"the metrics its {equality['processes']} processes computed: "
@@ -276,12 +279,14 @@ def main(argv=None) -> int:
             if args.no_eval_check or not done or left < ESTIMATE_S["eval"]:
                 continue
             run_dir = work / done[0]["run"]
-            one = evaluate_one_process(run_dir, left, "cpu" if cpu else "cuda")
-            many = read_result(run_dir)
-            equality = {"run": done[0]["run"], "processes": done[0]["gpus"], "device": device,
-                        "one_process": one, "comparison": compare(many, one)}
+            equality = {"run": done[0]["run"], "processes": done[0]["gpus"], "device": device}
+            try:
+                one = evaluate_one_process(run_dir, left, "cpu" if cpu else "cuda")
+                equality.update(one_process=one, comparison=compare(read_result(run_dir), one))
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                equality["error"] = str(e)[-2000:]
             (args.out / "eval_equality.json").write_text(json.dumps(equality, indent=1))
-            print(json.dumps(equality["comparison"]), flush=True)
+            print(json.dumps(equality.get("comparison") or equality), flush=True)
             continue
         model, g, variant, batch = step
         if batch == "global":
