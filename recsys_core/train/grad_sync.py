@@ -109,7 +109,7 @@ class OverlapSync:
 
     def finish(self) -> None:
         for b, work in enumerate(self.works):
-            if work is None:        # a bucket whose every gradient did not arrive
+            if work is None:        # a bucket with a gradient that never arrived (unused)
                 self._launch(b)
         self.armed = False
         for b, work in enumerate(self.works):
