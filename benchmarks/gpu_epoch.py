@@ -3,7 +3,7 @@ evaluation time, peak GPU memory and utilisation, each against the floor of the 
 
 Everything runs through the project's own code: each run is set up by the trainer's own
 `recsys_core.train.setup.build_run` (run_setup.py), then timed through `loop.train_epoch` (the
-trainer's epoch: the eager loop, or the CUDA-graph step of `train_step.build_train_step`) and
+trainer's epoch: the eager loop, or the CUDA-graph step of `step_choice.build_train_step`) and
 `evaluate.evaluate` (the trainer's full-ranking evaluation of all users). One epoch =
 every training window once (`train_windows="all"`: every training interaction a target once).
 GPU utilisation: NVML read every 10 ms during the timed epochs (GpuTelemetry.sampler).

@@ -131,27 +131,75 @@ def test_tensorboard_option_writes_event_files(tmp_path):
     assert [e.step for e in acc.Scalars("val_recall@10")] == [1, 2]
 
 
+SCALING_TINY = {"device": "cpu", "dataset": "synthetic", "max_len": 12, "embedding_dim": 16,
+                "eval_batch_size": 64, "synthetic": {"n_users": 90, "n_items": 50,
+                                                     "n_interactions": 2500, "seed": 3}}
+
+
+def scaling(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.scaling", "--out", str(tmp_path / "out"),
+         "--work", str(tmp_path / "runs"), "--models", "sasrec", "--gpus", "1", "2",
+         "--variants", "graph", "--epochs", "2", "--set", json.dumps(SCALING_TINY), *args],
+        capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+
+
 def test_scaling_benchmark_runs_cells_on_one_and_two_cpu_processes(tmp_path):
     """benchmarks.scaling's plumbing on CPU processes (gloo): the same cell through
-    jobs.train_cell on 1 and 2 processes, the 2-process checkpoint evaluated both ways."""
-    tiny = {"device": "cpu", "dataset": "synthetic", "max_len": 12, "embedding_dim": 16,
-            "eval_batch_size": 64, "synthetic": {"n_users": 90, "n_items": 50,
-                                                 "n_interactions": 2500, "seed": 3}}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scaling", "--out", str(tmp_path),
-         "--models", "sasrec", "--gpus", "1", "2", "--epochs", "2", "--set", json.dumps(tiny)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    jobs.train_cell on 1 and 2 processes, then on 2 at the same global batch; a profile of
+    process 0 of each; the 2-process run's own metrics against its checkpoint evaluated in one
+    process. A multi-GPU graph cell's process-group settings reach the launched processes."""
+    proc = scaling(tmp_path, "--profile", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     import pandas as pd
-    rows = pd.read_csv(tmp_path / "scaling.csv")
-    assert list(rows.gpus) == [1, 2] and set(rows.status) == {"COMPLETED"}
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval_equality.json", "profiles.md", "runs.tar.gz", "scaling.csv", "scaling.md"]
+    rows = pd.read_csv(out / "scaling.csv")
+    assert list(rows.run) == ["sasrec-1gpu-graph", "sasrec-2gpu-graph", "sasrec-2gpu-graph-global"]
+    assert set(rows.status) == {"COMPLETED"} and list(rows.batch_per_gpu) == [128, 128, 64]
+    assert list(rows.global_batch) == [128, 256, 128]
     assert (rows.epochs == 2).all() and (rows.epoch_train_s > 0).all()
-    equality = json.loads((tmp_path / "eval_equality.json").read_text())
+    result = json.loads((tmp_path / "runs" / "sasrec-2gpu-graph" / "result.json").read_text())
+    env = json.loads(result["nccl_env"])
+    assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == env["NCCL_ASYNC_ERROR_HANDLING"] == "0"
+    assert env["TORCH_NCCL_BLOCKING_WAIT"] == "0" and result["multi_gpu_graph"] is True
+    equality = json.loads((out / "eval_equality.json").read_text())
     assert equality["comparison"]["identical"] and equality["comparison"]["metrics_compared"] > 10
-    assert equality["many_processes"]["num_processes"] == 2
-    table = " ".join((tmp_path / "scaling.md").read_text().split())   # cells are padded
-    assert "| sasrec | graph | 2 |" in table
+    assert equality["processes"] == 2 and equality["one_process"]["num_processes"] == 1
+    profiles = (out / "profiles.md").read_text()
+    assert profiles.count("steps profiled on process 0") == 3 and "## sasrec-2gpu-graph\n" in profiles
+    import tarfile
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        assert "sasrec-2gpu-graph-global/history.parquet" in tar.getnames()
+    table = " ".join((out / "scaling.md").read_text().split())   # cells are padded
+    assert "| sasrec | 2 | graph | 64/GPU = 128 |" in table
+
+
+def test_scaling_benchmark_skips_what_its_budget_cannot_hold(tmp_path):
+    proc = scaling(tmp_path, "--budget-s", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+    rows = pd.read_csv(tmp_path / "out" / "scaling.csv")
+    assert list(rows.run) == ["sasrec-1gpu-graph", "sasrec-2gpu-graph"]
+    assert set(rows.status) == {"SKIPPED"} and rows.reason.str.startswith("budget").all()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_scaling_benchmark_stops_a_run_that_hangs_with_all_its_processes(tmp_path):
+    """A run past its time is stopped with every process under it, accelerate launch's
+    workers (which run in sessions of their own) too, and the benchmark goes on."""
+    import psutil
+    proc = scaling(tmp_path, "--gpus", "2", "--no-global-batch", "--run-timeout-s", "15",
+                   "--set", json.dumps({**SCALING_TINY, "epoch_sleep_s": 600}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+    rows = pd.read_csv(tmp_path / "out" / "scaling.csv")
+    assert list(rows.run) == ["sasrec-2gpu-graph"] and list(rows.status) == ["TIMEOUT"]
+    cell = str(tmp_path / "runs" / "sasrec-2gpu-graph")
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if cell in (p.info["cmdline"] or [])]
+    assert left == []
 
 
 def test_early_stopping_follows_the_monitored_metric(tmp_path):

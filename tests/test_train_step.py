@@ -23,7 +23,8 @@ from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.loop import train_epoch
 from recsys_core.train.optim import lr_on_device, make_optimizer, make_scheduler
 from recsys_core.train.setup import build_run, make_accelerator, seed_everything
-from recsys_core.train.train_step import TrainStep, build_train_step, graph_unsupported_reason
+from recsys_core.train.step_choice import build_train_step, graph_unsupported_reason
+from recsys_core.train.train_step import TrainStep
 
 TINY = dict(dataset="synthetic", synthetic={"n_users": 90, "n_items": 50,
                                             "n_interactions": 2500, "seed": 3},
@@ -136,6 +137,48 @@ def test_no_graph_off_cuda_and_for_fault_injection():
     assert graph_unsupported_reason(cfg, acc) == "cuda_graphs=false"
 
 
+def test_which_step_several_gpus_get(monkeypatch):
+    """Several GPUs: the fixed-shape step eagerly unless multi_gpu_graph, then the graph where
+    the process group can capture collectives (NCCL >= 2.9.6, async error handling off before
+    it started, no blocking wait); else eagerly with the reason. The eager loop where the
+    fixed-shape step does not run (cuda_graphs off, fault injection)."""
+    from types import SimpleNamespace
+
+    from recsys_core.train.graph_capture import NCCL_GRAPH_ENV
+    from recsys_core.train.step_choice import step_kind
+    gpus = SimpleNamespace(device=torch.device("cuda"), num_processes=2)
+    backend, version = ["nccl"], [(2, 21, 5)]
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: backend[0])
+    monkeypatch.setattr(torch.cuda.nccl, "version", lambda: version[0])
+    for k, v in NCCL_GRAPH_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("NCCL_BLOCKING_WAIT", raising=False)
+    cfg = TrainConfig(**{**TINY, "num_processes": 2})
+
+    def why(**kw):
+        c = cfg.model_copy(update=kw)
+        return step_kind(c, gpus), graph_unsupported_reason(c, gpus)
+
+    assert why() == ("eager", "2 processes and multi_gpu_graph=false")
+    assert why(multi_gpu_graph=True) == ("graph", None)
+    monkeypatch.setenv("NCCL_BLOCKING_WAIT", "1")
+    assert why(multi_gpu_graph=True) == ("eager", "NCCL_BLOCKING_WAIT=1 (a blocking wait syncs "
+                                                  "inside the capture)")
+    monkeypatch.delenv("NCCL_BLOCKING_WAIT")
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
+    kind, reason = why(multi_gpu_graph=True)
+    assert kind == "eager" and reason.startswith("TORCH_NCCL_ASYNC_ERROR_HANDLING=3 when")
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
+    version[0] = (2, 9, 5)
+    assert why(multi_gpu_graph=True)[1] == "NCCL (2, 9, 5) cannot capture collectives (needs >= 2.9.6)"
+    version[0], backend[0] = (2, 21, 5), "gloo"
+    assert why(multi_gpu_graph=True)[1] == "process group backend gloo, not nccl"
+    backend[0] = "nccl"
+    assert why(multi_gpu_graph=True, cuda_graphs=False) == (None, "cuda_graphs=false")
+    cfg = cfg.model_copy(update={"multi_gpu_graph": True})
+    assert step_kind(cfg, gpus, DebugHooks(inject_fault="raise@1")) is None
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
 def test_cpu_optimiser_unchanged_and_device_lr():
     cfg, acc, split, model, starts, ends = setup()
@@ -155,8 +198,11 @@ def test_cpu_optimiser_unchanged_and_device_lr():
 
 @pytest.mark.parametrize("model_name", ["sasrec"])
 def test_data_parallel_step_trains_like_ddp(tmp_path, model_name):
-    """Two CPU processes (gloo): the multi-process step body (each process's share, one
-    all-reduce of the flat gradients, clipping, optimiser) trains like the eager DDP loop."""
+    """Two CPU processes (gloo): the multi-process step body (each process's share, the
+    gradients averaged, clipping, optimiser) trains like the eager DDP loop, with either
+    gradient averaging: the bucketed all-reduces launched from the gradient hooks during the
+    backward give the flat all-reduce's weights to the bit (two processes: every element is
+    a + b either way). A capture that fails on one process only leaves every process eager."""
     out = tmp_path / "twin.json"
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
@@ -169,12 +215,21 @@ def test_data_parallel_step_trains_like_ddp(tmp_path, model_name):
     seen = json.loads(out.read_text())
     share = seen["n_windows"] // 2
     for e in seen["epochs"]:
-        (la, na, sa), (lb, nb, sb) = e["loop"], e["step"]
+        (la, na, sa), (lb, nb, sb) = e["loop"], e["flat"]
         assert e["mode"] == "eager" and e["steps"] == math.ceil(share / 30)
         assert sa == sb == 2 * share
         assert lb == pytest.approx(la, rel=1e-5) and nb == pytest.approx(na, rel=1e-5)
-    assert seen["ranks_identical"]                  # every process holds the same weights
+        assert e["overlap"] == e["flat_fallback"] == e["flat"]   # loss, gradient norm sums
+    assert all(seen["ranks_identical"].values())    # every process holds the same weights
     assert seen["max_weight_diff"] < 2e-4
+    assert seen["buckets"] > 2 and seen["overlap_equals_flat"]
+    assert "overlapped all-reduce" in seen["describe"]["overlap"]
+    assert "2 processes, flat all-reduce" in seen["describe"]["flat"]
+    assert seen["fallback"] == [["eager", "capture failed on another process"],
+                                ["eager", "capture failed: RuntimeError: injected"]]
+    # the same training, eagerly; Adam with its learning rate as a tensor (as a graph needs it)
+    # rounds differently, amplified where a gradient is ~0 (see the test above)
+    assert seen["fallback_max_diff"] < 2e-4
 
 
 @pytest.mark.parametrize("model_name", ["sasrec", "bert4rec"])

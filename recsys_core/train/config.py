@@ -33,6 +33,7 @@ CHOICES = {
     "wandb_mode": ("auto", "offline", "online", "disabled"),
     "positions": POSITIONS,
     "sasrec_block": SASREC_BLOCKS,
+    "grad_sync": ("flat", "overlap"),
 }
 POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
             "eval_batch_size", "num_processes", "ffn_factor", "d_state", "d_conv", "expand")
@@ -116,6 +117,13 @@ class TrainConfig(BaseModel):
     mixed_precision: str = "auto"     # auto = bf16 on CUDA, no on CPU
     cuda_graphs: bool = runtime(True, column=True)   # one GPU: the training step as a CUDA graph
     compile_encoder: bool = runtime(False, column=True)   # torch.compile the encoder in that step
+    # several GPUs (train/grad_sync.py): one all-reduce of all gradients after the backward
+    # (flat), or bucketed ones launched during it (overlap); and whether the step with its NCCL
+    # all-reduces is captured in a CUDA graph too (a capture that fails runs it eagerly)
+    grad_sync: str = runtime("flat", column=True)
+    grad_bucket_mb: float = runtime(25.0)
+    multi_gpu_graph: bool = runtime(False, column=True)
+    profile_steps: int = runtime(0)     # torch.profiler over this many steps of process 0
     wandb_mode: str = runtime("auto")   # auto = online with WANDB_API_KEY, else offline
     wandb_project: str = runtime("recsys-xlstm")
     wandb_entity: str | None = runtime(None)
@@ -199,6 +207,10 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"{name}={value!r}; valid: {', '.join(CHOICES[name])}"
     if name in POSITIVE and value < 1:
         return f"{name} must be >= 1, got {value}"
+    if name == "grad_bucket_mb" and value <= 0:
+        return f"grad_bucket_mb must be > 0, got {value}"
+    if name == "profile_steps" and value < 0:
+        return f"profile_steps must be >= 0 (0 = no profile), got {value}"
     if name == "init_std" and value < 0:
         return f"init_std must be >= 0 (0 = N(0, 1/D)), got {value}"
     if name in WANDB_NAMES and value is not None:

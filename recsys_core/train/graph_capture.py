@@ -1,10 +1,41 @@
 """What capturing a training step in a CUDA graph needs around it: the weights and optimiser
 state saved before the warm-up steps and put back after the capture (so the graph trains from
-exactly the state the eager loop would have), and the CUDA generator reset after a capture
-that failed half-way."""
+exactly the state the eager loop would have), the CUDA generator reset after a capture
+that failed half-way, and, for a step with NCCL all-reduces in it, the process group's settings."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+
+# PyTorch's recipe for collectives in a CUDA graph (CUDA semantics notes, "Usage with
+# DistributedDataParallel", NCCL >= 2.9.6): the async error handling off, set before the
+# process group starts (setup.make_accelerator). Blocking wait would sync the host inside the
+# capture; the flight recorder (which queries collectives' events when it dumps) is turned off
+# as a precaution.
+NCCL_GRAPH_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "0", "NCCL_ASYNC_ERROR_HANDLING": "0",
+                  "TORCH_NCCL_BLOCKING_WAIT": "0", "TORCH_NCCL_TRACE_BUFFER_SIZE": "0"}
+# what a multi-process result records of the environment its process group started with
+NCCL_ENV_RECORDED = (*NCCL_GRAPH_ENV, "NCCL_BLOCKING_WAIT", "TORCH_NCCL_ENABLE_MONITORING",
+                     "NCCL_NVLS_ENABLE", "NCCL_ALGO", "NCCL_PROTO")
+MIN_NCCL = (2, 9, 6)
+
+
+def nccl_capture_unsupported_reason(backend: str, nccl_version: tuple | None,
+                                    env: Mapping[str, str]) -> str | None:
+    """None where a step with this process group's all-reduces can be captured, else why not."""
+    if "nccl" not in str(backend):      # "nccl", or e.g. "cpu:gloo,cuda:nccl"
+        return f"process group backend {backend}, not nccl"
+    if nccl_version is None or tuple(nccl_version)[:3] < MIN_NCCL:
+        return f"NCCL {nccl_version} cannot capture collectives (needs >= 2.9.6)"
+    if env.get("TORCH_NCCL_ASYNC_ERROR_HANDLING") != "0":
+        return (f"TORCH_NCCL_ASYNC_ERROR_HANDLING={env.get('TORCH_NCCL_ASYNC_ERROR_HANDLING')} "
+                "when the process group started (needs 0: set by setup.make_accelerator)")
+    blocking = [k for k in ("TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT")
+                if env.get(k, "0").lower() not in ("0", "false")]
+    if blocking:
+        return f"{blocking[0]}={env[blocking[0]]} (a blocking wait syncs inside the capture)"
+    return None
 
 
 def capture_state(params: list[torch.Tensor], optimizer: torch.optim.Optimizer):

@@ -177,16 +177,19 @@ def train_epoch(r: Run, epoch: int) -> tuple[float, float, int]:
     the end: no host sync inside the step loop. With the run's fixed-shape step
     (train_step.TrainStep) the same epoch runs as CUDA-graph replays."""
     if r.train_step is not None:
-        return r.train_step.run_epoch(epoch, r.schedule)
+        return r.train_step.run_epoch(epoch, r.schedule, r.profile)
     cfg, accelerator, model = r.cfg, r.accelerator, r.model
     model.train()
     loss_sum = torch.zeros((), device=accelerator.device)
     norm_sum = torch.zeros((), device=accelerator.device)
     steps, n_seq = 0, 0
     fault = r.hooks.fault(epoch)
+    total = math.ceil(len(r.starts) // accelerator.num_processes / cfg.batch_size)
     for idx in epoch_batches(len(r.starts), cfg.batch_size, cfg.seed, epoch,
                              accelerator.process_index, accelerator.num_processes,
                              accelerator.device):
+        if r.profile is not None:
+            r.profile.at(steps, total, lambda: "eager loop")
         inputs, targets, negatives = training_batch(cfg, r.unwrapped, r.split, r.starts[idx],
                                                     r.ends[idx])
         loss = model(inputs, targets, negatives)
@@ -204,6 +207,8 @@ def train_epoch(r: Run, epoch: int) -> tuple[float, float, int]:
         loss_sum += loss.detach()
         steps += 1
         n_seq += len(idx)
+    if r.profile is not None:
+        r.profile.at(steps, total, lambda: "eager loop")
     stats = accelerator.reduce(torch.stack([loss_sum, norm_sum]), reduction="mean")
     steps = max(steps, 1)
     return float(stats[0]) / steps, float(stats[1]) / steps, n_seq * accelerator.num_processes

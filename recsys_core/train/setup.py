@@ -4,6 +4,7 @@ checkpoint evaluation (eval_checkpoint.py) and the benchmarks all start from `bu
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,13 @@ from recsys_core.models import build_model
 from recsys_core.train import checkpoint as ckpt
 from recsys_core.train.config import ConfigError, TrainConfig
 from recsys_core.train.evaluate import evaluate, user_loader
+from recsys_core.train.graph_capture import NCCL_ENV_RECORDED, NCCL_GRAPH_ENV
 from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import Schedule, make_optimizer
 from recsys_core.train.prepared import Prepared
-from recsys_core.train.train_step import TrainStep, build_train_step, graph_unsupported_reason
+from recsys_core.train.step_choice import build_train_step, step_kind
+from recsys_core.train.step_profile import StepProfile
+from recsys_core.train.train_step import TrainStep
 
 
 def seed_everything(seed: int) -> None:
@@ -40,6 +44,8 @@ def check_runtime(cfg: TrainConfig) -> None:
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     check_runtime(cfg)
     fresh_accelerate_state()
+    if cfg.multi_gpu_graph and cfg.num_processes > 1 and not torch.distributed.is_initialized():
+        os.environ.update(NCCL_GRAPH_ENV)     # read when the Accelerator starts the process group
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     precision = cfg.mixed_precision
     if precision == "auto":
@@ -66,13 +72,14 @@ class Run:
     accelerator: Accelerator
     data: object                         # recsys_core.data.Dataset
     split: LeaveOneOut
-    model: torch.nn.Module               # prepared by Accelerate (DDP-wrapped on several GPUs)
+    model: torch.nn.Module               # prepared by Accelerate (DDP-wrapped for the eager loop)
     loader: object                       # the evaluation's user loader, sharded per process
     optimizer: torch.optim.Optimizer | None = None      # None: nothing to train (pop, eval)
     schedule: Schedule | None = None
     starts: torch.Tensor | None = None   # the training windows [start, end) of the split
     ends: torch.Tensor | None = None
     train_step: TrainStep | None = None  # None: the eager loop (loop.train_epoch) trains
+    profile: StepProfile | None = None   # profile_steps > 0: a few steps under torch.profiler
     state: ckpt.TrainState = field(default_factory=ckpt.TrainState)
     info: dict = field(default_factory=dict)   # what the result records of the setup
 
@@ -128,10 +135,22 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     if not train:
         return run
     lr = cfg.lr * (accelerator.num_processes if cfg.lr_scale_with_processes else 1)
-    graphs = graph_unsupported_reason(cfg, accelerator, hooks) is None
+    kind = step_kind(cfg, accelerator, hooks)
+    graphs = kind == "graph"
     # a capturable optimiser (step count and learning rate on the device) where a graph runs
     optimizer = make_optimizer(cfg, model, lr, capturable=graphs)
-    run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    if kind is not None and accelerator.num_processes > 1:
+        # The fixed-shape step averages the gradients itself (grad_sync.py): no DDP wrapper.
+        # Its reducer holds every parameter's AccumulateGrad node, bound to the stream DDP was
+        # built on (here the default stream); a backward captured on another stream then makes
+        # that stream wait, which invalidates the capture: the likely cause of the failed
+        # capture on 2 x H200 (results/benchmarks/scaling/scaling.md).
+        run.model = accelerator.prepare_model(model, evaluation_mode=True)
+        run.optimizer = accelerator.prepare_optimizer(optimizer)
+    else:
+        run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    if accelerator.num_processes > 1:    # the settings its process group started with
+        run.info["nccl_env"] = {k: os.environ.get(k) for k in NCCL_ENV_RECORDED}
     run.starts, run.ends = prepared.windows(cfg, split) if prepared is not None else \
         split.train_windows(cfg.max_len, cfg.train_windows)
     steps_per_epoch = math.ceil(len(run.starts) // accelerator.num_processes / cfg.batch_size)
@@ -141,6 +160,8 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
                                 run.schedule)
     run.train_step = build_train_step(cfg, hooks, run.model, run.optimizer, accelerator, split,
                                       run.starts, run.ends, fused_loss=fused_loss)
+    if cfg.profile_steps:
+        run.profile = StepProfile(cfg.profile_steps, accelerator.process_index, device, cfg.out)
     run.info.update(lr_effective=lr, train_step="cuda_graph" if graphs else "eager",
                     resumed_from_epoch=run.state.epoch or None)
     if run.train_step is None and cfg.compile_encoder:

@@ -27,10 +27,16 @@ per row, logits' log-sum-exp, loss and gradient in one pass; item table padded t
 of 8 rows), checked first against the model's own loss and gradients on the first batch
 (dropout off) and left out if they disagree (`loss_path`, `fused_check`).
 
-Several processes (one GPU each): every process runs the module itself, not DDP's wrapper, and
-averages the gradients with one all-reduce of a flat buffer before the optimiser, on its equal
-share of the epoch's permutation (the eager DDP loop's batches: tests/helpers/ddp_step_twin.py).
-It runs eagerly: capturing NCCL's all-reduce failed on 2 x H200 (results/benchmarks/scaling.md).
+Several processes (one GPU each): every process runs the module itself (no DDP wrapper:
+setup.build_run) on its equal share of the epoch's permutation (the eager DDP loop's batches:
+tests/helpers/ddp_step_twin.py) and averages the gradients before clipping and the optimiser,
+`grad_sync: flat` (one all-reduce after the backward) or `overlap` (bucketed all-reduces during
+it; grad_sync.py). It runs eagerly unless `multi_gpu_graph: true`: then the step with its NCCL
+all-reduces is captured as on one GPU, after PyTorch's recipe for collectives in a graph (the
+process group's settings: graph_capture.NCCL_GRAPH_ENV; 11 warm-up steps on the side stream
+the capture then uses; capture mode thread-local, so that the NCCL watchdog's event queries
+from its own thread cannot invalidate it). Every process keeps its graph only if all captured
+one; else all run the step eagerly, with the reason (results/benchmarks/scaling/scaling.md).
 
 With `compile_encoder: true` the model's encoder inside that step is torch.compile'd (Inductor
 fuses the blocks' LayerNorms, dropout, residuals and masks into a few larger kernels): about
@@ -41,8 +47,8 @@ capture that fails drops the compiled encoder and says why (`compile_note`).
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
 tests, and as the reference the GPU benchmark compares the graph against
 (benchmarks/graph_check.py, `python -m benchmarks.gpu_epoch`). Where no graph can run (CPU,
-`cuda_graphs: false`, fault injection, a non-NCCL process group) `build_train_step` returns
-None and `loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
+`cuda_graphs: false`, fault injection) `step_choice.build_train_step` returns None and
+`loop.train_epoch` runs its eager loop; a capture that fails leaves its reason in
 `fallback_reason` and the step body runs eagerly (same training, no graph).
 """
 from __future__ import annotations
@@ -56,29 +62,13 @@ from recsys_core.train.batches import (padded_epoch_batches, target_capacity, tr
                                      window_target_counts, with_empty_window)
 from recsys_core.train.fused_ce import (dropout_off, fused_loss_unsupported_reason,
                                        linear_cross_entropy)
+from recsys_core.train.grad_sync import broadcast_parameters, make_grad_sync
 from recsys_core.train.graph_capture import capture_state, reset_rng_capture_state, restore_state
-from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import lr_on_device
+from recsys_core.train.step_profile import StepProfile
 
 WARMUP_STEPS = 3
-
-
-def graph_unsupported_reason(cfg, accelerator, hooks: DebugHooks = DebugHooks()) -> str | None:
-    """None when the training step can be captured in a CUDA graph, else why not."""
-    if not getattr(cfg, "cuda_graphs", False):
-        return "cuda_graphs=false"
-    if accelerator.device.type != "cuda":
-        return f"device is {accelerator.device.type}, not cuda"
-    if accelerator.num_processes != 1:
-        # Measured on 2 x H200 (results/benchmarks/scaling.md): capturing the step with its
-        # NCCL all-reduce was invalidated ("operation failed due to a previous error during
-        # capture"), also in thread-local capture mode. The same step runs eagerly instead.
-        return f"{accelerator.num_processes} processes: the step runs eagerly (capture with NCCL failed)"
-    if hooks.inject_fault:
-        return "inject_fault is set (the fault paths run eagerly)"
-    if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
-        return "gradient accumulation"
-    return None
+WARMUP_STEPS_NCCL = 11     # PyTorch's recipe for DDP (its reducer settles in the first steps)
 
 
 def torch_optimizer(optimizer):
@@ -114,6 +104,9 @@ class TrainStep:
         self.norm_sum = torch.zeros((), device=dev)
         self.losses = torch.zeros(self.steps, device=dev) if record_losses else None
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.sync = make_grad_sync(cfg, self.params, self.world) if self.world > 1 else None
+        if self.world > 1:
+            broadcast_parameters(self.params)
         self.use_graph = use_graph
         self.graph: torch.cuda.CUDAGraph | None = None
         self.fallback_reason: str | None = None
@@ -154,9 +147,11 @@ class TrainStep:
         else:   # the model's forward, as Accelerate runs it (autocast), with the step's encoder
             with self.accelerator.autocast():
                 loss = self.unwrapped.loss(self.encode(inputs), targets, negatives, self.capacity)
+        if self.sync is not None:
+            self.sync.begin()
         self.accelerator.backward(loss)
-        if self.world > 1:
-            self._average_grads()
+        if self.sync is not None:
+            self.sync.finish()
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
             self.norm_sum.add_(norm.detach().float())
@@ -166,15 +161,6 @@ class TrainStep:
         if self.losses is not None:
             self.losses.index_copy_(0, self.counter.view(1), loss.view(1))
         self.counter.add_(1)
-
-    def _average_grads(self) -> None:
-        """The data-parallel mean of the gradients: one all-reduce of one flat buffer."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat.div_(self.world)
-        torch._foreach_copy_(grads, [v.view_as(g) for v, g in
-                                     zip(flat.split([g.numel() for g in grads]), grads)])
 
     def _all_agree(self, ok: bool) -> bool:
         """True on every process when `ok` is true on every process (one eager all-reduce):
@@ -268,14 +254,19 @@ class TrainStep:
         """Warm up on a side stream, capture one step, restore weights and optimiser state.
         The batch rows must be set (`_reset_epoch`) before; they are reset here again. A
         compiled encoder that fails there is dropped (with the reason) and the capture tried
-        again with the module's own."""
+        again with the module's own. With several processes each step is collective: every
+        process retries, and keeps its graph, only as all do."""
         t0 = time.perf_counter()
         self.validate_fused_loss()
         self._capture_once()
-        if self.graph is None and self.encode is not self.unwrapped.encode:
-            self._drop_compiled(self.fallback_reason or "capture failed")
-            self.fallback_reason = None
+        if not self._all_agree(self.graph is not None) and \
+                self.encode is not self.unwrapped.encode:
+            self._drop_compiled(self.fallback_reason or "capture failed on another process")
+            self.graph, self.fallback_reason = None, None
             self._capture_once()
+        if not self._all_agree(self.graph is not None) and self.graph is not None:
+            self.graph = None
+            self.fallback_reason = "capture failed on another process"
         self.capture_time_s = time.perf_counter() - t0
 
     def _capture_once(self) -> None:
@@ -283,16 +274,18 @@ class TrainStep:
         rows = self.rows.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
+        nccl = self.world > 1      # the warm-up's stream is the capture's; see the module's text
         try:
             with torch.cuda.stream(stream):
-                for _ in range(WARMUP_STEPS):
+                for _ in range(WARMUP_STEPS_NCCL if nccl else WARMUP_STEPS):
                     self._eager_step()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             torch.cuda.synchronize(self.device)
             torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             self._reset_epoch(rows)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=stream if nccl else None,
+                                  capture_error_mode="thread_local" if nccl else "global"):
                 self._body()
             torch.cuda.synchronize(self.device)
             self.graph = graph
@@ -308,7 +301,8 @@ class TrainStep:
             torch.cuda.synchronize(self.device)
 
     # -- an epoch ---------------------------------------------------------------------------
-    def run_epoch(self, epoch: int, schedule=None) -> tuple[float, float, int]:
+    def run_epoch(self, epoch: int, schedule=None,
+                  profile: StepProfile | None = None) -> tuple[float, float, int]:
         cfg = self.cfg
         self.model.train()
         self._reset_epoch(padded_epoch_batches(self.n, cfg.batch_size, cfg.seed, epoch,
@@ -318,10 +312,14 @@ class TrainStep:
             self.capture()
         per_batch = schedule is not None and schedule.per_batch
         step = self.graph.replay if self.graph is not None else self._eager_step
-        for _ in range(self.steps):
+        for i in range(self.steps):
+            if profile is not None:
+                profile.at(i, self.steps, self.describe)
             step()
             if per_batch:
                 schedule.after_batch()
+        if profile is not None:
+            profile.at(self.steps, self.steps, self.describe)
         stats = torch.stack([self.loss_sum, self.norm_sum])
         if self.world > 1:
             stats = self.accelerator.reduce(stats, reduction="mean")
@@ -337,6 +335,8 @@ class TrainStep:
         the batch's positions reach the output layer, and why the graph fell back."""
         rows = min(self.capacity, self.positions)
         text = f"{self.mode}, loss {self.loss_path}, {rows} of {self.positions} positions scored"
+        if self.sync is not None:
+            text += f", {self.world} processes, {self.sync.describe()}"
         if self.compile_note:
             text += f", {self.compile_note}"
         return (text + (f" ({self.fallback_reason})" if self.fallback_reason else ""))[:500]
@@ -345,19 +345,3 @@ class TrainStep:
 def _base_logits():
     from recsys_core.models.base import SequentialModel
     return SequentialModel.logits
-
-
-def build_train_step(cfg, hooks, model, optimizer, accelerator, split, starts, ends,
-                     fused_loss: bool = True) -> TrainStep | None:
-    """The trainer's fixed-shape step, or None where the eager loop must run (and why is
-    `graph_unsupported_reason`). A capture that fails later leaves `fallback_reason` set and
-    the step runs its body eagerly, which trains identically."""
-    if graph_unsupported_reason(cfg, accelerator, hooks) is not None:
-        if (accelerator.num_processes > 1 and accelerator.device.type == "cuda"
-                and cfg.cuda_graphs and not hooks.inject_fault):
-            # several GPUs: the fixed-shape step with the fused loss and one all-reduce, eagerly
-            return TrainStep(cfg, model, optimizer, accelerator, split, starts, ends,
-                             use_graph=False, fused_loss=fused_loss)
-        return None
-    return TrainStep(cfg, model, optimizer, accelerator, split, starts, ends, use_graph=True,
-                     fused_loss=fused_loss)
