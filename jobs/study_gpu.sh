@@ -34,11 +34,14 @@
 # grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2) into $WORK/NAME, grown
 #               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
-# CELLS_PER_GPU (default 6).
+# CELLS_PER_GPU (default 6), PROCESS_PER_CELL=1 (the study, grid and resume phases: a process
+# per cell, not persistent workers).
 set -u
 WORK=${WORK:-/tmp/study}
 OUT=${OUT:-$WORK/out}
 CELLS=${CELLS_PER_GPU:-6}
+MODE=()     # PROCESS_PER_CELL=1: a fresh process per cell instead of persistent workers
+[ "${PROCESS_PER_CELL:-0}" = 1 ] && MODE=(--process-per-cell)
 export PYTHONUNBUFFERED=1
 mkdir -p "$WORK" "$OUT"
 PY=${PYTHON:-python3}
@@ -129,18 +132,18 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       [ -n "${DATASET:-}" ] && only+=(--where "dataset=$DATASET")
       [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
       $PY -m launcher sweep "$name" "${only[@]}" --extend --executor local \
-        --cells-per-gpu "$CELLS" --out "$WORK/$name" >>"$OUT/study.log" 2>&1
+        --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$WORK/$name" >>"$OUT/study.log" 2>&1
       $PY -m launcher aggregate "$WORK/$name" --out "$WORK/$name-aggregate" >>"$OUT/study.log" 2>&1
       log "$phase (${DATASET:-all datasets}, ${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;
     study-*)
       only=()
       [ -n "${MODELS:-}" ] && only=(--where "model=$MODELS")
       $PY -m launcher sweep study --where "dataset=${phase#study-}" "${only[@]}" --extend \
-        --executor local --cells-per-gpu "$CELLS" --out "$WORK/study" >>"$OUT/study.log" 2>&1
+        --executor local --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$WORK/study" >>"$OUT/study.log" 2>&1
       log "$phase (${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;
     resume-*)
       sweep=${phase#resume-}
-      $PY -m launcher resume "$WORK/$sweep" --executor local --cells-per-gpu "$CELLS" \
+      $PY -m launcher resume "$WORK/$sweep" --executor local --cells-per-gpu "$CELLS" "${MODE[@]}" \
         >>"$OUT/study.log" 2>&1
       log "$phase: $(( $(ms) - t0 )) ms" ;;
     aggregate)
