@@ -31,7 +31,7 @@
 #               models at the study's batch 32 and at 512, where compute dominates
 #               ($WORK/latency-b32, $WORK/latency-b512);
 # long-histories: training epoch time and memory at max_len 512-2048 ($WORK/long-histories);
-# grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2) into $WORK/NAME, grown
+# grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2; study-long) into $WORK/NAME, grown
 #               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6), PROCESS_PER_CELL=1 (the study, grid and resume phases: a process
