@@ -47,6 +47,8 @@ from recsys_core.atomic import atomic_write
 from recsys_core.render import write_table
 
 TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
+          "overview": "Test Recall@10 per model and dataset (mean ± std over seeds; bold: the "
+                      "best of each dataset)",
           "cost": "Accuracy against cost (means per configuration; time_to_best_s = best epoch "
                   "× epoch time; gpu_s = wall × gpus × nodes; cells sharing a GPU slow each "
                   "other)",
@@ -64,10 +66,13 @@ def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
     paired = tables.paired_tests(agg, main)
     compute, cells = tables.compute_table(agg), tables.cells_table(agg)
     cost = tables.cost_table(agg, main)
+    overview, rows = tables.overview_table(main, agg.keys)
     states = tables.states_table(agg)
     n = len(agg.keys)
     md = {
         "main": write_table(out, "main", main, display.display_main(main, agg.keys), n),
+        "overview": write_table(out, "overview", overview,
+                                display.display_overview(overview, rows), len(rows)),
         "paired": write_table(out, "paired", paired, display.display_paired(paired), n + 2),
         "cost": write_table(out, "cost", cost, display.display_numbers(cost), n),
         "compute": write_table(out, "compute", compute, display.display_numbers(compute), 1),

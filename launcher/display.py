@@ -57,6 +57,20 @@ def _budget(low, high, cap, near: int) -> str:
     return f"{best} / {cap:.0f}" + (f" ({near} near cap)" if near else "")
 
 
+def display_overview(table: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
+    """"mean ± std" per dataset, the best mean of each dataset in bold."""
+    out = table[rows].astype(object)
+    for col in table.columns:
+        if not col.endswith("_mean"):
+            continue
+        mean, std = table[col], table[col[:-len("_mean")] + "_std"]
+        best = mean.max()
+        out[col[:-len("_mean")]] = [
+            "n/a" if pd.isna(m) else ("**{}**" if m == best else "{}").format(
+                f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}")) for m, s in zip(mean, std)]
+    return out
+
+
 def display_paired(paired: pd.DataFrame) -> pd.DataFrame:
     out = paired.drop(columns=["mean_diff", "ci_low", "ci_high", "t", "p_value"]).astype(object)
     out["mean diff (best − model)"] = ["n/a" if pd.isna(d) else f"{d:+.4f}"

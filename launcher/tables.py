@@ -4,6 +4,7 @@
              seeds, n_seeds, parameters, epoch time, best epochs against the epoch cap
              (`near_cap`: cells whose best epoch is within 10% of it), the cells that did not
              complete, and the best mean per dataset flagged in `<metric>_best`
+    overview one row per model, one column per dataset: test Recall@10 mean ± std
     paired   per comparison group, the best model against every other: paired t-test, 95% CI
     cost     per configuration, accuracy against epoch time, time to the best epoch, wall and
              GPU-seconds per cell (RQ3)
@@ -71,6 +72,25 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
         best = table.groupby("dataset", sort=False)[f"{m}_mean"].transform("max")
         table[f"{m}_best"] = table[f"{m}_mean"].notna() & (table[f"{m}_mean"] == best)
     return table
+
+
+def overview_table(main: pd.DataFrame, keys: list[str], metric: str = "test_recall@10"):
+    """The main table folded to one row per model (and per value of any key that varies inside
+    a dataset, e.g. max_len in a sweep of lengths) and one pair of columns per dataset: the
+    metric's mean and std over seeds. Keys that only follow the dataset or the model (each
+    dataset's max_len, SASRec's own head count) are left out: they are in the main table.
+    Returns (table, the row keys)."""
+    within = [k for k in keys if k not in ("model", "dataset")
+              and (main.groupby(["model", "dataset"], sort=False)[k].nunique(dropna=False) > 1).any()]
+    rows = ["model", *within]
+    wide = main.pivot_table(index=rows, columns="dataset", sort=False, dropna=False,
+                            values=[f"{metric}_mean", f"{metric}_std"], aggfunc="first")
+    table = pd.DataFrame(index=wide.index)
+    for d in pd.unique(main["dataset"]):
+        table[f"{d}_mean"] = wide.get((f"{metric}_mean", d))
+        table[f"{d}_std"] = wide.get((f"{metric}_std", d))
+    order = main[rows].drop_duplicates().set_index(rows).index
+    return table.reindex(order).reset_index(), rows
 
 
 def paired_tests(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:

@@ -101,7 +101,7 @@ def md_rows(path):
 
 def test_every_table_in_every_format_and_the_plots(sweep, tmp_path):
     out = aggregate(sweep, tmp_path, plots=True)
-    for name in ("main", "paired", "cost", "compute", "cells", "states"):
+    for name in ("main", "overview", "paired", "cost", "compute", "cells", "states"):
         csv = pd.read_csv(out / f"{name}.csv")
         header, rows = md_rows(out / f"{name}.md")
         assert len(rows) == len(csv) > 0
@@ -326,3 +326,28 @@ def test_a_models_own_settings_keep_it_in_its_comparison_group(tmp_path):
     paired = pd.read_csv(out / "paired.csv")
     group = paired[(paired.dataset == "ml-100k") & (paired.max_len == 10)]
     assert set(group.best) == {"sasrec"} and set(group.model) == {"gru4rec", "pop"}
+
+
+def test_overview_is_the_main_table_folded_to_models_by_datasets(sweep, tmp_path):
+    out = aggregate(sweep, tmp_path)
+    main, overview = pd.read_csv(out / "main.csv"), pd.read_csv(out / "overview.csv")
+    assert list(overview.columns[:2]) == ["model", "max_len"]   # max_len varies in a dataset
+    assert len(overview) == len(main[["model", "max_len"]].drop_duplicates())
+    for _, row in main.iterrows():
+        o = overview[(overview.model == row.model) & (overview.max_len == row.max_len)].iloc[0]
+        assert o[f"{row.dataset}_mean"] == pytest.approx(row["test_recall@10_mean"], nan_ok=True)
+    header, rows = md_rows(out / "overview.md")
+    assert header[:2] == ["model", "max_len"] and len(rows) == len(overview)
+
+
+def test_overview_leaves_out_keys_that_follow_the_dataset():
+    from launcher.tables import overview_table
+    main = pd.DataFrame({"model": ["a", "b", "a", "b"], "dataset": ["x", "x", "y", "y"],
+                         "max_len": [200, 200, 50, 50],
+                         "test_recall@10_mean": [0.3, 0.2, 0.1, 0.15],
+                         "test_recall@10_std": [0.01, 0.02, 0.03, 0.04]})
+    table, rows = overview_table(main, ["model", "dataset", "max_len"])
+    assert rows == ["model"]
+    assert table.to_dict("list") == {"model": ["a", "b"], "x_mean": [0.3, 0.2],
+                                     "x_std": [0.01, 0.02], "y_mean": [0.1, 0.15],
+                                     "y_std": [0.03, 0.04]}
