@@ -3,6 +3,7 @@ metrics of a process per cell, a failing cell that leaves the worker's other cel
 each cell's time split in its result and the aggregate's compute table; packs as the dry-run
 renders them."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -105,3 +106,27 @@ def test_dry_run_renders_packs_and_packing_keeps_the_cell_ids(tmp_path):
                    "--cells-per-job", "2")
     assert bad.returncode == 2 and "packing is for cells of one node" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_each_cell_in_a_worker_writes_its_own_offline_wandb_run(tmp_path):
+    """Two cells, one worker, W&B offline: two run folders that `wandb sync` can upload, each
+    in its own cell folder, each holding its own run (id = the cell's id) and no other."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "wb", "fixed": {**TINY, "wandb_mode": "offline"},
+                                "grid": {"model": ["sasrec"], "seed": [1, 2]}}))
+    sweep = tmp_path / "s"
+    proc = launcher("sweep", grid, "--executor", "local", "--workers", "1", "--out", sweep)
+    assert proc.returncode == 0, proc.stderr
+    logs = {}
+    for c in json.loads((sweep / "manifest.json").read_text())["cells"]:
+        cell = sweep / "cells" / c["id"]
+        result = json.loads((cell / "result.json").read_text())
+        assert result["runner"] == "worker" and result["tracking_mode"] == "offline"
+        assert not result.get("tracking_error"), result["tracking_error"]
+        (fragment,) = json.loads((cell / "wandb_fragments.json").read_text())
+        run_dir = Path(fragment["dir"])
+        assert fragment["run_id"] == c["id"] and cell in run_dir.parents
+        (log,) = run_dir.glob("*.wandb")                  # what `wandb sync` uploads
+        logs[c["id"]] = log.read_bytes()
+    (a, log_a), (b, log_b) = logs.items()
+    assert a.encode() in log_a and b.encode() not in log_a and b.encode() in log_b
