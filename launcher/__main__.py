@@ -105,7 +105,9 @@ def cmd_sweep(args) -> int:
         if old["name"] != grid.name:
             return _err(f"--extend: {out} holds a sweep of grid '{old['name']}', not "
                         f"'{grid.name}': --extend adds cells of the same grid only")
-        known = {c["id"] for c in old["cells"]}
+        # Left alone: the cells this sweep submitted before (`resume` reruns the unfinished
+        # ones). A cell only listed in the manifest (a dry-run's) is submitted now.
+        known = set(Sweep(out).latest_submissions()) & {c["id"] for c in old["cells"]}
         kept = len([c for c in cells if c.id in known])
         cells = [c for c in cells if c.id not in known]
         if not cells:

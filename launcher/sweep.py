@@ -115,9 +115,8 @@ class Sweep:
             old_ids = {c["id"] for c in old["cells"]}
             new_ids = {c.id for c in cells}
             if extend:
-                added = [c for c in cells if c.id not in old_ids]
-                cells = added
-                manifest["cells"] = old["cells"] + cell_records(added)
+                manifest["cells"] = old["cells"] + cell_records(
+                    [c for c in cells if c.id not in old_ids])
             elif old_ids != new_ids:
                 added = [c.name for c in cells if c.id not in old_ids]
                 removed = [c["name"] for c in old["cells"] if c["id"] not in new_ids]

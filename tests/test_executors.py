@@ -110,3 +110,17 @@ def test_extend_grows_a_sweep_a_slice_at_a_time(in_process, tmp_path, capsys):
     assert launcher_main(["sweep", str(other), "--executor", "in-process", "--out", str(out),
                           "--extend"]) == 2
     assert "grid 'ip', not 'other'" in capsys.readouterr().err
+
+
+def test_extend_submits_the_cells_a_dry_run_only_listed(in_process, tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "ip", "fixed": TINY, "grid": {"model": ["gru4rec"],
+                                                                     "seed": [1, 2]}}))
+    out = tmp_path / "s"
+    assert launcher_main(["sweep", str(grid), "--executor", "dry-run", "--out", str(out),
+                          "--where", "seed=1"]) == 0
+    assert launcher_main(["sweep", str(grid), "--executor", "in-process", "--out", str(out),
+                          "--extend"]) == 0
+    capsys.readouterr()
+    assert launcher_main(["status", str(out), "--json"]) == 0
+    assert [r["state"] for r in json.loads(capsys.readouterr().out)] == ["COMPLETED"] * 2
