@@ -83,6 +83,22 @@ def _submit(sweep: Sweep, executor: executors.Executor, cells, new_folder: bool)
         raise
 
 
+def _not_submitted(sweep: Sweep, name: str, cells):
+    """--extend: the cells `sweep` has not submitted before (a cell a dry-run only listed is
+    submitted now; `resume` reruns the unfinished ones). ValueError for another grid's sweep."""
+    old = sweep.manifest()["name"]
+    if old != name:
+        raise ValueError(f"--extend: {sweep.root} holds a sweep of grid '{old}', not "
+                         f"'{name}': --extend adds cells of the same grid only")
+    submitted = sweep.latest_submissions()
+    kept = sum(c.id in submitted for c in cells)
+    todo = [c for c in cells if c.id not in submitted]
+    print(f"--extend: {sweep.root} has all {kept} cell(s) already (`resume` runs unfinished ones)"
+          if not todo else f"--extend: {len(todo)} cell(s) added to {sweep.root}, {kept} already "
+          "there left as they are (`resume` runs unfinished ones)")
+    return todo
+
+
 def cmd_sweep(args) -> int:
     try:
         grid = load_grid(grid_path(args.grid))
@@ -99,33 +115,20 @@ def cmd_sweep(args) -> int:
         return _err(f"{reason}; `sweep` submits to SLURM by default: run the cells on this "
                     "machine with --executor local, or write the sbatch scripts with "
                     "--executor dry-run")
-    kept = 0
-    if args.extend and (out / "manifest.json").exists():
-        old = Sweep(out).manifest()
-        if old["name"] != grid.name:
-            return _err(f"--extend: {out} holds a sweep of grid '{old['name']}', not "
-                        f"'{grid.name}': --extend adds cells of the same grid only")
-        # Left alone: the cells this sweep submitted before (`resume` reruns the unfinished
-        # ones). A cell only listed in the manifest (a dry-run's) is submitted now.
-        known = set(Sweep(out).latest_submissions()) & {c["id"] for c in old["cells"]}
-        kept = len([c for c in cells if c.id in known])
-        cells = [c for c in cells if c.id not in known]
-        if not cells:
-            print(f"--extend: {out} has all {kept} cell(s) already (`resume` runs unfinished ones)")
-            return 0
-    executor.preview(cells)
     new_folder = not out.exists()
     try:
-        with Sweep(out).lock():
+        with Sweep(out).lock():     # two `--extend` calls at once must not submit a cell twice
+            if args.extend and not new_folder and (out / "manifest.json").exists():
+                cells = _not_submitted(Sweep(out), grid.name, cells)
+                if not cells:
+                    return 0
+            executor.preview(cells)
             sweep = Sweep.create(out, grid.path, grid.name, cells, executor.name,
                                  write_cells=executor.records_submissions, extend=args.extend)
-            if args.extend and kept:
-                print(f"--extend: {len(cells)} cell(s) added to {out}, {kept} already there left "
-                      "as they are (`resume` runs unfinished ones)")
             if executor.records_submissions and sweep.latest_submissions() and not args.extend:
                 return _err(f"{out} was submitted before; use `python -m launcher resume {out}`")
             _submit(sweep, executor, cells, new_folder)
-    except (FileExistsError, executors.ExecutorError) as e:
+    except (FileExistsError, ValueError, executors.ExecutorError) as e:
         return _err(str(e))
     return executor.wait(sweep, cells)
 
