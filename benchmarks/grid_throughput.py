@@ -21,7 +21,10 @@ cells' start-up and setup seconds (`warm_setup_s`: cells that were not their pro
 and `metrics_equal`: cells whose test metrics equal those of the first mode's run.
 `--profile` also times one process's per-cell setup on the CPU, phase by phase, for the first
 and later cells (ML-100K, L=64; --smoke: tiny): where setup goes, what a warm worker still pays.
-Writes OUT/grid_throughput.{md,csv} (and grid_setup_profile.{md,csv} with `--profile`).
+Writes OUT/grid_throughput.{md,csv}, OUT/grid_throughput_cells.csv (every cell of every run:
+its model, start-up, setup, capture (the first epoch's CUDA-graph capture with any Triton or
+Inductor compile), epochs and test Recall@10: where a warm worker or a warm compile cache
+saves time) and, with `--profile`, grid_setup_profile.{md,csv}.
 """
 from __future__ import annotations
 
@@ -122,6 +125,18 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, work: Path,
     return row, results
 
 
+def cell_rows(run: dict, results: dict[str, dict]) -> list[dict]:
+    """One row per cell of a run: first cells of their process first."""
+    rows = [{"workload": run["workload"], "mode": run["mode"], "slots": run["slots"],
+             "cell": name, "model": r.get("model"), "status": r.get("status"),
+             "cells_before_in_process": r.get("runner_cells_before"),
+             **{f"{p}_s": r.get(f"time_{p}_s") for p in ("start", "setup", "capture", "epochs",
+                                                          "final")},
+             "epochs": r.get("epochs_run"), "test_recall@10": r.get("test_recall@10")}
+            for name, r in results.items()]
+    return sorted(rows, key=lambda r: (r["cells_before_in_process"] or 0, r["start_s"] or 0.0))
+
+
 def same_metrics(a: dict[str, dict], b: dict[str, dict]) -> str:
     """Cells of b whose test metrics equal a's ('n/m')."""
     def test(r):
@@ -178,7 +193,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="grid-throughput-"))
     workloads = smoke_workloads(work) if args.smoke else WORKLOADS
     chosen = list(workloads) if args.workloads is None else args.workloads
-    rows, first = [], {}
+    rows, first, cells = [], {}, []
     runs = [(n, m, k) for n in chosen for m in args.modes for k in args.cells_per_gpu]
     for name, mode, slots in runs:
         if name not in workloads:
@@ -189,6 +204,7 @@ def main(argv=None) -> int:
         row["caches"] = "warm" if args.warm and rows else "cold"
         row["metrics_equal"] = same_metrics(first.setdefault(name, results), results)
         rows.append(row)
+        cells.extend(cell_rows(row, results))
         print(json.dumps(row), flush=True)
     machine = (f"Machine: {os.uname().nodename}, {os.cpu_count()} CPU cores. "
                "`python -m benchmarks.grid_throughput "
@@ -199,6 +215,7 @@ def main(argv=None) -> int:
                     machine + "; device: the cells' (result.json `device`)", pd.DataFrame(rows),
                     "Per run: " + __doc__.split("Per run:")[1].split("A second")[0].strip(),
                     data=pd.DataFrame(rows)), end="")
+        pd.DataFrame(cells).to_csv(Path(args.out) / "grid_throughput_cells.csv", index=False)
     if args.profile:
         shape = TINY if args.smoke else {"dataset": "ml-100k", "max_len": 64, "embedding_dim": 64,
                                          "num_heads": 2, "num_blocks": 1, "device": "cpu",
