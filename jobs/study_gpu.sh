@@ -18,7 +18,8 @@
 # resume-SWEEP: resume that sweep (cells without a COMPLETED result);
 # aggregate:    status, tables and plots of every sweep present;
 # evalcheck:    seed-42 checkpoints (Beauty, ML-100K L=64) evaluated on the GPU and the CPU;
-# pack:         results (no checkpoints) into $OUT/study.tgz.
+# pack:         results (no checkpoints) into $OUT/study.tgz, and the checkpoints of cells
+#               that did not finish into $OUT/resume.tgz.part-aa, -ab, … (15 MiB each).
 # Issue 16's main grid (launcher/grids/study.yaml), grown a slice at a time in one sweep,
 # $WORK/study (`sweep --extend`):
 # study-DATASET: that dataset's cells (MODELS=a,b,... to run some models only; the others are
@@ -173,8 +174,12 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       # The checkpoints of cells that did not finish (a call's time ran out), for `resume`.
       ckpts=$(cd "$WORK" && for d in */cells/*/; do
         [ -f "$d/result.json" ] || ls "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null; done)
-      [ -z "$ckpts" ] || tar czf "$OUT/resume.tgz" -C "$WORK" $ckpts
-      log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" ;;
+      # In parts of 15 MiB (what a device call brings back per file); here:
+      # cat resume.tgz.part-* | tar xz -C .study   (then: bash jobs/study_gpu.sh resume-study)
+      rm -f "$OUT"/resume.tgz.part-*
+      [ -z "$ckpts" ] || tar czf - -C "$WORK" $ckpts | split -b 15M - "$OUT/resume.tgz.part-"
+      log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" \
+        "in $(ls "$OUT"/resume.tgz.part-* 2>/dev/null | wc -l) part(s)" ;;
     *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate latency long-histories grid-NAME)" >&2; exit 2 ;;
   esac
 done
