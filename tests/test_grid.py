@@ -323,4 +323,6 @@ def test_every_shipped_grid_expands_and_the_study_covers_every_real_dataset():
         == {(64, 1, 1, 0.2, 50)}                  # the eSASRec settings of SOURCES.md
     ml1m = [c.config for c in study if c.params["dataset"] == "ml-1m-bert4rec"]
     assert {c.max_len for c in ml1m} == {200}
+    # best epochs of 335-390 at a cap of 400 (within 10%): BERT4Rec on ML-1M runs to 800
+    assert {c.epochs for c in ml1m if c.model == "bert4rec"} == {800}
     assert all(c.config.patience >= 10 for c in study if c.config.model != "pop")
