@@ -28,6 +28,10 @@
 #               completed cells (their checkpoints stay on the GPU machine) into
 #               $WORK/study-analyses/DATASET/{geometry,longtail};
 # study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
+# cost-DATASET: RQ3's exclusive cost: that dataset's seed-42 cell of every model (MODELS=a,b for
+#               some), one at a time alone on the GPU, into $WORK/cost (cells sharing a GPU
+#               take turns on it, so a shared call's seconds are not a model's cost), then
+#               its aggregate ($WORK/cost-aggregate: cost.md, compute.md).
 # latency:      inference latency against max_len 64-1536 (D 256, 4 blocks) for the seven
 #               models at the study's batch 32 and at 512, where compute dominates
 #               ($WORK/latency-b32, $WORK/latency-b512);
@@ -136,6 +140,13 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
         --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$WORK/$name" >>"$OUT/study.log" 2>&1
       $PY -m launcher aggregate "$WORK/$name" --out "$WORK/$name-aggregate" >>"$OUT/study.log" 2>&1
       log "$phase (${DATASET:-all datasets}, ${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;
+    cost-*)
+      only=()
+      [ -n "${MODELS:-}" ] && only=(--where "model=$MODELS")
+      $PY -m launcher sweep study --where "dataset=${phase#cost-}" --where seed=42 "${only[@]}" \
+        --extend --executor local --cells-per-gpu 1 --workers 1 --out "$WORK/cost" >>"$OUT/study.log" 2>&1
+      $PY -m launcher aggregate "$WORK/cost" --out "$WORK/cost-aggregate" >>"$OUT/study.log" 2>&1
+      log "$phase (${MODELS:-all models}, one at a time): $(( $(ms) - t0 )) ms" ;;
     study-*)
       only=()
       [ -n "${MODELS:-}" ] && only=(--where "model=$MODELS")
@@ -180,6 +191,6 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       [ -z "$ckpts" ] || tar czf - -C "$WORK" $ckpts | split -b 15M - "$OUT/resume.tgz.part-"
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" \
         "in $(ls "$OUT"/resume.tgz.part-* 2>/dev/null | wc -l) part(s)" ;;
-    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate latency long-histories grid-NAME)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate cost-DATASET latency long-histories grid-NAME)" >&2; exit 2 ;;
   esac
 done
