@@ -57,9 +57,10 @@ class TrainPack(submitit.helpers.Checkpointable):
         failed = []
         for i, cell_dir in enumerate(self.cell_dirs):
             name = Path(cell_dir).name
-            if completed(cell_dir) or cancelled(cell_dir):
-                print(f"== cell {name} ({i + 1}/{len(self.cell_dirs)}): "
-                      f"{'completed' if completed(cell_dir) else 'cancelled'} before, skipped",
+            before = "completed" if completed(cell_dir) else \
+                "cancelled" if cancelled(cell_dir) else None
+            if before:
+                print(f"== cell {name} ({i + 1}/{len(self.cell_dirs)}): {before} before, skipped",
                       flush=True)
                 self.finished.add(cell_dir)
                 continue
