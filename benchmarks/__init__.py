@@ -47,6 +47,10 @@ sampling         `python -m recsys_core.data sample` on a synthetic Music4All-On
                  peak RSS, output size.
                  `python -m benchmarks.sampling [--rows 12.5e6 25e6 50e6]`
                  -> results/benchmarks/sampling.md, sampling.csv
+study_cost_estimate  RQ3 until the study's cost phase runs: each model's exclusive seconds per
+                 epoch on an H200 (gpu_epoch's runs) × its best epochs in the study's ML-1M
+                 cells (CPU only; reads committed files).
+                 `python -m benchmarks.study_cost_estimate` -> results/study/cost_estimate.md
 
 Shared by them: timing.py (wall clock, CUDA-synchronised, CUDA events), report.py (the CSV and
 Markdown tables), run_setup.py (the one place a run's setup is built, as the trainer builds

@@ -1,5 +1,6 @@
 """The benchmarks' shared helpers (benchmarks/report.py, benchmarks/timing.py) and the
 background sampler of recsys_core.telemetry.GpuTelemetry that the GPU benchmark reads."""
+import json
 import math
 import time
 
@@ -93,3 +94,26 @@ def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     assert set(table["metrics_equal"]) == {"1/1"} and set(table["completed"]) == {1}
     assert ((table["overhead_share"] > 0) & (table["overhead_share"] < 1)).all()
     assert "| smoke-cell" in (tmp_path / "grid_throughput.md").read_text()
+
+
+def test_study_cost_estimate_multiplies_exclusive_epochs_by_the_study_best_epochs(tmp_path):
+    from benchmarks import study_cost_estimate
+    for i, (model, best, last, recall) in enumerate([("sasrec", 90, 110, 0.32),
+                                                     ("xlstm", 120, 140, 0.31),
+                                                     ("pop", 0, 0, 0.04)]):
+        cell = tmp_path / "sweep" / "cells" / str(i)
+        cell.mkdir(parents=True)
+        (cell / "result.json").write_text(json.dumps({
+            "status": "COMPLETED", "model": model, "dataset": "ml-1m-bert4rec",
+            "best_epoch": best, "epochs_run": last, "test_recall@10": recall}))
+    out = tmp_path / "cost.md"
+    assert study_cost_estimate.main(["--sweep", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    runs = study_cost_estimate.exclusive_epochs()
+    per = {m: runs[m]["epoch_time_s"] + runs[m]["eval_time_s"] for m in ("sasrec", "xlstm")}
+    text = out.read_text()
+    assert "pop" not in text.split("| model")[1]          # trains nothing: no row
+    rows = study_cost_estimate.estimate(tmp_path / "sweep").set_index("model")
+    assert math.isclose(rows.loc["xlstm", "to best epoch (s)"], 120 * per["xlstm"])
+    assert math.isclose(rows.loc["xlstm", "to best epoch ÷ SASRec"],
+                        120 * per["xlstm"] / (90 * per["sasrec"]))
+    assert math.isclose(rows.loc["xlstm", "to early stop (s)"], 140 * per["xlstm"])
