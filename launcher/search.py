@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from launcher.resources import GridError, fail, mapping
-from recsys_core.metrics import METRICS
+from recsys_core.metric_names import METRICS
 from recsys_core.train.config import ConfigError, TrainConfig, identity_keys
 
 KEYS = ("metric", "trials", "final_seeds", "parallel", "seed", "startup_trials", "pruner",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_KS = (5, 10, 20)
-METRICS = ("recall", "ndcg", "mrr", "precision")
+from recsys_core.metric_names import DEFAULT_KS, METRICS
+
+__all__ = ["DEFAULT_KS", "METRICS", "metrics_from_ranks", "ranks"]
 
 
 def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor | None = None,

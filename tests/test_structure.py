@@ -63,3 +63,21 @@ def test_product_files_stay_readable():
     long = {str(p.relative_to(REPO)): n for m, p in modules().items()
             if not m.startswith("benchmarks") and (n := len(p.read_text().splitlines())) > 380}
     assert not long, f"files over ~350 lines: {long}"
+
+
+def test_the_launcher_plans_and_reports_without_importing_torch(tmp_path):
+    """torch's import is most of a CLI call's start-up (about 1 s of 1.3 s here): the launcher
+    validates configurations and reads results without it; only the jobs train."""
+    import subprocess
+    import sys
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['launcher'] + sys.argv[1:]\n"
+             "try:\n"
+             "    runpy.run_module('launcher', run_name='__main__')\n"
+             "finally:\n"
+             "    print('torch' in sys.modules)\n")
+    for args in (["sweep", "quickstart", "--executor", "dry-run", "--out", str(tmp_path / "s")],
+                 ["status", str(tmp_path / "s")]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], cwd=REPO, capture_output=True,
+                             text=True)
+        assert out.stdout.strip().splitlines()[-1] == "False", (args, out.stdout, out.stderr)

@@ -15,6 +15,9 @@ REGISTRY = {
     "sasmamba": "recsys_core.models.sasmamba:SASMamba",
 }
 MODEL_NAMES = sorted(REGISTRY)
+# Choices of the models' options, here (no torch) so that validating a config imports no model.
+POSITIONS = ("from_end", "from_start")      # base.py: where position embeddings count from
+SASREC_BLOCKS = ("pre_ln", "original")      # sasrec.py: the block's layout
 
 
 def model_class(name: str):

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_core.models import POSITIONS
+
 
 class SequentialModel(nn.Module):
     objective = "causal"
@@ -116,9 +118,6 @@ def scored_positions(hidden: torch.Tensor, targets: torch.Tensor,
         return h, t
     order = torch.argsort((t == 0).to(torch.int32), stable=True)[:capacity]
     return h.index_select(0, order), t.index_select(0, order)
-
-
-POSITIONS = ("from_end", "from_start")
 
 
 def position_ids(input_ids: torch.Tensor, n_positions: int, origin: str) -> torch.Tensor:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_core.models import SASREC_BLOCKS as BLOCKS
 from recsys_core.models.base import SequentialModel, position_ids
-
-BLOCKS = ("pre_ln", "original")
 
 
 class OriginalBlock(nn.Module):

@@ -16,10 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from recsys_core.data.names import DATASET_NAMES
-from recsys_core.metrics import METRICS
-from recsys_core.models import MODEL_NAMES
-from recsys_core.models.base import POSITIONS
-from recsys_core.models.sasrec import BLOCKS as SASREC_BLOCKS
+from recsys_core.metric_names import METRICS
+from recsys_core.models import MODEL_NAMES, POSITIONS, SASREC_BLOCKS
 
 CHOICES = {
     "model": tuple(MODEL_NAMES),
