@@ -255,3 +255,21 @@ def test_run_dirs_expands_a_sweep_to_its_completed_cells(tmp_path):
     assert run_dirs([tmp_path]) == [tmp_path / "cells" / "a"]
     with pytest.raises(FileNotFoundError, match="neither a run"):
         run_dirs([tmp_path / "cells" / "c"])
+
+
+def test_fit_alpha_says_where_launch_bound_lengths_make_alpha_meaningless():
+    """Batch 32: a flat floor (kernel launches) until the work catches up, then L^1.26; the
+    fit over every length says little, the tail's recovers the exponent."""
+    from recsys_core.analysis.latency import fit_alpha
+    lengths = np.array([64, 128, 256, 384, 512, 768, 1024, 1536])
+    table = pd.DataFrame({"model": ["flat"] * 8 + ["noise"] * 8, "max_len": [*lengths] * 2,
+                          "status": "ok",
+                          "latency_ms": [*np.maximum(5.0, 3e-3 * lengths ** 1.26),
+                                         5, 9, 4, 8, 5, 9, 4, 8]})
+    fit = fit_alpha(table).set_index("model")
+    flat = fit.loc["flat"]
+    assert flat["r2"] < 0.95 and flat["alpha"] < 1.0
+    assert flat["alpha_tail"] == pytest.approx(1.26) and flat["r2_tail"] == pytest.approx(1.0)
+    assert flat["tail_from_len"] == 768 and flat["verdict"].startswith("launch-bound below L=768")
+    assert fit.loc["noise", "verdict"].startswith("no power law")
+    assert np.isnan(fit.loc["noise", "alpha_tail"])          # never twice its floor

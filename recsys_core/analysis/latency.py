@@ -5,7 +5,10 @@ given size with max_len = L scores a batch of full-length histories with `score_
 + logits over the whole catalogue); warm-up calls first, then the median of timed repeats, each
 bracketed by device synchronisation (torch.cuda.synchronize on CUDA). bf16 autocast on CUDA
 and fp32 on CPU by default, as the trainer evaluates. Throughput = sequences per second. Per
-model a least-squares fit of log latency on log length gives the scaling exponent alpha.
+model a least-squares fit of log latency on log length gives the scaling exponent alpha, with
+its r2; at a small batch the short lengths are launch-bound (flat), so a second fit over the
+lengths whose latency is at least twice the shortest's gives alpha_tail, and `verdict` says
+which of the two, if either, means something (latency_fit.csv).
 """
 from __future__ import annotations
 
@@ -105,21 +108,53 @@ def measure(models: list[str], lengths: list[int], *, batch: int = 32, dim: int 
     return pd.DataFrame(rows)
 
 
+def _power_fit(lengths: np.ndarray, latency_ms: np.ndarray) -> tuple[float, float, float]:
+    """(alpha, c_ms, r2) of latency ≈ c · L^alpha: least squares of log latency on log L."""
+    x, y = np.log(lengths.astype(float)), np.log(latency_ms.astype(float))
+    alpha, intercept = np.polyfit(x, y, 1)
+    resid = y - (alpha * x + intercept)
+    r2 = 1 - (resid ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
+    return float(alpha), float(np.exp(intercept)), float(r2)
+
+
+# A latency under this multiple of the shortest length's is taken as launch-bound (the GPU
+# waits for kernel launches, so the time does not grow with L): the tail fit starts above it.
+LAUNCH_BOUND = 2.0
+GOOD_R2 = 0.95
+
+
 def fit_alpha(table: pd.DataFrame) -> pd.DataFrame:
-    """latency ≈ c · L^alpha per model: slope of log latency on log L, with R²."""
+    """latency ≈ c · L^alpha per model, over every length (alpha, c_ms, r2) and over the tail
+    where latency has left the launch-bound floor (alpha_tail, r2_tail from tail_from_len,
+    >= 3 lengths), with a verdict on which fit, if any, says something."""
     rows = []
     for name, t in table[table["status"] == "ok"].groupby("model", sort=False):
-        x, y = np.log(t["max_len"].to_numpy(float)), np.log(t["latency_ms"].to_numpy(float))
+        t = t.sort_values("max_len")
+        row = {"model": name, "alpha": np.nan, "c_ms": np.nan, "r2": np.nan, "points": len(t),
+               "min_len": int(t["max_len"].min()), "max_len": int(t["max_len"].max()),
+               "alpha_tail": np.nan, "r2_tail": np.nan, "tail_from_len": np.nan}
         if len(t) < 2:
-            rows.append({"model": name, "alpha": np.nan, "r2": np.nan, "points": len(t)})
+            rows.append({**row, "verdict": "too few lengths"})
             continue
-        alpha, intercept = np.polyfit(x, y, 1)
-        resid = y - (alpha * x + intercept)
-        r2 = 1 - (resid ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
-        rows.append({"model": name, "alpha": float(alpha), "c_ms": float(np.exp(intercept)),
-                     "r2": float(r2), "points": len(t),
-                     "min_len": int(t["max_len"].min()), "max_len": int(t["max_len"].max())})
+        lengths, ms = t["max_len"].to_numpy(), t["latency_ms"].to_numpy()
+        row["alpha"], row["c_ms"], row["r2"] = _power_fit(lengths, ms)
+        tail = ms >= LAUNCH_BOUND * ms[0]
+        if tail.sum() >= 3:
+            row["alpha_tail"], _, row["r2_tail"] = _power_fit(lengths[tail], ms[tail])
+            row["tail_from_len"] = int(lengths[tail][0])
+        rows.append({**row, "verdict": verdict(row)})
     return pd.DataFrame(rows)
+
+
+def verdict(row: dict) -> str:
+    if row["r2"] >= GOOD_R2:
+        return "power law over every length"
+    if row["r2_tail"] >= GOOD_R2:
+        return (f"launch-bound below L={row['tail_from_len']}: alpha of every length "
+                f"meaningless, alpha_tail holds")
+    tail = "fewer than 3 lengths above twice the shortest's latency" \
+        if np.isnan(row["r2_tail"]) else f"tail r2 {row['r2_tail']:.2f}"
+    return f"no power law (r2 {row['r2']:.2f}; {tail}): alpha meaningless"
 
 
 def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] | None = None,
