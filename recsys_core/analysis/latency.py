@@ -7,7 +7,7 @@ bracketed by device synchronisation (torch.cuda.synchronize on CUDA). bf16 autoc
 and fp32 on CPU by default, as the trainer evaluates. Throughput = sequences per second. Per
 model a least-squares fit of log latency on log length gives the scaling exponent alpha, with
 its r2; at a small batch the short lengths are launch-bound (flat), so a second fit over the
-lengths whose latency is at least twice the shortest's gives alpha_tail, and `verdict` says
+lengths whose latency is at least twice the lowest gives alpha_tail, and `verdict` says
 which of the two, if either, means something (latency_fit.csv).
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _power_fit(lengths: np.ndarray, latency_ms: np.ndarray) -> tuple[float, floa
     return float(alpha), float(np.exp(intercept)), float(r2)
 
 
-# A latency under this multiple of the shortest length's is taken as launch-bound (the GPU
+# A latency under this multiple of the lowest one is taken as launch-bound (the GPU
 # waits for kernel launches, so the time does not grow with L): the tail fit starts above it.
 LAUNCH_BOUND = 2.0
 GOOD_R2 = 0.95
@@ -138,7 +138,7 @@ def fit_alpha(table: pd.DataFrame) -> pd.DataFrame:
             continue
         lengths, ms = t["max_len"].to_numpy(), t["latency_ms"].to_numpy()
         row["alpha"], row["c_ms"], row["r2"] = _power_fit(lengths, ms)
-        tail = ms >= LAUNCH_BOUND * ms[0]
+        tail = ms >= LAUNCH_BOUND * ms.min()
         if tail.sum() >= 3:
             row["alpha_tail"], _, row["r2_tail"] = _power_fit(lengths[tail], ms[tail])
             row["tail_from_len"] = int(lengths[tail][0])
@@ -152,7 +152,7 @@ def verdict(row: dict) -> str:
     if row["r2_tail"] >= GOOD_R2:
         return (f"launch-bound below L={row['tail_from_len']}: alpha of every length "
                 f"meaningless, alpha_tail holds")
-    tail = "fewer than 3 lengths above twice the shortest's latency" \
+    tail = "fewer than 3 lengths above twice the lowest latency" \
         if np.isnan(row["r2_tail"]) else f"tail r2 {row['r2_tail']:.2f}"
     return f"no power law (r2 {row['r2']:.2f}; {tail}): alpha meaningless"
 
