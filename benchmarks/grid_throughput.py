@@ -2,7 +2,8 @@
 result.json, with a process per cell against persistent workers (jobs/worker.py) or SLURM packs.
 
     python -m benchmarks.grid_throughput [--out results/benchmarks] [--cells-per-gpu 6]
-        [--workloads ml100k-paper-54 beauty-sasrec-cell] [--modes process-per-cell worker]
+        [--workloads ml100k-paper-54 beauty-sasrec-cell]
+        [--modes process-per-cell worker pack process-per-cell-mps worker-mps]
     python -m benchmarks.grid_throughput --smoke --out /tmp/gt     # CPU, tiny, ~1 min
 
 Workloads: `ml100k-paper-54` is `python -m launcher sweep paper --where dataset=ml-100k` (54
@@ -11,7 +12,9 @@ amazon-beauty grid's SASRec seed-42 cell (`--where model=sasrec --where seed=42`
 replaces them with `smoke-grid` (6 tiny synthetic cells) and `smoke-cell` (one) on the CPU.
 Modes: `process-per-cell` (`--process-per-cell`), `worker` (the local executor's default) and
 `pack` (the SLURM executor with `--cells-per-job`, where SLURM_CONF names a cluster; the wall
-time runs until `status` shows every cell finished). Every run starts cold: empty data,
+time runs until `status` shows every cell finished); `process-per-cell-mps` and `worker-mps`
+are the first two with `--mps` (the GPU cells share their GPU through an NVIDIA MPS daemon,
+so their kernels can run at the same time; `mps_clients`: the cells that ran as its clients). Every run starts cold: empty data,
 Triton and Inductor caches (`--warm`: one set of caches for all runs).
 
 Per run: wall_s (the launcher command, and for `pack` the polling, to the last result),
@@ -61,7 +64,12 @@ def smoke_workloads(folder: Path) -> dict[str, list[str]]:
             "smoke-cell": [str(grid), "--where", "model=sasrec", "--where", "seed=1"]}
 
 
+MODES = ("process-per-cell", "worker", "pack", "process-per-cell-mps", "worker-mps")
+
+
 def mode_args(mode: str, slots: int) -> list[str]:
+    if mode.endswith("-mps"):     # the same, the GPU cells clients of an MPS daemon
+        return [*mode_args(mode.removesuffix("-mps"), slots), "--mps"]
     if mode == "process-per-cell":
         return ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots),
                 "--process-per-cell"]
@@ -69,7 +77,7 @@ def mode_args(mode: str, slots: int) -> list[str]:
         return ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots)]
     if mode == "pack":
         return ["--executor", "slurm", "--cells-per-job", str(slots)]
-    raise SystemExit(f"unknown mode {mode!r}; valid: process-per-cell, worker, pack")
+    raise SystemExit(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
 
 
 def caches(folder: Path) -> dict[str, str]:
@@ -121,7 +129,8 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, work: Path,
            "slots": used, "epochs_s_sum": sum(parts["epochs"]),
            "start_s_median": statistics.median(parts["start"]) if done else None,
            "setup_s_median": statistics.median(parts["setup"]) if done else None,
-           "warm_setup_s": statistics.median(warm) if warm else None}
+           "warm_setup_s": statistics.median(warm) if warm else None,
+           "mps_clients": sum(bool(r.get("mps_pipe_dir")) for r in done)}
     return row, results
 
 
@@ -183,7 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "results" / "benchmarks"))
     p.add_argument("--workloads", nargs="*", default=None,
                    help="default: all; none (the flag alone): only --profile")
-    p.add_argument("--modes", nargs="+", default=["process-per-cell", "worker"])
+    p.add_argument("--modes", nargs="+", default=["process-per-cell", "worker"], choices=MODES)
     p.add_argument("--cells-per-gpu", type=int, nargs="+", default=[6],
                    help="cells at a time (slots; pack: cells per job); one row each")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic workloads on the CPU")

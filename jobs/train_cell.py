@@ -124,12 +124,23 @@ def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:
         {"pid": os.getpid(), "host": os.uname().nodename,
          "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
          "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
-    job = {**job, "time_start_s": time.time() - since}
+    job = {**job, "time_start_s": time.time() - since, "mps_pipe_dir": mps_client()}
     record = run(cfg, progress=print_progress, hooks=hooks, prepared=prepared, job=job)
     if record["status"] != "COMPLETED":
         # The result file already says FAILED and why; fail the job too, so SLURM agrees.
         raise RuntimeError(f"cell {Path(cell_dir).name} {record['status']}: {record['reason']}")
     return {k: v for k, v in record.items() if k.startswith("test_") or k == "status"}
+
+
+def mps_client() -> str | None:
+    """The MPS pipe folder this process's CUDA calls go through (the local executor's --mps),
+    said once in the cell's log with the GPUs as the MPS server numbers them; None without."""
+    pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")
+    if pipe:
+        print(f"MPS client: CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY="
+              f"{os.environ.get('CUDA_MPS_LOG_DIRECTORY')} CUDA_VISIBLE_DEVICES="
+              f"{os.environ.get('CUDA_VISIBLE_DEVICES')}", file=sys.stderr, flush=True)
+    return pipe
 
 
 def launch_processes(cell_dir: str, cfg, job: dict) -> dict:

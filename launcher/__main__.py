@@ -2,17 +2,18 @@
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
                [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--process-per-cell]
-               [--cells-per-job K] [--extend]
+               [--cells-per-job K] [--mps] [--extend]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
-                 [--process-per-cell] [--cells-per-job K]
+                 [--process-per-cell] [--cells-per-job K] [--mps]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
     tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
               [--emit-grid FILE] [--json] [--cells-per-gpu K]
     tune status DIR [--json]
 Exit codes: 0 ok, 1 some cell failed (local runs), 2 bad input or SLURM refused (one line on
-stderr, nothing written), 130 interrupted (Ctrl-C: `resume` runs what did not finish).
+stderr, nothing written) or --mps's MPS daemon did not come up (no cell started), 130
+interrupted (Ctrl-C: `resume` runs what did not finish).
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def _options(args) -> executors.Options:
     return executors.Options(workers=getattr(args, "workers", None),
                              cells_per_gpu=getattr(args, "cells_per_gpu", 1),
                              process_per_cell=getattr(args, "process_per_cell", False),
+                             mps=getattr(args, "mps", False),
                              cells_per_job=getattr(args, "cells_per_job", None),
                              json=getattr(args, "json", False))
 
@@ -228,6 +230,10 @@ def _running_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-per-cell", action="store_true",
                    help="local: a fresh process for every cell instead of persistent workers "
                         "that run cell after cell")
+    p.add_argument("--mps", action="store_true",
+                   help="local: run the cells on GPUs as clients of an NVIDIA MPS daemon "
+                        "started for the run, so cells sharing a GPU (--cells-per-gpu) run "
+                        "their kernels at the same time; slurm: refused (ask for gres/mps)")
     p.add_argument("--cells-per-job", type=int, default=None, metavar="K",
                    help="slurm, dry-run: run K cells one after another in each job (an array "
                         "task); default: the grid's resources.cells_per_job, else 1")

@@ -127,7 +127,7 @@ def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     lock, busy, peak, got = threading.Lock(), {"0": 0, "1": 0, "2": 0}, {}, {}
 
-    def fake_run_one(sweep, cell, gpus, threads, log, running=None, workers=None):
+    def fake_run_one(sweep, cell, gpus, threads, log, running=None, workers=None, mps=None):
         with lock:
             got[cell.params["model"] + str(cell.params["seed"])] = gpus
             for g in gpus or []:

@@ -10,9 +10,9 @@ from pathlib import Path
 import submitit
 
 from jobs.train_cell import accelerate_command
-from launcher.executors.base import Executor
-from launcher.executors.slurm import (DEFAULT_ARRAY_PARALLELISM, groups, job_folder, job_name,
-                                      packs, sbatch_parameters)
+from launcher.executors.base import Executor, ExecutorError
+from launcher.executors.slurm import (DEFAULT_ARRAY_PARALLELISM, MPS_ON_SLURM, groups,
+                                      job_folder, job_name, packs, sbatch_parameters)
 from launcher.grid import Cell
 from launcher.sweep import Sweep, cell_records
 
@@ -89,6 +89,8 @@ class DryRunExecutor(Executor):
             print(cells_table(cells))
 
     def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
+        if self.options.mps:    # the scripts are SLURM's, which refuses it
+            raise ExecutorError(MPS_ON_SLURM)
         scripts = sbatch_scripts(sweep, cells, sweep.manifest()["name"],
                                  self.options.cells_per_job)
         print(f"dry-run: {len(scripts)} sbatch script(s) in {sweep.root / 'sbatch'}; "

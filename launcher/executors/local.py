@@ -16,7 +16,9 @@ local.err in its folder either way. With GPUs, a cell takes the GPUs its resourc
 `accelerate launch` over them, always in a process of its own) from a pool in which each GPU
 holds `cells_per_gpu` cells at once (default 1; small models leave a GPU mostly idle, so
 several of their cells can share it). A cell asking for no GPU runs on the CPU. Without GPUs
-the slots share the CPU cores (threads split between them).
+the slots share the CPU cores (threads split between them). `mps`: the processes on GPUs are
+clients of an NVIDIA MPS daemon kept for the run (mps.py), so cells sharing a GPU run their
+kernels at the same time instead of taking turns.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from pathlib import Path
 
 from launcher.executors.base import (Executor, ExecutorError, SchedulerState, tail,
                                      written_since)
-from launcher.executors.workers import LOG_DIR, Workers
+from launcher.executors.mps import MpsDaemon, MpsError, available
+from launcher.executors.workers import LOG_DIR, Workers, process_env
 from launcher.grid import Cell
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED
@@ -83,6 +86,24 @@ def gpus_needed(cell: Cell) -> int:
     return cell.resources.gpus * cell.resources.nodes
 
 
+def uses_gpus(gpus: list[str], cells: list[Cell]) -> bool:
+    """Some of the cells run on the GPUs visible here."""
+    return bool(gpus) and any(gpus_needed(c) > 0 for c in cells)
+
+
+def start_mps(sweep: Sweep, cells: list[Cell]) -> MpsDaemon | None:
+    """--mps: the MPS daemon the cells' GPU processes use (None, and a line saying so, if no
+    cell runs on a GPU here); MpsError if it cannot be had."""
+    gpus = visible_gpus()
+    if not uses_gpus(gpus, cells):
+        print("--mps: no cell runs on a GPU here; MPS is not started", flush=True)
+        return None
+    mps = MpsDaemon.start(sweep.root, gpus)
+    print(f"MPS: {'started a daemon' if mps.owned else 'using the daemon listening'} on "
+          f"{mps.pipe} (its logs: {mps.log})", flush=True)
+    return mps
+
+
 INTERRUPTED_MARK = "local.interrupted"
 
 
@@ -115,10 +136,11 @@ def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[li
 
 
 def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
-              log=print, cells_per_gpu: int = 1, process_per_cell: bool = False
-              ) -> dict[str, int]:
+              log=print, cells_per_gpu: int = 1, process_per_cell: bool = False,
+              mps: MpsDaemon | None = None) -> dict[str, int]:
     """Run cells and wait for all of them; returns cell id → exit code. Ctrl-C stops the
-    running cells (SIGTERM, then SIGKILL) and raises `Interrupted`."""
+    running cells (SIGTERM, then SIGKILL) and raises `Interrupted`. `mps`: the processes on
+    GPUs are that MPS daemon's clients."""
     gpus, workers = plan(cells, workers, cells_per_gpu)
     pool = GpuPool(gpus, cells_per_gpu)
     todo: queue.Queue = queue.Queue()
@@ -128,7 +150,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     codes: dict[str, int] = {}
     running: dict[str, list] = {}        # cell id → [process, time it ended or None]
     stopping = threading.Event()
-    slots = [None if process_per_cell else Workers(sweep.root / LOG_DIR, threads_per_cell)
+    slots = [None if process_per_cell else Workers(sweep.root / LOG_DIR, threads_per_cell, mps)
              for _ in range(workers)]
 
     def slot(own: Workers | None) -> None:
@@ -141,7 +163,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
             try:
                 if not stopping.is_set():
                     code = run_one(sweep, cell, mine, threads_per_cell, log, running=running,
-                                   workers=own)
+                                   workers=own, mps=mps)
                     if not stopping.is_set():
                         codes[cell.id] = code
             finally:
@@ -208,7 +230,8 @@ def _completed(cell_dir: Path) -> bool:
 
 
 def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
-            running: dict[str, list] | None = None, workers: Workers | None = None) -> int:
+            running: dict[str, list] | None = None, workers: Workers | None = None,
+            mps: MpsDaemon | None = None) -> int:
     """Run one cell: in one of the slot's `workers` (a cell of at most one GPU), else in a
     process of its own. local.pid names the process that runs it, local.exit its outcome."""
     cell_dir = sweep.cell_dir(cell.id)
@@ -221,8 +244,7 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
         _started(cell_dir, worker.proc, running, cell.id)
         code = worker.run(cell_dir, out, err)
     else:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-               "CUDA_VISIBLE_DEVICES": ",".join(gpus or [])}
+        env = process_env(gpus or [], threads, mps)
         with open(out, "w") as o, open(err, "w") as e:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
                                     stdout=o, stderr=e, env=env,
@@ -263,8 +285,10 @@ class LocalExecutor(Executor):
 
     def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
         try:
-            plan(cells, self.options.workers, self.options.cells_per_gpu)
-        except ValueError as e:
+            gpus, _ = plan(cells, self.options.workers, self.options.cells_per_gpu)
+            if self.options.mps and uses_gpus(gpus, cells):
+                available()     # before anything is recorded: a missing binary fails here
+        except (ValueError, MpsError) as e:
             raise ExecutorError(str(e)) from None
         # launcher_pid: while this process lives, a cell not started yet is queued (PENDING)
         sweep.record_submissions([{"cell": c.id, "executor": self.name, "job_id": None,
@@ -272,16 +296,28 @@ class LocalExecutor(Executor):
 
     def wait(self, sweep: Sweep, cells: list[Cell]) -> int:
         print(f"running {len(cells)} cells locally → {sweep.root}", flush=True)
+        mps = None
+        if self.options.mps:
+            try:
+                mps = start_mps(sweep, cells)
+            except MpsError as e:
+                print(f"error: {e}; no cell was started (`python -m launcher resume "
+                      f"{sweep.root}` runs them)", file=sys.stderr)
+                return 2
         try:
             codes = run_cells(sweep, cells, self.options.workers,
                               cells_per_gpu=self.options.cells_per_gpu,
-                              process_per_cell=self.options.process_per_cell)
+                              process_per_cell=self.options.process_per_cell, mps=mps)
         except Interrupted as e:
             ok = sum(code == 0 for code in e.codes.values())
             print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
                   f"failed), {len(e.stopped)} interrupted, {len(e.not_started)} not started; "
                   f"`python -m launcher resume {sweep.root}` runs the rest", file=sys.stderr)
             return INTERRUPTED
+        finally:
+            problem = mps.stop() if mps is not None else None
+            if problem:
+                print(f"warning: MPS: {problem}", file=sys.stderr)
         failed = [c for c, code in codes.items() if code != 0]
         print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
         return 1 if failed else 0

@@ -57,6 +57,16 @@ class SlurmError(ExecutorError):
     pass
 
 
+# --mps starts a daemon beside the launcher, which on a cluster is not where the cells run; MPS
+# there is the admins' (gres/mps: slurmd starts the daemon for the jobs that ask for it), and
+# a pack runs its cells one after another, so it has none to overlap.
+MPS_ON_SLURM = ("--mps is for --executor local (it starts an MPS daemon beside the launcher, "
+                "which runs the cells); on SLURM, MPS is a generic resource the admins "
+                "configure (gres/mps): where they have, ask for it in the grid's resources, "
+                "e.g. `slurm_extra: {gres: 'mps:50'}` (slurm.schedmd.com/gres.html, MPS "
+                "Management), and drop --mps")
+
+
 def sbatch_parameters(res: Resources, job_name: str, parallelism: int) -> dict:
     """Resources → submitit.SlurmExecutor parameters (SLURM's own names). A multi-GPU cell
     runs one task per node that starts `accelerate launch` with one process per GPU (the
@@ -130,6 +140,8 @@ class SlurmExecutor(Executor):
         return None
 
     def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
+        if self.options.mps:
+            raise SlurmError(MPS_ON_SLURM)
         name = sweep.manifest()["name"]
         limit = max_array_size()
         records: list[dict] = []

@@ -16,14 +16,24 @@ import sys
 import time
 from pathlib import Path
 
+from launcher.executors.mps import MpsDaemon
+
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = "workers"     # SWEEP/workers/: each worker's own output outside its cells
 
 
+def process_env(gpus: list[str], threads: int, mps: MpsDaemon | None = None) -> dict[str, str]:
+    """The environment of a process running cells on `gpus` (none: the CPU); with `mps`, a
+    process on a GPU is a client of that MPS daemon."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    if mps is not None and gpus:
+        env.update(mps.client_env(gpus))
+    return env
+
+
 class WorkerProcess:
-    def __init__(self, gpus: list[str], threads: int, log: Path):
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-               "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    def __init__(self, gpus: list[str], threads: int, log: Path, mps: MpsDaemon | None = None):
+        env = process_env(gpus, threads, mps)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "jobs.worker"],
@@ -68,8 +78,8 @@ class WorkerProcess:
 class Workers:
     """One slot's workers, by the GPUs they see (() for the CPU)."""
 
-    def __init__(self, log_dir: Path, threads: int):
-        self.log_dir, self.threads = log_dir, threads
+    def __init__(self, log_dir: Path, threads: int, mps: MpsDaemon | None = None):
+        self.log_dir, self.threads, self.mps = log_dir, threads, mps
         self.by_gpus: dict[tuple[str, ...], WorkerProcess] = {}
         self.started = 0
 
@@ -79,7 +89,8 @@ class Workers:
         if worker is None or not worker.alive():
             self.started += 1
             log = self.log_dir / f"{os.getpid()}-{id(self):x}-{self.started}.log"
-            worker = self.by_gpus[key] = WorkerProcess(list(gpus), self.threads, log)
+            worker = self.by_gpus[key] = WorkerProcess(list(gpus), self.threads, log,
+                                                         self.mps)
         return worker
 
     def gpus(self) -> list[str]:

@@ -50,6 +50,7 @@ FIELDS: dict[str, pa.DataType] = {
     **{f"time_{part}_s": NUMBER for part in ("setup", "epochs", "saving", "final")},
     "runner": TEXT,                         # process-per-cell, worker or pack (jobs/worker.py)
     "runner_cells_before": NUMBER,          # cells the same process ran before this one
+    "mps_pipe_dir": TEXT,                   # the process's CUDA_MPS_PIPE_DIRECTORY (--mps), if set
     # what the analyses rebuild a run's model from
     "model": TEXT,
     "dataset": TEXT,
