@@ -40,13 +40,14 @@
 #               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6), PROCESS_PER_CELL=1 (the study, grid and resume phases: a process
-# per cell, not persistent workers).
+# per cell, not persistent workers), MPS=1 (those phases with --mps: NVIDIA MPS for the run).
 set -u
 WORK=${WORK:-/tmp/study}
 OUT=${OUT:-$WORK/out}
 CELLS=${CELLS_PER_GPU:-6}
 MODE=()     # PROCESS_PER_CELL=1: a fresh process per cell instead of persistent workers
 [ "${PROCESS_PER_CELL:-0}" = 1 ] && MODE=(--process-per-cell)
+[ "${MPS:-0}" = 1 ] && MODE+=(--mps)   # MPS=1: the cells sharing the GPU as MPS clients
 export PYTHONUNBUFFERED=1
 mkdir -p "$WORK" "$OUT"
 PY=${PYTHON:-python3}
