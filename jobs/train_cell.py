@@ -11,7 +11,9 @@ starts `accelerate launch --multi_gpu --num_processes P --num_machines N --machi
 <this node's SLURM_NODEID> --main_process_ip <first host of the allocation> --main_process_port
 <a free port found by node 0>` on this same module, which then trains in each process.
 
-Also runnable by hand or by the local executor: `python -m jobs.train_cell CELL_DIR`.
+Also runnable by hand or by the local executor: `python -m jobs.train_cell CELL_DIR`; it exits
+0 when the cell completed, 1 when it failed, 130 when Ctrl-C (SIGINT) interrupted it (the
+local executor marks such a cell interrupted, not failed, and `resume` runs it again).
 """
 from __future__ import annotations
 
@@ -218,5 +220,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from recsys_core.cli import exit_cli
-    exit_cli(main())
+    from recsys_core.cli import exit_cli, guarded
+    exit_cli(guarded(main))

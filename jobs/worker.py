@@ -10,6 +10,8 @@ Two ways in:
   a line on stdin, `{"cell": DIR, "out": FILE, "err": FILE, "sent": EPOCH_S}`, runs the cell
   with its stdout and stderr (the file descriptors, so C libraries' output too) in those files,
   and answers `{"cell": DIR, "code": 0 or 1}` on a line of its own stdout; EOF ends it.
+  Ctrl-C (SIGINT) ends it: a cell it was running is answered with code 130 (interrupted, not
+  failed: the launcher marks it so and `resume` runs it again), then it exits 130 quietly.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import traceback
 
 from jobs.timing import process_start, slurm_queue_s
 from jobs.train_cell import train
+from recsys_core.cli import INTERRUPTED, guarded
 
 
 class Worker:
@@ -99,11 +102,19 @@ def serve(requests, replies) -> int:
         if not line.strip():
             continue
         req = json.loads(line)
-        with output_to(req["out"], req["err"]):
-            ok = worker.run(req["cell"], handed_at=req.get("sent"))
-        replies.write(json.dumps({"cell": req["cell"], "code": 0 if ok else 1}) + "\n")
-        replies.flush()
+        try:
+            with output_to(req["out"], req["err"]):
+                ok = worker.run(req["cell"], handed_at=req.get("sent"))
+        except KeyboardInterrupt:
+            reply(replies, req["cell"], INTERRUPTED)    # before this worker ends with it
+            raise
+        reply(replies, req["cell"], 0 if ok else 1)
     return 0
+
+
+def reply(replies, cell: str, code: int) -> None:
+    replies.write(json.dumps({"cell": cell, "code": code}) + "\n")
+    replies.flush()
 
 
 def main() -> int:
@@ -120,4 +131,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     from recsys_core.cli import exit_cli
-    exit_cli(main())
+    exit_cli(guarded(lambda _argv: main()))
