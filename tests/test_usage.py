@@ -183,6 +183,69 @@ def test_ctrl_c_of_a_local_sweep_then_resume_runs_exactly_the_unfinished_cells(t
     assert {r["state"] for r in states(sweep).values()} == {"COMPLETED"}
 
 
+def wait_for(condition, what: str, launcher: subprocess.Popen, timeout_s: float = 120):
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert launcher.poll() is None, f"{what}: the launcher ended: {launcher.communicate()}"
+        assert time.time() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", [[], ["--process-per-cell"]], ids=["workers", "process-per-cell"])
+def test_ctrl_c_that_reaches_the_cells_first_cancels_them_never_fails_them(tmp_path, mode):
+    """Ctrl-C reaches the launcher and its cells' processes together, and the cells may act on
+    it first (a GPU run under `timeout -s INT` recorded its running cells FAILED: they ended
+    on the signal, and the launcher counted as interrupted only cells ending within
+    INTERRUPT_SLACK_S of its own handling of it, and only if it handled it while waiting).
+    Here the two running cells' processes get SIGINT first and their ends are recorded; the
+    third cell starts in their place; the launcher's whole process group gets SIGINT only well
+    after (past INTERRUPT_SLACK_S, the launcher's only allowance before). Every cell is
+    CANCELLED, none FAILED, nothing prints a traceback, and `resume` completes all three from
+    their checkpoints."""
+    from launcher.executors.interrupt import INTERRUPT_SLACK_S
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "late", "fixed": {**TINY, "epochs": 3,
+                                                          "epoch_sleep_s": 1.5},
+                                "grid": {"model": ["sasrec"], "seed": [1, 2, 3]}}))
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                             "local", "--workers", "2", *mode, "--out", str(sweep)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(lambda: (sweep / "manifest.json").exists(), "the sweep folder", proc)
+    cells = [sweep / "cells" / c["id"] for c in
+             json.loads((sweep / "manifest.json").read_text())["cells"]]
+
+    def trained() -> list:      # the cells with an epoch's checkpoint, what resume starts from
+        return [c for c in cells if (c / "checkpoint.pt").exists()]
+
+    wait_for(lambda: len(trained()) == 2, "two cells' first epoch", proc)
+    first = trained()
+    for cell in first:      # Ctrl-C reaches these cells' processes ...
+        os.kill(int((cell / "local.pid").read_text()), signal.SIGINT)
+    [third] = [c for c in cells if c not in first]
+    wait_for(lambda: all((c / "local.exit").exists() for c in first)
+             and (third / "checkpoint.pt").exists()
+             and time.time() > max((c / "local.exit").stat().st_mtime for c in first)
+             + INTERRUPT_SLACK_S + 0.5, "the third cell's first epoch", proc)
+    os.killpg(proc.pid, signal.SIGINT)               # ... and the launcher only now
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: 0 finished (0 completed, 0 failed), 3 interrupted, 0 not started" \
+        in stderr
+    logs = [c / "local.err" for c in cells] + list((sweep / "workers").glob("*.log"))
+    assert not [p for p in logs if "Traceback" in p.read_text()] and "Traceback" not in stderr
+    after = states(sweep)
+    assert {r["state"] for r in after.values()} == {"CANCELLED"}, after
+    assert all("interrupted" in r["reason"] for r in after.values())
+    resumed = cli("launcher", "resume", sweep, "--workers", "3", *mode)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming 3 cell(s)" in resumed.stdout
+    assert {r["state"] for r in states(sweep).values()} == {"COMPLETED"}
+    for cell in cells:
+        assert json.loads((cell / "result.json").read_text())["resumed_from_epoch"] >= 1
+
+
 def test_result_records_what_ran(mirror, tmp_path):
     proc = cli("recsys_core.train", "--model", "pop", "--dataset", "ml-100k", "--quiet",
                "--wandb-mode", "disabled", "--out", tmp_path / "pop")

@@ -2,8 +2,8 @@
 
 A cell is PENDING while the launcher that queued it lives, RUNNING while the process running
 it lives and has not reported it done, NOT_STARTED once that launcher is gone without starting
-it (Ctrl-C), CANCELLED if it was stopped while it ran (`local.interrupted` in its folder),
-FAILED if it ended without a result (the tail of local.err says why).
+it (Ctrl-C), CANCELLED if Ctrl-C or a stop ended it while it ran (`local.interrupted` in its
+folder; interrupt.py), FAILED if it ended without a result (the tail of local.err says why).
 
 Cells run through a queue of `workers` slots. By default each slot runs its cells in
 persistent worker processes (`python -m jobs.worker`, workers.py): imports, CUDA context,
@@ -31,14 +31,15 @@ import threading
 import time
 from pathlib import Path
 
+from launcher.executors import interrupt
 from launcher.executors.base import (Executor, ExecutorError, SchedulerState, tail,
                                      written_since)
+from launcher.executors.interrupt import INTERRUPT_SLACK_S, Interrupted
 from launcher.executors.mps import MpsDaemon, MpsError, available
 from launcher.executors.workers import LOG_DIR, Workers, process_env
 from launcher.grid import Cell
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED
-from recsys_core.train.results import read_result
 
 
 def visible_gpus() -> list[str]:
@@ -104,19 +105,6 @@ def start_mps(sweep: Sweep, cells: list[Cell]) -> MpsDaemon | None:
     return mps
 
 
-INTERRUPTED_MARK = "local.interrupted"
-
-
-class Interrupted(Exception):
-    """Ctrl-C of a local sweep: what had finished, what was stopped, what never started.
-    Each stopped cell has `local.interrupted` in its folder (status: CANCELLED)."""
-
-    def __init__(self, codes: dict[str, int], stopped: list[str], not_started: list[str]):
-        super().__init__(f"{len(codes)} finished, {len(stopped)} interrupted, "
-                         f"{len(not_started)} not started")
-        self.codes, self.stopped, self.not_started = codes, stopped, not_started
-
-
 def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[list[str], int]:
     """(visible GPUs, cells at a time), or ValueError if these cells cannot run here so."""
     gpus = visible_gpus()
@@ -138,9 +126,10 @@ def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[li
 def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
               log=print, cells_per_gpu: int = 1, process_per_cell: bool = False,
               mps: MpsDaemon | None = None) -> dict[str, int]:
-    """Run cells and wait for all of them; returns cell id → exit code. Ctrl-C stops the
-    running cells (SIGTERM, then SIGKILL) and raises `Interrupted`. `mps`: the processes on
-    GPUs are that MPS daemon's clients."""
+    """Run cells and wait for all of them; returns cell id → exit code (INTERRUPTED: a cell
+    whose process said it was interrupted, marked so; interrupt.py). Ctrl-C stops the running
+    cells (SIGTERM, then SIGKILL) and raises `Interrupted`. `mps`: the processes on GPUs are
+    that MPS daemon's clients."""
     gpus, workers = plan(cells, workers, cells_per_gpu)
     pool = GpuPool(gpus, cells_per_gpu)
     todo: queue.Queue = queue.Queue()
@@ -170,6 +159,11 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 if mine:
                     pool.give(mine)
 
+    def close() -> None:
+        for own in slots:
+            if own is not None:
+                own.close()
+
     threads = [threading.Thread(target=slot, args=(own,), daemon=True) for own in slots]
     try:
         for t in threads:
@@ -177,66 +171,28 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
         for t in threads:
             while t.is_alive():
                 t.join(0.2)      # short joins: Ctrl-C reaches this thread at once
+        close()                  # in the try: Ctrl-C handled this late still counts
     except KeyboardInterrupt:
         stopping.set()
-        stopped = _stop(sweep, running, since=time.time() - INTERRUPT_SLACK_S)
+        stopped = set(interrupt.stop(sweep, running, since=time.time() - INTERRUPT_SLACK_S))
+        stopped |= {c for c, code in codes.items() if code == INTERRUPTED}
         done = {c: code for c, code in codes.items() if c not in stopped}
         not_started = [c.id for c in cells if c.id not in done and c.id not in stopped]
-        raise Interrupted(done, stopped, not_started) from None
+        raise Interrupted(done, sorted(stopped), not_started) from None
     finally:
-        for own in slots:
-            if own is not None:
-                own.close()
+        close()
     return codes
-
-
-# Ctrl-C in a terminal reaches the cells' processes too, which may exit a moment before this
-# process handles it: a cell that ended this shortly before counts as interrupted.
-INTERRUPT_SLACK_S = 2.0
-
-
-def _stop(sweep: Sweep, running: dict[str, list], since: float, grace_s: float = 20) -> list[str]:
-    """Stop the running cells (SIGTERM, SIGKILL after `grace_s`) and mark them interrupted:
-    those still running, and those that ended after `since` without completing."""
-    procs = {cid: proc for cid, (proc, ended) in list(running.items())
-             if ended is None or ended >= since}
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.time() + grace_s
-    for proc in procs.values():
-        try:
-            proc.wait(max(deadline - time.time(), 0.1))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    stopped = []
-    for cid in procs:
-        if _completed(sweep.cell_dir(cid)):
-            continue
-        (sweep.cell_dir(cid) / INTERRUPTED_MARK).write_text(f"{time.time()}\n")
-        stopped.append(cid)
-    return sorted(stopped)
-
-
-def _completed(cell_dir: Path) -> bool:
-    """The cell's process of this run (started when it wrote local.pid) left a COMPLETED result."""
-    try:
-        result = read_result(cell_dir)
-        return bool(result) and result.get("status") == "COMPLETED" and \
-            (cell_dir / "result.json").stat().st_mtime >= (cell_dir / "local.pid").stat().st_mtime
-    except (OSError, ValueError):
-        return False
 
 
 def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
             running: dict[str, list] | None = None, workers: Workers | None = None,
             mps: MpsDaemon | None = None) -> int:
     """Run one cell: in one of the slot's `workers` (a cell of at most one GPU), else in a
-    process of its own. local.pid names the process that runs it, local.exit its outcome."""
+    process of its own. local.pid names the process that runs it, local.exit its exit code;
+    returns that code, or INTERRUPTED if the process said Ctrl-C ended the cell (marked so)."""
     cell_dir = sweep.cell_dir(cell.id)
     started = time.time()
-    (cell_dir / INTERRUPTED_MARK).unlink(missing_ok=True)
+    (cell_dir / interrupt.MARK).unlink(missing_ok=True)
     (cell_dir / EXIT_FILE).unlink(missing_ok=True)
     out, err = cell_dir / "local.out", cell_dir / "local.err"
     if workers is not None and gpus_needed(cell) <= 1:
@@ -253,10 +209,13 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
             code = proc.wait()
     if running is not None:
         running[cell.id][1] = time.time()
+    interrupted = interrupt.ended_by_interrupt(code, cell_dir)
+    if interrupted:
+        interrupt.mark(cell_dir)     # before local.exit: status never sees it FAILED meanwhile
     (cell_dir / EXIT_FILE).write_text(f"{code}\n")
-    log(f"{cell.id} {cell.name}: exit {code} after {time.time() - started:.1f}s"
-        + (f" on GPU {','.join(gpus)}" if gpus else ""))
-    return code
+    log(f"{cell.id} {cell.name}: {'interrupted, ' if interrupted else ''}exit {code} after "
+        f"{time.time() - started:.1f}s" + (f" on GPU {','.join(gpus)}" if gpus else ""))
+    return INTERRUPTED if interrupted else code
 
 
 EXIT_FILE = "local.exit"
@@ -318,9 +277,12 @@ class LocalExecutor(Executor):
             problem = mps.stop() if mps is not None else None
             if problem:
                 print(f"warning: MPS: {problem}", file=sys.stderr)
-        failed = [c for c, code in codes.items() if code != 0]
-        print(f"{len(codes) - len(failed)} completed, {len(failed)} failed")
-        return 1 if failed else 0
+        failed = [c for c, code in codes.items() if code not in (0, INTERRUPTED)]
+        stopped = [c for c, code in codes.items() if code == INTERRUPTED]
+        print(f"{len(codes) - len(failed) - len(stopped)} completed, {len(failed)} failed"
+              + (f", {len(stopped)} interrupted (`python -m launcher resume {sweep.root}` runs "
+                 "them)" if stopped else ""))
+        return 1 if failed or stopped else 0
 
     def scheduler_states(self, sweep: Sweep, submissions: dict[str, dict]
                          ) -> dict[str, SchedulerState]:
@@ -331,9 +293,9 @@ class LocalExecutor(Executor):
         started = written_since(cell_dir / "local.pid", sub["time"])
         if started and _running(cell_dir):
             return SchedulerState("RUNNING")
-        if written_since(cell_dir / INTERRUPTED_MARK, sub["time"]):
-            return SchedulerState("CANCELLED", "interrupted: the local sweep was stopped "
-                                               "while it ran (resume runs it again)")
+        if written_since(cell_dir / interrupt.MARK, sub["time"]):
+            return SchedulerState("CANCELLED", "interrupted: Ctrl-C or a stop ended it while "
+                                               "it ran (resume runs it again)")
         if started:
             return SchedulerState("FAILED", tail(cell_dir / "local.err") or "no result file")
         if _process_alive(sub.get("launcher_pid"), "launcher"):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from launcher.executors.mps import MpsDaemon
+from recsys_core.cli import INTERRUPTED
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = "workers"     # SWEEP/workers/: each worker's own output outside its cells
@@ -48,8 +49,9 @@ class WorkerProcess:
         return self.proc.poll() is None
 
     def run(self, cell_dir: Path, out: Path, err: Path) -> int:
-        """Run one cell in the worker: 0 completed, 1 failed; if the worker died meanwhile,
-        its exit code (negative: the signal that ended it)."""
+        """Run one cell in the worker: 0 completed, 1 failed, 130 interrupted (Ctrl-C: the
+        worker ends after answering so, and is waited for: the slot's next cell gets a new
+        one); if the worker died meanwhile, its exit code (negative: the signal that ended it)."""
         request = {"cell": str(cell_dir), "out": str(out), "err": str(err), "sent": time.time()}
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")
@@ -60,7 +62,10 @@ class WorkerProcess:
         if not reply:
             code = self.proc.wait()
             return code or 1
-        return int(json.loads(reply)["code"])
+        code = int(json.loads(reply)["code"])
+        if code == INTERRUPTED:
+            self.proc.wait()
+        return code
 
     def close(self, timeout: float = 60) -> None:
         """End the worker once its current cell is done (EOF on its input)."""
