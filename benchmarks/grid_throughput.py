@@ -4,6 +4,7 @@ result.json, with a process per cell against persistent workers (jobs/worker.py)
     python -m benchmarks.grid_throughput [--out results/benchmarks] [--cells-per-gpu 6]
         [--workloads ml100k-paper-54 beauty-sasrec-cell]
         [--modes process-per-cell worker pack process-per-cell-mps worker-mps]
+        [--order longest-first grid]
     python -m benchmarks.grid_throughput --smoke --out /tmp/gt     # CPU, tiny, ~1 min
 
 Workloads: `ml100k-paper-54` is `python -m launcher sweep paper --where dataset=ml-100k` (54
@@ -14,14 +15,18 @@ Modes: `process-per-cell` (`--process-per-cell`), `worker` (the local executor's
 `pack` (the SLURM executor with `--cells-per-job`, where SLURM_CONF names a cluster; the wall
 time runs until `status` shows every cell finished); `process-per-cell-mps` and `worker-mps`
 are the first two with `--mps` (the GPU cells share their GPU through an NVIDIA MPS daemon,
-so their kernels can run at the same time; `mps_clients`: the cells that ran as its clients). Every run starts cold: empty data,
-Triton and Inductor caches (`--warm`: one set of caches for all runs).
+so their kernels can run at the same time; `mps_clients`: the cells that ran as its clients).
+`--order`: the local executor's queue order(s), one run each (`order`: the one its submissions
+record; pack: none). Every run starts cold: empty data, Triton and Inductor caches (`--warm`:
+one set of caches for all runs).
 
 Per run: wall_s (the launcher command, and for `pack` the polling, to the last result),
-cells_per_min, overhead_share = 1 − Σ cells' epoch seconds / (wall_s × slots), i.e. the share
-of the slots' time (cells running at once) not spent in training epochs, the medians of the
-cells' start-up and setup seconds (`warm_setup_s`: cells that were not their process's first),
-and `metrics_equal`: cells whose test metrics equal those of the first mode's run.
+last_result_s (the command's start to the last result.json written: wall_s less it is the
+launcher's own ending, e.g. its workers closing), cells_per_min, overhead_share = 1 − Σ cells'
+epoch seconds / (wall_s × slots), i.e. the share of the slots' time (cells running at once)
+not spent in training epochs, the medians of the cells' start-up and setup seconds
+(`warm_setup_s`: cells that were not their process's first), and `metrics_equal`: cells whose
+test metrics equal those of the first mode's run.
 `--profile` also times one process's per-cell setup on the CPU, phase by phase, for the first
 and later cells (ML-100K, L=64; --smoke: tiny): where setup goes, what a warm worker still pays.
 Writes OUT/grid_throughput.{md,csv}, OUT/grid_throughput_cells.csv (every cell of every run:
@@ -44,6 +49,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.report import write
+from launcher.executors.order import ORDERS
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = {
@@ -67,14 +73,16 @@ def smoke_workloads(folder: Path) -> dict[str, list[str]]:
 MODES = ("process-per-cell", "worker", "pack", "process-per-cell-mps", "worker-mps")
 
 
-def mode_args(mode: str, slots: int) -> list[str]:
+def mode_args(mode: str, slots: int, order: str | None = ORDERS[0]) -> list[str]:
+    """The launcher's arguments of a mode (`order`: the local modes' queue order)."""
     if mode.endswith("-mps"):     # the same, the GPU cells clients of an MPS daemon
-        return [*mode_args(mode.removesuffix("-mps"), slots), "--mps"]
+        return [*mode_args(mode.removesuffix("-mps"), slots, order), "--mps"]
+    local = ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots),
+             "--order", order]
     if mode == "process-per-cell":
-        return ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots),
-                "--process-per-cell"]
+        return [*local, "--process-per-cell"]
     if mode == "worker":
-        return ["--executor", "local", "--workers", str(slots), "--cells-per-gpu", str(slots)]
+        return local
     if mode == "pack":
         return ["--executor", "slurm", "--cells-per-job", str(slots)]
     raise SystemExit(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
@@ -102,21 +110,24 @@ def wait_finished(sweep: Path, env: dict, timeout_s: float = 7200) -> None:
     raise RuntimeError(f"{sweep}: cells still running after {timeout_s:.0f} s")
 
 
-def measure(name: str, grid_args: list[str], mode: str, slots: int, work: Path,
+def measure(name: str, grid_args: list[str], mode: str, slots: int, order: str | None, work: Path,
             env: dict) -> tuple[dict, dict[str, dict]]:
-    sweep = work / f"{name}-{mode}-{slots}"
-    t0 = time.perf_counter()
-    proc = launcher(["sweep", *grid_args, "--out", str(sweep), *mode_args(mode, slots)], env)
+    sweep = work / f"{name}-{mode}-{slots}-{order}"
+    t0, started = time.perf_counter(), time.time()
+    proc = launcher(["sweep", *grid_args, "--out", str(sweep), *mode_args(mode, slots, order)],
+                    env)
     if mode == "pack" and proc.returncode == 0:
         wait_finished(sweep, env)
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{name} {mode}: launcher exit {proc.returncode}: {proc.stderr[-2000:]}")
     manifest = json.loads((sweep / "manifest.json").read_text())
-    results = {}
+    results, written = {}, []
     for c in manifest["cells"]:
         path = sweep / "cells" / c["id"] / "result.json"
         results[c["name"]] = json.loads(path.read_text()) if path.exists() else {}
+        written += [path.stat().st_mtime - started] if path.exists() else []
+    orders = {json.loads(line).get("order") for line in (sweep / "submissions.jsonl").open()}
     done = [r for r in results.values() if r.get("status") == "COMPLETED"]
     parts = {p: [r.get(f"time_{p}_s") or 0.0 for r in done] for p in ("start", "setup", "epochs")}
     warm = [r["time_setup_s"] for r in done if r.get("runner_cells_before")]
@@ -124,8 +135,10 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, work: Path,
     devices = [r.get("device") for r in done if r.get("device")]
     row = {"workload": name, "device": max(set(devices), key=devices.count) if devices else None,
            "cells": len(results), "completed": len(done), "wall_s": wall,
+           "last_result_s": max(written, default=None),
            "cells_per_min": 60 * len(results) / wall,
            "overhead_share": 1 - sum(parts["epochs"]) / (wall * used), "mode": mode,
+           "order": orders.pop() if len(orders) == 1 else None,
            "slots": used, "epochs_s_sum": sum(parts["epochs"]),
            "start_s_median": statistics.median(parts["start"]) if done else None,
            "setup_s_median": statistics.median(parts["setup"]) if done else None,
@@ -137,6 +150,7 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, work: Path,
 def cell_rows(run: dict, results: dict[str, dict]) -> list[dict]:
     """One row per cell of a run: first cells of their process first."""
     rows = [{"workload": run["workload"], "mode": run["mode"], "slots": run["slots"],
+             "order": run["order"],
              "cell": name, "model": r.get("model"), "status": r.get("status"),
              "cells_before_in_process": r.get("runner_cells_before"),
              **{f"{p}_s": r.get(f"time_{p}_s") for p in ("start", "setup", "capture", "epochs",
@@ -195,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", default=["process-per-cell", "worker"], choices=MODES)
     p.add_argument("--cells-per-gpu", type=int, nargs="+", default=[6],
                    help="cells at a time (slots; pack: cells per job); one row each")
+    p.add_argument("--order", nargs="+", default=[ORDERS[0]], choices=ORDERS,
+                   help="the local executor's queue order(s), one run each (default: its own)")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic workloads on the CPU")
     p.add_argument("--warm", action="store_true", help="one set of caches for every run")
     p.add_argument("--profile", action="store_true", help="also profile one process's setup")
@@ -203,13 +219,14 @@ def main(argv=None) -> int:
     workloads = smoke_workloads(work) if args.smoke else WORKLOADS
     chosen = list(workloads) if args.workloads is None else args.workloads
     rows, first, cells = [], {}, []
-    runs = [(n, m, k) for n in chosen for m in args.modes for k in args.cells_per_gpu]
-    for name, mode, slots in runs:
+    runs = [(n, m, k, o) for n in chosen for m in args.modes for k in args.cells_per_gpu
+            for o in (args.order if m != "pack" else [None])]
+    for name, mode, slots, order in runs:
         if name not in workloads:
             raise SystemExit(f"unknown workload {name!r}; valid: {', '.join(workloads)}")
-        cache = caches(work / ("caches" if args.warm else f"caches-{name}-{mode}-{slots}"))
+        cache = caches(work / ("caches" if args.warm else f"caches-{name}-{mode}-{slots}-{order}"))
         env = {**os.environ, **cache}
-        row, results = measure(name, workloads[name], mode, slots, work, env)
+        row, results = measure(name, workloads[name], mode, slots, order, work, env)
         row["caches"] = "warm" if args.warm and rows else "cold"
         row["metrics_equal"] = same_metrics(first.setdefault(name, results), results)
         rows.append(row)

@@ -2,10 +2,10 @@
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
                [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--process-per-cell]
-               [--cells-per-job K] [--mps] [--extend]
+               [--cells-per-job K] [--mps] [--order longest-first|grid] [--extend]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
-                 [--process-per-cell] [--cells-per-job K] [--mps]
+                 [--process-per-cell] [--cells-per-job K] [--mps] [--order longest-first|grid]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
     tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from launcher import executors
+from launcher.executors.order import ORDERS
 from launcher.grid import GridError, load_grid, expand
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
@@ -71,6 +72,7 @@ def _options(args) -> executors.Options:
                              cells_per_gpu=getattr(args, "cells_per_gpu", 1),
                              process_per_cell=getattr(args, "process_per_cell", False),
                              mps=getattr(args, "mps", False),
+                             order=getattr(args, "order", ORDERS[0]),
                              cells_per_job=getattr(args, "cells_per_job", None),
                              json=getattr(args, "json", False))
 
@@ -234,6 +236,9 @@ def _running_flags(p: argparse.ArgumentParser) -> None:
                    help="local: run the cells on GPUs as clients of an NVIDIA MPS daemon "
                         "started for the run, so cells sharing a GPU (--cells-per-gpu) run "
                         "their kernels at the same time; slurm: refused (ask for gres/mps)")
+    p.add_argument("--order", choices=ORDERS, default=ORDERS[0],
+                   help="local: which queued cell a free slot takes next: the expected-longest "
+                        "first (default; the longest cell bounds the wall time) or the grid's")
     p.add_argument("--cells-per-job", type=int, default=None, metavar="K",
                    help="slurm, dry-run: run K cells one after another in each job (an array "
                         "task); default: the grid's resources.cells_per_job, else 1")

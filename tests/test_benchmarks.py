@@ -78,13 +78,13 @@ def test_sampler_reads_in_the_background_while_its_block_runs():
 def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     """benchmarks/grid_throughput.py on its tiny CPU workload: one cell, a process of its own,
     a worker and a worker with --mps (a CPU cell: no MPS client), the same metrics, the
-    columns the issue asks for."""
+    columns the issue asks for, and the queue order the runs were given."""
     import subprocess
     import sys
     from tests.conftest import REPO
     proc = subprocess.run([sys.executable, "-m", "benchmarks.grid_throughput", "--smoke",
                            "--workloads", "smoke-cell", "--cells-per-gpu", "1", "--modes",
-                           "process-per-cell", "worker", "worker-mps",
+                           "process-per-cell", "worker", "worker-mps", "--order", "grid",
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,6 +93,10 @@ def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
                    "mode"):
         assert column in table.columns
     assert list(table["mode"]) == ["process-per-cell", "worker", "worker-mps"]
+    assert set(table["order"]) == {"grid"}      # as the sweeps' submissions record it
+    assert ((table["last_result_s"] > 0) & (table["last_result_s"] <= table["wall_s"])).all()
+    cells = pd.read_csv(tmp_path / "grid_throughput_cells.csv")
+    assert set(cells["order"]) == {"grid"}
     assert set(table["mps_clients"]) == {0}
     assert set(table["metrics_equal"]) == {"1/1"} and set(table["completed"]) == {1}
     assert ((table["overhead_share"] > 0) & (table["overhead_share"] < 1)).all()

@@ -132,10 +132,10 @@ def states(sweep):
 
 
 def test_ctrl_c_of_a_local_sweep_then_resume_runs_exactly_the_unfinished_cells(tmp_path):
-    """Two fast pop cells, then two slow SASRec cells, one at a time. Ctrl-C (SIGINT to the
-    terminal's process group) while the first SASRec cell trains: one line, exit 130; the
-    running cell is CANCELLED (interrupted), the last one NOT_STARTED; `resume` without SLURM
-    runs exactly those two and leaves the completed cells' results untouched."""
+    """Two fast pop cells, then two slow SASRec cells, one at a time (--order grid). Ctrl-C
+    (SIGINT to the terminal's process group) while the first SASRec cell trains: one line,
+    exit 130; the running cell is CANCELLED (interrupted), the last one NOT_STARTED; `resume`
+    without SLURM runs exactly those two and leaves the completed cells' results untouched."""
     grid = tmp_path / "g.yaml"
     grid.write_text(json.dumps({
         "name": "ctrlc", "fixed": {**TINY, "epochs": 3},
@@ -143,8 +143,8 @@ def test_ctrl_c_of_a_local_sweep_then_resume_runs_exactly_the_unfinished_cells(t
         "overrides": [{"when": {"model": "sasrec"}, "set": {"epoch_sleep_s": 1.0}}]}))
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
-                             "local", "--workers", "1", "--out", str(sweep)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "local", "--workers", "1", "--order", "grid", "--out", str(sweep)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 120
     sasrec1 = None

@@ -31,9 +31,9 @@ def results(sweep) -> dict[str, dict]:
 
 
 def test_cells_in_one_worker_match_a_process_each_bit_for_bit(tmp_path):
-    """One worker runs SASRec, SASRec of another seed and length, a GRU4Rec that fails in its
-    first epoch, then BERT4Rec: the failure is recorded and the worker goes on, and every
-    completed cell has exactly the metrics it has when run in a process of its own."""
+    """One worker runs, in grid order, SASRec, SASRec of another seed and length, a GRU4Rec
+    that fails in its first epoch, then BERT4Rec: the failure is recorded and the worker goes
+    on, and every completed cell has exactly the metrics it has in a process of its own."""
     grid = tmp_path / "g.yaml"
     grid.write_text(json.dumps({
         "name": "shared", "fixed": TINY,
@@ -42,7 +42,8 @@ def test_cells_in_one_worker_match_a_process_each_bit_for_bit(tmp_path):
         "overrides": [{"when": {"model": "gru4rec"}, "set": {"inject_fault": "raise@1"}},
                       {"when": {"seed": 2}, "set": {"max_len": 12}}]}))
     shared = tmp_path / "worker"
-    proc = launcher("sweep", grid, "--executor", "local", "--workers", "1", "--out", shared)
+    proc = launcher("sweep", grid, "--executor", "local", "--workers", "1", "--out", shared,
+                    "--order", "grid")
     assert proc.returncode == 1, proc.stderr                # one cell failed, the sweep ran on
     assert "3 completed, 1 failed" in proc.stdout
     in_worker = results(shared)

@@ -35,6 +35,7 @@ class Options:
     cells_per_gpu: int = 1              # local: cells sharing one GPU
     process_per_cell: bool = False      # local: a fresh process per cell, not persistent workers
     mps: bool = False                   # local: an NVIDIA MPS daemon for the cells on GPUs
+    order: str = "longest-first"        # local: which queued cell a free slot takes (order.py)
     cells_per_job: int | None = None    # slurm, dry-run: cells per job (else the resources')
     json: bool = False                  # dry-run: the cells as JSON on stdout
 

@@ -18,7 +18,8 @@ holds `cells_per_gpu` cells at once (default 1; small models leave a GPU mostly 
 several of their cells can share it). A cell asking for no GPU runs on the CPU. Without GPUs
 the slots share the CPU cores (threads split between them). `mps`: the processes on GPUs are
 clients of an NVIDIA MPS daemon kept for the run (mps.py), so cells sharing a GPU run their
-kernels at the same time instead of taking turns.
+kernels at the same time instead of taking turns. `order`: the queue's order, by default the
+expected-longest cells first (order.py).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from launcher.executors import interrupt
+from launcher.executors import interrupt, order
 from launcher.executors.base import (Executor, ExecutorError, SchedulerState, tail,
                                      written_since)
 from launcher.executors.interrupt import INTERRUPT_SLACK_S, Interrupted
@@ -245,16 +246,20 @@ class LocalExecutor(Executor):
     def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
         try:
             gpus, _ = plan(cells, self.options.workers, self.options.cells_per_gpu)
+            order.check(self.options.order)
             if self.options.mps and uses_gpus(gpus, cells):
                 available()     # before anything is recorded: a missing binary fails here
         except (ValueError, MpsError) as e:
             raise ExecutorError(str(e)) from None
         # launcher_pid: while this process lives, a cell not started yet is queued (PENDING)
         sweep.record_submissions([{"cell": c.id, "executor": self.name, "job_id": None,
-                                   "launcher_pid": os.getpid()} for c in cells])
+                                   "launcher_pid": os.getpid(), "order": self.options.order}
+                                  for c in cells])
 
     def wait(self, sweep: Sweep, cells: list[Cell]) -> int:
         print(f"running {len(cells)} cells locally → {sweep.root}", flush=True)
+        queued, line = order.arrange(sweep, cells, self.options.order)
+        print(line, flush=True)
         mps = None
         if self.options.mps:
             try:
@@ -264,7 +269,7 @@ class LocalExecutor(Executor):
                       f"{sweep.root}` runs them)", file=sys.stderr)
                 return 2
         try:
-            codes = run_cells(sweep, cells, self.options.workers,
+            codes = run_cells(sweep, queued, self.options.workers,
                               cells_per_gpu=self.options.cells_per_gpu,
                               process_per_cell=self.options.process_per_cell, mps=mps)
         except Interrupted as e:
