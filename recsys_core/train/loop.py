@@ -183,7 +183,7 @@ def train_epoch(r: Run, epoch: int) -> tuple[float, float, int]:
     loss_sum = torch.zeros((), device=accelerator.device)
     norm_sum = torch.zeros((), device=accelerator.device)
     steps, n_seq = 0, 0
-    fault = r.hooks.fault(epoch)
+    fault = r.hooks.fault(epoch, resumed=bool(r.info.get("resumed_from_epoch")))
     total = math.ceil(len(r.starts) // accelerator.num_processes / cfg.batch_size)
     for idx in epoch_batches(len(r.starts), cfg.batch_size, cfg.seed, epoch,
                              accelerator.process_index, accelerator.num_processes,
@@ -196,6 +196,10 @@ def train_epoch(r: Run, epoch: int) -> tuple[float, float, int]:
         if fault == "raise":
             raise RuntimeError(f"injected failure in epoch {epoch} "
                                f"(inject_fault={r.hooks.inject_fault})")
+        if fault == "oom":
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB "
+                                         f"(injected in epoch {epoch}: "
+                                         f"inject_fault={r.hooks.inject_fault})")
         if fault == "nan":
             loss = loss * float("nan")
         r.optimizer.zero_grad(set_to_none=True)
