@@ -29,6 +29,7 @@ import submitit
 
 CELL_FILE = "cell.json"
 REQUEUES_FILE = "requeues.json"
+OOM_RETRIES_FILE = "oom_retries.json"   # the local executor's (launcher/executors/oom.py)
 DEFAULT_MAX_REQUEUES = 3
 
 
@@ -126,12 +127,25 @@ def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:
         {"pid": os.getpid(), "host": os.uname().nodename,
          "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
          "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
-    job = {**job, "time_start_s": time.time() - since, "mps_pipe_dir": mps_client()}
+    job = {**job, "time_start_s": time.time() - since, "mps_pipe_dir": mps_client(),
+           "oom_retries": oom_retries(Path(cell_dir))}
     record = run(cfg, progress=print_progress, hooks=hooks, prepared=prepared, job=job)
     if record["status"] != "COMPLETED":
         # The result file already says FAILED and why; fail the job too, so SLURM agrees.
         raise RuntimeError(f"cell {Path(cell_dir).name} {record['status']}: {record['reason']}")
     return {k: v for k, v in record.items() if k.startswith("test_") or k == "status"}
+
+
+def oom_retries(cell_dir: Path) -> int:
+    """How many times the local executor ran this cell again after it ran out of GPU memory
+    beside other cells (oom_retries.json, written by launcher/executors/oom.py)."""
+    path = cell_dir / OOM_RETRIES_FILE
+    try:
+        return len(json.loads(path.read_text())["retries"])
+    except FileNotFoundError:
+        return 0
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RuntimeError(f"{path}: cannot read the cell's retries: {e!r}") from e
 
 
 def mps_client() -> str | None:

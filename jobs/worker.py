@@ -56,10 +56,11 @@ class Worker:
 
 
 def between_cells() -> None:
-    """Leave nothing of one cell to the next: a W&B run still open (a finish that timed
-    out), torch.compile's guards and code for the last cell's modules (each cell compiles
-    its own; Inductor's kernel caches stay), garbage holding device memory, and the allocator's
-    cached blocks (other workers share the GPU)."""
+    """Leave nothing of one cell to the next, a failed one's too: a W&B run still open (a
+    finish that timed out), torch.compile's guards and code for the last cell's modules (each
+    cell compiles its own; Inductor's kernel caches stay), garbage holding device memory (a
+    failed cell's traceback is gone by now), and the allocator's cached blocks (other workers
+    share the GPU: after an out-of-memory error, above all)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         closing = threading.Thread(target=wandb.run.finish, kwargs={"exit_code": 1},

@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None,
                    help="local: cells at a time (default: GPUs x cells-per-gpu, else 1)")
     s.add_argument("--cells-per-gpu", type=int, default=1,
-                   help="local: cells sharing one GPU at a time (default 1)")
+                   help="local: cells sharing one GPU at a time (default 1; one fewer on "
+                        "a GPU where a cell ran out of memory beside others)")
     _running_flags(s)
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                    help="only the cells with these parameter values (repeatable)")

@@ -15,11 +15,12 @@ local.err in its folder either way. With GPUs, a cell takes the GPUs its resourc
 (`gpus` x `nodes`: a multi-GPU cell gets that many devices in CUDA_VISIBLE_DEVICES and runs
 `accelerate launch` over them, always in a process of its own) from a pool in which each GPU
 holds `cells_per_gpu` cells at once (default 1; small models leave a GPU mostly idle, so
-several of their cells can share it). A cell asking for no GPU runs on the CPU. Without GPUs
-the slots share the CPU cores (threads split between them). `mps`: the processes on GPUs are
-clients of an NVIDIA MPS daemon kept for the run (mps.py), so cells sharing a GPU run their
-kernels at the same time instead of taking turns. `order`: the queue's order, by default the
-expected-longest cells first (order.py).
+several of their cells can share it; pool.py). A cell that runs out of GPU memory beside
+other cells lowers its GPU's places and is queued again (oom.py). A cell asking for no GPU
+runs on the CPU. Without GPUs the slots share the CPU cores (threads split between them).
+`mps`: the processes on GPUs are clients of an NVIDIA MPS daemon kept for the run (mps.py),
+so cells sharing a GPU run their kernels at the same time instead of taking turns. `order`:
+the queue's order, by default the expected-longest cells first (order.py).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ from launcher.executors.base import (Executor, ExecutorError, SchedulerState, ta
                                      written_since)
 from launcher.executors.interrupt import INTERRUPT_SLACK_S, Interrupted
 from launcher.executors.mps import MpsDaemon, MpsError, available
+from launcher.executors.oom import OomRetries
+from launcher.executors.pool import GpuPool
 from launcher.executors.workers import LOG_DIR, Workers, process_env
 from launcher.grid import Cell
 from launcher.sweep import Sweep
@@ -52,36 +55,6 @@ def visible_gpus() -> list[str]:
         return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
     except (OSError, subprocess.SubprocessError):
         return []
-
-
-class GpuPool:
-    """GPUs with `per_gpu` places each; `take(n)` blocks until n distinct GPUs have a free
-    place and returns the least loaded ones."""
-
-    def __init__(self, gpus: list[str], per_gpu: int):
-        self.free = {g: per_gpu for g in gpus}
-        self.cond = threading.Condition()
-
-    def take(self, n: int, prefer: list[str] = ()) -> list[str]:
-        """n GPUs; for one, a `prefer`red one (where the slot's worker is) if it has room."""
-        if n == 0:
-            return []
-        with self.cond:
-            while sum(1 for v in self.free.values() if v > 0) < n:
-                self.cond.wait()
-            chosen = sorted(self.free, key=lambda g: -self.free[g])[:n]
-            room = [g for g in prefer if self.free.get(g, 0) > 0]
-            if n == 1 and room:
-                chosen = room[:1]
-            for g in chosen:
-                self.free[g] -= 1
-            return chosen
-
-    def give(self, gpus: list[str]) -> None:
-        with self.cond:
-            for g in gpus:
-                self.free[g] += 1
-            self.cond.notify_all()
 
 
 def gpus_needed(cell: Cell) -> int:
@@ -126,13 +99,14 @@ def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[li
 
 def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
               log=print, cells_per_gpu: int = 1, process_per_cell: bool = False,
-              mps: MpsDaemon | None = None) -> dict[str, int]:
+              mps: MpsDaemon | None = None, oom: OomRetries | None = None) -> dict[str, int]:
     """Run cells and wait for all of them; returns cell id → exit code (INTERRUPTED: a cell
     whose process said it was interrupted, marked so; interrupt.py). Ctrl-C stops the running
     cells (SIGTERM, then SIGKILL) and raises `Interrupted`. `mps`: the processes on GPUs are
-    that MPS daemon's clients."""
+    that MPS daemon's clients. `oom`: the out-of-memory retries (their count, oom.py)."""
     gpus, workers = plan(cells, workers, cells_per_gpu)
     pool = GpuPool(gpus, cells_per_gpu)
+    oom = oom or OomRetries(sweep, log)
     todo: queue.Queue = queue.Queue()
     for c in cells:
         todo.put(c)
@@ -149,16 +123,24 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 cell = todo.get_nowait()
             except queue.Empty:
                 return
-            mine = pool.take(gpus_needed(cell), own.gpus() if own else []) if gpus else None
+            lease = pool.take(gpus_needed(cell), own.gpus() if own else []) if gpus else None
             try:
                 if not stopping.is_set():
-                    code = run_one(sweep, cell, mine, threads_per_cell, log, running=running,
-                                   workers=own, mps=mps)
-                    if not stopping.is_set():
+                    started = time.time()
+                    code = run_one(sweep, cell, lease.gpus if lease else None,
+                                   threads_per_cell, log, running=running, workers=own, mps=mps)
+                    if stopping.is_set():
+                        continue
+                    if code not in (0, INTERRUPTED) and lease and \
+                            oom.again(cell, lease, pool, started):
+                        queued_again(sweep.cell_dir(cell.id))
+                        running.pop(cell.id, None)
+                        todo.put(cell)
+                    else:
                         codes[cell.id] = code
             finally:
-                if mine:
-                    pool.give(mine)
+                if lease:
+                    pool.give(lease)
 
     def close() -> None:
         for own in slots:
@@ -222,6 +204,14 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
 EXIT_FILE = "local.exit"
 
 
+def queued_again(cell_dir: Path) -> None:
+    """Clear what a failed try left that says FAILED (its result, exit code and pid: status
+    shows the cell PENDING again). Its epoch checkpoints stay: the next try continues from
+    them; it rewrites local.out and local.err."""
+    for name in ("result.json", EXIT_FILE, "local.pid"):
+        (cell_dir / name).unlink(missing_ok=True)
+
+
 def _started(cell_dir: Path, proc, running: dict[str, list] | None, cell_id: str) -> None:
     if running is not None:
         running[cell_id] = [proc, None]
@@ -268,10 +258,11 @@ class LocalExecutor(Executor):
                 print(f"error: {e}; no cell was started (`python -m launcher resume "
                       f"{sweep.root}` runs them)", file=sys.stderr)
                 return 2
+        oom = OomRetries(sweep)
         try:
             codes = run_cells(sweep, queued, self.options.workers,
                               cells_per_gpu=self.options.cells_per_gpu,
-                              process_per_cell=self.options.process_per_cell, mps=mps)
+                              process_per_cell=self.options.process_per_cell, mps=mps, oom=oom)
         except Interrupted as e:
             ok = sum(code == 0 for code in e.codes.values())
             print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
@@ -285,6 +276,7 @@ class LocalExecutor(Executor):
         failed = [c for c, code in codes.items() if code not in (0, INTERRUPTED)]
         stopped = [c for c, code in codes.items() if code == INTERRUPTED]
         print(f"{len(codes) - len(failed) - len(stopped)} completed, {len(failed)} failed"
+              + oom.summary()
               + (f", {len(stopped)} interrupted (`python -m launcher resume {sweep.root}` runs "
                  "them)" if stopped else ""))
         return 1 if failed or stopped else 0
