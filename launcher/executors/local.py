@@ -122,6 +122,8 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
             try:
                 cell = todo.get_nowait()
             except queue.Empty:
+                if own is not None:
+                    own.close()     # now, beside the other slots' workers, not one by one at the end
                 return
             lease = pool.take(gpus_needed(cell), own.gpus() if own else []) if gpus else None
             try:

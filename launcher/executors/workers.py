@@ -45,6 +45,13 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def end_input(self) -> None:
+        """EOF on the worker's input: it ends after its current cell."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -69,10 +76,7 @@ class WorkerProcess:
 
     def close(self, timeout: float = 60) -> None:
         """End the worker once its current cell is done (EOF on its input)."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        self.end_input()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -103,6 +107,10 @@ class Workers:
         return [g for key, w in self.by_gpus.items() if len(key) == 1 and w.alive() for g in key]
 
     def close(self) -> None:
+        # All told first, then waited for: a worker's exit (CUDA context, compile pools) takes
+        # seconds, and waiting for each in turn added up to a minute at the end of a grid.
+        for worker in self.by_gpus.values():
+            worker.end_input()
         for worker in self.by_gpus.values():
             worker.close()
         self.by_gpus.clear()
