@@ -6,6 +6,7 @@
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
                  [--process-per-cell] [--cells-per-job K] [--mps] [--order longest-first|grid]
+                 [--where KEY=VALUE[,VALUE...]]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [--out DIR] [--no-plots]
     tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
@@ -186,6 +187,8 @@ def cmd_resume(args) -> int:
         with sweep.lock():   # a second resume waits here, then finds these cells PENDING
             rows = {r["id"]: r for r in cell_states(sweep)}
             todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
+            if todo and args.where:      # a slice of them: the ones that fit the time one has
+                todo = select(todo, args.where, f"{sweep.root}'s unfinished cells")
             if not todo:
                 print("nothing to resume: every cell is completed, queued or running")
                 return 0
@@ -194,7 +197,7 @@ def cmd_resume(args) -> int:
             print(f"resuming {len(todo)} cell(s): " + ", ".join(
                 f"{c.id} ({rows[c.id]['state']})" for c in todo))
             executor.submit(sweep, todo)
-    except executors.ExecutorError as e:
+    except (executors.ExecutorError, GridError) as e:
         return _err(str(e))
     return executor.wait(sweep, todo)
 
@@ -332,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None)
     r.add_argument("--cells-per-gpu", type=int, default=1)
     _running_flags(r)
+    r.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
+                   help="only the unfinished cells with these parameter values (repeatable)")
     r.set_defaults(func=cmd_resume)
     c = sub.add_parser("cancel", help="cancel a sweep's jobs (all, or --cells)")
     c.add_argument("sweep")
