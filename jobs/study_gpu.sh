@@ -187,7 +187,8 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       # smallest cells first, up to RESUME_MAX_MB (a call brings back 8 files of 16 MiB, 64 MiB together, at
       # most; a cell left out restarts from its first epoch, and the log names it).
       ckpts=$(cd "$WORK" && for d in */cells/*/; do
-          [ -f "$d/result.json" ] || [ ! -f "$d/checkpoint.pt" ] || \
+          # finished: a COMPLETED result (a FAILED one of an earlier try is no end)
+          grep -qs '"status": "COMPLETED"' "$d/result.json" || [ ! -f "$d/checkpoint.pt" ] || \
             echo "$(du -bc "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null | tail -n 1 | cut -f1) $d"
         done | sort -n | awk -v max=$(( ${RESUME_MAX_MB:-55} * 1048576 )) '
           { total += $1; if (total <= max) { print $2 "checkpoint.pt"; if (system("test -f " $2 "best_model.pt") == 0) print $2 "best_model.pt" }
