@@ -1,6 +1,7 @@
 """recsys_core.analysis: the measures on inputs with known answers, then each analysis end to
 end on tiny trained runs (synthetic data, ~1 s each)."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -213,6 +214,75 @@ def test_longtail_end_to_end_agrees_with_the_trainer(runs, tmp_path, monkeypatch
     assert len(top) == 20 and top["title"].notna().all() and top["share_of_users"].le(1).all()
     assert top["recommended"].is_monotonic_decreasing
     assert (tmp_path / "longtail.png").exists() and (tmp_path / "longtail.md").exists()
+
+
+def test_combine_joins_slices_and_keeps_the_newest_row_of_a_run(runs, tmp_path, monkeypatch,
+                                                                   capsys):
+    """Two device calls' outputs: sas1 and bert in `first`; sas2 and sas1 again, re-analysed
+    later with other settings, in `second`. Combined: each run once, sas1's row the newer."""
+    monkeypatch.setenv("RECSYS_DATA_CACHE", str(runs["sas1"].parent / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    tsne = ["--tsne-iterations", "50", "--tsne-points", "20"]
+    for where, names, k, head in ((first, ("sas1", "bert", "pop"), "10", "0.2"),
+                                  (second, ("sas2", "sas1"), "5", "0.3")):
+        paths = [str(runs[n]) for n in names]
+        assert analysis_main(["geometry", *paths, "--out", str(where / "geometry"), "--k", k,
+                              *tsne]) == 0
+        assert analysis_main(["longtail", *paths, "--out", str(where / "longtail"), "--head",
+                              head, "--top", "5"]) == 0
+    old = (second / "geometry" / "geometry.csv").stat().st_mtime - 60
+    for path in first.rglob("*.csv"):
+        os.utime(path, (old, old))
+    capsys.readouterr()
+    out = tmp_path / "combined"
+    # the older folder last: the file's age decides, not the order given
+    assert analysis_main(["combine", str(second), str(first), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    geometry = pd.read_csv(out / "geometry.csv")
+    assert list(geometry["run"]) == ["bert4rec-synthetic-L10-s1", "sasrec-synthetic-L10-s1",
+                                     "sasrec-synthetic-L10-s2"]      # once each, sorted; no pop
+    newer = pd.read_csv(second / "geometry" / "geometry.csv").set_index("run")
+    kept = geometry.set_index("run").loc["sasrec-synthetic-L10-s1"]
+    assert kept["source"] == str(second / "geometry" / "geometry.csv")
+    older = pd.read_csv(first / "geometry" / "geometry.csv").set_index("run")
+    assert kept["hub_gini"] == pytest.approx(newer.loc["sasrec-synthetic-L10-s1", "hub_gini"])
+    assert kept["hub_gini"] != older.loc["sasrec-synthetic-L10-s1", "hub_gini"]     # k 5 vs 10
+    assert f"sasrec-synthetic-L10-s1: kept the row of {second / 'geometry' / 'geometry.csv'}" \
+        in printed
+    longtail = pd.read_csv(out / "longtail.csv")
+    assert sorted(longtail["run"]) == ["bert4rec-synthetic-L10-s1", "pop-synthetic-L10-s1",
+                                       "sasrec-synthetic-L10-s1", "sasrec-synthetic-L10-s2"]
+    heads = longtail.set_index("run")["items_head"]
+    assert heads["sasrec-synthetic-L10-s1"] == 18 and heads["pop-synthetic-L10-s1"] == 12
+    by_model = pd.read_csv(out / "geometry_by_model.csv").set_index("model")
+    sas = geometry[geometry["model"] == "sasrec"]
+    assert by_model.loc["sasrec", "n_seeds"] == 2 and by_model.loc["bert4rec", "n_seeds"] == 1
+    assert by_model.loc["sasrec", "anisotropy_mean"] == pytest.approx(sas["anisotropy"].mean())
+    assert by_model.loc["sasrec", "hub_gini_std"] == pytest.approx(sas["hub_gini"].std(ddof=1))
+    assert np.isnan(by_model.loc["bert4rec", "dims_90_std"])          # one seed: no spread
+    assert "hub_max_k_occurrence_mean" not in by_model and "seed_mean" not in by_model
+    lt_model = pd.read_csv(out / "longtail_by_model.csv")
+    assert {"recall@10_tail_mean", "ndcg@10_all_std", "share_tail_in_top10_mean",
+            "gini_recommendations_mean"} <= set(lt_model.columns)
+    assert "users_head_mean" not in lt_model and list(lt_model["n_seeds"]) == [1, 1, 2]
+    assert "± " in (out / "geometry_by_model.md").read_text()
+    assert not list(out.glob("*pairs*")) and not list(out.glob("*top5*"))
+
+
+def test_combine_bad_input_exits_2_naming_it(tmp_path, capsys):
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "geometry_pairs.csv").write_text("run_a,run_b\nx,y\n")
+    (tmp_path / "norun" / "longtail").mkdir(parents=True)
+    (tmp_path / "norun" / "longtail" / "longtail.csv").write_text("model,dataset,seed\nm,d,1\n")
+    cases = {tmp_path / "missing": "no such folder",
+             tmp_path / "pairs": "no geometry.csv or longtail.csv under it",
+             tmp_path / "norun": f"{tmp_path / 'norun' / 'longtail' / 'longtail.csv'}: "
+                                 "no column 'run'"}
+    for folder, message in cases.items():
+        assert analysis_main(["combine", str(folder), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(folder) in err and message in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_latency_end_to_end_on_cpu(runs, tmp_path):

@@ -5,11 +5,14 @@
     longtail   popularity bias: head vs tail accuracy, tail share, coverage, Gini, the most
                recommended items                                             (longtail.py)
     latency    inference latency against sequence length, log-log exponent  (latency.py)
+    combine    the geometry and longtail tables of analyses done in slices, one set of
+               tables, and mean ± std over seeds per dataset and model      (combine.py)
 
-Each reads run directories (a cell's folder with result.json and best_model.pt; a sweep
-folder stands for its completed cells; result files through recsys_core.train.results) and
-writes a table (md + csv, recsys_core.render) and a figure. This module holds what they share;
-it imports torch and the data code only when a run is loaded.
+The first three read run directories (a cell's folder with result.json and best_model.pt; a
+sweep folder stands for its completed cells; result files through recsys_core.train.results)
+and write a table (md + csv, recsys_core.render) and a figure; combine reads only their
+tables. This module holds what the first three share; it imports torch and the data code only
+when a run is loaded.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m recsys_core.analysis {geometry,longtail,latency} ...`
+"""`python -m recsys_core.analysis {geometry,longtail,latency,combine} ...`
 
     geometry RUN [RUN ...] --out DIR [--k 10] [--tsne-points 2000] [--tsne-iterations 750]
     longtail RUN [RUN ...] --out DIR [--k 10] [--head 0.2] [--tail 0.5] [--top 50]
@@ -6,10 +6,14 @@
             [--batch 32] [--dim 256] [--blocks 4] [--heads 4] [--items 10678]
             [--warmup 3] [--repeats 10] [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
             [--threads N]
+    combine DIR [DIR ...] --out DIR
 
 A RUN is a run folder (result.json, best_model.pt) or a sweep folder (its completed cells).
 Each writes tables (md + csv) and a PNG figure into --out. Latency with RUNs takes each run's
-model and sizes; without, the --models at the given sizes.
+model and sizes; without, the --models at the given sizes. Combine brings together the
+geometry.csv and longtail.csv found under each DIR (analyses done in slices) into one table
+per kind and one per dataset and model (mean ± std over seeds); a run in several tables keeps
+the newest table's row.
 """
 from __future__ import annotations
 
@@ -48,14 +52,35 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     la.add_argument("--threads", type=int, default=None, help="CPU: torch intra-op threads")
     for s in (g, lt, la):
-        s.add_argument("--out", type=Path, required=True)
         s.add_argument("--device", default="auto" if s is la else "cpu",
                        choices=("auto", "cpu", "cuda"))
+    co = sub.add_parser("combine", help="one set of tables from geometry/longtail outputs")
+    co.add_argument("dirs", nargs="+", help="folders searched for geometry.csv, longtail.csv")
+    for s in (g, lt, la, co):
+        s.add_argument("--out", type=Path, required=True)
     return p
+
+
+def combine(dirs: list[str], out: Path) -> int:
+    from recsys_core.analysis.combine import CombineError, combine, shown_by_model
+    from recsys_core.render import markdown_table
+    try:
+        tables, notes = combine(dirs, out)
+    except CombineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for kind, table in tables.items():
+        print(f"{kind} by model:\n" + markdown_table(shown_by_model(table)), end="")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"→ {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.analysis == "combine":
+        return combine(args.dirs, args.out)
     from recsys_core.analysis import run_dirs
     from recsys_core.render import markdown_table
     try:
