@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One device call of the study (issue 16): the study sweep carried in .study/study grows and
+# its unfinished cells run, all sharing one GPU as NVIDIA MPS clients, within BUDGET seconds;
+# then its results come back in at most 8 files of 16 MiB, 64 MiB together (the device tool's
+# limits). What sessions 9-10's calls taught is built in:
+# - one launcher at a time on the GPU (three launchers of 8-12 cells each ran 28 cells at once
+#   and 25 of them out of memory): RESUME_WHERE's cells first, then each of EXTEND's datasets;
+# - the results are packed as soon as training stops, before the analyses, which can outlast
+#   the call (session 10's last call lost 12 finished cells that way), and again after them;
+# - unfinished cells' checkpoints come back smallest first, up to RESUME_MAX_MB (pack).
+# Run from the repository root with .study/study, .whl and the datasets' .data folders carried,
+# BUDGET a little under the call's own limit (the device tool's limit_s: its timeout, or less
+# when less device time is left after the machine's start-up):
+#   BUDGET=540 CELLS_PER_GPU=16 RESUME_WHERE="dataset=video-sasrec" EXTEND="yelp-s3rec" \
+#     bash jobs/study_call.sh
+# Back here: tar xzf back.tgz; tar xzf o/study.tgz -C <dir>; cat resume.tgz.part-* | tar xz -C <dir>.
+# Environment: BUDGET (seconds the call may take, start-up included; default 540),
+# CELLS_PER_GPU (16), RESUME_WHERE (--where clauses for `resume`, space-separated KEY=V1,V2;
+# empty: every unfinished cell; "none": no resume), EXTEND (datasets to add with
+# `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those of
+# EXTEND and RESUME_WHERE's dataset= clause), RESUME_MAX_MB (50).
+set -u
+S=$(date +%s)
+BUDGET=${BUDGET:-540}
+CELLS=${CELLS_PER_GPU:-16}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl 2>/dev/null
+export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled RECSYS_DATA_MIRROR=$PWD/.data \
+  PYTHONUNBUFFERED=1 WORK=/tmp/study PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+O=$OUT/o     # if the call is cut, what is 2 folders down comes back: call.log, study.log,
+L=$O/logs    # study.tgz and the resume parts (at most 8 files); the other logs go in back.tgz
+mkdir -p "$L" "$WORK"
+export OUT=$O
+rm -rf "$WORK/study"
+cp -r .study/study "$WORK/"
+left() { echo $(( BUDGET - ($(date +%s) - S) )); }
+log() { echo "[$(date +%T) +$(( $(date +%s) - S ))s] $*" | tee -a "$O/call.log"; }
+pack() { RESUME_MAX_MB=${RESUME_MAX_MB:-50} bash jobs/study_gpu.sh study-aggregate pack; }
+log "start: budget $BUDGET s, $CELLS cells per GPU"
+
+export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-study CUDA_MPS_LOG_DIRECTORY=/tmp/mps-study
+mkdir -p /tmp/mps-study
+nvidia-cuda-mps-control -d 2>/dev/null || log "no MPS daemon: cells sharing a GPU take turns on it"
+# Training stops 90 s before the budget: packing takes ~10 s, the analyses get the rest.
+train_until=$(( BUDGET - 90 ))
+if [ "${RESUME_WHERE:-}" != none ] && [ $(( train_until - ($(date +%s) - S) )) -gt 30 ]; then
+  where=()
+  for clause in ${RESUME_WHERE:-}; do where+=(--where "$clause"); done
+  timeout -s INT $(( train_until - ($(date +%s) - S) )) python3 -m launcher resume "$WORK/study" \
+    --executor local --cells-per-gpu "$CELLS" --mps "${where[@]}" >>"$L/resume.log" 2>&1
+  log "resume: exit $?"
+fi
+for ds in ${EXTEND:-}; do
+  t=$(( train_until - ($(date +%s) - S) ))
+  [ "$t" -gt 30 ] || { log "no time left for $ds"; break; }
+  timeout -s INT "$t" python3 -m launcher sweep study --where "dataset=$ds" --extend \
+    --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/study" >>"$L/extend-$ds.log" 2>&1
+  log "extend $ds: exit $?"
+done
+pack
+log "packed (training over)"
+analyses=${ANALYSES:-${EXTEND:-} $(echo "${RESUME_WHERE:-}" | tr ' ' '\n' | sed -n 's/^dataset=//p' | tr ',' ' ')}
+for ds in $analyses; do
+  [ "$(left)" -gt 45 ] || break
+  timeout $(( $(left) - 15 )) bash jobs/study_gpu.sh "study-analyses-$ds" >"$L/an-$ds.log" 2>&1 &
+done
+wait
+echo quit | nvidia-cuda-mps-control 2>/dev/null
+# Again with the analyses, if there is time for it (a cut pack would spoil the first one).
+[ "$(left)" -gt 25 ] && pack && log "packed again, with the analyses"
+log end
+cd "$OUT/.." && mv o/resume.tgz.part-* . 2>/dev/null
+tar czf back.tgz o && rm -rf o
+ls -la
