@@ -8,7 +8,7 @@
                  [--process-per-cell] [--cells-per-job K] [--mps] [--order longest-first|grid]
                  [--where KEY=VALUE[,VALUE...]]
     cancel SWEEP [--cells ID ...]
-    aggregate SWEEP [--out DIR] [--no-plots]
+    aggregate SWEEP [--out DIR] [--no-plots] [--versus MODEL ...]
     tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
               [--emit-grid FILE] [--json] [--cells-per-gpu K]
     tune status DIR [--json]
@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("sweep")
     a.add_argument("--out", help="output folder (default: SWEEP/aggregate)")
     a.add_argument("--no-plots", action="store_true")
+    a.add_argument("--versus", nargs="+", default=[], metavar="MODEL",
+                   help="also paired_vs_MODEL: that model against every other (not the best)")
     a.set_defaults(func=cmd_aggregate)
     t = sub.add_parser("tune", help="search a grid's hyper-parameters, the same budget for every "
                                     "model (its search block); `tune status DIR`: the trials")

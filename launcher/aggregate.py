@@ -1,4 +1,5 @@
-"""`python -m launcher aggregate SWEEP [--out DIR] [--no-plots]`: a sweep's results → the study's
+"""`python -m launcher aggregate SWEEP [--out DIR] [--no-plots] [--versus MODEL ...]`: a sweep's
+results → the study's
 tables (Markdown, CSV, LaTeX), plots and one Parquet file of every cell, in OUT (default
 SWEEP/aggregate):
 
@@ -11,6 +12,8 @@ SWEEP/aggregate):
     paired          per dataset and configuration, the best model (mean test Recall@10) against
                     every other: paired t-test over the seeds both completed, 95% CI of the
                     mean difference
+    paired_vs_M     --versus M: the same with model M in place of the best (M − model), in
+                    every group that has M (e.g. `--versus xlstm`: xLSTM against the others)
     compute         GPU-hours (wall time × gpus × nodes) and CPU-hours per model and in all;
                     where the cells' time went (queue, start, setup, epochs, saving, final
                     test) and the share of it that was overhead, not training
@@ -58,9 +61,11 @@ TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
                      "start to result outside training epochs)", "states": "Cell states"}
 
 
-def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
-    """Every table, results.parquet, the plots and summary.md into out. Returns the tables'
-    Markdown by name."""
+def write(agg: Aggregate, out: Path, plots: bool = True, versus: tuple[str, ...] = ()
+          ) -> dict[str, str]:
+    """Every table, results.parquet, the plots and summary.md into out; for each model of
+    `versus`, paired_vs_MODEL: that model against every other, per comparison group. Returns
+    the tables' Markdown by name."""
     out.mkdir(parents=True, exist_ok=True)
     main = tables.main_table(agg)
     paired = tables.paired_tests(agg, main)
@@ -79,6 +84,13 @@ def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
         "states": write_table(out, "states", states, states, 1),
         "cells": write_table(out, "cells", cells, display.display_numbers(cells), 4),
     }
+    for model in versus:
+        table = tables.paired_tests(agg, main, reference=model).rename(
+            columns={"best": "reference"})
+        md[f"paired_vs_{model}"] = write_table(
+            out, f"paired_vs_{model}", table,
+            display.display_paired(table.rename(columns={"reference": "best"}), "reference"),
+            n + 2)
     write_parquet(agg, out / "results.parquet")
     figures = []
     if plots:
@@ -92,6 +104,8 @@ def write(agg: Aggregate, out: Path, plots: bool = True) -> dict[str, str]:
         lines += [f"- `{p}`: {e}" for p, e in agg.problems.items()] + [""]
     for key, title in TITLES.items():
         lines += [f"## {title}", "", md[key], ""]
+    for model in versus:
+        lines += [f"## Paired t-tests: {model} vs others", "", md[f"paired_vs_{model}"], ""]
     lines += [f"![{f.stem}]({f.name})" for f in figures]
     lines += ["", "Every cell: [cells.md](cells.md), [cells.csv](cells.csv); every value: "
               "results.parquet.", ""]
@@ -112,8 +126,14 @@ def run_cli(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    models = sorted(agg.cells["model"].dropna().unique())
+    unknown = [m for m in args.versus if m not in models]
+    if unknown:
+        print(f"error: --versus {', '.join(unknown)}: {args.sweep} has no cell of that model; "
+              f"its models: {', '.join(models)}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.sweep) / "aggregate"
-    write(agg, out, plots=not args.no_plots)
+    write(agg, out, plots=not args.no_plots, versus=tuple(args.versus))
     for path, problem in agg.problems.items():
         print(f"warning: skipped {path}: {problem}", file=sys.stderr)
     counts = tables.states_table(agg)

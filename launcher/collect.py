@@ -46,13 +46,32 @@ class Aggregate:
 
     @property
     def compare_keys(self) -> list[str]:
-        """The keys that define a comparison group (the paired tests): every configuration
-        key but the model and the model's own settings, i.e. keys with one value per model
-        (an override such as SASRec's 1 head against the others' 2 belongs to the model and
-        must not put it in a group of its own)."""
-        own = [k for k in self.keys[len(ALWAYS):]
-               if self.cells.groupby("model", sort=False)[k].nunique(dropna=False).max() == 1]
-        return [k for k in self.keys if k != "model" and k not in own]
+        """The keys that define a comparison group (the paired tests): the dataset, max_len
+        and every key the grid crosses for several models (one that takes several values
+        within a dataset for two models or more, e.g. embedding_dim in a dims grid). Not the
+        model's own settings, constant for a model on a dataset (an override such as SASRec's
+        1 head against the others' 2, or the S3Rec files' 1 head for all but xLSTM, must not
+        put a model in a group of its own), nor `variant_keys`."""
+        crossed = self._varying_within_model_and_dataset()
+        return [k for k in self.keys if k != "model" and
+                (k in ALWAYS or sum(1 for m in crossed.values() if k in m) >= 2)]
+
+    @property
+    def variant_keys(self) -> list[str]:
+        """Keys that vary within a dataset for one model alone: that model's variants (e.g.
+        BERT4Rec on ML-1M at epoch caps 400 and 800), compared as separate rows."""
+        crossed = self._varying_within_model_and_dataset()
+        return [k for k in self.keys if k not in ALWAYS and
+                sum(1 for m in crossed.values() if k in m) == 1]
+
+    def _varying_within_model_and_dataset(self) -> dict[str, set[str]]:
+        """model → the keys that take several values for it within one dataset."""
+        keys = [k for k in self.keys if k not in ALWAYS]
+        if not keys or self.cells.empty:
+            return {}
+        counts = self.cells.groupby(["model", "dataset"], sort=False)[keys].nunique(dropna=False)
+        return {m: set(c for c in keys if (g[c] > 1).any())
+                for m, g in counts.groupby(level="model", sort=False)}
 
 
 def _manifest_frame(manifest: dict) -> tuple[pd.DataFrame, list[str]]:

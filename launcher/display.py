@@ -71,10 +71,12 @@ def display_overview(table: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
     return out
 
 
-def display_paired(paired: pd.DataFrame) -> pd.DataFrame:
+def display_paired(paired: pd.DataFrame, first: str = "best") -> pd.DataFrame:
+    """`first`: what the `best` column holds (the best model, or `--versus`'s model)."""
     out = paired.drop(columns=["mean_diff", "ci_low", "ci_high", "t", "p_value"]).astype(object)
-    out["mean diff (best − model)"] = ["n/a" if pd.isna(d) else f"{d:+.4f}"
-                                       for d in paired["mean_diff"]]
+    out = out.rename(columns={"best": first})
+    out[f"mean diff ({first} − model)"] = ["n/a" if pd.isna(d) else f"{d:+.4f}"
+                                          for d in paired["mean_diff"]]
     out["95% CI"] = ["n/a" if pd.isna(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
                      for lo, hi in zip(paired["ci_low"], paired["ci_high"])]
     out["p"] = ["n/a" if pd.isna(p) else f"{p:.3g}" for p in paired["p_value"]]

@@ -93,29 +93,44 @@ def overview_table(main: pd.DataFrame, keys: list[str], metric: str = "test_reca
     return table.reindex(order).reset_index(), rows
 
 
-def paired_tests(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
+def paired_tests(agg: Aggregate, main: pd.DataFrame, reference: str | None = None
+                 ) -> pd.DataFrame:
     """Per comparison group (`Aggregate.compare_keys`), the best model by mean test Recall@10
-    against each other model, over the seeds both completed: the paired t-test (the statistic
-    of scipy.stats.ttest_rel, for all pairs at once) and the t-based 95% CI of the
-    mean difference best − model. Under 2 shared seeds: n/a."""
+    (or the `reference` model, in the groups that have it) against each other model, over
+    the seeds both completed: the paired t-test (the statistic of scipy.stats.ttest_rel, for
+    all pairs at once) and the t-based 95% CI of the mean difference best − model. Under 2
+    shared seeds: n/a."""
     from scipy.special import stdtr, stdtrit   # the t distribution (scipy.stats: 2 s to import)
-    cmp_keys = agg.compare_keys
+    cmp_keys, variant = agg.compare_keys, agg.variant_keys
+    # a model's variant (its own settings that take several values, e.g. two epoch caps) is
+    # a row of its own: "model" below is the model with its variant's values beside it
+    mine = ["model", *variant]
     done = agg.cells[agg.cells["state"] == "COMPLETED"]
-    per_seed = done.groupby(cmp_keys + ["model", "seed"], sort=False)[list(METRICS)].mean()
-    per_seed = per_seed.reset_index()
+    per_seed = done.groupby(cmp_keys + mine + ["seed"], sort=False, dropna=False)[
+        list(METRICS)].mean().reset_index()
     ranked = main[main["test_recall@10_mean"].notna()]
-    best = ranked.loc[ranked.groupby(cmp_keys, sort=False)["test_recall@10_mean"].idxmax(),
-                      cmp_keys + ["model"]].rename(columns={"model": "best"})
-    best_values = per_seed.merge(best, left_on=cmp_keys + ["model"],
-                                 right_on=cmp_keys + ["best"]).drop(columns=["model", "best"])
+    if reference is None:
+        best = ranked.loc[ranked.groupby(cmp_keys, sort=False)["test_recall@10_mean"].idxmax(),
+                          cmp_keys + mine]
+    else:   # the reference's best variant in each group that has it
+        ranked = ranked.sort_values("test_recall@10_mean", ascending=False, kind="stable")
+        best = ranked.loc[ranked["model"] == reference, cmp_keys + mine]
+    best = best.drop_duplicates(cmp_keys).rename(
+        columns={"model": "best", **{k: f"{k}_best" for k in variant}})
+    best_mine = ["best", *(f"{k}_best" for k in variant)]
+    best_values = per_seed.merge(best, left_on=cmp_keys + mine, right_on=cmp_keys + best_mine)
+    best_values = best_values.drop(columns=mine + best_mine)
     pairs = per_seed.merge(best, on=cmp_keys)
-    pairs = pairs[pairs["model"] != pairs["best"]].merge(
-        best_values, on=cmp_keys + ["seed"], how="left", suffixes=("", "_best"))
-    rank = main.reset_index()[cmp_keys + ["model", "index"]]
+    same = (pairs["model"] == pairs["best"])
+    for k in variant:
+        same &= (pairs[k] == pairs[f"{k}_best"]) | (pairs[k].isna() & pairs[f"{k}_best"].isna())
+    pairs = pairs[~same].merge(best_values, on=cmp_keys + ["seed"], how="left",
+                               suffixes=("", "_best"))
+    rank = main.reset_index()[cmp_keys + mine + ["index"]]
     out = []
     for m, label in METRICS.items():
         diff = pairs.assign(d=pairs[f"{m}_best"] - pairs[m])
-        g = diff.groupby(cmp_keys + ["best", "model"], sort=False)["d"]
+        g = diff.groupby(cmp_keys + best_mine + mine, sort=False, dropna=False)["d"]
         t = g.agg(n_shared_seeds="count", mean_diff="mean", sd="std").reset_index()
         n = t["n_shared_seeds"].to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -126,11 +141,11 @@ def paired_tests(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
         t["ci_low"] = np.where(n >= 2, t["mean_diff"] - half, np.nan)
         t["ci_high"] = np.where(n >= 2, t["mean_diff"] + half, np.nan)
         out.append(t.assign(metric=label, metric_order=len(out)))
-    cols = cmp_keys + ["best", "model", "metric", "n_shared_seeds", "mean_diff", "ci_low",
+    cols = cmp_keys + best_mine + mine + ["metric", "n_shared_seeds", "mean_diff", "ci_low",
                        "ci_high", "t", "p_value"]
     if not out or not len(pairs):
         return pd.DataFrame(columns=cols)
-    table = pd.concat(out).merge(rank, on=cmp_keys + ["model"])
+    table = pd.concat(out).merge(rank, on=cmp_keys + mine)
     return table.sort_values(["index", "metric_order"], kind="stable")[cols].reset_index(drop=True)
 
 

@@ -52,16 +52,21 @@ def sweep(tmp_path):
     return build_sweep(tmp_path, GRID)
 
 
-def build_sweep(tmp_path, grid_text):
+def build_sweep(tmp_path, grid_text, later=None):
+    """The sweep of grid_text; `later`: (grid text, cell filter) whose cells a later
+    `--extend` added (the study's BERT4Rec on ML-1M at a second epoch cap)."""
     grid_file = tmp_path / "tiny.yaml"
     grid_file.write_text(grid_text)
     cells = expand(load_grid(grid_file))
+    if later:
+        (tmp_path / "later.yaml").write_text(later[0])
+        cells += [c for c in expand(load_grid(tmp_path / "later.yaml")) if later[1](c)]
     sw = Sweep.create(tmp_path / "sweep", grid_file, "tiny", cells, "local")
     for c in cells:
         k, out = key(c), sw.cell_dir(c.id)
         if k == MISSING:
             continue
-        r = recall(*k)
+        r = recall(*k) + (0.05 if c.params.get("epochs") == 6 else 0)   # a longer cap's gain
         record = {**c.params, "status": "COMPLETED", "reason": None, "test_recall@10": r,
                   "test_ndcg@10": r * 0.6, "test_mrr@10": r * 0.5, "val_recall@10": r,
                   "params_total": 1000 if k[0] != "pop" else 0, "wall_time_s": wall(c),
@@ -351,3 +356,46 @@ def test_overview_leaves_out_keys_that_follow_the_dataset():
     assert table.to_dict("list") == {"model": ["a", "b"], "x_mean": [0.3, 0.2],
                                      "x_std": [0.01, 0.02], "y_mean": [0.1, 0.15],
                                      "y_std": [0.03, 0.04]}
+
+
+def test_settings_that_follow_model_and_dataset_keep_every_model_in_the_group(tmp_path):
+    """The study's shape: GRU4Rec and pop take 1 head on one dataset and 2 on the other, SASRec
+    always 2 (its own override), and SASRec alone has two epoch caps on ml-100k (a variant:
+    a row of its own, never averaged with the other). Every model still meets every other in
+    one group per dataset and max_len; `--versus gru4rec` pits GRU4Rec against the rest."""
+    grid = GRID + """  - when: {dataset: synthetic}
+    set: {num_heads: 1}
+  - when: {model: sasrec}
+    set: {num_heads: 2}
+"""
+    later = grid + """  - when: {model: sasrec, dataset: ml-100k}
+    set: {epochs: 6}
+"""
+    sweep = build_sweep(tmp_path, grid, (later, lambda c: c.params.get("epochs") == 6))
+    assert len(sweep.cell_ids()) == 36 + 6
+    out = tmp_path / "agg"
+    assert launcher_main(["aggregate", str(sweep.root), "--out", str(out), "--no-plots",
+                          "--versus", "gru4rec"]) == 0
+    paired = pd.read_csv(out / "paired.csv")
+    assert "num_heads" not in paired.columns
+    r10 = paired[paired.metric == "Recall@10"]
+    for (dataset, max_len), group in r10.groupby(["dataset", "max_len"]):
+        assert set(group.best) | set(group.model) == {"sasrec", "gru4rec", "pop"}, (dataset, max_len)
+    versus = pd.read_csv(out / "paired_vs_gru4rec.csv")
+    v = versus[(versus.metric == "Recall@10") & (versus.dataset == "ml-100k") & (versus.max_len == 10)]
+    assert set(v.reference) == {"gru4rec"} and set(v.model) == {"sasrec", "pop"}
+    row = v[v.model == "pop"].iloc[0]
+    seeds = [1, 2, 3]   # gru4rec and pop at ml-100k L 10: every seed completed
+    diffs = [recall("gru4rec", "ml-100k", 10, s) - recall("pop", "ml-100k", 10, s) for s in seeds]
+    assert row.mean_diff == pytest.approx(np.mean(diffs))
+    assert row.p_value == pytest.approx(stats.ttest_rel(
+        [recall("gru4rec", "ml-100k", 10, s) for s in seeds],
+        [recall("pop", "ml-100k", 10, s) for s in seeds]).pvalue)
+    assert "Paired t-tests: gru4rec vs others" in (out / "summary.md").read_text()
+    sas = v[v.model == "sasrec"]        # SASRec's two caps: two rows, never averaged
+    assert sorted(sas.epochs) == [3, 6]
+    by_cap = sas.set_index("epochs").mean_diff
+    assert by_cap[3] - by_cap[6] == pytest.approx(0.05)
+    assert launcher_main(["aggregate", str(sweep.root), "--out", str(tmp_path / "x"),
+                          "--versus", "xlstm"]) == 2
+    assert not (tmp_path / "x").exists()
