@@ -18,7 +18,8 @@
 # CELLS_PER_GPU (16), RESUME_WHERE (--where clauses for `resume`, space-separated KEY=V1,V2;
 # empty: every unfinished cell; "none": no resume), EXTEND (datasets to add with
 # `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those of
-# EXTEND and RESUME_WHERE's dataset= clause), RESUME_MAX_MB (50).
+# EXTEND and RESUME_WHERE's dataset= clause), RESUME_MAX_MB (50), STUDY (the sweep to start
+# from, default .study/study), WORK (where it runs, default /tmp/study).
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -26,13 +27,13 @@ CELLS=${CELLS_PER_GPU:-16}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled RECSYS_DATA_MIRROR=$PWD/.data \
-  PYTHONUNBUFFERED=1 WORK=/tmp/study PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  PYTHONUNBUFFERED=1 WORK=${WORK:-/tmp/study} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 O=$OUT/o     # if the call is cut, what is 2 folders down comes back: call.log, study.log,
 L=$O/logs    # study.tgz and the resume parts (at most 8 files); the other logs go in back.tgz
 mkdir -p "$L" "$WORK"
 export OUT=$O
 rm -rf "$WORK/study"
-cp -r .study/study "$WORK/"
+cp -r "${STUDY:-.study/study}" "$WORK/study"
 left() { echo $(( BUDGET - ($(date +%s) - S) )); }
 log() { echo "[$(date +%T) +$(( $(date +%s) - S ))s] $*" | tee -a "$O/call.log"; }
 pack() { RESUME_MAX_MB=${RESUME_MAX_MB:-50} bash jobs/study_gpu.sh study-aggregate pack; }

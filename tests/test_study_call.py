@@ -1,0 +1,59 @@
+"""jobs/study_call.sh, one device call of the study, run here on the CPU with a tiny sweep: the
+chosen slice of unfinished cells runs, the results come back in back.tgz, and the checkpoints of
+cells still unfinished come back in resume parts: smallest first up to RESUME_MAX_MB (the
+device returns 64 MiB in all), a cell whose only result is a FAILED one of an earlier try
+counted unfinished (session 10 lost 11 cells' checkpoints to that)."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.test_order import grid
+
+
+def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoints(tmp_path):
+    study = tmp_path / "study"
+    made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
+                           "--executor", "dry-run", "--out", study],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    cells = {c["name"]: study / "cells" / c["id"]     # a dry-run's cells have no folder yet
+             for c in json.loads((study / "manifest.json").read_text())["cells"]}
+    for d in cells.values():
+        d.mkdir(parents=True, exist_ok=True)
+    failed_before = cells["sasrec-synthetic-L8-s1"]      # an earlier try's FAILED result
+    (failed_before / "result.json").write_text(json.dumps({"status": "FAILED"}))
+    (failed_before / "checkpoint.pt").write_bytes(b"c" * 300_000)
+    (failed_before / "best_model.pt").write_bytes(b"b" * 100_000)
+    too_big = cells["bert4rec-synthetic-L8-s1"]          # past RESUME_MAX_MB: restarts
+    (too_big / "checkpoint.pt").write_bytes(os.urandom(2_000_000))
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "OUT": str(out), "STUDY": str(study), "WORK": str(tmp_path / "work"),
+           "BUDGET": "200", "RESUME_WHERE": "model=gru4rec,pop", "RESUME_MAX_MB": "1",
+           "CELLS_PER_GPU": "2"}
+    call = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+    back = tmp_path / "back"
+    with tarfile.open(out / "back.tgz") as t:
+        t.extractall(back, filter="data")
+    log = (back / "o" / "call.log").read_text()
+    assert "packed (training over)" in log and "packed again" in log
+    assert "resuming 4 cell(s)" in (back / "o" / "logs" / "resume.log").read_text()
+    with tarfile.open(back / "o" / "study.tgz") as t:
+        done = {n for n in t.getnames() if n.endswith("result.json")}
+        statuses = [json.load(t.extractfile(n))["status"] for n in sorted(done)]
+    assert len(done) == 5 and statuses.count("COMPLETED") == 4    # + the FAILED one
+    parts = sorted(out.glob("resume.tgz.part-*"))
+    assert parts, list(out.iterdir())
+    listing = subprocess.run(f"cat {' '.join(map(str, parts))} | tar tz", shell=True,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(listing) == sorted(f"study/cells/{failed_before.name}/{f}"
+                                     for f in ("checkpoint.pt", "best_model.pt"))
+    assert f"left out (restarts from scratch): study/cells/{too_big.name}/" in \
+        (back / "o" / "study.log").read_text()
