@@ -3,6 +3,7 @@ import os
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import submitit
@@ -29,6 +30,30 @@ def test_cli_runs_a_cell_directory(tmp_path):
     result = json.loads((cell / "result.json").read_text())
     assert result["status"] == "COMPLETED" and result["run_id"] == "abc123"
     assert result["wandb_group"] == "t" and result["out"] == str(cell)
+
+
+def test_a_cells_recorded_times_cover_its_process_up_to_its_result(tmp_path):
+    """Start-up (the process's start, from /proc and the boot clock, to run(): the interpreter
+    and every import, the trainer's too) and the run's wall time leave nothing out: the
+    trainer's imports (about 1 s here) were once in neither."""
+    cell = make_cell(tmp_path)
+    before = time.time()
+    proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((cell / "result.json").read_text())
+    took = (cell / "result.json").stat().st_mtime - before
+    unrecorded = took - result["time_start_s"] - result["wall_time_s"]
+    assert -0.02 < unrecorded < 0.3, (took, result["time_start_s"], result["wall_time_s"])
+
+
+def test_a_process_start_is_when_it_began():
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", "import time; now = time.time()\n"
+                          "from jobs.timing import process_start; print(process_start(), now)"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    start, now = map(float, out.split())
+    assert before - 0.02 < start <= now     # starttime counts whole 10 ms clock ticks
 
 
 def test_bad_cell_file_is_a_clear_error(tmp_path):
