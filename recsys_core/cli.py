@@ -60,6 +60,8 @@ def exit_cli(code: int):
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:     # set by accelerate launch / torchrun
         import atexit
         import threading
+        if not (hasattr(threading, "_shutdown") and hasattr(atexit, "_run_exitfuncs")):
+            sys.exit(code)          # not CPython's: its own exit, teardown and all
         threading._shutdown()       # what the interpreter's exit does first, then the handlers
         atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
