@@ -6,6 +6,8 @@ result.json, with a process per cell against persistent workers (jobs/worker.py)
         [--modes process-per-cell worker pack process-per-cell-mps worker-mps]
         [--order longest-first grid]
     python -m benchmarks.grid_throughput --smoke --out /tmp/gt     # CPU, tiny, ~1 min
+    python -m benchmarks.grid_throughput --workloads beauty-sasrec-cell --modes process-per-cell \
+        --cells-per-gpu 1 --epochs 1 --repeat 2 --name beauty_cell_cpu    # CPU: what is not training
 
 Workloads: `ml100k-paper-54` is `python -m launcher sweep paper --where dataset=ml-100k` (54
 cells; its 9 `pop` cells ask for no GPU and run on the CPU), `beauty-sasrec-cell` the
@@ -18,7 +20,9 @@ are the first two with `--mps` (the GPU cells share their GPU through an NVIDIA 
 so their kernels can run at the same time; `mps_clients`: the cells that ran as its clients).
 `--order`: the local executor's queue order(s), one run each (`order`: the one its submissions
 record; pack: none). Every run starts cold: empty data, Triton and Inductor caches (`--warm`:
-one set of caches for all runs).
+one set of caches for all runs). `--epochs N` caps every cell at N epochs (a copy of the grid
+with `fixed.epochs: N`; the cells' ids change with it): on a machine too slow to train a cell
+through, what is not training is timed all the same. `--repeat K`: each run K times.
 
 Per run: wall_s (the launcher command, and for `pack` the polling, to the last result),
 last_result_s (the command's start to the last result.json written: wall_s less it is the
@@ -26,13 +30,22 @@ launcher's own ending, e.g. its workers closing), cells_per_min, overhead_share 
 epoch seconds / (wall_s × slots), i.e. the share of the slots' time (cells running at once)
 not spent in training epochs, the medians of the cells' start-up and setup seconds
 (`warm_setup_s`: cells that were not their process's first), and `metrics_equal`: cells whose
-test metrics equal those of the first mode's run.
+test metrics equal those of the first run of the workload.
+Phases of the local modes, from the cells' files (no clock but this machine's; per run the
+medians over its cells): `launcher_s` the command's start → the cell handed to its process
+(local.pid written: the launcher's own start, and for later cells their wait in the queue),
+`to_run_s` that → the trainer's run() began (result.json's time less `wall_time_s`: a new
+process's interpreter and imports; `start_s` is what the cell itself recorded), setup, epochs,
+saving and final as the result records them, `exit_s` result.json → local.exit (the cell's
+process ending: interpreter and CUDA teardown; a worker's answer), and per run `end_s` the last
+local.exit → the command returned (the launcher's own ending). For one cell they add up to
+wall_s.
 `--profile` also times one process's per-cell setup on the CPU, phase by phase, for the first
 and later cells (ML-100K, L=64; --smoke: tiny): where setup goes, what a warm worker still pays.
-Writes OUT/grid_throughput.{md,csv}, OUT/grid_throughput_cells.csv (every cell of every run:
-its model, start-up, setup, capture (the first epoch's CUDA-graph capture with any Triton or
-Inductor compile), epochs and test Recall@10: where a warm worker or a warm compile cache
-saves time) and, with `--profile`, grid_setup_profile.{md,csv}.
+Writes OUT/NAME.{md,csv}, OUT/NAME_cells.csv (NAME: `--name`, default grid_throughput; every
+cell of every run: its model, start-up, setup, capture (the first epoch's CUDA-graph capture
+with any Triton or Inductor compile), epochs, the phases above and test Recall@10: where a warm
+worker or a warm compile cache saves time) and, with `--profile`, grid_setup_profile.{md,csv}.
 """
 from __future__ import annotations
 
@@ -73,6 +86,22 @@ def smoke_workloads(folder: Path) -> dict[str, list[str]]:
 MODES = ("process-per-cell", "worker", "pack", "process-per-cell-mps", "worker-mps")
 
 
+def capped(grid_args: list[str], epochs: int | None, folder: Path) -> list[str]:
+    """The workload's launcher arguments with its grid copied to `folder`, every cell's epochs
+    capped at `epochs` (None: as they are)."""
+    if epochs is None:
+        return grid_args
+    from launcher.__main__ import grid_path
+    from launcher.resources import read_yaml
+    source = grid_path(grid_args[0])
+    grid = read_yaml(source, "grid")
+    grid.setdefault("name", source.stem)
+    grid["fixed"] = {**grid.get("fixed", {}), "epochs": epochs}
+    copy = folder / f"{source.stem}-epochs{epochs}.yaml"
+    copy.write_text(json.dumps(grid))
+    return [str(copy), *grid_args[1:]]
+
+
 def mode_args(mode: str, slots: int, order: str | None = ORDERS[0]) -> list[str]:
     """The launcher's arguments of a mode (`order`: the local modes' queue order)."""
     if mode.endswith("-mps"):     # the same, the GPU cells clients of an MPS daemon
@@ -111,14 +140,15 @@ def wait_finished(sweep: Path, env: dict, timeout_s: float = 7200) -> None:
 
 
 def measure(name: str, grid_args: list[str], mode: str, slots: int, order: str | None, work: Path,
-            env: dict) -> tuple[dict, dict[str, dict]]:
-    sweep = work / f"{name}-{mode}-{slots}-{order}"
+            env: dict, label: str = "") -> tuple[dict, dict[str, dict]]:
+    sweep = work / f"{name}-{mode}-{slots}-{order}{label}"
     t0, started = time.perf_counter(), time.time()
     proc = launcher(["sweep", *grid_args, "--out", str(sweep), *mode_args(mode, slots, order)],
                     env)
     if mode == "pack" and proc.returncode == 0:
         wait_finished(sweep, env)
     wall = time.perf_counter() - t0
+    ended = started + wall
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{name} {mode}: launcher exit {proc.returncode}: {proc.stderr[-2000:]}")
     manifest = json.loads((sweep / "manifest.json").read_text())
@@ -126,6 +156,8 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, order: str |
     for c in manifest["cells"]:
         path = sweep / "cells" / c["id"] / "result.json"
         results[c["name"]] = json.loads(path.read_text()) if path.exists() else {}
+        results[c["name"]]["_phases"] = phases(sweep / "cells" / c["id"], started,
+                                               results[c["name"]])
         written += [path.stat().st_mtime - started] if path.exists() else []
     orders = {json.loads(line).get("order") for line in (sweep / "submissions.jsonl").open()}
     done = [r for r in results.values() if r.get("status") == "COMPLETED"]
@@ -133,6 +165,7 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, order: str |
     warm = [r["time_setup_s"] for r in done if r.get("runner_cells_before")]
     used = min(slots, len(results))
     devices = [r.get("device") for r in done if r.get("device")]
+    exits = [r["_phases"]["exited_at"] for r in results.values() if r["_phases"]["exited_at"]]
     row = {"workload": name, "device": max(set(devices), key=devices.count) if devices else None,
            "cells": len(results), "completed": len(done), "wall_s": wall,
            "last_result_s": max(written, default=None),
@@ -143,8 +176,30 @@ def measure(name: str, grid_args: list[str], mode: str, slots: int, order: str |
            "start_s_median": statistics.median(parts["start"]) if done else None,
            "setup_s_median": statistics.median(parts["setup"]) if done else None,
            "warm_setup_s": statistics.median(warm) if warm else None,
-           "mps_clients": sum(bool(r.get("mps_pipe_dir")) for r in done)}
+           "mps_clients": sum(bool(r.get("mps_pipe_dir")) for r in done),
+           **{f"{p}_s": median([r["_phases"][f"{p}_s"] for r in done])
+              for p in ("launcher", "to_run", "exit")},
+           "end_s": ended - started - max(exits) if exits else None}
     return row, results
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def phases(cell_dir: Path, started: float, result: dict) -> dict:
+    """A cell's phases outside its result's own times, from its files' times (module doc):
+    launcher_s, to_run_s, exit_s; None where the files are not there (SLURM packs)."""
+    def mtime(name: str) -> float | None:
+        path = cell_dir / name
+        return path.stat().st_mtime if path.exists() else None
+    handed, result_at, exited = mtime("local.pid"), mtime("result.json"), mtime("local.exit")
+    ran = result_at - result["wall_time_s"] if result_at and result.get("wall_time_s") else None
+    return {"launcher_s": handed - started if handed else None,
+            "to_run_s": ran - handed if ran and handed else None,
+            "exit_s": exited - result_at if exited and result_at else None,
+            "exited_at": exited - started if exited else None}
 
 
 def cell_rows(run: dict, results: dict[str, dict]) -> list[dict]:
@@ -153,8 +208,10 @@ def cell_rows(run: dict, results: dict[str, dict]) -> list[dict]:
              "order": run["order"],
              "cell": name, "model": r.get("model"), "status": r.get("status"),
              "cells_before_in_process": r.get("runner_cells_before"),
+             "launcher_s": r["_phases"]["launcher_s"], "to_run_s": r["_phases"]["to_run_s"],
              **{f"{p}_s": r.get(f"time_{p}_s") for p in ("start", "setup", "capture", "epochs",
-                                                          "final")},
+                                                          "saving", "final")},
+             "exit_s": r["_phases"]["exit_s"],
              "epochs": r.get("epochs_run"), "test_recall@10": r.get("test_recall@10")}
             for name, r in results.items()]
     return sorted(rows, key=lambda r: (r["cells_before_in_process"] or 0, r["start_s"] or 0.0))
@@ -166,6 +223,22 @@ def same_metrics(a: dict[str, dict], b: dict[str, dict]) -> str:
         return {k: v for k, v in r.items() if k.startswith("test_")}
     equal = sum(bool(test(r)) and test(r) == test(a.get(n, {})) for n, r in b.items())
     return f"{equal}/{len(b)}"
+
+
+def imports(sweep: Path, top: int = 40) -> pd.DataFrame:
+    """The `top` slowest imports (cumulative, with what they import) of the first cell's
+    process in a sweep run under PYTHONPROFILEIMPORTTIME (its local.err); depth 0: imported by
+    the process itself."""
+    cell = json.loads((sweep / "manifest.json").read_text())["cells"][0]["id"]
+    rows = []
+    for line in (sweep / "cells" / cell / "local.err").read_text().splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        own, total, module = line.removeprefix("import time:").split("|")
+        rows.append({"module": module.strip(),
+                     "depth": (len(module) - len(module.lstrip()) - 1) // 2,
+                     "cumulative_s": int(total) / 1e6, "self_s": int(own) / 1e6})
+    return pd.DataFrame(rows).sort_values("cumulative_s", ascending=False).head(top)
 
 
 def setup_profile(cfgs: list[dict], out: Path) -> pd.DataFrame:
@@ -214,19 +287,32 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny synthetic workloads on the CPU")
     p.add_argument("--warm", action="store_true", help="one set of caches for every run")
     p.add_argument("--profile", action="store_true", help="also profile one process's setup")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="cap every cell at N epochs (a copy of the grid)")
+    p.add_argument("--repeat", type=int, default=1, metavar="K", help="each run K times")
+    p.add_argument("--importtime", action="store_true",
+                   help="then one more run of the first, its processes under `python -X "
+                        "importtime`: OUT/NAME_imports.csv")
+    p.add_argument("--name", default="grid_throughput", help="the output files' name")
     args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1 or args.repeat < 1:
+        raise SystemExit(f"--epochs {args.epochs} --repeat {args.repeat}: both must be >= 1")
     work = Path(tempfile.mkdtemp(prefix="grid-throughput-"))
     workloads = smoke_workloads(work) if args.smoke else WORKLOADS
     chosen = list(workloads) if args.workloads is None else args.workloads
     rows, first, cells = [], {}, []
-    runs = [(n, m, k, o) for n in chosen for m in args.modes for k in args.cells_per_gpu
-            for o in (args.order if m != "pack" else [None])]
-    for name, mode, slots, order in runs:
-        if name not in workloads:
-            raise SystemExit(f"unknown workload {name!r}; valid: {', '.join(workloads)}")
-        cache = caches(work / ("caches" if args.warm else f"caches-{name}-{mode}-{slots}-{order}"))
+    runs = [(n, m, k, o, r) for n in chosen for m in args.modes for k in args.cells_per_gpu
+            for o in (args.order if m != "pack" else [None]) for r in range(args.repeat)]
+    unknown = [n for n in chosen if n not in workloads]
+    if unknown:
+        raise SystemExit(f"unknown workload {unknown[0]!r}; valid: {', '.join(workloads)}")
+    grids = {n: capped(workloads[n], args.epochs, work) for n in chosen}
+    for name, mode, slots, order, rep in runs:
+        label = f"-r{rep}" if rep else ""
+        cache = caches(work / ("caches" if args.warm else
+                               f"caches-{name}-{mode}-{slots}-{order}{label}"))
         env = {**os.environ, **cache}
-        row, results = measure(name, workloads[name], mode, slots, order, work, env)
+        row, results = measure(name, grids[name], mode, slots, order, work, env, label)
         row["caches"] = "warm" if args.warm and rows else "cold"
         row["metrics_equal"] = same_metrics(first.setdefault(name, results), results)
         rows.append(row)
@@ -236,12 +322,18 @@ def main(argv=None) -> int:
                "`python -m benchmarks.grid_throughput "
                + " ".join(argv if argv is not None else sys.argv[1:]) + "`")
     if rows:
-        print(write(Path(args.out), "grid_throughput",
+        print(write(Path(args.out), args.name,
                     f"# Grid throughput ({time.strftime('%Y-%m-%d')})",
                     machine + "; device: the cells' (result.json `device`)", pd.DataFrame(rows),
-                    "Per run: " + __doc__.split("Per run:")[1].split("A second")[0].strip(),
+                    "Per run: " + __doc__.split("Per run:")[1].split("Writes OUT")[0].strip(),
                     data=pd.DataFrame(rows)), end="")
-        pd.DataFrame(cells).to_csv(Path(args.out) / "grid_throughput_cells.csv", index=False)
+        pd.DataFrame(cells).to_csv(Path(args.out) / f"{args.name}_cells.csv", index=False)
+    if args.importtime and runs:
+        name, mode, slots, order, _ = runs[0]
+        env = {**os.environ, **caches(work / "caches-importtime"), "PYTHONPROFILEIMPORTTIME": "1"}
+        _, results = measure(name, grids[name], mode, slots, order, work, env, "-importtime")
+        imports(work / f"{name}-{mode}-{slots}-{order}-importtime").to_csv(
+            Path(args.out) / f"{args.name}_imports.csv", index=False)
     if args.profile:
         shape = TINY if args.smoke else {"dataset": "ml-100k", "max_len": 64, "embedding_dim": 64,
                                          "num_heads": 2, "num_blocks": 1, "device": "cpu",

@@ -1,6 +1,7 @@
 """What every command line of the project shares: a usage error is one line and exit 2 (no
 usage dump, no traceback); Ctrl-C and a closed pipe (`... | head`) end quietly; progress
-lines that never cost a run; a clean exit from one of several data-parallel processes."""
+lines that never cost a run; an exit that skips the interpreter's teardown once the work is
+done, and a clean one from one of several data-parallel processes."""
 from __future__ import annotations
 
 import argparse
@@ -43,17 +44,37 @@ def close_process_group() -> bool:
 
 
 def exit_cli(code: int):
-    """End a command-line entry point with `code`. A process started as one of several
-    (WORLD_SIZE > 1) leaves the process group, if still in it, and exits at once, output
-    flushed, skipping interpreter teardown: there gloo's threads abort a process now and then,
-    also with the group destroyed beforehand (seen in 1-2 of 12-20 two-process CPU runs on the
-    2-core VM), failing a run whose files are all written."""
+    """End a command-line entry point with `code`, its work done, without the interpreter's
+    teardown: freeing its thousands of modules one by one took 0.6 s after every cell on the
+    2-core VM (results/benchmarks/beauty_cell_cpu.md), time the launcher waits for. What an
+    exit owes others still happens, in the interpreter's order: threads that are not daemons
+    are waited for (the checkpoint writer's pool too), the atexit handlers run (W&B's
+    teardown after its finish, logging, multiprocessing, temporary folders), output is
+    flushed, C libraries' too (a CUDA or NCCL line printf'd into a log file); then the
+    process ends.
+    A process started as one of several (WORLD_SIZE > 1) leaves the process group, if still in
+    it, and ends at once, output flushed, without the handlers: there gloo's threads abort a
+    process now and then, also with the group destroyed beforehand (seen in 1-2 of 12-20
+    two-process CPU runs on the 2-core VM), failing a run whose files are all written."""
     close_process_group()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:     # set by accelerate launch / torchrun
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:     # set by accelerate launch / torchrun
+        import atexit
+        import threading
+        if not (hasattr(threading, "_shutdown") and hasattr(atexit, "_run_exitfuncs")):
+            sys.exit(code)          # not CPython's: its own exit, teardown and all
+        threading._shutdown()       # what the interpreter's exit does first, then the handlers
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a reader gone (`| head`), a stream closed
+            pass
+    try:
+        import ctypes
+        ctypes.CDLL(None).fflush(None)  # every C stdio stream: exit() would, os._exit does not
+    except (OSError, AttributeError):
+        pass
+    os._exit(code)
 
 
 def print_progress(line: str) -> None:

@@ -78,14 +78,16 @@ def test_sampler_reads_in_the_background_while_its_block_runs():
 def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     """benchmarks/grid_throughput.py on its tiny CPU workload: one cell, a process of its own,
     a worker and a worker with --mps (a CPU cell: no MPS client), the same metrics, the
-    columns the issue asks for, and the queue order the runs were given."""
+    columns the issue asks for, the queue order the runs were given, the epoch cap, and the
+    phases of a cell's wall time that add up to it."""
     import subprocess
     import sys
     from tests.conftest import REPO
     proc = subprocess.run([sys.executable, "-m", "benchmarks.grid_throughput", "--smoke",
                            "--workloads", "smoke-cell", "--cells-per-gpu", "1", "--modes",
                            "process-per-cell", "worker", "worker-mps", "--order", "grid",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                           "--epochs", "1", "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "grid_throughput.csv")
@@ -96,7 +98,12 @@ def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     assert set(table["order"]) == {"grid"}      # as the sweeps' submissions record it
     assert ((table["last_result_s"] > 0) & (table["last_result_s"] <= table["wall_s"])).all()
     cells = pd.read_csv(tmp_path / "grid_throughput_cells.csv")
-    assert set(cells["order"]) == {"grid"}
+    assert set(cells["order"]) == {"grid"} and set(cells["epochs"]) == {1}   # the smoke grid: 3
+    own = table.iloc[0]
+    parts = cells.iloc[0][["launcher_s", "to_run_s", "setup_s", "epochs_s", "saving_s", "final_s",
+                           "exit_s"]]
+    assert (parts >= 0).all() and own["end_s"] >= 0
+    assert abs(parts.sum() + own["end_s"] - own["wall_s"]) < 0.1, (parts, own)
     assert set(table["mps_clients"]) == {0}
     assert set(table["metrics_equal"]) == {"1/1"} and set(table["completed"]) == {1}
     assert ((table["overhead_share"] > 0) & (table["overhead_share"] < 1)).all()

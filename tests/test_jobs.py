@@ -3,6 +3,7 @@ import os
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import submitit
@@ -29,6 +30,73 @@ def test_cli_runs_a_cell_directory(tmp_path):
     result = json.loads((cell / "result.json").read_text())
     assert result["status"] == "COMPLETED" and result["run_id"] == "abc123"
     assert result["wandb_group"] == "t" and result["out"] == str(cell)
+
+
+def test_a_cells_recorded_times_cover_its_process_up_to_its_result(tmp_path):
+    """Start-up (the process's start, from /proc and the boot clock, to run(): the interpreter
+    and every import, the trainer's too) and the run's wall time leave nothing out: the
+    trainer's imports (about 1 s here) were once in neither."""
+    cell = make_cell(tmp_path)
+    before = time.time()
+    proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((cell / "result.json").read_text())
+    took = (cell / "result.json").stat().st_mtime - before
+    unrecorded = took - result["time_start_s"] - result["wall_time_s"]
+    assert -0.02 < unrecorded < 0.3, (took, result["time_start_s"], result["wall_time_s"])
+
+
+def test_a_process_start_is_when_it_began():
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", "import time; now = time.time()\n"
+                          "from jobs.timing import process_start; print(process_start(), now)"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    start, now = map(float, out.split())
+    assert before - 0.02 < start <= now     # starttime counts whole 10 ms clock ticks
+
+
+EXITING = r"""
+import atexit, ctypes, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from recsys_core.cli import exit_cli
+out = sys.argv[1]
+atexit.register(lambda: open(out + ".atexit", "w").close())
+def late():
+    time.sleep(0.3)
+    open(out + ".thread", "w").close()
+threading.Thread(target=late).start()
+ThreadPoolExecutor(1).submit(print, "pool", end=" ").result()   # leaves an idle worker thread
+class Garbage:
+    def __del__(self, open=open, path=out + ".teardown"):    # the globals are gone by then
+        open(path, "w").close()
+garbage = Garbage()
+print("python line", end="")                       # in sys.stdout's buffer
+ctypes.CDLL(None).printf(b"C line\n")              # in C's stdout buffer: a pipe, not a tty
+exit_cli(int(sys.argv[2]))
+"""
+
+
+def test_a_job_process_ends_without_teardown_but_pays_what_its_exit_owes(tmp_path):
+    """exit_cli after the work is done: the interpreter's teardown is skipped (an object freed
+    only by it is never freed), while the exit code, a thread still working, the idle pool
+    thread, the atexit handlers and both Python's and C's buffered output are as sys.exit
+    leaves them; with WORLD_SIZE > 1 it ends at once (no handlers), output still flushed."""
+    out = str(tmp_path / "p")
+    proc = subprocess.run([sys.executable, "-c", EXITING, out, "3"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "pool python line" in proc.stdout and "C line" in proc.stdout
+    assert os.path.exists(out + ".atexit") and os.path.exists(out + ".thread")
+    assert not os.path.exists(out + ".teardown")
+    subprocess.run([sys.executable, "-c", EXITING.replace("exit_cli(", "sys.exit("), out + "s",
+                    "0"], cwd=REPO, check=True, timeout=60)
+    assert os.path.exists(out + "s.teardown")            # what the interpreter's teardown does
+    several = subprocess.run([sys.executable, "-c", EXITING, out + "w", "0"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "WORLD_SIZE": "2"})
+    assert several.returncode == 0 and "C line" in several.stdout
+    assert not os.path.exists(out + "w.atexit")
 
 
 def test_bad_cell_file_is_a_clear_error(tmp_path):

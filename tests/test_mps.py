@@ -159,3 +159,21 @@ def test_mps_is_a_no_op_without_gpu_cells_and_refused_for_slurm_scripts(tmp_path
                     "--mps", env=env)
     assert proc.returncode == 2 and "--mps is for --executor local" in proc.stderr
     assert "gres/mps" in proc.stderr and not (tmp_path / "d").exists()
+
+
+def test_the_launcher_asks_nvidia_smi_for_the_gpus_once_per_sweep(tmp_path):
+    """Without CUDA_VISIBLE_DEVICES the local executor lists the GPUs with `nvidia-smi -L`
+    (here a fake that records its calls): once, though it plans the cells before submitting
+    them and again before running them."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "smi-calls"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho \"$@\" >> {record}\necho 'GPU 0: Fake (UUID: GPU-f)'\n")
+    smi.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    proc = launcher("sweep", grid(tmp_path), "--executor", "local", "--process-per-cell",
+                    "--out", tmp_path / "s", "--where", "model=sasrec", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on GPU 0" in proc.stdout                  # the cell took the GPU nvidia-smi listed
+    assert record.read_text().splitlines() == ["-L"]

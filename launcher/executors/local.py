@@ -24,6 +24,7 @@ the queue's order, by default the expected-longest cells first (order.py).
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import signal
@@ -50,11 +51,19 @@ def visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g for g in env.split(",") if g.strip()]
+    return list(_listed_gpus())
+
+
+@functools.cache
+def _listed_gpus() -> tuple[str, ...]:
+    """The GPUs `nvidia-smi -L` lists, asked once per launcher: a sweep plans its cells twice
+    (submit, then run), and each call is a process that starts NVML before the first cell."""
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-        return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+        return tuple(str(i) for i, line in enumerate(out.stdout.splitlines())
+                     if line.startswith("GPU "))
     except (OSError, subprocess.SubprocessError):
-        return []
+        return ()
 
 
 def gpus_needed(cell: Cell) -> int:
