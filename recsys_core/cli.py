@@ -46,7 +46,7 @@ def close_process_group() -> bool:
 def exit_cli(code: int):
     """End a command-line entry point with `code`, its work done, without the interpreter's
     teardown: freeing its thousands of modules one by one took 0.6 s after every cell on the
-    2-core VM (results/benchmarks/beauty_cell_cpu.md), time the launcher waits for. What an
+    2-core VM (grid_throughput --epochs 1, the Beauty cell), time the launcher waits for. What an
     exit owes others still happens, in the interpreter's order: threads that are not daemons
     are waited for (the checkpoint writer's pool too), the atexit handlers run (W&B's
     teardown after its finish, logging, multiprocessing, temporary folders), output is
