@@ -41,7 +41,8 @@ grid_throughput  A grid from the launcher command to its last result.json: a pro
                  `python -m benchmarks.grid_throughput --cells-per-gpu 6 --profile`
                  -> results/benchmarks/grid_throughput.md, grid_throughput.csv,
                  grid_setup_profile.md, grid_setup_profile.csv
-                 (CPU smoke run: --smoke --out /tmp/gt)
+                 (CPU smoke run: --smoke --out /tmp/gt; a cell's phases outside training,
+                 launcher to exit, on a slow machine: --epochs 1 --name NAME)
 sampling         `python -m recsys_core.data sample` on a synthetic Music4All-Onion-shaped log
                  of 12.5, 25 and 50 M rows (Parquet, generated in chunks under /tmp): rows/s,
                  peak RSS, output size.
