@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ class Aggregate:
         model's own settings, constant for a model on a dataset (an override such as SASRec's
         1 head against the others' 2, or the S3Rec files' 1 head for all but xLSTM, must not
         put a model in a group of its own), nor `variant_keys`."""
-        crossed = self._varying_within_model_and_dataset()
+        crossed = self._varying_within_model_and_dataset
         return [k for k in self.keys if k != "model" and
                 (k in ALWAYS or sum(1 for m in crossed.values() if k in m) >= 2)]
 
@@ -60,10 +61,11 @@ class Aggregate:
     def variant_keys(self) -> list[str]:
         """Keys that vary within a dataset for one model alone: that model's variants (e.g.
         BERT4Rec on ML-1M at epoch caps 400 and 800), compared as separate rows."""
-        crossed = self._varying_within_model_and_dataset()
+        crossed = self._varying_within_model_and_dataset
         return [k for k in self.keys if k not in ALWAYS and
                 sum(1 for m in crossed.values() if k in m) == 1]
 
+    @cached_property      # compare_keys and variant_keys both ask; the cells do not change
     def _varying_within_model_and_dataset(self) -> dict[str, set[str]]:
         """model → the keys that take several values for it within one dataset."""
         keys = [k for k in self.keys if k not in ALWAYS]
