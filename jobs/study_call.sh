@@ -19,7 +19,8 @@
 # empty: every unfinished cell; "none": no resume), EXTEND (datasets to add with
 # `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those of
 # EXTEND and RESUME_WHERE's dataset= clause), RESUME_MAX_MB (50), STUDY (the sweep to start
-# from, default .study/study), WORK (where it runs, default /tmp/study).
+# from, default .study/study), WORK (where it runs, default /tmp/study), CONTINUE=1 (start from
+# the sweep a previous call left in WORK on this machine, if there is one).
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -32,12 +33,20 @@ O=$OUT/o     # if the call is cut, what is 2 folders down comes back: call.log, 
 L=$O/logs    # study.tgz and the resume parts (at most 8 files); the other logs go in back.tgz
 mkdir -p "$L" "$WORK"
 export OUT=$O
-rm -rf "$WORK/study"
-cp -r "${STUDY:-.study/study}" "$WORK/study"
 left() { echo $(( BUDGET - ($(date +%s) - S) )); }
 log() { echo "[$(date +%T) +$(( $(date +%s) - S ))s] $*" | tee -a "$O/call.log"; }
 pack() { RESUME_MAX_MB=${RESUME_MAX_MB:-50} bash jobs/study_gpu.sh study-aggregate pack; }
 log "start: budget $BUDGET s, $CELLS cells per GPU"
+# CONTINUE=1: calls made back to back find the machine still warm, with the previous call's
+# sweep and every checkpoint in $WORK; carry on from those (a cut cell resumes from its last
+# epoch whatever its size) instead of the carried copy, which lacks what that call did.
+if [ "${CONTINUE:-0}" = 1 ] && [ -f "$WORK/study/manifest.json" ]; then
+  log "continuing the sweep the previous call left in $WORK/study"
+else
+  [ "${CONTINUE:-0}" = 1 ] && log "nothing to continue in $WORK/study (a fresh machine): starting from ${STUDY:-.study/study}"
+  rm -rf "$WORK/study"
+  cp -r "${STUDY:-.study/study}" "$WORK/study"
+fi
 
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-study CUDA_MPS_LOG_DIRECTORY=/tmp/mps-study
 mkdir -p /tmp/mps-study

@@ -57,3 +57,72 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
                                      for f in ("checkpoint.pt", "best_model.pt"))
     assert f"left out (restarts from scratch): study/cells/{too_big.name}/" in \
         (back / "o" / "study.log").read_text()
+
+    # The next call, back to back on the same machine: it carries on from the sweep the first
+    # left in WORK (gru4rec and pop done there), not from the stale carried copy.
+    out2 = tmp_path / "out2"
+    again = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, capture_output=True,
+                           text=True, timeout=300,
+                           env={**env, "OUT": str(out2), "CONTINUE": "1",
+                                "STUDY": str(tmp_path / "absent"),
+                                "RESUME_WHERE": "model=gru4rec,pop,bert4rec seed=2"})
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    back2 = tmp_path / "back2"
+    with tarfile.open(out2 / "back.tgz") as t:
+        t.extractall(back2, filter="data")
+    assert "continuing the sweep the previous call left in" in (back2 / "o" / "call.log").read_text()
+    assert "resuming 1 cell(s)" in (back2 / "o" / "logs" / "resume.log").read_text()
+
+
+def _status(sweep: Path) -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-m", "launcher", "status", sweep, "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {c["name"]: c["state"] for c in json.loads(proc.stdout)}
+
+
+def test_merging_calls_keeps_each_completed_result_final_and_carries_checkpoints(tmp_path):
+    """Two calls started from one sweep: the first completes a cell, the second (started from
+    the stale copy) runs it again and is cut; the merge keeps the result COMPLETED (session
+    11's third call did this to three Yelp cells) and the state carries the cut checkpoint."""
+    import shutil
+    into = tmp_path / "sweep"
+    made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
+                           "--executor", "dry-run", "--out", into],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    ids = {c["name"]: c["id"] for c in json.loads((into / "manifest.json").read_text())["cells"]}
+    done, cut = ids["gru4rec-synthetic-L8-s1"], ids["sasrec-synthetic-L8-s1"]
+    calls = [tmp_path / "call1", tmp_path / "call2"]
+    for call in calls:
+        shutil.copytree(into, call)
+    def submit(call: Path, cell: str, at: float) -> None:
+        with (call / "submissions.jsonl").open("a") as f:
+            f.write(json.dumps({"cell": cell, "executor": "local", "job_id": None,
+                                "time": at}) + "\n")
+    submit(calls[0], done, 1000.0)
+    d = calls[0] / "cells" / done
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "result.json").write_text(json.dumps({"status": "COMPLETED", "test_recall@10": 0.5}))
+    os.utime(d / "result.json", (1100.0, 1100.0))
+    submit(calls[1], done, 1200.0)          # the stale rerun, cut before it finished
+    submit(calls[1], cut, 1200.0)
+    d = calls[1] / "cells" / cut
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "checkpoint.pt").write_bytes(b"c" * 1000)
+    (d / "best_model.pt").write_bytes(b"b" * 1000)
+
+    state = tmp_path / "state"
+    merged = subprocess.run([sys.executable, "-m", "jobs.study_merge", *calls, "--into", into,
+                             "--state", state], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    assert "1 cell(s) COMPLETED copied" in merged.stdout
+    assert "1 unfinished cell(s) carry their checkpoints" in merged.stdout
+    states = _status(into)
+    assert states["gru4rec-synthetic-L8-s1"] == "COMPLETED"
+    assert states["sasrec-synthetic-L8-s1"] == "NOT_STARTED"
+    assert json.loads((into / "cells" / done / "result.json").read_text())["test_recall@10"] == 0.5
+    assert not (into / "cells" / cut / "checkpoint.pt").exists()     # never committed
+    assert (state / "cells" / cut / "checkpoint.pt").read_bytes() == b"c" * 1000
+    assert _status(state) == states

@@ -1,0 +1,134 @@
+"""Bring a device call's study sweep back into the repository's (issue 16).
+
+Each call of `jobs/study_call.sh` starts from a copy of one sweep and returns its own copy: some
+cells COMPLETED, some stopped with their epoch checkpoints. Several calls can start from the same
+sweep, so this merges any number of them:
+
+    python -m jobs.study_merge CALL_SWEEP... --into results/study/sweep --state .study/study
+
+- `--into` (committed) gets each COMPLETED cell's result files (cell.json, result.json,
+  history.parquet, predictions.txt), the longest manifest (a call may have added cells), and the
+  union of the submissions in time order. A cell COMPLETED there already is left as it is.
+- `--state` (on this machine, carried to the next call) becomes a copy of `--into` plus the
+  checkpoints of the cells that did not finish, so the next `resume` carries on from their last
+  epoch instead of starting over; the newest checkpoint of a cell wins when calls overlap.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+RESULT_FILES = ("cell.json", "result.json", "history.parquet", "predictions.txt")
+CHECKPOINTS = ("checkpoint.pt", "best_model.pt", "history.parquet")
+
+
+def status(cell_dir: Path) -> str | None:
+    try:
+        return json.loads((cell_dir / "result.json").read_text()).get("status")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def manifest(sweep: Path) -> dict:
+    path = sweep / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: missing; is {sweep} a sweep directory?") from None
+
+
+def merge(calls: list[Path], into: Path) -> dict[str, int]:
+    """Copy the calls' COMPLETED cells, manifest and submissions into `into`."""
+    base = manifest(into)
+    cells = {c["id"]: c for c in base["cells"]}
+    added = 0
+    for call in calls:
+        m = manifest(call)
+        if m["name"] != base["name"]:
+            raise SystemExit(f"{call}/manifest.json: sweep '{m['name']}', not {into}'s '{base['name']}'")
+        for c in m["cells"]:
+            if c["id"] not in cells:
+                cells[c["id"]] = c
+                base["cells"].append(c)
+                added += 1
+    completed = 0
+    for call in calls:
+        for cell_dir in sorted((call / "cells").iterdir()):
+            target = into / "cells" / cell_dir.name
+            if status(cell_dir) != "COMPLETED" or status(target) == "COMPLETED":
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            for name in RESULT_FILES:
+                if (cell_dir / name).exists():
+                    shutil.copy2(cell_dir / name, target / name)
+            completed += 1
+    for cell_id, c in cells.items():   # a cell added by a call but never finished: its cell.json
+        src = next((call / "cells" / cell_id / "cell.json" for call in calls
+                    if (call / "cells" / cell_id / "cell.json").exists()), None)
+        target = into / "cells" / cell_id / "cell.json"
+        if src and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    # A completed result is final: a later call that ran the cell again from a stale copy (and
+    # did not finish it) must not make `status` see the result as older than its submission.
+    finished_at = {d.name: (d / "result.json").stat().st_mtime
+                   for d in (into / "cells").iterdir() if status(d) == "COMPLETED"}
+    entries = {}
+    for sweep in [into, *calls]:
+        path = sweep / "submissions.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else ():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue    # a torn last line
+            if e.get("time", 0.0) <= finished_at.get(e.get("cell"), float("inf")):
+                entries[line] = e.get("time", 0.0)
+    (into / "submissions.jsonl").write_text(
+        "".join(line + "\n" for line in sorted(entries, key=entries.get)))
+    (into / "manifest.json").write_text(json.dumps(base) + "\n")
+    return {"cells_added": added, "completed_copied": completed}
+
+
+def make_state(calls: list[Path], into: Path, state: Path) -> int:
+    """`state` = `into` + the checkpoints of its unfinished cells (the newest of the calls')."""
+    if state.exists():
+        shutil.rmtree(state)
+    shutil.copytree(into, state)
+    resumable = 0
+    for cell in manifest(state)["cells"]:     # a dry-run sweep's cells may have no folder yet
+        cell_dir = state / "cells" / cell["id"]
+        if status(cell_dir) == "COMPLETED":
+            continue
+        found = [call / "cells" / cell["id"] for call in calls
+                 if (call / "cells" / cell["id"] / "checkpoint.pt").exists()]
+        if not found:
+            continue
+        newest = max(found, key=lambda d: (d / "checkpoint.pt").stat().st_mtime)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        for name in CHECKPOINTS:
+            if (newest / name).exists():
+                shutil.copy2(newest / name, cell_dir / name)
+        resumable += 1
+    return resumable
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.study_merge", description=__doc__.split("\n")[0])
+    p.add_argument("calls", nargs="+", type=Path, help="the sweeps the device calls brought back")
+    p.add_argument("--into", type=Path, required=True, help="the committed sweep to merge into")
+    p.add_argument("--state", type=Path, help="write the sweep to carry to the next call here")
+    args = p.parse_args(argv)
+    counts = merge(args.calls, args.into)
+    print(f"{args.into}: {counts['completed_copied']} cell(s) COMPLETED copied, "
+          f"{counts['cells_added']} added to the manifest")
+    if args.state:
+        n = make_state(args.calls, args.into, args.state)
+        print(f"{args.state}: {n} unfinished cell(s) carry their checkpoints")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
