@@ -266,7 +266,15 @@ def test_combine_joins_slices_and_keeps_the_newest_row_of_a_run(runs, tmp_path, 
             "gini_recommendations_mean"} <= set(lt_model.columns)
     assert "users_head_mean" not in lt_model and list(lt_model["n_seeds"]) == [1, 1, 2]
     assert "± " in (out / "geometry_by_model.md").read_text()
-    assert not list(out.glob("*pairs*")) and not list(out.glob("*top5*"))
+    assert not list(out.glob("*top5*"))
+    pairs = pd.read_csv(out / "geometry_pairs.csv")       # one pair from each folder
+    assert sorted(zip(pairs["model_a"], pairs["model_b"], pairs["same_seed"])) == [
+        ("bert4rec", "sasrec", True), ("sasrec", "sasrec", False)]
+    pair_models = pd.read_csv(out / "geometry_pairs_by_model.csv")
+    assert list(pair_models["n_pairs"]) == [1, 1]
+    sas = pairs[pairs["model_a"] == pairs["model_b"]]
+    assert pair_models.set_index("model_a").loc["sasrec", "linear_cka_mean"] == \
+        pytest.approx(sas["linear_cka"].iloc[0])
 
 
 def test_combine_bad_input_exits_2_naming_it(tmp_path, capsys):

@@ -1,13 +1,20 @@
 """The per-run tables of geometry and longtail analyses done in slices (each device call
 analyses the runs it trained, into its own folder) brought together into one set of tables.
 
-Under each folder given, every geometry.csv and longtail.csv (the per-run tables; the pairs
-and top-N tables beside them are not combined) is read. Rows are concatenated per kind; a run
+Under each folder given, every geometry.csv and longtail.csv (the per-run tables; the top-N
+tables beside them are not combined) is read. Rows are concatenated per kind; a run
 found in more than one table keeps the row of the most recently modified one (a later folder
 on the command line wins a tie), so analysing a run again replaces it. Writes, for each kind
 found, KIND.{csv,md} (every run, sorted by dataset, model, seed; `source` names the table a
 row came from) and KIND_by_model.{csv,md}: per dataset and model the mean and sample std
 over seeds of the measures that compare models, and n_seeds.
+
+The geometry_pairs.csv tables (linear CKA and k-NN overlap of two runs' item embeddings, every
+pair of runs one analysis had) are combined the same way, a pair of runs once (the newest
+table's row), into geometry_pairs.{csv,md} and geometry_pairs_by_model.{csv,md}: per dataset
+and pair of models the mean and std over the pairs of runs, apart for the pairs of one seed
+(`same_seed`: two models started from the same item embeddings); a model with itself is its
+runs of different seeds (how much of the space a seed decides).
 """
 from __future__ import annotations
 
@@ -107,6 +114,61 @@ def by_model(kind: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return table.reset_index(), notes
 
 
+PAIR_MEASURES = [r"linear_cka", r"knn_overlap@\d+"]
+
+
+def combine_pairs(dirs: list[Path], out: Path, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The geometry_pairs tables under dirs, one row per unordered pair of runs (the newest
+    table's); `runs` (the combined geometry rows, indexed by run) gives each run's dataset and
+    seed. Returns (per dataset, pair of models and same_seed: n_pairs, each measure's mean and
+    std; notes). Two models trained with one seed start from the same item embeddings, which
+    the sparse files' rarely updated items keep: such pairs are told apart (`same_seed`)."""
+    skip = out.resolve()
+    paths = [p for d in dirs for p in sorted(d.rglob("geometry_pairs.csv"))
+             if skip not in p.resolve().parents]
+    ordered = sorted(enumerate(paths), key=lambda ip: (ip[1].stat().st_mtime, ip[0]))
+    frames = []
+    for _, p in ordered:
+        t = pd.read_csv(p) if p.read_text().strip() else pd.DataFrame()
+        missing = {"run_a", "run_b", "model_a", "model_b"} - set(t.columns)
+        if len(t) and missing:
+            raise CombineError(f"{p}: no column(s) {', '.join(sorted(missing))}")
+        if len(t):
+            frames.append(t.assign(source=str(p)))
+    if not frames:
+        return pd.DataFrame(), []
+    rows = pd.concat(frames, ignore_index=True)
+    first = rows[["run_a", "run_b"]].min(axis=1)       # the pair's runs in a fixed order,
+    rows["pair"] = first + " | " + rows[["run_a", "run_b"]].max(axis=1)   # whichever came first
+    rows = rows.drop_duplicates("pair", keep="last")
+    rows["dataset"] = rows["run_a"].map(runs["dataset"])
+    rows["same_seed"] = rows["run_a"].map(runs["seed"]) == rows["run_b"].map(runs["seed"])
+    unknown = sorted(set(rows.loc[rows["dataset"].isna(), "run_a"]))
+    rows = rows.dropna(subset=["dataset"])
+    swap = rows["model_a"] > rows["model_b"]
+    rows.loc[swap, ["model_a", "model_b"]] = rows.loc[swap, ["model_b", "model_a"]].values
+    rows = rows.sort_values(["dataset", "model_a", "model_b", "pair"]).reset_index(drop=True)
+    patterns = [re.compile(p) for p in PAIR_MEASURES]
+    cols = [c for c in rows.columns if any(p.fullmatch(c) for p in patterns)]
+    keys = ["dataset", "model_a", "model_b", "same_seed"]
+    g = rows.groupby(keys, sort=True)
+    table = g.size().rename("n_pairs").to_frame()
+    for c in cols:
+        table[f"{c}_mean"] = g[c].mean()
+        table[f"{c}_std"] = g[c].std(ddof=1)
+    shown = rows.drop(columns=["source", "pair"])
+    write_table(out, "geometry_pairs", rows.drop(columns="pair"), shown=shown)
+    table = table.reset_index()
+    write_table(out, "geometry_pairs_by_model", table, shown=shown_by_model(
+        table.rename(columns={"n_pairs": "n_seeds"}), (*keys, "n_seeds")
+    ).rename(columns={"n_seeds": "n_pairs"}))
+    notes = [f"geometry_pairs: {len(rows)} pairs of runs from {len(paths)} tables"]
+    if unknown:
+        notes.append(f"geometry_pairs: left out the pairs of {len(unknown)} run(s) that no "
+                     f"geometry.csv has: {', '.join(unknown[:3])}")
+    return table, notes
+
+
 def mean_std(mean: float, std: float) -> str:
     """"mean ± std", both to the decimals that give the mean 4 significant digits."""
     if pd.isna(mean):
@@ -116,8 +178,9 @@ def mean_std(mean: float, std: float) -> str:
     return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
 
 
-def shown_by_model(table: pd.DataFrame) -> pd.DataFrame:
-    out = table[["dataset", "model", "n_seeds"]].astype(object)
+def shown_by_model(table: pd.DataFrame,
+                   keys: tuple[str, ...] = ("dataset", "model", "n_seeds")) -> pd.DataFrame:
+    out = table[list(keys)].astype(object)
     for col in table.columns:
         if col.endswith("_mean"):
             name = col[:-len("_mean")]
@@ -145,4 +208,8 @@ def combine(dirs: list[str | Path], out: str | Path) -> tuple[dict[str, pd.DataF
         notes += dup_notes + seed_notes
         notes.append(f"{kind}: {len(rows)} runs from {len(paths)} tables ({counts or 'none'})")
         tables[kind] = summary
+        if kind == "geometry":
+            pairs, pair_notes = combine_pairs([Path(d) for d in dirs], out,
+                                              rows.set_index("run"))
+            notes += pair_notes
     return tables, notes
