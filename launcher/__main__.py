@@ -3,6 +3,7 @@
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
                [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--process-per-cell]
                [--cells-per-job K] [--mps] [--order longest-first|grid] [--extend]
+               [--reuse SWEEP ...]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
                  [--process-per-cell] [--cells-per-job K] [--mps] [--order longest-first|grid]
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from launcher import executors
 from launcher.executors.order import ORDERS
-from launcher.grid import GridError, load_grid, expand
+from launcher.grid import GridError, load_grid, expand, select
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
 
@@ -45,27 +46,6 @@ def grid_path(arg: str) -> Path:
 def _err(msg: str, code: int = 2) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
-
-
-def select(cells, where: list[str], src: str):
-    """The cells whose parameters match every `KEY=V1,V2` (values read as YAML scalars)."""
-    import yaml
-    for clause in where:
-        key, eq, values = clause.partition("=")
-        if not eq or not key or not values:
-            raise GridError(f"--where {clause!r}: expected KEY=VALUE[,VALUE...]")
-        keys = sorted({k for c in cells for k in c.params})
-        if key not in keys:
-            raise GridError(f"--where {clause!r}: {src} has no parameter {key!r}; "
-                            f"its cells have: {', '.join(keys)}")
-        wanted = [yaml.safe_load(v) for v in values.split(",")]
-        chosen = [c for c in cells if c.params.get(key) in wanted]
-        if not chosen:
-            seen = sorted({str(c.params.get(key)) for c in cells})
-            raise GridError(f"--where {clause!r}: no cell of {src} has {key} in {wanted}; "
-                            f"its values: {', '.join(seen)}")
-        cells = chosen
-    return cells
 
 
 def _options(args) -> executors.Options:
@@ -95,9 +75,10 @@ def _not_submitted(sweep: Sweep, name: str, cells):
     if old != name:
         raise ValueError(f"--extend: {sweep.root} holds a sweep of grid '{old}', not "
                          f"'{name}': --extend adds cells of the same grid only")
-    submitted = sweep.latest_submissions()
-    kept = sum(c.id in submitted for c in cells)
-    todo = [c for c in cells if c.id not in submitted]
+    from launcher.reuse import completed
+    done = set(sweep.latest_submissions()) | {c.id for c in cells if completed(sweep.cell_dir(c.id))}
+    kept = sum(c.id in done for c in cells)
+    todo = [c for c in cells if c.id not in done]
     print(f"--extend: {sweep.root} has all {kept} cell(s) already (`resume` runs unfinished ones)"
           if not todo else f"--extend: {len(todo)} cell(s) added to {sweep.root}, {kept} already "
           "there left as they are (`resume` runs unfinished ones)")
@@ -114,6 +95,11 @@ def cmd_sweep(args) -> int:
         print(f"note: {grid.path} has a search block; `sweep` runs its cells as they are, "
               "`tune` searches", file=sys.stderr)
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
+    from launcher.reuse import reuse_completed, reuse_sources
+    try:
+        reuse = reuse_sources(args.reuse)
+    except ValueError as e:
+        return _err(str(e))
     executor = executors.get(args.executor, _options(args))
     reason = executor.unavailable_reason()
     if reason:
@@ -132,6 +118,11 @@ def cmd_sweep(args) -> int:
                                  write_cells=executor.records_submissions, extend=args.extend)
             if executor.records_submissions and sweep.latest_submissions() and not args.extend:
                 return _err(f"{out} was submitted before; use `python -m launcher resume {out}`")
+            if reuse:
+                cells, notes = reuse_completed(sweep, cells, reuse)
+                print("\n".join(notes))
+                if not cells:
+                    return 0
             _submit(sweep, executor, cells, new_folder)
     except (FileExistsError, ValueError, executors.ExecutorError) as e:
         return _err(str(e))
@@ -321,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--extend", action="store_true",
                    help="add the cells --out lacks to that sweep of the same grid (a study grown "
                    "a slice at a time; started if absent); its other cells are left as they are")
+    s.add_argument("--reuse", action="append", default=[], metavar="SWEEP",
+                   help="copy the results of cells SWEEP completed with the same configuration "
+                        "instead of running them again (repeatable)")
     s.set_defaults(func=cmd_sweep)
     st = sub.add_parser("status", help="state of every cell")
     st.add_argument("sweep")

@@ -318,3 +318,24 @@ def expand(grid: Grid) -> list[Cell]:
             fail(src, f"overrides[{i}].when", f"{json.dumps(grid.overrides[i].when, default=str)}"
                   " matches no cell (exclude is applied first)")
     return cells
+
+
+def select(cells, where: list[str], src: str):
+    """The cells whose parameters match every `KEY=V1,V2` (values read as YAML scalars)."""
+    import yaml
+    for clause in where:
+        key, eq, values = clause.partition("=")
+        if not eq or not key or not values:
+            raise GridError(f"--where {clause!r}: expected KEY=VALUE[,VALUE...]")
+        keys = sorted({k for c in cells for k in c.params})
+        if key not in keys:
+            raise GridError(f"--where {clause!r}: {src} has no parameter {key!r}; "
+                            f"its cells have: {', '.join(keys)}")
+        wanted = [yaml.safe_load(v) for v in values.split(",")]
+        chosen = [c for c in cells if c.params.get(key) in wanted]
+        if not chosen:
+            seen = sorted({str(c.params.get(key)) for c in cells})
+            raise GridError(f"--where {clause!r}: no cell of {src} has {key} in {wanted}; "
+                            f"its values: {', '.join(seen)}")
+        cells = chosen
+    return cells
