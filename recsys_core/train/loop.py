@@ -128,7 +128,7 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
         record.update(cold_start_metrics(
             r.model, r.data, r.split, max_len=cfg.max_len, filter_seen=cfg.filter_seen,
             ks=cfg.ks, batch_size=cfg.eval_batch_size, accelerator=accelerator))
-        if main:   # no collective inside: the other processes go on to their (unwritten) end
+        if main:   # the process that writes the result; no collective inside: none waits for it
             record.update(longtail_figures(r))
         record.update(status="COMPLETED", reason=None, best_epoch=state.best_epoch or None,
                       epochs_run=state.epoch, stopped_early=state.stopped,
