@@ -179,13 +179,21 @@ def longtail_figures(r: Run) -> dict:
     computes it from best_model.pt: head = the top 20% of items by train interactions, tail =
     the bottom 50%, k = 10, the run's filter_seen. Recall/NDCG@10 and users per target group,
     tail/mid/head share of the top-10 lists, coverage, Gini of recommendations, items per
-    group; `longtail_`-prefixed. Scored by the unwrapped model without autocast, as the
-    analysis does (on a GPU under bf16, its Recall@10 of all users can differ from
-    test_recall@10 in the last digits)."""
+    group; `longtail_`-prefixed. Scored as the test metrics are (the run's autocast: on a GPU
+    under bf16 the analysis CLI's fp32 figures can differ in the last digits; on the CPU they
+    are equal). A cell whose figures fail (e.g. out of GPU memory beside other cells) still
+    completes, with `longtail_error` saying why."""
     model = r.unwrapped
     model.eval()
-    summary, _, _ = longtail(model.score_next, r.split, max_len=r.cfg.max_len,
-                             filter_seen=r.cfg.filter_seen, batch_size=r.cfg.eval_batch_size)
+
+    def score(history: torch.Tensor) -> torch.Tensor:
+        with r.accelerator.autocast():
+            return model.score_next(history)
+    try:
+        summary, _, _ = longtail(score, r.split, max_len=r.cfg.max_len,
+                                 filter_seen=r.cfg.filter_seen, batch_size=r.cfg.eval_batch_size)
+    except Exception as e:  # noqa: BLE001 -- an extra analysis must not fail a finished cell
+        return {"longtail_error": f"{type(e).__name__}: {e}"[:500]}
     return {f"longtail_{k}": v for k, v in summary.items() if k != "users"}
 
 
