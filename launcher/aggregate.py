@@ -17,6 +17,11 @@ SWEEP/aggregate):
     compute         GPU-hours (wall time × gpus × nodes) and CPU-hours per model and in all;
                     where the cells' time went (queue, start, setup, epochs, saving, final
                     test) and the share of it that was overhead, not training
+    longtail        only where cells recorded it (those trained since results hold the test
+                    split's long tail): per configuration, Recall@10 of users whose target is
+                    a head (top 20% of items by train interactions), mid or tail (bottom 50%)
+                    item, the tail's share of the top-10 lists, catalogue coverage, Gini of
+                    recommendations: mean ± std over seeds, n_seeds (RQ2)
     cells           every cell: state, reason, metrics, wall time, GPU- and CPU-hours
     states          cells per state: COMPLETED, FAILED, CANCELLED, MISSING, ...
     summary.md      all of it, plus every result file that could not be read
@@ -58,7 +63,11 @@ TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
           "compute": "Compute (GPU-hours = wall time × gpus × nodes; CPU-hours: cpus × nodes, "
                      "1 core where unset; the cells' time in seconds: queue wait, process "
                      "start, setup, epochs, saving, final test; overhead_share: the share of "
-                     "start to result outside training epochs)", "states": "Cell states"}
+                     "start to result outside training epochs)",
+          "longtail": "Long tail of the test split (mean ± std over seeds; head: the top 20% "
+                      "of items by train interactions, tail: the bottom 50%; Recall@10 of the "
+                      "users whose target is in each group; tail share, coverage and Gini of "
+                      "the top-10 lists)", "states": "Cell states"}
 
 
 def write(agg: Aggregate, out: Path, plots: bool = True, versus: tuple[str, ...] = ()
@@ -84,6 +93,10 @@ def write(agg: Aggregate, out: Path, plots: bool = True, versus: tuple[str, ...]
         "states": write_table(out, "states", states, states, 1),
         "cells": write_table(out, "cells", cells, display.display_numbers(cells), 4),
     }
+    if tables.has_longtail(agg):    # sweeps of cells trained before it: no table
+        longtail = tables.longtail_table(agg)
+        md["longtail"] = write_table(out, "longtail", longtail,
+                                     display.display_longtail(longtail, agg.keys), n)
     for model in versus:
         table = tables.paired_tests(agg, main, reference=model).rename(
             columns={"best": "reference"})
@@ -103,7 +116,8 @@ def write(agg: Aggregate, out: Path, plots: bool = True, versus: tuple[str, ...]
         lines += [f"**{len(agg.problems)} result file(s) could not be read and were skipped:**", ""]
         lines += [f"- `{p}`: {e}" for p, e in agg.problems.items()] + [""]
     for key, title in TITLES.items():
-        lines += [f"## {title}", "", md[key], ""]
+        if key in md:
+            lines += [f"## {title}", "", md[key], ""]
     for model in versus:
         lines += [f"## Paired t-tests: {model} vs others", "", md[f"paired_vs_{model}"], ""]
     lines += [f"![{f.stem}]({f.name})" for f in figures]

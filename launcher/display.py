@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from launcher.collect import COLD_METRICS, METRICS
+from launcher.collect import COLD_METRICS, LONGTAIL_METRICS, METRICS
 
 
 def number(v) -> str:
@@ -24,19 +24,27 @@ def number(v) -> str:
     return f"{v:.4f}" if v == 0 or abs(v) >= 1e-4 else f"{v:.2e}"
 
 
-def display_main(main: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    out = main[keys].astype(object).where(main[keys].notna(), "n/a")
+def mean_std(mean, std) -> str:
+    """e.g. "0.3012 ± 0.0041"; the mean alone where there is no std (one seed)."""
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
+
+
+def _keys(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    out = table[keys].astype(object).where(table[keys].notna(), "n/a")
     for k in keys:      # a searched learning rate has 17 digits: 4 significant ones are shown
         out[k] = [f"{v:.4g}" if isinstance(v, float) and not v.is_integer() else v
                   for v in out[k]]
+    return out
+
+
+def display_main(main: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    out = _keys(main, keys)
     out["params"] = [number(v) if pd.notna(v) else "n/a" for v in main["params_total"]]
     for m, label in METRICS.items():
-        cell = []
-        for mean, std, best in zip(main[f"{m}_mean"], main[f"{m}_std"], main[f"{m}_best"]):
-            text = "n/a" if pd.isna(mean) else \
-                f"{mean:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
-            cell.append(f"**{text}**" if best else text)
-        out[label] = cell
+        out[label] = [f"**{text}**" if best else text for text, best in zip(
+            map(mean_std, main[f"{m}_mean"], main[f"{m}_std"]), main[f"{m}_best"])]
     if "cold_users" in main:    # the cold-start group: mean over seeds
         out["cold users"] = [number(v) for v in main["cold_users"]]
         for m, label in COLD_METRICS.items():
@@ -65,9 +73,17 @@ def display_overview(table: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
             continue
         mean, std = table[col], table[col[:-len("_mean")] + "_std"]
         best = mean.max()
-        out[col[:-len("_mean")]] = [
-            "n/a" if pd.isna(m) else ("**{}**" if m == best else "{}").format(
-                f"{m:.4f}" + ("" if pd.isna(s) else f" ± {s:.4f}")) for m, s in zip(mean, std)]
+        out[col[:-len("_mean")]] = [f"**{mean_std(m, s)}**" if m == best else mean_std(m, s)
+                                    for m, s in zip(mean, std)]
+    return out
+
+
+def display_longtail(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    out = _keys(table, keys)
+    for m, label in LONGTAIL_METRICS.items():
+        short = m.removeprefix("longtail_")
+        out[label] = list(map(mean_std, table[f"{short}_mean"], table[f"{short}_std"]))
+    out["n_seeds"] = table["n_seeds"]
     return out
 
 

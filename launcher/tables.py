@@ -13,13 +13,17 @@
              with the share of it that was not training (`overhead_share`)
     cells    every cell: state, reason, metrics, times, resources
     states   cells per state
+    longtail per configuration with long-tail figures (cells trained since results record
+             them): Recall@10 of users whose test target is a head, mid or tail item, the
+             tail's share of the top-10 lists, catalogue coverage and the Gini of the items'
+             recommendation counts, mean and std over seeds; n_seeds
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from launcher.collect import COLD_METRICS, METRICS, Aggregate
+from launcher.collect import COLD_METRICS, LONGTAIL_METRICS, METRICS, Aggregate
 
 
 def _order(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -192,6 +196,29 @@ def cost_table(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
                          "wall_s": g["wall_time_s"].mean(), "gpu_s": g["gpu_s"].mean()})
     cols = keys + ["n_seeds", "test_recall@10_mean", "test_ndcg@10_mean", "epoch_time_s"]
     return main[cols].merge(cost.reset_index(), on=keys, how="left")
+
+
+def has_longtail(agg: Aggregate) -> bool:
+    """Whether a completed cell recorded the long tail (cells trained before that have none)."""
+    cells = agg.cells
+    return "longtail_coverage" in cells and bool(cells["longtail_coverage"].notna().any())
+
+
+def longtail_table(agg: Aggregate) -> pd.DataFrame:
+    """The main table's rows that have long-tail figures: each figure's mean and std over the
+    seeds that have them (columns without the `longtail_` prefix), n_seeds."""
+    keys = agg.keys
+    cells = agg.cells.reindex(columns=[*keys, *LONGTAIL_METRICS])    # a figure no cell has: NaN
+    cells = cells[cells["longtail_coverage"].notna()]
+    figures = cells[list(LONGTAIL_METRICS)].astype(float)   # a field null in every file: object
+    g = figures.groupby([cells[k] for k in keys], sort=False, dropna=False)
+    table = pd.DataFrame(index=g.size().index)
+    for m in LONGTAIL_METRICS:
+        short = m.removeprefix("longtail_")
+        table[f"{short}_mean"] = g[m].mean()
+        table[f"{short}_std"] = g[m].std(ddof=1)
+    table["n_seeds"] = g.size()
+    return _order(table.reset_index(), ["dataset", "max_len", *keys[3:], "model"])
 
 
 def cells_table(agg: Aggregate) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from scipy import stats
 from launcher.__main__ import main as launcher_main
 from launcher.grid import expand, load_grid
 from launcher.sweep import Sweep
-from recsys_core.train.results import write_history, write_result
+from recsys_core.train.results import read_result, write_history, write_result
 
 GRID = """
 name: tiny
@@ -399,3 +399,47 @@ def test_settings_that_follow_model_and_dataset_keep_every_model_in_the_group(tm
     assert launcher_main(["aggregate", str(sweep.root), "--out", str(tmp_path / "x"),
                           "--versus", "xlstm"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def tail_figures(model, dataset, max_len, seed):
+    """A cell's long-tail fields as the trainer records them (recsys_core/train/loop.py)."""
+    r = recall(model, dataset, max_len, seed)
+    return {"longtail_recall@10_head": 1.5 * r, "longtail_recall@10_mid": r,
+            "longtail_recall@10_tail": r / (1 + seed), "longtail_users_tail": 40,
+            "longtail_share_tail_in_top10": {"sasrec": 0.2, "gru4rec": 0.1, "pop": 0.0}[model]
+            + 0.01 * seed, "longtail_coverage": 0.2 * seed + max_len / 100,
+            "longtail_gini_recommendations": 0.9 - 0.1 * seed}
+
+
+def test_a_longtail_table_where_cells_recorded_the_long_tail(sweep, tmp_path):
+    """A sweep of cells trained before results held the long tail (the study's first sweep):
+    no table. Once the synthetic cells have it (the failed one too), one row per configuration
+    that has it: mean ± std over its completed seeds."""
+    out = aggregate(sweep, tmp_path)
+    assert not list(out.glob("longtail*"))
+    assert "Long tail" not in (out / "summary.md").read_text()
+    for c in sweep.cells():
+        record = read_result(sweep.cell_dir(c.id)) if key(c)[1] == "synthetic" else None
+        if record is not None:
+            write_result(sweep.cell_dir(c.id), {**record, **tail_figures(*key(c))})
+    out = tmp_path / "agg-tail"
+    assert launcher_main(["aggregate", str(sweep.root), "--out", str(out), "--no-plots"]) == 0
+    table = pd.read_csv(out / "longtail.csv")
+    assert list(zip(table.model, table.dataset, table.max_len)) == [
+        (m, "synthetic", L) for L in (10, 20) for m in ("sasrec", "gru4rec", "pop")]
+    for row in table.to_dict("records"):
+        model, max_len = row["model"], row["max_len"]
+        seeds = [s for s in (1, 2, 3) if (model, "synthetic", max_len, s) not in (FAILED, MISSING)]
+        assert row["n_seeds"] == len(seeds)
+        figures = pd.DataFrame([tail_figures(model, "synthetic", max_len, s) for s in seeds])
+        for field in ("recall@10_head", "recall@10_mid", "recall@10_tail",
+                      "share_tail_in_top10", "coverage", "gini_recommendations"):
+            values = figures[f"longtail_{field}"]
+            assert row[f"{field}_mean"] == pytest.approx(values.mean())
+            assert row[f"{field}_std"] == pytest.approx(values.std(ddof=1))
+    header, rows = md_rows(out / "longtail.md")
+    assert header[-7:] == ["Recall@10 head", "Recall@10 mid", "Recall@10 tail",
+                           "tail share of top 10", "coverage", "Gini of recommendations", "n_seeds"]
+    assert len(rows) == 6 and rows[0][header.index("coverage")] == "0.5000 ± 0.2000"
+    assert (out / "longtail.tex").read_text().count(" \\\\\n") == 7    # header and 6 rows
+    assert "## Long tail of the test split" in (out / "summary.md").read_text()

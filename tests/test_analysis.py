@@ -216,6 +216,24 @@ def test_longtail_end_to_end_agrees_with_the_trainer(runs, tmp_path, monkeypatch
     assert (tmp_path / "longtail.png").exists() and (tmp_path / "longtail.md").exists()
 
 
+def test_the_trainers_long_tail_figures_are_the_analysis_clis(runs, tmp_path, monkeypatch):
+    """What every result records of the long tail (recsys_core/train/loop.py) is what the
+    analysis computes from the run's best_model.pt."""
+    monkeypatch.setenv("RECSYS_DATA_CACHE", str(runs["sas1"].parent / "cache"))
+    names = ("sas1", "bert", "pop")
+    assert analysis_main(["longtail", *(str(runs[n]) for n in names), "--out", str(tmp_path),
+                          "--top", "5"]) == 0
+    table = pd.read_csv(tmp_path / "longtail.csv")
+    figures = [c for c in table.columns
+               if c not in ("run", "model", "dataset", "seed", "filter_seen", "users")]
+    assert len(figures) == 19
+    for i, name in enumerate(names):
+        result = json.loads((runs[name] / "result.json").read_text())
+        assert table.loc[i, "model"] == result["model"]
+        assert {c: result[f"longtail_{c}"] for c in figures} == pytest.approx(
+            table.loc[i, figures].to_dict(), rel=1e-9), name
+
+
 def test_combine_joins_slices_and_keeps_the_newest_row_of_a_run(runs, tmp_path, monkeypatch,
                                                                    capsys):
     """Two device calls' outputs: sas1 and bert in `first`; sas2 and sas1 again, re-analysed

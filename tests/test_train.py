@@ -1,5 +1,6 @@
 """One cell through the trainer: determinism, resume, failures, results, W&B, two processes."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -81,6 +82,42 @@ def test_result_schema_history_predictions(tmp_path):
     assert record["test_recall@10"] == on_disk["test_recall@10"]
 
 
+GROUPS = ("head", "mid", "tail")
+LONGTAIL_FIELDS = {*(f"longtail_{m}_{g}" for m in ("users", "recall@10", "ndcg@10")
+                     for g in ("all", *GROUPS)),
+                   *(f"longtail_share_{g}_in_top10" for g in GROUPS), "longtail_coverage",
+                   "longtail_gini_recommendations", "longtail_items_head", "longtail_items_tail"}
+
+
+def test_the_result_holds_the_long_tail_of_the_test_split(tmp_path):
+    """RQ2's figures in every result (recsys_core/analysis/longtail.py's definitions; that
+    they equal `python -m recsys_core.analysis longtail`: tests/test_analysis.py)."""
+    figures = {}
+    for model in ("sasrec", "pop"):
+        run(cell(tmp_path, model, model=model, epochs=2))
+        result = json.loads((tmp_path / model / "result.json").read_text())
+        lt = {k: v for k, v in result.items() if k.startswith("longtail_")}
+        assert set(lt) == LONGTAIL_FIELDS, model
+        users = [lt[f"longtail_users_{g}"] for g in GROUPS]
+        assert sum(users) == lt["longtail_users_all"] == result["test_users"] == 120
+        assert all(n > 0 for n in users)
+        assert sum(lt[f"longtail_share_{g}_in_top10"] for g in GROUPS) == pytest.approx(1)
+        n_items = result["dataset_items"]
+        assert (lt["longtail_items_head"], lt["longtail_items_tail"]) == (
+            math.ceil(0.2 * n_items), math.ceil(0.5 * n_items))
+        assert 10 / n_items <= lt["longtail_coverage"] <= 1      # 10 distinct items at least
+        assert 0 <= lt["longtail_gini_recommendations"] < 1
+        assert all(0 <= lt[f"longtail_{m}@10_{g}"] <= 1 for m in ("recall", "ndcg")
+                   for g in GROUPS)
+        assert lt["longtail_recall@10_all"] == pytest.approx(result["test_recall@10"])
+        assert lt["longtail_ndcg@10_all"] == pytest.approx(result["test_ndcg@10"])
+        figures[model] = lt
+    pop, sas = figures["pop"], figures["sasrec"]     # popularity recommends the head
+    assert pop["longtail_share_head_in_top10"] > sas["longtail_share_head_in_top10"]
+    assert pop["longtail_recall@10_head"] > pop["longtail_recall@10_tail"]
+    assert pop["longtail_coverage"] < sas["longtail_coverage"]
+
+
 def test_wandb_offline_run_holds_the_logged_metrics(tmp_path):
     record = run(cell(tmp_path, "w", epochs=2, wandb_mode="offline", run_id="cell-abc"))
     fragments = json.loads((tmp_path / "w" / "wandb_fragments.json").read_text())
@@ -118,6 +155,9 @@ def test_two_cpu_processes_with_accelerate(tmp_path):
     assert result["status"] == "COMPLETED" and result["num_processes"] == 2
     single = evaluate_checkpoint(out, device="cpu")
     assert single["num_processes"] == 1
+    # the long tail, scored by the main process alone: every user, the same ranks
+    assert result["longtail_users_all"] == result["test_users"] == 120
+    assert result["longtail_recall@10_all"] == pytest.approx(result["test_recall@10"])
     for k, v in single.items():
         if k.startswith(("val_", "test_")):
             assert result[k] == v, k
@@ -248,3 +288,18 @@ def test_a_stop_request_ends_training_after_the_epoch_as_early_stopping_does(tmp
     request_stop(tmp_path / "last", "too late")       # after the last epoch: it stops nothing
     last = run(cell(tmp_path, "last", epochs=1))
     assert last["epochs_run"] == 1 and last["stop_request"] is None
+
+
+def test_a_failing_long_tail_does_not_fail_the_finished_cell(tmp_path, monkeypatch):
+    """The long-tail figures are an extra pass after the test: if it fails (a GPU shared by
+    many cells can run out of memory there), the cell is still COMPLETED and says why."""
+    import recsys_core.train.loop as loop
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+    monkeypatch.setattr(loop, "longtail", broken)
+    result = run(cell(tmp_path, "broken", epochs=1))
+    assert result["status"] == "COMPLETED" and "test_recall@10" in result
+    assert json.loads((tmp_path / "broken" / "result.json").read_text())["status"] == "COMPLETED"
+    assert result["longtail_error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert not any(k.startswith("longtail_recall") for k in result)
