@@ -12,6 +12,8 @@ sweep, so this merges any number of them:
 - `--state` (on this machine, carried to the next call) becomes a copy of `--into` plus the
   checkpoints of the cells that did not finish, so the next `resume` carries on from their last
   epoch instead of starting over; the newest checkpoint of a cell wins when calls overlap.
+  `--state-max-mb` keeps the carried copy within the device's 64 MiB (with .whl and the data):
+  the checkpoints that save the most training seconds per byte go first.
 """
 from __future__ import annotations
 
@@ -92,27 +94,47 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
     return {"cells_added": added, "completed_copied": completed}
 
 
-def make_state(calls: list[Path], into: Path, state: Path) -> int:
-    """`state` = `into` + the checkpoints of its unfinished cells (the newest of the calls')."""
+def trained_seconds(cell_dir: Path) -> float:
+    """The epoch seconds a checkpoint saves the next call (its history's epoch times)."""
+    try:
+        import pandas as pd
+        return float(pd.read_parquet(cell_dir / "history.parquet")["epoch_time_s"].sum())
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def make_state(calls: list[Path], into: Path, state: Path,
+               max_mb: float | None = None) -> tuple[int, list[str]]:
+    """`state` = `into` + the checkpoints of its unfinished cells (the newest of the calls').
+    With `max_mb`, only as many as fit (a device call carries 64 MiB in all): those that save
+    the most training seconds per byte first. Returns (cells with checkpoints, cells left out)."""
     if state.exists():
         shutil.rmtree(state)
     shutil.copytree(into, state)
-    resumable = 0
+    candidates = []
     for cell in manifest(state)["cells"]:     # a dry-run sweep's cells may have no folder yet
-        cell_dir = state / "cells" / cell["id"]
-        if status(cell_dir) == "COMPLETED":
+        if status(state / "cells" / cell["id"]) == "COMPLETED":
             continue
         found = [call / "cells" / cell["id"] for call in calls
                  if (call / "cells" / cell["id"] / "checkpoint.pt").exists()]
-        if not found:
+        if found:
+            newest = max(found, key=lambda d: (d / "checkpoint.pt").stat().st_mtime)
+            size = sum((newest / n).stat().st_size for n in CHECKPOINTS if (newest / n).exists())
+            candidates.append((trained_seconds(newest) / size, size, cell, newest))
+    room = float("inf") if max_mb is None else max_mb * 1e6
+    carried, left_out = 0, []
+    for _, size, cell, newest in sorted(candidates, key=lambda c: -c[0]):
+        if size > room:
+            left_out.append(f"{cell['name']} ({size / 1e6:.1f} MB)")
             continue
-        newest = max(found, key=lambda d: (d / "checkpoint.pt").stat().st_mtime)
+        room -= size
+        cell_dir = state / "cells" / cell["id"]
         cell_dir.mkdir(parents=True, exist_ok=True)
         for name in CHECKPOINTS:
             if (newest / name).exists():
                 shutil.copy2(newest / name, cell_dir / name)
-        resumable += 1
-    return resumable
+        carried += 1
+    return carried, left_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("calls", nargs="+", type=Path, help="the sweeps the device calls brought back")
     p.add_argument("--into", type=Path, required=True, help="the committed sweep to merge into")
     p.add_argument("--state", type=Path, help="write the sweep to carry to the next call here")
+    p.add_argument("--state-max-mb", type=float, help="checkpoints in --state up to this many "
+                   "MB, the most training seconds per byte first (default: all)")
     args = p.parse_args(argv)
     counts = merge(args.calls, args.into)
     print(f"{args.into}: {counts['completed_copied']} cell(s) COMPLETED copied, "
           f"{counts['cells_added']} added to the manifest")
     if args.state:
-        n = make_state(args.calls, args.into, args.state)
-        print(f"{args.state}: {n} unfinished cell(s) carry their checkpoints")
+        n, left_out = make_state(args.calls, args.into, args.state, args.state_max_mb)
+        print(f"{args.state}: {n} unfinished cell(s) carry their checkpoints"
+              + (f"; left out (past --state-max-mb): {', '.join(left_out)}" if left_out else ""))
     return 0
 
 

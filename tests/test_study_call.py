@@ -126,3 +126,11 @@ def test_merging_calls_keeps_each_completed_result_final_and_carries_checkpoints
     assert not (into / "cells" / cut / "checkpoint.pt").exists()     # never committed
     assert (state / "cells" / cut / "checkpoint.pt").read_bytes() == b"c" * 1000
     assert _status(state) == states
+
+    capped = subprocess.run([sys.executable, "-m", "jobs.study_merge", *calls, "--into", into,
+                             "--state", state, "--state-max-mb", "0.0015"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert capped.returncode == 0, capped.stderr
+    assert "0 unfinished cell(s) carry their checkpoints; left out (past --state-max-mb): " \
+        "sasrec-synthetic-L8-s1 (0.0 MB)" in capped.stdout
+    assert not (state / "cells" / cut / "checkpoint.pt").exists()
