@@ -50,7 +50,8 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
     for call in calls:
         m = manifest(call)
         if m["name"] != base["name"]:
-            raise SystemExit(f"{call}/manifest.json: sweep '{m['name']}', not {into}'s '{base['name']}'")
+            raise SystemExit(f"{call}/manifest.json: sweep '{m['name']}', "
+                             f"not {into}'s '{base['name']}'")
         for c in m["cells"]:
             if c["id"] not in cells:
                 cells[c["id"]] = c
@@ -138,7 +139,8 @@ def make_state(calls: list[Path], into: Path, state: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.study_merge", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.study_merge",
+                                description=__doc__.split("\n")[0])
     p.add_argument("calls", nargs="+", type=Path, help="the sweeps the device calls brought back")
     p.add_argument("--into", type=Path, required=True, help="the committed sweep to merge into")
     p.add_argument("--state", type=Path, help="write the sweep to carry to the next call here")

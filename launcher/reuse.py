@@ -2,13 +2,13 @@
 same configuration is not trained again; its result files are copied in.
 
 Grids of one study overlap: the embedding × blocks grid and the long-history grid each contain
-the main grid's ML-1M cells at their default setting. A cell's id is a hash of its parameters
-and resources (grid.cell_id), so the same id in two sweeps is the same experiment; the
-TrainConfigs are compared too (all but what names the sweep: run id and W&B group; a field the
-trainer gained after the other run counts at its default), and a difference is reported, not
-reused. The copied cell keeps its own result.json (its run's code
-version, host and times) and gets `reused.json` naming the folder it came from. Checkpoints are
-not copied: a reused cell is done, and `resume` leaves it alone.
+the main grid's ML-1M cells at their default setting. Two cells are the same experiment when
+their TrainConfigs are equal (all but what names the sweep: run id and W&B group; a field the
+trainer gained after the other run counts at its default). A cell of the same id (a hash of
+parameters and resources, grid.cell_id) whose configuration differs is reported, not reused.
+The copied cell keeps its own result.json (its run's code version, host and times) and gets
+`reused.json` naming the folder it came from. Checkpoints are not copied: a reused cell is
+done, and `resume` leaves it alone.
 """
 from __future__ import annotations
 
@@ -57,12 +57,29 @@ def reuse_sources(others: list[str]) -> list[Path]:
     return [Path(o) for o in others]
 
 
+def _key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def completed_configs(sources: list[Path]) -> dict[str, Path]:
+    """The COMPLETED cells of the source sweeps by configuration (the first sweep's first)."""
+    index: dict[str, Path] = {}
+    for source in sources:
+        for cell_dir in sorted((source / "cells").glob("*/")):
+            config = _config(cell_dir / "cell.json") if completed(cell_dir) else None
+            if config is not None:
+                index.setdefault(_key(config), cell_dir)
+    return index
+
+
 def reuse_completed(sweep: Sweep, cells: list[Cell], others: list[Path]
                     ) -> tuple[list[Cell], list[str]]:
     """Copy into `sweep` the results of the cells that a sweep of `others` COMPLETED with the
     same configuration. Returns (the cells still to run: neither completed in `sweep` already
-    nor reused; one line per reused source and per cell whose configuration differed)."""
+    nor reused; one line per reused source and per cell of the same id whose configuration
+    differed)."""
     sources = [o for o in others if o.resolve() != sweep.root.resolve()]
+    index = completed_configs(sources)
     todo, notes, counts = [], [], {str(s): 0 for s in sources}
     for cell in cells:
         target = sweep.cell_dir(cell.id)
@@ -70,17 +87,17 @@ def reuse_completed(sweep: Sweep, cells: list[Cell], others: list[Path]
             continue
         mine = {k: v for k, v in json.loads(json.dumps(cell.config.model_dump(exclude={"out"})))
                 .items() if k not in SWEEP_OWNED}
-        source = next((s / "cells" / cell.id for s in sources
-                       if completed(s / "cells" / cell.id)), None)
+        # By configuration, not id: a cell id also hashes the resources, whose fields have
+        # grown since the study's first sweeps (an older cell's id differs for the same run).
+        source = index.get(_key(mine))
         if source is None:
-            todo.append(cell)
-            continue
-        theirs = _config(source / "cell.json")
-        if theirs != mine:
-            differ = sorted(k for k in {*mine, *(theirs or {})}
-                            if mine.get(k) != (theirs or {}).get(k))
-            notes.append(f"{cell.name}: not reused from {source} (its configuration differs: "
-                         f"{', '.join(differ) or 'unreadable cell.json'})")
+            same_id = next((s / "cells" / cell.id for s in sources
+                            if completed(s / "cells" / cell.id)), None)
+            if same_id is not None:
+                theirs = _config(same_id / "cell.json") or {}
+                differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+                notes.append(f"{cell.name}: not reused from {same_id} (its configuration "
+                             f"differs: {', '.join(differ) or 'unreadable cell.json'})")
             todo.append(cell)
             continue
         target.mkdir(parents=True, exist_ok=True)
