@@ -115,7 +115,13 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
     if cfg["dataset"] == sys.argv[2] and done and (d / "best_model.pt").exists():
         print(d)' "$WORK/study" "$ds")
       [ -n "$runs" ] || { log "$phase: no completed cell with a checkpoint"; continue; }
+      # The trainer records the long tail in result.json since session 11 (longtail_* fields):
+      # only older runs need the longtail analysis.
+      # shellcheck disable=SC2086  # one run folder per word
+      lt_runs=$(for r in $runs; do grep -q '"longtail_recall@10_all"' "$r/result.json" || echo "$r"; done)
       for a in geometry longtail; do
+        [ "$a" = longtail ] && runs=$lt_runs
+        [ -n "$runs" ] || continue
         # shellcheck disable=SC2086  # one run folder per word
         $PY -m recsys_core.analysis $a $runs --device auto --out "$WORK/study-analyses/$ds/$a" \
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"

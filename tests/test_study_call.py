@@ -64,7 +64,7 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
     again = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, capture_output=True,
                            text=True, timeout=300,
                            env={**env, "OUT": str(out2), "CONTINUE": "1",
-                                "STUDY": str(tmp_path / "absent"),
+                                "STUDY": str(tmp_path / "absent"), "ANALYSES": "synthetic",
                                 "RESUME_WHERE": "model=gru4rec,pop,bert4rec seed=2"})
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     back2 = tmp_path / "back2"
@@ -72,6 +72,12 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
         t.extractall(back2, filter="data")
     assert "continuing the sweep the previous call left in" in (back2 / "o" / "call.log").read_text()
     assert "resuming 1 cell(s)" in (back2 / "o" / "logs" / "resume.log").read_text()
+    # The analyses of the cells trained on this machine: geometry only, since their results
+    # hold the long tail already (longtail_* fields).
+    with tarfile.open(back2 / "o" / "study.tgz") as t:
+        names = t.getnames()
+    assert "./study-analyses/synthetic/geometry/geometry.csv" in names, names
+    assert not any("study-analyses/synthetic/longtail" in n for n in names)
 
 
 def _status(sweep: Path) -> dict[str, str]:
