@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from launcher.grid import Cell
@@ -38,6 +39,11 @@ def completed(cell_dir: Path) -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def _defaults() -> dict:
+    return json.loads(json.dumps(defaults()))
+
+
 def _config(cell_json: Path) -> dict | None:
     """A cell's TrainConfig as written, less what its sweep owns; a field the trainer gained
     since (absent there) counts at its default, the behaviour the run had."""
@@ -45,7 +51,7 @@ def _config(cell_json: Path) -> dict | None:
         config = json.loads(cell_json.read_text())["config"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return None
-    added = {k: v for k, v in json.loads(json.dumps(defaults())).items() if k not in config}
+    added = {k: v for k, v in _defaults().items() if k not in config}
     return {k: v for k, v in {**config, **added}.items() if k not in SWEEP_OWNED | {"out"}}
 
 
