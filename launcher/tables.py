@@ -80,13 +80,19 @@ def main_table(agg: Aggregate) -> pd.DataFrame:
 
 def overview_table(main: pd.DataFrame, keys: list[str], metric: str = "test_recall@10"):
     """The main table folded to one row per model (and per value of any key that varies inside
-    a dataset, e.g. max_len in a sweep of lengths) and one pair of columns per dataset: the
-    metric's mean and std over seeds. Keys that only follow the dataset or the model (each
+    a dataset for that model, e.g. max_len in a sweep of lengths, or the epoch cap raised for
+    one model on one dataset; "–" for the models where it does not) and one pair of columns per
+    dataset: the metric's mean and std over seeds. Keys that only follow the dataset or the model (each
     dataset's max_len, SASRec's own head count) are left out: they are in the main table.
     Returns (table, the row keys)."""
-    within = [k for k in keys if k not in ("model", "dataset")
-              and (main.groupby(["model", "dataset"], sort=False)[k].nunique(dropna=False) > 1).any()]
+    varies = {k: main.groupby(["model", "dataset"], sort=False)[k].nunique(dropna=False) > 1
+              for k in keys if k not in ("model", "dataset")}
+    within = [k for k, v in varies.items() if v.any()]
     rows = ["model", *within]
+    main = main.copy()
+    for k in within:    # a model whose value never varies inside a dataset: one row for it
+        splits = varies[k].groupby(level="model").any()
+        main[k] = main[k].astype(object).where(main["model"].map(splits), "–")
     wide = main.pivot_table(index=rows, columns="dataset", sort=False, dropna=False,
                             values=[f"{metric}_mean", f"{metric}_std"], aggfunc="first")
     table = pd.DataFrame(index=wide.index)

@@ -358,6 +358,22 @@ def test_overview_leaves_out_keys_that_follow_the_dataset():
                                      "y_std": [0.03, 0.04]}
 
 
+def test_overview_splits_only_the_model_whose_setting_varies_inside_a_dataset():
+    """The study's shape: BERT4Rec alone ran ML-1M at two epoch caps; every other model keeps
+    one row across datasets whose caps differ (400 on x, 200 on y)."""
+    from launcher.tables import overview_table
+    main = pd.DataFrame({"model": ["a", "a", "b", "a", "b"], "dataset": ["x", "x", "x", "y", "y"],
+                         "epochs": [400, 800, 400, 200, 200],
+                         "test_recall@10_mean": [0.30, 0.32, 0.20, 0.10, 0.15],
+                         "test_recall@10_std": [0.01, 0.01, 0.02, 0.03, 0.04]})
+    table, rows = overview_table(main, ["model", "dataset", "epochs"])
+    assert rows == ["model", "epochs"]
+    assert table[["model", "epochs"]].values.tolist() == [["a", 400], ["a", 800], ["b", "–"],
+                                                          ["a", 200]]
+    assert table["x_mean"].fillna(-1).tolist() == [0.30, 0.32, 0.20, -1]
+    assert table["y_mean"].fillna(-1).tolist() == [-1, -1, 0.15, 0.10]
+
+
 def test_settings_that_follow_model_and_dataset_keep_every_model_in_the_group(tmp_path):
     """The study's shape: GRU4Rec and pop take 1 head on one dataset and 2 on the other, SASRec
     always 2 (its own override), and SASRec alone has two epoch caps on ml-100k (a variant:
