@@ -120,10 +120,11 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       # shellcheck disable=SC2086  # one run folder per word
       lt_runs=$(for r in $runs; do grep -q '"longtail_recall@10_all"' "$r/result.json" || echo "$r"; done)
       for a in geometry longtail; do
-        [ "$a" = longtail ] && runs=$lt_runs
-        [ -n "$runs" ] || continue
+        todo=$runs
+        [ "$a" = longtail ] && todo=$lt_runs
+        [ -n "$todo" ] || continue
         # shellcheck disable=SC2086  # one run folder per word
-        $PY -m recsys_core.analysis $a $runs --device auto --out "$WORK/study-analyses/$ds/$a" \
+        $PY -m recsys_core.analysis $a $todo --device auto --out "$WORK/study-analyses/$ds/$a" \
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
       done
       log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;

@@ -23,15 +23,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from jobs.pack import completed
+
 RESULT_FILES = ("cell.json", "result.json", "history.parquet", "predictions.txt")
 CHECKPOINTS = ("checkpoint.pt", "best_model.pt", "history.parquet")
-
-
-def status(cell_dir: Path) -> str | None:
-    try:
-        return json.loads((cell_dir / "result.json").read_text()).get("status")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def manifest(sweep: Path) -> dict:
@@ -57,17 +52,17 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
                 cells[c["id"]] = c
                 base["cells"].append(c)
                 added += 1
-    completed = 0
+    copied = 0
     for call in calls:
         for cell_dir in sorted((call / "cells").iterdir()):
             target = into / "cells" / cell_dir.name
-            if status(cell_dir) != "COMPLETED" or status(target) == "COMPLETED":
+            if not completed(cell_dir) or completed(target):
                 continue
             target.mkdir(parents=True, exist_ok=True)
             for name in RESULT_FILES:
                 if (cell_dir / name).exists():
                     shutil.copy2(cell_dir / name, target / name)
-            completed += 1
+            copied += 1
     for cell_id, c in cells.items():   # a cell added by a call but never finished: its cell.json
         src = next((call / "cells" / cell_id / "cell.json" for call in calls
                     if (call / "cells" / cell_id / "cell.json").exists()), None)
@@ -78,7 +73,7 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
     # A completed result is final: a later call that ran the cell again from a stale copy (and
     # did not finish it) must not make `status` see the result as older than its submission.
     finished_at = {d.name: (d / "result.json").stat().st_mtime
-                   for d in (into / "cells").iterdir() if status(d) == "COMPLETED"}
+                   for d in (into / "cells").iterdir() if completed(d)}
     entries = {}
     for sweep in [into, *calls]:
         path = sweep / "submissions.jsonl"
@@ -92,7 +87,7 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
     (into / "submissions.jsonl").write_text(
         "".join(line + "\n" for line in sorted(entries, key=entries.get)))
     (into / "manifest.json").write_text(json.dumps(base) + "\n")
-    return {"cells_added": added, "completed_copied": completed}
+    return {"cells_added": added, "completed_copied": copied}
 
 
 def trained_seconds(cell_dir: Path) -> float:
@@ -114,7 +109,7 @@ def make_state(calls: list[Path], into: Path, state: Path,
     shutil.copytree(into, state)
     candidates = []
     for cell in manifest(state)["cells"]:     # a dry-run sweep's cells may have no folder yet
-        if status(state / "cells" / cell["id"]) == "COMPLETED":
+        if completed(state / "cells" / cell["id"]):
             continue
         found = [call / "cells" / cell["id"] for call in calls
                  if (call / "cells" / cell["id"] / "checkpoint.pt").exists()]

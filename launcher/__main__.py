@@ -75,7 +75,7 @@ def _not_submitted(sweep: Sweep, name: str, cells):
     if old != name:
         raise ValueError(f"--extend: {sweep.root} holds a sweep of grid '{old}', not "
                          f"'{name}': --extend adds cells of the same grid only")
-    from launcher.reuse import completed
+    from jobs.pack import completed
     done = set(sweep.latest_submissions()) | {c.id for c in cells if completed(sweep.cell_dir(c.id))}
     kept = sum(c.id in done for c in cells)
     todo = [c for c in cells if c.id not in done]

@@ -76,13 +76,18 @@ class Aggregate:
 
     @cached_property      # compare_keys and variant_keys both ask; the cells do not change
     def _varying_within_model_and_dataset(self) -> dict[str, set[str]]:
-        """model → the keys that take several values for it within one dataset."""
-        keys = [k for k in self.keys if k not in ALWAYS]
-        if not keys or self.cells.empty:
-            return {}
-        counts = self.cells.groupby(["model", "dataset"], sort=False)[keys].nunique(dropna=False)
-        return {m: set(c for c in keys if (g[c] > 1).any())
-                for m, g in counts.groupby(level="model", sort=False)}
+        return varying_within_model_and_dataset(self.cells, [k for k in self.keys
+                                                             if k not in ALWAYS])
+
+
+def varying_within_model_and_dataset(frame: pd.DataFrame, keys: list[str]) -> dict[str, set[str]]:
+    """model → those of `keys` that take several values for it within one dataset (rows of
+    `frame`: cells, or the main table's configurations)."""
+    if not keys or frame.empty:
+        return {}
+    counts = frame.groupby(["model", "dataset"], sort=False)[keys].nunique(dropna=False)
+    return {m: set(c for c in keys if (g[c] > 1).any())
+            for m, g in counts.groupby(level="model", sort=False)}
 
 
 def _manifest_frame(manifest: dict) -> tuple[pd.DataFrame, list[str]]:

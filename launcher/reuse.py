@@ -17,6 +17,7 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
+from jobs.pack import completed
 from launcher.grid import Cell
 from launcher.sweep import Sweep
 from recsys_core.atomic import atomic_write_text
@@ -30,13 +31,6 @@ SWEEP_OWNED = {"run_id", "wandb_group"}
 
 class ReuseError(ValueError):
     """A --reuse folder that is not a sweep (the CLI's exit 2)."""
-
-
-def completed(cell_dir: Path) -> bool:
-    try:
-        return json.loads((cell_dir / "result.json").read_text()).get("status") == "COMPLETED"
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
 
 
 @lru_cache(maxsize=1)

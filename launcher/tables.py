@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from launcher.collect import COLD_METRICS, LONGTAIL_METRICS, METRICS, Aggregate
+from launcher.collect import (COLD_METRICS, LONGTAIL_METRICS, METRICS, Aggregate,
+                              varying_within_model_and_dataset)
 
 
 def _order(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -82,17 +83,18 @@ def overview_table(main: pd.DataFrame, keys: list[str], metric: str = "test_reca
     """The main table folded to one row per model (and per value of any key that varies inside
     a dataset for that model, e.g. max_len in a sweep of lengths, or the epoch cap raised for
     one model on one dataset; "–" for the models where it does not) and one pair of columns per
-    dataset: the metric's mean and std over seeds. Keys that only follow the dataset or the model (each
-    dataset's max_len, SASRec's own head count) are left out: they are in the main table.
+    dataset: the metric's mean and std over seeds. Keys that only follow the dataset or the
+    model (each dataset's max_len, SASRec's own head count) are left out: they are in the main
+    table.
     Returns (table, the row keys)."""
-    varies = {k: main.groupby(["model", "dataset"], sort=False)[k].nunique(dropna=False) > 1
-              for k in keys if k not in ("model", "dataset")}
-    within = [k for k, v in varies.items() if v.any()]
+    varying = varying_within_model_and_dataset(
+        main, [k for k in keys if k not in ("model", "dataset")])
+    within = [k for k in keys if any(k in v for v in varying.values())]
     rows = ["model", *within]
     main = main.copy()
     for k in within:    # a model whose value never varies inside a dataset: one row for it
-        splits = varies[k].groupby(level="model").any()
-        main[k] = main[k].astype(object).where(main["model"].map(splits), "–")
+        splits = main["model"].map(lambda m: k in varying.get(m, ()))
+        main[k] = main[k].astype(object).where(splits, "–")
     wide = main.pivot_table(index=rows, columns="dataset", sort=False, dropna=False,
                             values=[f"{metric}_mean", f"{metric}_std"], aggfunc="first")
     table = pd.DataFrame(index=wide.index)
