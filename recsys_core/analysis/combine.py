@@ -41,16 +41,20 @@ class CombineError(ValueError):
     """An input folder or table that cannot be combined (the CLI's exit 2)."""
 
 
-def find_tables(dirs: list[Path], out: Path) -> dict[str, list[Path]]:
-    """KIND → its per-run tables under dirs (in the order given; none under out, where a
-    previous combine wrote its own)."""
-    found: dict[str, list[Path]] = {kind: [] for kind in MEASURES}
+def tables_under(folder: Path, name: str, out: Path) -> list[Path]:
+    """The files called `name` under folder, sorted; none under out, where a previous combine
+    wrote its own."""
     skip = out.resolve()
+    return [p for p in sorted(folder.rglob(name)) if skip not in p.resolve().parents]
+
+
+def find_tables(dirs: list[Path], out: Path) -> dict[str, list[Path]]:
+    """KIND → its per-run tables under dirs (in the order given; none under out)."""
+    found: dict[str, list[Path]] = {kind: [] for kind in MEASURES}
     for d in dirs:
         if not d.is_dir():
             raise CombineError(f"{d}: no such folder")
-        mine = [p for kind in MEASURES for p in sorted(d.rglob(f"{kind}.csv"))
-                if skip not in p.resolve().parents]
+        mine = [p for kind in MEASURES for p in tables_under(d, f"{kind}.csv", out)]
         if not mine:
             raise CombineError(f"{d}: no {' or '.join(f'{k}.csv' for k in MEASURES)} under it")
         for p in mine:
@@ -58,26 +62,33 @@ def find_tables(dirs: list[Path], out: Path) -> dict[str, list[Path]]:
     return found
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """One per-run table; an analysis of runs without item embeddings writes an empty file."""
+def read_table(path: Path, keys: tuple[str, ...] = KEYS, kind: str = "per-run") -> pd.DataFrame:
+    """One table with its key columns; an analysis of runs without item embeddings writes an
+    empty file."""
     if not path.read_text().strip():
         return pd.DataFrame()
     try:
         table = pd.read_csv(path)
     except pd.errors.ParserError as e:
         raise CombineError(f"{path}: not a readable CSV table ({e})") from None
-    for col in KEYS:
+    for col in keys:
         if col not in table.columns:
-            raise CombineError(f"{path}: no column '{col}' (a per-run table has "
-                               f"{', '.join(KEYS)} and its measures)")
+            raise CombineError(f"{path}: no column '{col}' (a {kind} table has "
+                               f"{', '.join(keys)} and its measures)")
     return table
+
+
+def oldest_first(paths: list[Path], keys: tuple[str, ...] = KEYS, kind: str = "per-run"
+                 ) -> list[pd.DataFrame]:
+    """The non-empty tables, each with its `source`, the least recently modified first (a later
+    path wins a tie), so that a row kept last for a run is the newest table's."""
+    ordered = sorted(enumerate(paths), key=lambda ip: (ip[1].stat().st_mtime, ip[0]))
+    return [t.assign(source=str(p)) for _, p in ordered if len(t := read_table(p, keys, kind))]
 
 
 def concat(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """All rows of the tables, one per run: the newest table's. Returns (rows, notes)."""
-    # oldest first, so the row kept for a run (the last one) is the newest table's
-    ordered = sorted(enumerate(paths), key=lambda ip: (ip[1].stat().st_mtime, ip[0]))
-    frames = [t.assign(source=str(p)) for _, p in ordered if len(t := read_table(p))]
+    frames = oldest_first(paths)
     if not frames:
         return pd.DataFrame(columns=[*KEYS, "source"]), []
     rows = pd.concat(frames, ignore_index=True)
@@ -114,27 +125,19 @@ def by_model(kind: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return table.reset_index(), notes
 
 
+PAIR_KEYS = ("run_a", "run_b", "model_a", "model_b")
 PAIR_MEASURES = [r"linear_cka", r"knn_overlap@\d+"]
 
 
-def combine_pairs(dirs: list[Path], out: Path, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def combine_pairs(dirs: list[Path], out: Path, runs: pd.DataFrame
+                  ) -> tuple[pd.DataFrame, list[str]]:
     """The geometry_pairs tables under dirs, one row per unordered pair of runs (the newest
     table's); `runs` (the combined geometry rows, indexed by run) gives each run's dataset and
     seed. Returns (per dataset, pair of models and same_seed: n_pairs, each measure's mean and
     std; notes). Two models trained with one seed start from the same item embeddings, which
     the sparse files' rarely updated items keep: such pairs are told apart (`same_seed`)."""
-    skip = out.resolve()
-    paths = [p for d in dirs for p in sorted(d.rglob("geometry_pairs.csv"))
-             if skip not in p.resolve().parents]
-    ordered = sorted(enumerate(paths), key=lambda ip: (ip[1].stat().st_mtime, ip[0]))
-    frames = []
-    for _, p in ordered:
-        t = pd.read_csv(p) if p.read_text().strip() else pd.DataFrame()
-        missing = {"run_a", "run_b", "model_a", "model_b"} - set(t.columns)
-        if len(t) and missing:
-            raise CombineError(f"{p}: no column(s) {', '.join(sorted(missing))}")
-        if len(t):
-            frames.append(t.assign(source=str(p)))
+    paths = [p for d in dirs for p in tables_under(d, "geometry_pairs.csv", out)]
+    frames = oldest_first(paths, PAIR_KEYS, "pairs")
     if not frames:
         return pd.DataFrame(), []
     rows = pd.concat(frames, ignore_index=True)
