@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from jobs.pack import completed
+from recsys_core.atomic import atomic_write_text
 
 RESULT_FILES = ("cell.json", "result.json", "history.parquet", "predictions.txt")
 CHECKPOINTS = ("checkpoint.pt", "best_model.pt", "history.parquet")
@@ -84,9 +85,9 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
                 continue    # a torn last line
             if e.get("time", 0.0) <= finished_at.get(e.get("cell"), float("inf")):
                 entries[line] = e.get("time", 0.0)
-    (into / "submissions.jsonl").write_text(
-        "".join(line + "\n" for line in sorted(entries, key=entries.get)))
-    (into / "manifest.json").write_text(json.dumps(base) + "\n")
+    atomic_write_text(into / "submissions.jsonl",
+                      "".join(line + "\n" for line in sorted(entries, key=entries.get)))
+    atomic_write_text(into / "manifest.json", json.dumps(base) + "\n")
     return {"cells_added": added, "completed_copied": copied}
 
 
@@ -101,12 +102,26 @@ def trained_seconds(cell_dir: Path) -> float:
 
 def make_state(calls: list[Path], into: Path, state: Path,
                max_mb: float | None = None) -> tuple[int, list[str]]:
-    """`state` = `into` + the checkpoints of its unfinished cells (the newest of the calls').
+    """`state` = `into` + the checkpoints of its unfinished cells (the newest of the calls' and
+    of the state's own, so a merge of later calls keeps what an earlier merge carried).
     With `max_mb`, only as many as fit (a device call carries 64 MiB in all): those that save
     the most training seconds per byte first. Returns (cells with checkpoints, cells left out)."""
+    old = state.with_name(state.name + ".old")
+    if old.exists():
+        raise SystemExit(f"{old}: left by a merge that did not finish (it may hold the only "
+                         f"copy of some checkpoints): pass it as a call, or move it away")
     if state.exists():
-        shutil.rmtree(state)
+        state.rename(old)
+        calls = [*calls, old]
     shutil.copytree(into, state)
+    result = _add_checkpoints(calls, state, max_mb)
+    if old.exists():
+        shutil.rmtree(old)
+    return result
+
+
+def _add_checkpoints(calls: list[Path], state: Path, max_mb: float | None
+                     ) -> tuple[int, list[str]]:
     candidates = []
     for cell in manifest(state)["cells"]:     # a dry-run sweep's cells may have no folder yet
         if completed(state / "cells" / cell["id"]):

@@ -132,6 +132,12 @@ def test_merging_calls_keeps_each_completed_result_final_and_carries_checkpoints
     assert not (into / "cells" / cut / "checkpoint.pt").exists()     # never committed
     assert (state / "cells" / cut / "checkpoint.pt").read_bytes() == b"c" * 1000
     assert _status(state) == states
+    kept = subprocess.run([sys.executable, "-m", "jobs.study_merge", calls[0], "--into", into,
+                           "--state", state], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)      # a later merge without that call keeps its checkpoint
+    assert kept.returncode == 0, kept.stderr
+    assert (state / "cells" / cut / "checkpoint.pt").read_bytes() == b"c" * 1000
+    assert not (tmp_path / "state.old").exists()
 
     capped = subprocess.run([sys.executable, "-m", "jobs.study_merge", *calls, "--into", into,
                              "--state", state, "--state-max-mb", "0.0015"], cwd=REPO,
