@@ -54,19 +54,19 @@ def anisotropy(emb: np.ndarray) -> float:
     return float(total / (n * (n - 1)))
 
 
-def cosine_knn(emb: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
-    """[n, k] indices of each row's k most cosine-similar other rows (blocks of rows, so a
-    catalogue of 30,000 items never holds an n × n matrix)."""
-    u = _unit(emb)
+def cosine_knn(emb: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> np.ndarray:
+    """[n, k] indices of each row's k most cosine-similar other rows, most similar first
+    (blocks of rows, so a catalogue of 50,000 items never holds an n × n matrix). On the GPU:
+    amazon-beauty's 54,542 items took ~30 s a run with numpy's argpartition on 2 cores."""
+    import torch
+    u = torch.from_numpy(_unit(emb)).to(device)
     k = min(k, len(u) - 1)
     out = np.empty((len(u), k), dtype=np.int64)
     for start in range(0, len(u), block):
         sim = u[start:start + block] @ u.T
-        rows = np.arange(sim.shape[0])
-        sim[rows, rows + start] = -np.inf
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sim, top, 1), axis=1, kind="stable")
-        out[start:start + block] = np.take_along_axis(top, order, 1)
+        rows = torch.arange(sim.shape[0], device=sim.device)
+        sim[rows, rows + start] = -torch.inf
+        out[start:start + block] = sim.topk(k, dim=1).indices.cpu().numpy()
     return out
 
 
@@ -94,23 +94,23 @@ def knn_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(shared.mean() / a.shape[1])
 
 
-def tsne(emb: np.ndarray, perplexity: float = 30.0, iterations: int = 750, seed: int = 0
-         ) -> np.ndarray:
+def tsne(emb: np.ndarray, perplexity: float = 30.0, iterations: int = 750, seed: int = 0,
+         device: str = "cpu") -> np.ndarray:
     """Exact t-SNE (van der Maaten & Hinton, 2008) on cosine distances, [n, 2]; O(n²) per step,
     meant for up to a few thousand points. Early exaggeration 12 for 250 steps, momentum
     0.5 → 0.8, adaptive gains, learning rate max(n / 48, 50) (scikit-learn's 'auto')."""
     import torch
     n = len(emb)
-    u = torch.as_tensor(_unit(emb))
+    u = torch.as_tensor(_unit(emb)).to(device)
     dist = (1 - u @ u.T).clamp(min=0)
     p = _affinities(dist, min(perplexity, (n - 1) / 3))
     p = (p + p.T) / (2 * n)
     p = p.clamp(min=1e-12).float()
     gen = torch.Generator().manual_seed(seed)
-    y = torch.randn(n, 2, generator=gen) * 1e-4
+    y = (torch.randn(n, 2, generator=gen) * 1e-4).to(device)
     update, gains = torch.zeros_like(y), torch.ones_like(y)
     lr = max(n / 48, 50.0)
-    eye = torch.eye(n, dtype=torch.bool)
+    eye = torch.eye(n, dtype=torch.bool, device=device)
     for step in range(iterations):
         exaggeration, momentum = (12.0, 0.5) if step < 250 else (1.0, 0.8)
         num = 1 / (1 + torch.cdist(y, y) ** 2)
@@ -122,7 +122,7 @@ def tsne(emb: np.ndarray, perplexity: float = 30.0, iterations: int = 750, seed:
         gains = torch.where(same, gains * 0.8, gains + 0.2).clamp(min=0.01)
         update = momentum * update - lr * gains * grad
         y = y + update
-    return y.numpy()
+    return y.cpu().numpy()
 
 
 def _affinities(dist, perplexity: float, steps: int = 64):
@@ -131,12 +131,13 @@ def _affinities(dist, perplexity: float, steps: int = 64):
     import torch
     n = len(dist)
     target = np.log(perplexity)
-    lo = torch.full((n, 1), 1e-20, dtype=dist.dtype)
-    hi = torch.full((n, 1), 1e20, dtype=dist.dtype)
-    beta = torch.ones(n, 1, dtype=dist.dtype)
-    off = ~torch.eye(n, dtype=torch.bool)
+    like = dict(dtype=dist.dtype, device=dist.device)
+    lo = torch.full((n, 1), 1e-20, **like)
+    hi = torch.full((n, 1), 1e20, **like)
+    beta = torch.ones(n, 1, **like)
+    off = ~torch.eye(n, dtype=torch.bool, device=dist.device)
     for _ in range(steps):
-        logits = torch.where(off, -dist * beta, torch.tensor(-torch.inf, dtype=dist.dtype))
+        logits = torch.where(off, -dist * beta, torch.tensor(-torch.inf, **like))
         p = torch.softmax(logits, 1)
         entropy = -(p * torch.log(p.clamp(min=1e-300))).sum(1, keepdim=True)
         too_flat = entropy > target            # too spread out → sharpen (raise beta)
@@ -146,10 +147,11 @@ def _affinities(dist, perplexity: float, steps: int = 64):
     return p
 
 
-def measures(emb: np.ndarray, k: int = 10) -> tuple[dict, np.ndarray, np.ndarray]:
+def measures(emb: np.ndarray, k: int = 10, device: str = "cpu"
+             ) -> tuple[dict, np.ndarray, np.ndarray]:
     """The per-run table row, the eigenvalues, and the k-NN lists."""
     eig = spectrum(emb)
-    knn = cosine_knn(emb, k)
+    knn = cosine_knn(emb, k, device=device)
     row = {"n_items": len(emb), "dim": emb.shape[1], "dims_90": dims_for(eig, 0.9),
            "participation_ratio": participation_ratio(eig), "anisotropy": anisotropy(emb),
            **hubness(knn, len(emb)), "mean_norm": float(np.linalg.norm(emb, axis=1).mean())}
@@ -165,7 +167,7 @@ def analyse(paths: list[Path], out: Path, k: int = 10, tsne_points: int = 2000,
         if emb is None:
             print(f"geometry: {path}: {run.cfg.model} has no item embeddings, skipped")
             continue
-        row, eig, knn = measures(emb, k)
+        row, eig, knn = measures(emb, k, device)
         popularity = run.split.train_item_counts()[1:].cpu().numpy()
         runs.append(dict(run=run, emb=emb, eig=eig, knn=knn, popularity=popularity))
         rows.append({"run": run.label, "model": run.cfg.model, "dataset": run.cfg.dataset,
@@ -183,11 +185,12 @@ def analyse(paths: list[Path], out: Path, k: int = 10, tsne_points: int = 2000,
                       f"knn_overlap@{k}": knn_overlap(a["knn"], b["knn"])})
     write_table(out, "geometry_pairs", pd.DataFrame(pairs))
     if runs:
-        figure(runs, out / "geometry.png", k, tsne_points, tsne_iterations)
+        figure(runs, out / "geometry.png", k, tsne_points, tsne_iterations, device)
     return table
 
 
-def figure(runs: list[dict], path: Path, k: int, tsne_points: int, tsne_iterations: int) -> None:
+def figure(runs: list[dict], path: Path, k: int, tsne_points: int, tsne_iterations: int,
+           device: str = "cpu") -> None:
     """One column per model (its runs overlaid: seeds), one row per measure; hubness and
     t-SNE show the model's first run, t-SNE points coloured by log train popularity."""
     import matplotlib
@@ -212,7 +215,7 @@ def figure(runs: list[dict], path: Path, k: int, tsne_points: int, tsne_iteratio
         rng = np.random.default_rng(0)
         n = len(first["emb"])
         pick = np.sort(rng.choice(n, min(n, tsne_points), replace=False))
-        xy = tsne(first["emb"][pick], iterations=tsne_iterations)
+        xy = tsne(first["emb"][pick], iterations=tsne_iterations, device=device)
         ax[3].scatter(xy[:, 0], xy[:, 1], s=3, c=np.log1p(first["popularity"][pick]),
                       cmap="viridis")
         ax[0].set(title=f"{model}\neigenvalue spectrum", xlabel="component", ylabel="eigenvalue")
