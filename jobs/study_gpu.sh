@@ -32,9 +32,10 @@
 #               some), one at a time alone on the GPU, into $WORK/cost (cells sharing a GPU
 #               take turns on it, so a shared call's seconds are not a model's cost), then
 #               its aggregate ($WORK/cost-aggregate: cost.md, compute.md).
-# latency:      inference latency against max_len 64-1536 (D 256, 4 blocks) for the seven
+# latency:      inference latency against max_len 64-1472 (D 256, 4 blocks) for the seven
 #               models at the study's batch 32 and at 512, where compute dominates
-#               ($WORK/latency-b32, $WORK/latency-b512);
+#               ($WORK/latency-bB/MODEL, fitted together into $WORK/latency-bB;
+#               LATENCY_BATCHES="512" for one batch);
 # long-histories: training epoch time and memory at max_len 512-2048 ($WORK/long-histories);
 # grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2; study-long) into $WORK/NAME, grown
 #               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
@@ -128,11 +129,15 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
       done
       log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;
-    latency)
-      for b in 32 512; do
-        $PY -m recsys_core.analysis latency --models sasrec bert4rec xlstm gru4rec lstm \
-          mamba4rec sasmamba --batch "$b" --device auto --out "$WORK/latency-b$b" \
-          >>"$OUT/study.log" 2>&1 || log "latency batch $b failed (exit $?)"
+    latency)     # a model at a time, so that a cut call keeps the models it measured
+      for b in ${LATENCY_BATCHES:-32 512}; do
+        for m in sasrec bert4rec xlstm gru4rec lstm mamba4rec sasmamba; do
+          $PY -m recsys_core.analysis latency --models $m --batch "$b" --lengths 64:1536:128 \
+            --device auto --out "$WORK/latency-b$b/$m" >>"$OUT/study.log" 2>&1 \
+            || log "latency $m batch $b failed (exit $?)"
+        done
+        $PY -m recsys_core.analysis latency --tables "$WORK/latency-b$b"/*/ \
+          --out "$WORK/latency-b$b" >>"$OUT/study.log" 2>&1
       done
       log "latency: $(( $(ms) - t0 )) ms" ;;
     long-histories)

@@ -332,6 +332,31 @@ def test_latency_end_to_end_on_cpu(runs, tmp_path):
     assert set(table["model"]) == {"sasrec"} and (table["dim"] == 16).all() and (table["n_items"] == 60).all()
 
 
+def test_latency_tables_measured_apart_fit_as_one(tmp_path, capsys):
+    """--tables: one model per device call, fitted together afterwards; the same fit as
+    measuring them in one call, and a model measured twice is refused."""
+    common = ["--lengths", "8:24:8", "--dim", "16", "--blocks", "1", "--heads", "2", "--items",
+              "50", "--batch", "2", "--warmup", "0", "--repeats", "1", "--device", "cpu",
+              "--threads", "1"]
+    for m in ("sasrec", "gru4rec"):
+        assert analysis_main(["latency", "--models", m, "--out", str(tmp_path / m), *common]) == 0
+    out = tmp_path / "both"
+    assert analysis_main(["latency", "--tables", str(tmp_path / "sasrec"),
+                          str(tmp_path / "gru4rec" / "latency.csv"), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "latency.csv")
+    assert list(table["model"].unique()) == ["sasrec", "gru4rec"] and len(table) == 6
+    parts = pd.concat([pd.read_csv(tmp_path / m / "latency_fit.csv") for m in ("sasrec", "gru4rec")])
+    fit = pd.read_csv(out / "latency_fit.csv")
+    assert np.allclose(fit["alpha"], parts["alpha"]) and (out / "latency.png").exists()
+    capsys.readouterr()
+    assert analysis_main(["latency", "--tables", str(tmp_path / "sasrec"), str(out),
+                          "--out", str(tmp_path / "twice")]) == 2
+    assert "sasrec already measured in" in capsys.readouterr().err
+    assert analysis_main(["latency", "--tables", str(tmp_path / "none"),
+                          "--out", str(tmp_path / "twice")]) == 2
+    assert not (tmp_path / "twice").exists()
+
+
 def test_fit_alpha_recovers_a_power_law():
     from recsys_core.analysis.latency import fit_alpha
     lengths = np.array([64, 128, 256, 512, 1024])

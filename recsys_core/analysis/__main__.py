@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--repeats", type=int, default=10)
     la.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     la.add_argument("--threads", type=int, default=None, help="CPU: torch intra-op threads")
+    la.add_argument("--tables", nargs="+", type=Path, default=None,
+                    help="fit these latency.csv tables (or folders holding one), measured "
+                         "apart, as one; nothing is measured")
     for s in (g, lt, la):
         s.add_argument("--device", default="auto" if s is la else "cpu",
                        choices=("auto", "cpu", "cuda"))
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.render import markdown_table
     try:
         runs = run_dirs(args.runs)
+        if getattr(args, "tables", None):
+            from recsys_core.analysis.latency import read_tables
+            read_tables(args.tables)        # checked before anything is written
     except (FileNotFoundError, ValueError) as e:     # no run there; a broken result.json
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from recsys_core.analysis import latency
         lengths = latency.parse_lengths(args.lengths)
-        _, table = latency.analyse(args.out, args.models, lengths, runs or None,
+        _, table = latency.analyse(args.out, args.models, lengths, runs or None, args.tables,
                                    batch=args.batch, dim=args.dim, blocks=args.blocks,
                                    heads=args.heads, n_items=args.items, device=device,
                                    warmup=args.warmup, repeats=args.repeats,

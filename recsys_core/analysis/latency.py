@@ -157,10 +157,34 @@ def verdict(row: dict) -> str:
     return f"no power law (r2 {row['r2']:.2f}; {tail}): alpha meaningless"
 
 
+def read_tables(paths: list[Path]) -> pd.DataFrame:
+    """latency.csv tables measured apart (e.g. one model per device call), as one table; a
+    model measured in two of them is an error, not silently averaged."""
+    tables = []
+    for path in paths:
+        path = Path(path)
+        path = path / "latency.csv" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no latency table there")
+        t = pd.read_csv(path)
+        missing = {"model", "max_len", "status", "latency_ms"} - set(t.columns)
+        if missing:
+            raise ValueError(f"{path}: not a latency table (no {', '.join(sorted(missing))} column)")
+        seen = {name for table, _ in tables for name in table["model"]} & set(t["model"])
+        if seen:
+            raise ValueError(f"{path}: {', '.join(sorted(seen))} already measured in "
+                             f"{next(p for table, p in tables if seen & set(table['model']))}")
+        tables.append((t, path))
+    return pd.concat([t for t, _ in tables], ignore_index=True)
+
+
 def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] | None = None,
-            **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs, when given, set the sizes (model, embedding, blocks, heads, catalogue) per run."""
-    if runs:
+            tables: list[Path] | None = None, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs, when given, set the sizes (model, embedding, blocks, heads, catalogue) per run;
+    tables, when given, are fitted as they are (nothing is measured)."""
+    if tables:
+        table = read_tables(tables)
+    elif runs:
         tables = []
         for path in runs:
             r = read_result(path)
