@@ -17,8 +17,8 @@
 # Environment: BUDGET (seconds the call may take, start-up included; default 540),
 # CELLS_PER_GPU (16), RESUME_WHERE (--where clauses for `resume`, space-separated KEY=V1,V2;
 # empty: every unfinished cell; "none": no resume), EXTEND (datasets to add with
-# `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those of
-# EXTEND and RESUME_WHERE's dataset= clause), RESUME_MAX_MB (50), STUDY (the sweep to start
+# `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those
+# with a cell that finished in this call), RESUME_MAX_MB (50), STUDY (the sweep to start
 # from, default .study/study), WORK (where it runs, default /tmp/study), CONTINUE=1 (start from
 # the sweep a previous call left in WORK on this machine, if there is one).
 set -u
@@ -36,6 +36,17 @@ export OUT=$O
 left() { echo $(( BUDGET - ($(date +%s) - S) )); }
 log() { echo "[$(date +%T) +$(( $(date +%s) - S ))s] $*" | tee -a "$O/call.log"; }
 pack() { RESUME_MAX_MB=${RESUME_MAX_MB:-50} bash jobs/study_gpu.sh study-aggregate pack; }
+# "cell dataset" of each COMPLETED cell of the sweep in $WORK/study
+completed_cells() {
+  python3 -c 'import json, pathlib, sys
+from jobs.pack import completed
+for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
+    if completed(d):
+        print(d.name, json.loads((d / "cell.json").read_text())["config"]["dataset"])' "$WORK/study"
+}
+finished_datasets() {
+  completed_cells | grep -vxF -f "$WORK/completed-before" | cut -d' ' -f2 | sort -u | tr '\n' ' '
+}
 log "start: budget $BUDGET s, $CELLS cells per GPU"
 # CONTINUE=1: calls made back to back find the machine still warm, with the previous call's
 # sweep and every checkpoint in $WORK; carry on from those (a cut cell resumes from its last
@@ -48,6 +59,7 @@ else
   cp -r "${STUDY:-.study/study}" "$WORK/study"
 fi
 
+completed_cells >"$WORK/completed-before"
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-study CUDA_MPS_LOG_DIRECTORY=/tmp/mps-study
 mkdir -p /tmp/mps-study
 nvidia-cuda-mps-control -d 2>/dev/null || log "no MPS daemon: cells sharing a GPU take turns on it"
@@ -69,7 +81,11 @@ for ds in ${EXTEND:-}; do
 done
 pack
 log "packed (training over)"
-analyses=${ANALYSES:-${EXTEND:-} $(echo "${RESUME_WHERE:-}" | tr ' ' '\n' | sed -n 's/^dataset=//p' | tr ',' ' ')}
+# Analyses: ANALYSES, or else the datasets with a cell that finished in this call (their
+# checkpoints are on this machine only: session 12 lost amazon-beauty's when a call whose
+# RESUME_WHERE named no dataset finished its cells and analysed nothing).
+analyses=${ANALYSES:-$(finished_datasets)}
+log "analyses: ${analyses:-none}"
 for ds in $analyses; do
   [ "$(left)" -gt 45 ] || break
   timeout $(( $(left) - 15 )) bash jobs/study_gpu.sh "study-analyses-$ds" >"$L/an-$ds.log" 2>&1 &
