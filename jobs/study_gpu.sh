@@ -28,6 +28,11 @@
 #               completed cells (their checkpoints stay on the GPU machine) into
 #               $WORK/study-analyses/DATASET/{geometry,longtail};
 # study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
+# rerun-DATASET: that dataset's cells of seeds SEEDS (default 42,123; MODELS=a,b for some) of
+#               the grid GRID (default study)
+#               trained again into $WORK/rerun-DATASET, then analysed like study-analyses into
+#               $WORK/study-analyses/DATASET-rerun: the geometry of cells whose checkpoints
+#               left with an earlier call's machine.
 # cost-DATASET: RQ3's exclusive cost: that dataset's seed-42 cell of every model (MODELS=a,b for
 #               some), one at a time alone on the GPU, into $WORK/cost (cells sharing a GPU
 #               take turns on it, so a shared call's seconds are not a model's cost), then
@@ -107,14 +112,24 @@ for phase in "$@"; do
     study-aggregate)
       $PY -m launcher aggregate "$WORK/study" --out "$WORK/study-aggregate" >>"$OUT/study.log" 2>&1
       log "study-aggregate: $(( $(ms) - t0 )) ms" ;;
-    study-analyses-*)
-      ds=${phase#study-analyses-}
+    study-analyses-*|rerun-*)
+      # study-analyses-D reads the study sweep's cells; rerun-D trains D's cells again first
+      # (SEEDS, MODELS), into $WORK/rerun-D, for the checkpoints an earlier call did not keep.
+      ds=${phase#study-analyses-} sweep=$WORK/study dest=${phase#study-analyses-}
+      if [ "${phase#rerun-}" != "$phase" ]; then
+        ds=${phase#rerun-} sweep=$WORK/$phase dest=${phase#rerun-}-rerun
+        only=(--where "dataset=$ds" --where "seed=${SEEDS:-42,123}")
+        [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
+        $PY -m launcher sweep "${GRID:-study}" "${only[@]}" --extend --executor local \
+          --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$sweep" >>"$OUT/study.log" 2>&1
+        log "$phase (seeds ${SEEDS:-42,123}, ${MODELS:-all models}): trained, $(( $(ms) - t0 )) ms"
+      fi
       runs=$($PY -c 'import json, pathlib, sys
+from jobs.pack import completed
 for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
-    cfg = json.loads((d / "cell.json").read_text())["config"]
-    done = (d / "result.json").exists() and "COMPLETED" in (d / "result.json").read_text()
-    if cfg["dataset"] == sys.argv[2] and done and (d / "best_model.pt").exists():
-        print(d)' "$WORK/study" "$ds")
+    if completed(d) and (d / "best_model.pt").exists() and \
+            json.loads((d / "cell.json").read_text())["config"]["dataset"] == sys.argv[2]:
+        print(d)' "$sweep" "$ds")
       [ -n "$runs" ] || { log "$phase: no completed cell with a checkpoint"; continue; }
       # The trainer records the long tail in result.json since session 11 (longtail_* fields):
       # only older runs need the longtail analysis.
@@ -125,7 +140,7 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
         [ "$a" = longtail ] && todo=$lt_runs
         [ -n "$todo" ] || continue
         # shellcheck disable=SC2086  # one run folder per word
-        $PY -m recsys_core.analysis $a $todo --device auto --out "$WORK/study-analyses/$ds/$a" \
+        $PY -m recsys_core.analysis $a $todo --device auto --out "$WORK/study-analyses/$dest/$a" \
           >>"$OUT/study.log" 2>&1 || log "$a $ds failed (exit $?)"
       done
       log "$phase ($(echo $runs | wc -w) runs): $(( $(ms) - t0 )) ms" ;;
@@ -211,6 +226,6 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       [ -z "$ckpts" ] || tar czf - -C "$WORK" $ckpts | split -b 15M - "$OUT/resume.tgz.part-"
       log "pack: $(du -h "$OUT/study.tgz" | cut -f1), resume checkpoints: $(echo $ckpts | wc -w)" \
         "in $(ls "$OUT"/resume.tgz.part-* 2>/dev/null | wc -l) part(s)" ;;
-    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET study-aggregate cost-DATASET latency long-histories grid-NAME)" >&2; exit 2 ;;
+    *) echo "unknown phase $phase (beauty-solo beauty-sasrec beauty-both beauty beauty-fp32 ml100k tune-ml1m tune-ml1m-final resume-SWEEP aggregate evalcheck pack study-DATASET study-analyses-DATASET rerun-DATASET study-aggregate cost-DATASET latency long-histories grid-NAME)" >&2; exit 2 ;;
   esac
 done

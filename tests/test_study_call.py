@@ -44,8 +44,12 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
         t.extractall(back, filter="data")
     log = (back / "o" / "call.log").read_text()
     assert "packed (training over)" in log and "packed again" in log
+    # no ANALYSES and no dataset in RESUME_WHERE: the datasets of the cells this call finished
+    # (session 12 lost amazon-beauty's checkpoints to a call that analysed nothing)
+    assert "analyses: synthetic" in log
     assert "resuming 4 cell(s)" in (back / "o" / "logs" / "resume.log").read_text()
     with tarfile.open(back / "o" / "study.tgz") as t:
+        assert "./study-analyses/synthetic/geometry/geometry.csv" in t.getnames()
         done = {n for n in t.getnames() if n.endswith("result.json")}
         statuses = [json.load(t.extractfile(n))["status"] for n in sorted(done)]
     assert len(done) == 5 and statuses.count("COMPLETED") == 4    # + the FAILED one
@@ -146,3 +150,24 @@ def test_merging_calls_keeps_each_completed_result_final_and_carries_checkpoints
     assert "0 unfinished cell(s) carry their checkpoints; left out (past --state-max-mb): " \
         "sasrec-synthetic-L8-s1 (0.0 MB)" in capped.stdout
     assert not (state / "cells" / cut / "checkpoint.pt").exists()
+
+
+def test_rerun_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
+    """jobs/study_gpu.sh rerun-DATASET: the checkpoints a finished call did not keep come back
+    by training the chosen seeds again; their geometry is written beside the study's."""
+    work = tmp_path / "work"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "WORK": str(work), "GRID": str(grid(tmp_path)), "SEEDS": "2",
+           "MODELS": "gru4rec,sasrec,pop", "CELLS_PER_GPU": "2"}
+    run = subprocess.run(["bash", "jobs/study_gpu.sh", "rerun-synthetic"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    log = (work / "out" / "study.log").read_text()
+    assert "rerun-synthetic (seeds 2, gru4rec,sasrec,pop): trained" in log
+    assert "rerun-synthetic (2 runs)" in log          # pop has no checkpoint to analyse
+    table = (work / "study-analyses" / "synthetic-rerun" / "geometry" / "geometry.csv").read_text()
+    assert table.count("\n") == 3 and "gru4rec" in table and "sasrec" in table
+    names = [json.loads((d / "cell.json").read_text())["name"]
+             for d in (work / "rerun-synthetic" / "cells").iterdir()]
+    assert sorted(names) == ["gru4rec-synthetic-L8-s2", "pop-synthetic-L8-s2",
+                             "sasrec-synthetic-L8-s2"]
