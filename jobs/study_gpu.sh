@@ -43,7 +43,8 @@
 #               LATENCY_BATCHES="512" for one batch);
 # long-histories: training epoch time and memory at max_len 512-2048 ($WORK/long-histories);
 # grid-NAME:    the shipped grid NAME (study-lengths, study-dims: RQ2; study-long) into $WORK/NAME, grown
-#               like the study (DATASET=d and MODELS=a,b select cells), then its aggregate.
+#               like the study (DATASET=d and MODELS=a,b select cells; REUSE=SWEEP copies the
+#               cells that sweep finished), then its aggregate.
 # Environment: WORK (sweeps, default /tmp/study), OUT (default $WORK/out), RECSYS_DATA_MIRROR,
 # CELLS_PER_GPU (default 6), PROCESS_PER_CELL=1 (the study, grid and resume phases: a process
 # per cell, not persistent workers), MPS=1 (those phases with --mps: NVIDIA MPS for the run).
@@ -164,6 +165,7 @@ for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
       only=()
       [ -n "${DATASET:-}" ] && only+=(--where "dataset=$DATASET")
       [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
+      [ -n "${REUSE:-}" ] && only+=(--reuse "$REUSE")   # e.g. results/study/sweep's cells
       $PY -m launcher sweep "$name" "${only[@]}" --extend --executor local \
         --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$WORK/$name" >>"$OUT/study.log" 2>&1
       $PY -m launcher aggregate "$WORK/$name" --out "$WORK/$name-aggregate" >>"$OUT/study.log" 2>&1
