@@ -22,6 +22,8 @@ SWEEP/aggregate):
                     a head (top 20% of items by train interactions), mid or tail (bottom 50%)
                     item, the tail's share of the top-10 lists, catalogue coverage, Gini of
                     recommendations: mean ± std over seeds, n_seeds (RQ2)
+    geometry        likewise, the item embeddings' geometry (RQ4): dimensions for 90% of the
+                    variance, participation ratio, anisotropy, hubness Gini and skewness
     cells           every cell: state, reason, metrics, wall time, GPU- and CPU-hours
     states          cells per state: COMPLETED, FAILED, CANCELLED, MISSING, ...
     summary.md      all of it, plus every result file that could not be read
@@ -50,7 +52,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from launcher import display, tables
-from launcher.collect import CACHE, Aggregate, load  # noqa: F401  (CACHE: bench_aggregate)
+from launcher.collect import (CACHE, RECORDED, Aggregate,  # noqa: F401  (CACHE: bench_aggregate)
+                              load)
 from recsys_core.atomic import atomic_write
 from recsys_core.render import write_table
 
@@ -67,7 +70,11 @@ TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
           "longtail": "Long tail of the test split (mean ± std over seeds; head: the top 20% "
                       "of items by train interactions, tail: the bottom 50%; Recall@10 of the "
                       "users whose target is in each group; tail share, coverage and Gini of "
-                      "the top-10 lists)", "states": "Cell states"}
+                      "the top-10 lists)",
+          "geometry": "Item-embedding geometry of the best model (mean ± std over seeds; "
+                      "hubness: how often an item is among the others' 10 cosine nearest "
+                      "neighbours; anisotropy: mean cosine of item pairs)",
+          "states": "Cell states"}
 
 
 def write(agg: Aggregate, out: Path, plots: bool = True, versus: tuple[str, ...] = ()
@@ -93,10 +100,11 @@ def write(agg: Aggregate, out: Path, plots: bool = True, versus: tuple[str, ...]
         "states": write_table(out, "states", states, states, 1),
         "cells": write_table(out, "cells", cells, display.display_numbers(cells), 4),
     }
-    if tables.has_longtail(agg):    # sweeps of cells trained before it: no table
-        longtail = tables.longtail_table(agg)
-        md["longtail"] = write_table(out, "longtail", longtail,
-                                     display.display_longtail(longtail, agg.keys), n)
+    for group in RECORDED:     # sweeps of cells trained before results held it: no table
+        if tables.has_recorded(agg, group):
+            table = tables.recorded_table(agg, group)
+            md[group] = write_table(out, group, table,
+                                    display.display_recorded(table, agg.keys, group), n)
     for model in versus:
         table = tables.paired_tests(agg, main, reference=model).rename(
             columns={"best": "reference"})

@@ -26,15 +26,22 @@ METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@1
 COLD_METRICS = {"cold_test_recall@10": "cold Recall@10", "cold_test_ndcg@10": "cold NDCG@10",
                 "cold_pop_test_recall@10": "cold pop Recall@10",
                 "cold_pop_test_ndcg@10": "cold pop NDCG@10"}
-# The long tail of the test split (recsys_core/train/loop.py, RQ2): the longtail table where
-# any cell has it. Not among results.FIELDS: a declared field is a column of every sweep's
-# frame (and results.parquet), and cells trained before it have none.
+# The analyses a result records (recsys_core/train/recorded.py): the long tail of the test
+# split (RQ2) and the item embeddings' geometry (RQ4), each a table where any cell has it. Not
+# among results.FIELDS: a declared field is a column of every sweep's frame (and
+# results.parquet), and cells trained before them have none.
 LONGTAIL_METRICS = {"longtail_recall@10_head": "Recall@10 head",
                     "longtail_recall@10_mid": "Recall@10 mid",
                     "longtail_recall@10_tail": "Recall@10 tail",
                     "longtail_share_tail_in_top10": "tail share of top 10",
                     "longtail_coverage": "coverage",
                     "longtail_gini_recommendations": "Gini of recommendations"}
+GEOMETRY_METRICS = {"geometry_dims_90": "dims for 90% variance",
+                    "geometry_participation_ratio": "participation ratio",
+                    "geometry_anisotropy": "anisotropy",
+                    "geometry_hub_gini": "hubness Gini",
+                    "geometry_hub_skewness": "hub skewness"}
+RECORDED = {"longtail": LONGTAIL_METRICS, "geometry": GEOMETRY_METRICS}
 ALWAYS = ("model", "dataset", "max_len")
 CACHE = ".aggregate-cache"
 
@@ -150,7 +157,8 @@ def load(sweep_root: str | Path) -> Aggregate:
         reason.append(r if isinstance(r, str) else None)
     cells["state"], cells["reason"] = state, reason
     cells.loc[cells["state"] != "COMPLETED",
-              [*METRICS, *COLD_METRICS, *(m for m in LONGTAIL_METRICS if m in cells)]] = np.nan
+              [*METRICS, *COLD_METRICS,
+               *(m for group in RECORDED.values() for m in group if m in cells)]] = np.nan
     wall = cells["wall_time_s"].fillna(0.0)
     cells["gpu_hours"] = wall * cells["gpus"] * cells["nodes"] / 3600
     cells["cpu_hours"] = wall * cells["cpus"].fillna(1).astype(float) * cells["nodes"] / 3600

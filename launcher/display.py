@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from launcher.collect import COLD_METRICS, LONGTAIL_METRICS, METRICS
+from launcher.collect import COLD_METRICS, METRICS, RECORDED
 
 
 def number(v) -> str:
@@ -78,10 +78,10 @@ def display_overview(table: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
     return out
 
 
-def display_longtail(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def display_recorded(table: pd.DataFrame, keys: list[str], group: str) -> pd.DataFrame:
     out = _keys(table, keys)
-    for m, label in LONGTAIL_METRICS.items():
-        short = m.removeprefix("longtail_")
+    for m, label in RECORDED[group].items():
+        short = m.removeprefix(f"{group}_")
         out[label] = list(map(mean_std, table[f"{short}_mean"], table[f"{short}_std"]))
     out["n_seeds"] = table["n_seeds"]
     return out

@@ -17,13 +17,15 @@
              them): Recall@10 of users whose test target is a head, mid or tail item, the
              tail's share of the top-10 lists, catalogue coverage and the Gini of the items'
              recommendation counts, mean and std over seeds; n_seeds
+    geometry likewise for the item embeddings' geometry (RQ4): dimensions for 90% of the
+             variance, participation ratio, anisotropy, hubness Gini and skewness
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from launcher.collect import (COLD_METRICS, LONGTAIL_METRICS, METRICS, Aggregate,
+from launcher.collect import (COLD_METRICS, METRICS, RECORDED, Aggregate,
                               varying_within_model_and_dataset)
 
 
@@ -206,23 +208,24 @@ def cost_table(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
     return main[cols].merge(cost.reset_index(), on=keys, how="left")
 
 
-def has_longtail(agg: Aggregate) -> bool:
-    """Whether a completed cell recorded the long tail (cells trained before that have none)."""
-    cells = agg.cells
-    return "longtail_coverage" in cells and bool(cells["longtail_coverage"].notna().any())
+def has_recorded(agg: Aggregate, group: str) -> bool:
+    """Whether a completed cell recorded that analysis (collect.RECORDED: `longtail`,
+    `geometry`); cells trained before results held it have none."""
+    probe = next(iter(RECORDED[group]))
+    return probe in agg.cells and bool(agg.cells[probe].notna().any())
 
 
-def longtail_table(agg: Aggregate) -> pd.DataFrame:
-    """The main table's rows that have long-tail figures: each figure's mean and std over the
-    seeds that have them (columns without the `longtail_` prefix), n_seeds."""
-    keys = agg.keys
-    cells = agg.cells.reindex(columns=[*keys, *LONGTAIL_METRICS])    # a figure no cell has: NaN
-    cells = cells[cells["longtail_coverage"].notna()]
-    figures = cells[list(LONGTAIL_METRICS)].astype(float)   # a field null in every file: object
+def recorded_table(agg: Aggregate, group: str) -> pd.DataFrame:
+    """The main table's rows that have that analysis's figures: each figure's mean and std
+    over the seeds that have them (columns without the `group_` prefix), n_seeds."""
+    keys, metrics = agg.keys, list(RECORDED[group])
+    cells = agg.cells.reindex(columns=[*keys, *metrics])    # a figure no cell has: NaN
+    cells = cells[cells[metrics[0]].notna()]
+    figures = cells[metrics].astype(float)          # a field null in every file: object
     g = figures.groupby([cells[k] for k in keys], sort=False, dropna=False)
     table = pd.DataFrame(index=g.size().index)
-    for m in LONGTAIL_METRICS:
-        short = m.removeprefix("longtail_")
+    for m in metrics:
+        short = m.removeprefix(f"{group}_")
         table[f"{short}_mean"] = g[m].mean()
         table[f"{short}_std"] = g[m].std(ddof=1)
     table["n_seeds"] = g.size()

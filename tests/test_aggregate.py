@@ -418,7 +418,7 @@ def test_settings_that_follow_model_and_dataset_keep_every_model_in_the_group(tm
 
 
 def tail_figures(model, dataset, max_len, seed):
-    """A cell's long-tail fields as the trainer records them (recsys_core/train/loop.py)."""
+    """A cell's long-tail fields as the trainer records them (recsys_core/train/recorded.py)."""
     r = recall(model, dataset, max_len, seed)
     return {"longtail_recall@10_head": 1.5 * r, "longtail_recall@10_mid": r,
             "longtail_recall@10_tail": r / (1 + seed), "longtail_users_tail": 40,
@@ -459,3 +459,37 @@ def test_a_longtail_table_where_cells_recorded_the_long_tail(sweep, tmp_path):
     assert len(rows) == 6 and rows[0][header.index("coverage")] == "0.5000 ± 0.2000"
     assert (out / "longtail.tex").read_text().count(" \\\\\n") == 7    # header and 6 rows
     assert "## Long tail of the test split" in (out / "summary.md").read_text()
+
+
+def test_a_geometry_table_where_cells_recorded_their_item_space(sweep, tmp_path):
+    """The item-embedding geometry results record (recsys_core/train/recorded.py), per
+    configuration like the long tail: pop records none, so it has no row; a sweep of cells
+    trained before it has no table."""
+    out = aggregate(sweep, tmp_path)
+    assert not list(out.glob("geometry*"))
+
+    def figures(model, dataset, max_len, seed):
+        return {"geometry_dims_90": 10 + seed, "geometry_participation_ratio": 5.0 * seed,
+                "geometry_anisotropy": 0.01 * seed + max_len / 1000,
+                "geometry_hub_gini": 0.3 if model == "sasrec" else 0.4,
+                "geometry_hub_skewness": 2.0 - seed / 10, "geometry_n_items": 60}
+    for c in sweep.cells():
+        record = read_result(sweep.cell_dir(c.id)) if key(c)[1] == "synthetic" else None
+        if record is not None and key(c)[0] != "pop":
+            write_result(sweep.cell_dir(c.id), {**record, **figures(*key(c))})
+    out = tmp_path / "agg-geometry"
+    assert launcher_main(["aggregate", str(sweep.root), "--out", str(out), "--no-plots"]) == 0
+    table = pd.read_csv(out / "geometry.csv")
+    assert list(zip(table.model, table.max_len)) == [(m, L) for L in (10, 20)
+                                                     for m in ("sasrec", "gru4rec")]
+    for row in table.to_dict("records"):
+        seeds = [s for s in (1, 2, 3) if (row["model"], "synthetic", row["max_len"], s) != FAILED]
+        want = pd.DataFrame([figures(row["model"], "synthetic", row["max_len"], s) for s in seeds])
+        assert row["n_seeds"] == len(seeds)
+        assert row["dims_90_mean"] == pytest.approx(want["geometry_dims_90"].mean())
+        assert row["anisotropy_std"] == pytest.approx(want["geometry_anisotropy"].std(ddof=1))
+    header, rows = md_rows(out / "geometry.md")
+    assert header[-6:] == ["dims for 90% variance", "participation ratio", "anisotropy",
+                           "hubness Gini", "hub skewness", "n_seeds"]
+    assert len(rows) == 4 and rows[0][header.index("hubness Gini")] == "0.3000 ± 0.0000"
+    assert "## Item-embedding geometry of the best model" in (out / "summary.md").read_text()

@@ -217,7 +217,7 @@ def test_longtail_end_to_end_agrees_with_the_trainer(runs, tmp_path, monkeypatch
 
 
 def test_the_trainers_long_tail_figures_are_the_analysis_clis(runs, tmp_path, monkeypatch):
-    """What every result records of the long tail (recsys_core/train/loop.py) is what the
+    """What every result records of the long tail (recsys_core/train/recorded.py) is what the
     analysis computes from the run's best_model.pt."""
     monkeypatch.setenv("RECSYS_DATA_CACHE", str(runs["sas1"].parent / "cache"))
     names = ("sas1", "bert", "pop")
@@ -232,6 +232,24 @@ def test_the_trainers_long_tail_figures_are_the_analysis_clis(runs, tmp_path, mo
         assert table.loc[i, "model"] == result["model"]
         assert {c: result[f"longtail_{c}"] for c in figures} == pytest.approx(
             table.loc[i, figures].to_dict(), rel=1e-9), name
+
+
+def test_the_trainers_geometry_is_the_analysis_clis(runs, tmp_path, monkeypatch):
+    """What every result records of the item-embedding geometry (recsys_core/train/recorded.py)
+    is the analysis' per-run row from best_model.pt; pop, without embeddings, records none."""
+    monkeypatch.setenv("RECSYS_DATA_CACHE", str(runs["sas1"].parent / "cache"))
+    names = ("sas1", "bert", "pop")
+    assert analysis_main(["geometry", *(str(runs[n]) for n in names), "--out", str(tmp_path),
+                          "--tsne-iterations", "10", "--tsne-points", "20"]) == 0
+    table = pd.read_csv(tmp_path / "geometry.csv")
+    figures = [c for c in table.columns if c not in ("run", "model", "dataset", "seed", "path")]
+    assert len(figures) == 9
+    for i, name in enumerate(names[:2]):
+        result = json.loads((runs[name] / "result.json").read_text())
+        assert {c: result[f"geometry_{c}"] for c in figures} == pytest.approx(
+            table.loc[i, figures].to_dict(), rel=1e-9), name
+    pop = json.loads((runs["pop"] / "result.json").read_text())
+    assert not any(k.startswith("geometry_") for k in pop)
 
 
 def test_combine_joins_slices_and_keeps_the_newest_row_of_a_run(runs, tmp_path, monkeypatch,

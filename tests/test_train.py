@@ -290,16 +290,20 @@ def test_a_stop_request_ends_training_after_the_epoch_as_early_stopping_does(tmp
     assert last["epochs_run"] == 1 and last["stop_request"] is None
 
 
-def test_a_failing_long_tail_does_not_fail_the_finished_cell(tmp_path, monkeypatch):
-    """The long-tail figures are an extra pass after the test: if it fails (a GPU shared by
-    many cells can run out of memory there), the cell is still COMPLETED and says why."""
-    import recsys_core.train.loop as loop
+def test_a_failing_recorded_analysis_does_not_fail_the_finished_cell(tmp_path, monkeypatch):
+    """The long-tail and geometry figures are extra passes after the test: if one fails (a GPU
+    shared by many cells can run out of memory there), the cell is still COMPLETED and says
+    why."""
+    import recsys_core.analysis.geometry as geometry
+    import recsys_core.train.recorded as recorded
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
-    monkeypatch.setattr(loop, "longtail", broken)
+    monkeypatch.setattr(recorded, "longtail", broken)
+    monkeypatch.setattr(geometry, "measures", broken)
     result = run(cell(tmp_path, "broken", epochs=1))
     assert result["status"] == "COMPLETED" and "test_recall@10" in result
     assert json.loads((tmp_path / "broken" / "result.json").read_text())["status"] == "COMPLETED"
     assert result["longtail_error"] == "RuntimeError: CUDA out of memory (simulated)"
-    assert not any(k.startswith("longtail_recall") for k in result)
+    assert result["geometry_error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert not any(k.startswith(("longtail_recall", "geometry_dims")) for k in result)

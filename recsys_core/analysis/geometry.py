@@ -10,6 +10,8 @@ Per run, on the item embeddings E [n_items, D] (no padding or [mask] row):
 - t-SNE (cosine) of the embeddings.
 Per pair of runs on the same items: linear CKA (invariant to rotation and scale) and the mean
 overlap of the items' k-NN lists (neighbourhood stability across seeds or models).
+The trainer records `measures()`'s row in every result (`geometry_*`, train/recorded.py), so
+the per-run measures need no checkpoint; the pairs and the figure do.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def anisotropy(emb: np.ndarray) -> float:
     return float(total / (n * (n - 1)))
 
 
-def cosine_knn(emb: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> np.ndarray:
+def cosine_knn(emb: np.ndarray, k: int, block: int = 2048, device: str = "cpu") -> np.ndarray:
     """[n, k] indices of each row's k most cosine-similar other rows, most similar first
     (blocks of rows, so a catalogue of 50,000 items never holds an n × n matrix). On the GPU:
     amazon-beauty's 54,542 items took ~30 s a run with numpy's argpartition on 2 cores."""

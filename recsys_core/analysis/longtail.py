@@ -6,7 +6,7 @@ bottom 50%, mid = the rest. On the test split, with full ranking and the run's o
 - the top-10 lists: share of tail (and head) items among all recommendations, catalogue
   coverage (items recommended to anyone / all items), Gini of the items' recommendation
   counts, and the 50 most recommended items with title, count and share of users.
-The trainer records `longtail()`'s summary in every result (`longtail_*`, train/loop.py): this
+The trainer records `longtail()`'s summary in every result (`longtail_*`, train/recorded.py): this
 analysis adds the most recommended items and the figure, from a run's best_model.pt.
 """
 from __future__ import annotations

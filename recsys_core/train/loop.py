@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys_core.analysis.longtail import longtail
 from recsys_core.telemetry import GpuTelemetry
 from recsys_core.tracking import Tracker
 from recsys_core.train import checkpoint as ckpt
@@ -24,6 +23,7 @@ from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import current_lr
 from recsys_core.train.prepared import Prepared
 from recsys_core.train.provenance import provenance
+from recsys_core.train.recorded import geometry_figures, longtail_figures
 from recsys_core.train.results import write_history, write_predictions, write_result
 from recsys_core.train.setup import Run, build_run, make_accelerator
 from recsys_core.train.stop import stop_requested
@@ -130,6 +130,7 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
             ks=cfg.ks, batch_size=cfg.eval_batch_size, accelerator=accelerator))
         if main:   # the process that writes the result; no collective inside: none waits for it
             record.update(longtail_figures(r))
+            record.update(geometry_figures(r))
         record.update(status="COMPLETED", reason=None, best_epoch=state.best_epoch or None,
                       epochs_run=state.epoch, stopped_early=state.stopped,
                       stop_request=state.stop_request,
@@ -172,29 +173,6 @@ def data_mirror_used(cfg: TrainConfig) -> str | None:
     from recsys_core.data.names import SYNTHETIC
     root = None if cfg.dataset in SYNTHETIC else mirror_root(cfg.data_mirror)
     return str(root.resolve()) if root is not None else None
-
-
-def longtail_figures(r: Run) -> dict:
-    """The long tail of the test split (RQ2) as `python -m recsys_core.analysis longtail`
-    computes it from best_model.pt: head = the top 20% of items by train interactions, tail =
-    the bottom 50%, k = 10, the run's filter_seen. Recall/NDCG@10 and users per target group,
-    tail/mid/head share of the top-10 lists, coverage, Gini of recommendations, items per
-    group; `longtail_`-prefixed. Scored as the test metrics are (the run's autocast: on a GPU
-    under bf16 the analysis CLI's fp32 figures can differ in the last digits; on the CPU they
-    are equal). A cell whose figures fail (e.g. out of GPU memory beside other cells) still
-    completes, with `longtail_error` saying why."""
-    model = r.unwrapped
-    model.eval()
-
-    def score(history: torch.Tensor) -> torch.Tensor:
-        with r.accelerator.autocast():
-            return model.score_next(history)
-    try:
-        summary, _, _ = longtail(score, r.split, max_len=r.cfg.max_len,
-                                 filter_seen=r.cfg.filter_seen, batch_size=r.cfg.eval_batch_size)
-    except Exception as e:  # noqa: BLE001 -- an extra analysis must not fail a finished cell
-        return {"longtail_error": f"{type(e).__name__}: {e}"[:500]}
-    return {f"longtail_{k}": v for k, v in summary.items() if k != "users"}
 
 
 def train_epoch(r: Run, epoch: int) -> tuple[float, float, int]:

@@ -38,7 +38,8 @@ FIELDS: dict[str, pa.DataType] = {
     "cold_users": NUMBER,                   # cold-start users evaluated (train/cold_start.py)
     **{f"cold_{who}test_{metric}@10": NUMBER for who in ("", "pop_")
        for metric in ("recall", "ndcg")},
-    # not the long tail's `longtail_*` (train/loop.py): why in launcher/collect.py
+    # not the recorded analyses' `longtail_*`, `geometry_*` (train/recorded.py): why in
+    # launcher/collect.py
     "best_epoch": NUMBER,
     "epochs_run": NUMBER,
     "params_total": NUMBER,
