@@ -4,7 +4,8 @@
 # then its results come back in at most 8 files of 16 MiB, 64 MiB together (the device tool's
 # limits). What sessions 9-10's calls taught is built in:
 # - one launcher at a time on the GPU (three launchers of 8-12 cells each ran 28 cells at once
-#   and 25 of them out of memory): RESUME_WHERE's cells first, then each of EXTEND's datasets;
+#   and 25 of them out of memory): RESUME_WHERE's cells first, then each of EXTEND's datasets,
+#   then RERUN's;
 # - the results are packed as soon as training stops, before the analyses, which can outlast
 #   the call (session 10's last call lost 12 finished cells that way), and again after them;
 # - unfinished cells' checkpoints come back smallest first, up to RESUME_MAX_MB (pack).
@@ -13,6 +14,9 @@
 # when less device time is left after the machine's start-up):
 #   BUDGET=540 CELLS_PER_GPU=16 RESUME_WHERE="dataset=video-sasrec" EXTEND="yelp-s3rec" \
 #     bash jobs/study_call.sh
+# A call that only trains amazon-beauty's seeds 42/123 again for their analyses:
+#   STUDY=results/study/sweep RESUME_WHERE=none RERUN=amazon-beauty BUDGET=560 \
+#     CELLS_PER_GPU=16 bash jobs/study_call.sh
 # Back here: tar xzf back.tgz; tar xzf o/study.tgz -C <dir>; cat resume.tgz.part-* | tar xz -C <dir>.
 # Environment: BUDGET (seconds the call may take, start-up included; default 540),
 # CELLS_PER_GPU (16), RESUME_WHERE (--where clauses for `resume`, space-separated KEY=V1,V2;
@@ -20,7 +24,10 @@
 # `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those
 # with a cell that finished in this call), RESUME_MAX_MB (50), STUDY (the sweep to start
 # from, default .study/study), WORK (where it runs, default /tmp/study), CONTINUE=1 (start from
-# the sweep a previous call left in WORK on this machine, if there is one).
+# the sweep a previous call left in WORK on this machine, if there is one), RERUN (datasets
+# whose seeds SEEDS, default 42,123, are trained again into WORK/rerun-D and analysed: the
+# checkpoints of cells an earlier call's machine took with it; MODELS=a,b for some models;
+# GRID, default study).
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -79,6 +86,13 @@ for ds in ${EXTEND:-}; do
     --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/study" >>"$L/extend-$ds.log" 2>&1
   log "extend $ds: exit $?"
 done
+for ds in ${RERUN:-}; do
+  t=$(( train_until - ($(date +%s) - S) ))
+  [ "$t" -gt 30 ] || { log "no time left to rerun $ds"; break; }
+  timeout -s INT "$t" env MPS=1 CELLS_PER_GPU="$CELLS" bash jobs/study_gpu.sh "rerun-$ds" \
+    >>"$L/rerun-$ds.log" 2>&1
+  log "rerun $ds: exit $?"
+done
 pack
 log "packed (training over)"
 # Analyses: ANALYSES, or else the datasets with a cell that finished in this call (their
@@ -89,6 +103,11 @@ log "analyses: ${analyses:-none}"
 for ds in $analyses; do
   [ "$(left)" -gt 45 ] || break
   timeout $(( $(left) - 15 )) bash jobs/study_gpu.sh "study-analyses-$ds" >"$L/an-$ds.log" 2>&1 &
+done
+for ds in ${RERUN:-}; do
+  [ "$(left)" -gt 45 ] || break
+  timeout $(( $(left) - 15 )) env SWEEP="rerun-$ds" bash jobs/study_gpu.sh "study-analyses-$ds" \
+    >"$L/an-rerun-$ds.log" 2>&1 &
 done
 wait
 echo quit | nvidia-cuda-mps-control 2>/dev/null

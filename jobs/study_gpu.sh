@@ -26,13 +26,13 @@
 #               added by a later call);
 # study-analyses-DATASET: geometry (RQ4) and long-tail (RQ2) analyses of that dataset's
 #               completed cells (their checkpoints stay on the GPU machine) into
-#               $WORK/study-analyses/DATASET/{geometry,longtail};
+#               $WORK/study-analyses/DATASET/{geometry,longtail} (SWEEP=NAME: of $WORK/NAME);
 # study-aggregate: the study sweep's tables and plots into $WORK/study-aggregate.
 # rerun-DATASET: that dataset's cells of seeds SEEDS (default 42,123; MODELS=a,b for some) of
-#               the grid GRID (default study)
-#               trained again into $WORK/rerun-DATASET, then analysed like study-analyses into
-#               $WORK/study-analyses/DATASET-rerun: the geometry of cells whose checkpoints
-#               left with an earlier call's machine.
+#               the grid GRID (default study) trained again into $WORK/rerun-DATASET, for the
+#               checkpoints an earlier call's machine took with it; `SWEEP=rerun-DATASET
+#               bash jobs/study_gpu.sh study-analyses-DATASET` analyses them into
+#               $WORK/study-analyses/DATASET-rerun (study_call.sh's RERUN does both).
 # cost-DATASET: RQ3's exclusive cost: that dataset's seed-42 cell of every model (MODELS=a,b for
 #               some), one at a time alone on the GPU, into $WORK/cost (cells sharing a GPU
 #               take turns on it, so a shared call's seconds are not a model's cost), then
@@ -113,18 +113,17 @@ for phase in "$@"; do
     study-aggregate)
       $PY -m launcher aggregate "$WORK/study" --out "$WORK/study-aggregate" >>"$OUT/study.log" 2>&1
       log "study-aggregate: $(( $(ms) - t0 )) ms" ;;
-    study-analyses-*|rerun-*)
-      # study-analyses-D reads the study sweep's cells; rerun-D trains D's cells again first
-      # (SEEDS, MODELS), into $WORK/rerun-D, for the checkpoints an earlier call did not keep.
-      ds=${phase#study-analyses-} sweep=$WORK/study dest=${phase#study-analyses-}
-      if [ "${phase#rerun-}" != "$phase" ]; then
-        ds=${phase#rerun-} sweep=$WORK/$phase dest=${phase#rerun-}-rerun
-        only=(--where "dataset=$ds" --where "seed=${SEEDS:-42,123}")
-        [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
-        $PY -m launcher sweep "${GRID:-study}" "${only[@]}" --extend --executor local \
-          --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$sweep" >>"$OUT/study.log" 2>&1
-        log "$phase (seeds ${SEEDS:-42,123}, ${MODELS:-all models}): trained, $(( $(ms) - t0 )) ms"
-      fi
+    rerun-*)
+      ds=${phase#rerun-}
+      only=(--where "dataset=$ds" --where "seed=${SEEDS:-42,123}")
+      [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
+      $PY -m launcher sweep "${GRID:-study}" "${only[@]}" --extend --executor local \
+        --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$WORK/$phase" >>"$OUT/study.log" 2>&1
+      log "$phase (seeds ${SEEDS:-42,123}, ${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;
+    study-analyses-*)
+      ds=${phase#study-analyses-}
+      sweep=$WORK/${SWEEP:-study} dest=$ds
+      [ "${SWEEP:-study}" = study ] || dest=$ds-${SWEEP%%-*}    # SWEEP=rerun-D: D-rerun
       runs=$($PY -c 'import json, pathlib, sys
 from jobs.pack import completed
 for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):

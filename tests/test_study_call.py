@@ -152,22 +152,37 @@ def test_merging_calls_keeps_each_completed_result_final_and_carries_checkpoints
     assert not (state / "cells" / cut / "checkpoint.pt").exists()
 
 
-def test_rerun_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
-    """jobs/study_gpu.sh rerun-DATASET: the checkpoints a finished call did not keep come back
-    by training the chosen seeds again; their geometry is written beside the study's."""
-    work = tmp_path / "work"
+def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
+    """study_call.sh RERUN=D: the checkpoints a finished call did not keep come back by
+    training the chosen seeds again (jobs/study_gpu.sh rerun-D, within the call's budget);
+    their analyses are written beside the study's (study-analyses/D-rerun) and packed."""
+    study = tmp_path / "study"
+    made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
+                           "--executor", "dry-run", "--out", study],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "out"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "WORK": str(work), "GRID": str(grid(tmp_path)), "SEEDS": "2",
-           "MODELS": "gru4rec,sasrec,pop", "CELLS_PER_GPU": "2"}
-    run = subprocess.run(["bash", "jobs/study_gpu.sh", "rerun-synthetic"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    log = (work / "out" / "study.log").read_text()
-    assert "rerun-synthetic (seeds 2, gru4rec,sasrec,pop): trained" in log
-    assert "rerun-synthetic (2 runs)" in log          # pop has no checkpoint to analyse
-    table = (work / "study-analyses" / "synthetic-rerun" / "geometry" / "geometry.csv").read_text()
-    assert table.count("\n") == 3 and "gru4rec" in table and "sasrec" in table
-    names = [json.loads((d / "cell.json").read_text())["name"]
-             for d in (work / "rerun-synthetic" / "cells").iterdir()]
-    assert sorted(names) == ["gru4rec-synthetic-L8-s2", "pop-synthetic-L8-s2",
-                             "sasrec-synthetic-L8-s2"]
+           "OUT": str(out), "STUDY": str(study), "WORK": str(tmp_path / "work"),
+           "BUDGET": "200", "RESUME_WHERE": "none", "RERUN": "synthetic",
+           "GRID": str(grid(tmp_path)), "SEEDS": "2", "MODELS": "gru4rec,sasrec,pop",
+           "CELLS_PER_GPU": "2"}
+    call = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+    back = tmp_path / "back"
+    with tarfile.open(out / "back.tgz") as t:
+        t.extractall(back, filter="data")
+    log = (back / "o" / "call.log").read_text()
+    assert "rerun synthetic: exit 0" in log and "analyses: none" in log
+    assert "study-analyses-synthetic (2 runs)" in (back / "o" / "logs" / "an-rerun-synthetic.log"
+                                                   ).read_text()   # pop: no checkpoint
+    with tarfile.open(back / "o" / "study.tgz") as t:
+        names = t.getnames()
+        table = t.extractfile("./study-analyses/synthetic-rerun/geometry/geometry.csv").read()
+        results = [json.load(t.extractfile(n)) for n in names
+                   if n.startswith("./rerun-synthetic/cells/") and n.endswith("result.json")]
+    assert table.decode().count("\n") == 3 and b"gru4rec" in table and b"sasrec" in table
+    assert sorted(r["model"] for r in results) == ["gru4rec", "pop", "sasrec"]
+    assert all(r["status"] == "COMPLETED" and r["seed"] == 2 for r in results)
+    assert not any(n.startswith("./study-analyses/synthetic/") for n in names)
