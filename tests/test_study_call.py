@@ -14,6 +14,22 @@ from tests.conftest import REPO
 from tests.test_order import grid
 
 
+def study_call(tmp_path: Path, name: str, **settings: str) -> Path:
+    """jobs/study_call.sh run here with OUT = tmp_path/out-NAME, WORK = tmp_path/work and the
+    given settings; its back.tgz extracted into tmp_path/back-NAME, returned."""
+    out = tmp_path / f"out-{name}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "OUT": str(out), "WORK": str(tmp_path / "work"), "BUDGET": "200",
+           "CELLS_PER_GPU": "2", **settings}
+    call = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+    back = tmp_path / f"back-{name}"
+    with tarfile.open(out / "back.tgz") as t:
+        t.extractall(back, filter="data")
+    return back
+
+
 def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoints(tmp_path):
     study = tmp_path / "study"
     made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
@@ -31,17 +47,9 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
     too_big = cells["bert4rec-synthetic-L8-s1"]          # past RESUME_MAX_MB: restarts
     (too_big / "checkpoint.pt").write_bytes(os.urandom(2_000_000))
 
-    out = tmp_path / "out"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "OUT": str(out), "STUDY": str(study), "WORK": str(tmp_path / "work"),
-           "BUDGET": "200", "RESUME_WHERE": "model=gru4rec,pop", "RESUME_MAX_MB": "1",
-           "CELLS_PER_GPU": "2"}
-    call = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
-    back = tmp_path / "back"
-    with tarfile.open(out / "back.tgz") as t:
-        t.extractall(back, filter="data")
+    back = study_call(tmp_path, "first", STUDY=str(study), RESUME_WHERE="model=gru4rec,pop",
+                      RESUME_MAX_MB="1")
+    out = tmp_path / "out-first"
     log = (back / "o" / "call.log").read_text()
     assert "packed (training over)" in log and "packed again" in log
     # no ANALYSES and no dataset in RESUME_WHERE: the datasets of the cells this call finished
@@ -64,16 +72,9 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
 
     # The next call, back to back on the same machine: it carries on from the sweep the first
     # left in WORK (gru4rec and pop done there), not from the stale carried copy.
-    out2 = tmp_path / "out2"
-    again = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, capture_output=True,
-                           text=True, timeout=300,
-                           env={**env, "OUT": str(out2), "CONTINUE": "1",
-                                "STUDY": str(tmp_path / "absent"), "ANALYSES": "synthetic",
-                                "RESUME_WHERE": "model=gru4rec,pop,bert4rec seed=2"})
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    back2 = tmp_path / "back2"
-    with tarfile.open(out2 / "back.tgz") as t:
-        t.extractall(back2, filter="data")
+    back2 = study_call(tmp_path, "again", CONTINUE="1", STUDY=str(tmp_path / "absent"),
+                       ANALYSES="synthetic", RESUME_WHERE="model=gru4rec,pop,bert4rec seed=2",
+                       RESUME_MAX_MB="1")
     assert "continuing the sweep the previous call left in" in (back2 / "o" / "call.log").read_text()
     assert "resuming 1 cell(s)" in (back2 / "o" / "logs" / "resume.log").read_text()
     # The analyses of the cells trained on this machine: geometry only, since their results
@@ -161,18 +162,9 @@ def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
                            "--executor", "dry-run", "--out", study],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    out = tmp_path / "out"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "OUT": str(out), "STUDY": str(study), "WORK": str(tmp_path / "work"),
-           "BUDGET": "200", "RESUME_WHERE": "none", "RERUN": "synthetic",
-           "GRID": str(grid(tmp_path)), "SEEDS": "2", "MODELS": "gru4rec,sasrec,pop",
-           "CELLS_PER_GPU": "2"}
-    call = subprocess.run(["bash", "jobs/study_call.sh"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
-    back = tmp_path / "back"
-    with tarfile.open(out / "back.tgz") as t:
-        t.extractall(back, filter="data")
+    back = study_call(tmp_path, "rerun", STUDY=str(study), RESUME_WHERE="none",
+                      RERUN="synthetic", GRID=str(grid(tmp_path)), SEEDS="2",
+                      MODELS="gru4rec,sasrec,pop")
     log = (back / "o" / "call.log").read_text()
     assert "rerun synthetic: exit 0" in log and "analyses: none" in log
     assert "study-analyses-synthetic (2 runs)" in (back / "o" / "logs" / "an-rerun-synthetic.log"
