@@ -14,8 +14,10 @@ The job fails if any of its cells did, so that SLURM's state agrees with the res
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +43,15 @@ def completed(cell_dir: str) -> bool:
 
 def cancelled(cell_dir: str) -> bool:
     return (Path(cell_dir) / CANCELLED).exists()
+
+
+def inside_import(frame) -> bool:
+    """Whether the interrupted code is running a module's import (importlib's frames)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class TrainPack(submitit.helpers.Checkpointable):
@@ -83,8 +94,16 @@ class TrainPack(submitit.helpers.Checkpointable):
         return {"cells": len(self.cell_dirs)}
 
     def _cancel_current(self, signum, frame) -> None:
-        if self.current is not None and cancelled(self.current):
-            raise CellCancelled(self.current)
+        if self.current is None or not cancelled(self.current):
+            return
+        if inside_import(frame):
+            # Raised in the middle of an import, the exception would leave that module half
+            # made for the pack's next cell (torch._dynamo, imported by a cell's first
+            # optimiser: its next import failed on duplicate registrations, CI, session 12).
+            # The signal comes again shortly, once the import is done.
+            threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
+            return
+        raise CellCancelled(self.current)
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on USR2: requeue a pack of the cells not finished in this run

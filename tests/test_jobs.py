@@ -151,3 +151,33 @@ def test_compile_caches_live_in_the_sweep_unless_the_environment_says(tmp_path, 
     shared_compile_caches(cell)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "sweep" / ".cache" / "inductor")
     assert os.environ["TRITON_CACHE_DIR"] == "/shared/triton"   # the user's choice kept
+
+
+def test_a_cancel_that_lands_inside_an_import_waits_until_the_import_is_done(tmp_path,
+                                                                            monkeypatch):
+    """`launcher cancel` of a pack's running cell (USR1) raises in that cell; when the signal
+    lands in the middle of an import, the exception waits for the import to finish, so the
+    pack's next cell does not find a half-made module (CI, session 12: torch._dynamo, cut
+    while a cell's first optimiser imported it, failed the next cell's import)."""
+    import signal
+    from jobs.pack import CANCELLED, CellCancelled, TrainPack
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / CANCELLED).write_text("{}")
+    pack = TrainPack([str(cell)])
+    pack.current = str(cell)
+    (tmp_path / "slow_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)    # cancelled mid-import\n"
+        "for _ in range(30):\n    time.sleep(0.01)\n"
+        "DONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    previous = signal.signal(signal.SIGUSR1, pack._cancel_current)
+    try:
+        with pytest.raises(CellCancelled):
+            import slow_import  # noqa: F401
+            time.sleep(5)       # the cancel comes here, after the import
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        module = sys.modules.pop("slow_import", None)
+    assert module is not None and module.DONE
