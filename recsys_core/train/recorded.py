@@ -39,12 +39,12 @@ def geometry_figures(r: Run) -> dict:
     largest k-occurrence), mean norm, items and dimension; `geometry_`-prefixed. The k-NN runs
     on the run's device (seconds for 54k items on a GPU). Nothing for a model without item
     embeddings (pop). Cross-run measures (CKA, k-NN overlap) need two runs: the analysis CLI."""
-    from recsys_core.analysis import item_embeddings
-    from recsys_core.analysis.geometry import measures    # scipy: only at the end of a run
-    emb = item_embeddings(r.unwrapped)
-    if emb is None:
-        return {}
     try:
+        from recsys_core.analysis import item_embeddings
+        from recsys_core.analysis.geometry import measures    # scipy: at the end of a run only
+        emb = item_embeddings(r.unwrapped)
+        if emb is None:
+            return {}
         row, _, _ = measures(emb, k=10, device=str(r.accelerator.device))
     except Exception as e:  # noqa: BLE001 -- as above
         return {"geometry_error": f"{type(e).__name__}: {e}"[:500]}
