@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.render import markdown_table
     try:
         runs = run_dirs(args.runs)
-        if getattr(args, "tables", None):
+        measured = None
+        if getattr(args, "tables", None):     # read and checked before anything is written
             from recsys_core.analysis.latency import read_tables
-            read_tables(args.tables)        # checked before anything is written
+            measured = read_tables(args.tables)
     except (FileNotFoundError, ValueError) as e:     # no run there; a broken result.json
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from recsys_core.analysis import latency
         lengths = latency.parse_lengths(args.lengths)
-        _, table = latency.analyse(args.out, args.models, lengths, runs or None, args.tables,
+        _, table = latency.analyse(args.out, args.models, lengths, runs or None, measured,
                                    batch=args.batch, dim=args.dim, blocks=args.blocks,
                                    heads=args.heads, n_items=args.items, device=device,
                                    warmup=args.warmup, repeats=args.repeats,

@@ -160,7 +160,7 @@ def verdict(row: dict) -> str:
 def read_tables(paths: list[Path]) -> pd.DataFrame:
     """latency.csv tables measured apart (e.g. one model per device call), as one table; a
     model measured in two of them is an error, not silently averaged."""
-    tables = []
+    tables, measured_in = [], {}       # model → the table that has it
     for path in paths:
         path = Path(path)
         path = path / "latency.csv" if path.is_dir() else path
@@ -170,20 +170,20 @@ def read_tables(paths: list[Path]) -> pd.DataFrame:
         missing = {"model", "max_len", "status", "latency_ms"} - set(t.columns)
         if missing:
             raise ValueError(f"{path}: not a latency table (no {', '.join(sorted(missing))} column)")
-        seen = {name for table, _ in tables for name in table["model"]} & set(t["model"])
-        if seen:
-            raise ValueError(f"{path}: {', '.join(sorted(seen))} already measured in "
-                             f"{next(p for table, p in tables if seen & set(table['model']))}")
-        tables.append((t, path))
-    return pd.concat([t for t, _ in tables], ignore_index=True)
+        for name in t["model"].unique():
+            if name in measured_in:
+                raise ValueError(f"{path}: {name} already measured in {measured_in[name]}")
+            measured_in[name] = path
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True)
 
 
 def analyse(out: Path, models: list[str], lengths: list[int], runs: list[Path] | None = None,
-            tables: list[Path] | None = None, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+            measured: pd.DataFrame | None = None, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs, when given, set the sizes (model, embedding, blocks, heads, catalogue) per run;
-    tables, when given, are fitted as they are (nothing is measured)."""
-    if tables:
-        table = read_tables(tables)
+    `measured` (read_tables'), when given, is fitted as it is (nothing is measured)."""
+    if measured is not None:
+        table = measured
     elif runs:
         tables = []
         for path in runs:
