@@ -48,6 +48,12 @@ sampling         `python -m recsys_core.data sample` on a synthetic Music4All-On
                  peak RSS, output size.
                  `python -m benchmarks.sampling [--rows 12.5e6 25e6 50e6]`
                  -> results/benchmarks/sampling.md, sampling.csv
+resume_check     A cell killed with SIGKILL and resumed from its checkpoint against the same
+                 cell uninterrupted (and run twice), per model: every metric and epoch loss
+                 compared exactly; on the GPU, the CUDA-graph step that captures again.
+                 `python -m benchmarks.resume_check --out results/benchmarks/resume_check_h200`
+                 -> resume_check.json, resume_check.md, resume_check.csv
+                 (CPU smoke run: --device cpu --epochs 4 --models gru4rec sasrec)
 study_cost_estimate  RQ3 until the study's cost phase runs: each model's exclusive seconds per
                  epoch on an H200 (gpu_epoch's runs) × its best epochs in the study's ML-1M
                  cells (CPU only; reads committed files).

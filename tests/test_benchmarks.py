@@ -131,3 +131,14 @@ def test_study_cost_estimate_multiplies_exclusive_epochs_by_the_study_best_epoch
     assert math.isclose(rows.loc["xlstm", "to best epoch ÷ SASRec"],
                         120 * per["xlstm"] / (90 * per["sasrec"]))
     assert math.isclose(rows.loc["xlstm", "to early stop (s)"], 140 * per["xlstm"])
+
+
+def test_resume_check_kills_a_run_and_finds_its_resume_identical_on_the_cpu(tmp_path):
+    from benchmarks import resume_check
+    resume_check.main(["--device", "cpu", "--dataset", "synthetic", "--max-len", "10",
+                       "--epochs", "3", "--models", "gru4rec", "--sleep-s", "1",
+                       "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out")])
+    (row,) = json.loads((tmp_path / "out" / "resume_check.json").read_text())
+    assert row["resumed_from_epoch"] >= 1      # the child was killed after a checkpoint
+    assert row["rerun_identical"] and row["resume_identical"], row
+    assert "| gru4rec" in (tmp_path / "out" / "resume_check.md").read_text()

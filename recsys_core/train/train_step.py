@@ -17,8 +17,8 @@ What makes that possible:
 - RNG in the graph (dropout, BERT4Rec's masks, sampled negatives): PyTorch advances the
   generator's offset on every replay, so every step draws fresh numbers;
 - warm-up on a side stream before capture (Triton autotuning, cuBLAS/cuDNN handles, the
-  optimiser's state), after which weights and optimiser state are restored, so the graph
-  trains from exactly the state the eager loop would have.
+  optimiser's state), after which weights, optimiser state and the CUDA generator are
+  restored, so the graph trains from exactly the state the eager loop would have.
 
 Half of what is left under the graph (ML-1M shape: results/benchmarks/gpu_notes.md) was the
 full-catalogue loss, so where the output layer is the standard one (item embeddings, plus
@@ -197,6 +197,7 @@ class TrainStep:
         if not self.fused:
             return
         saved = dropout_off(self.unwrapped)    # train mode (cuDNN RNNs only backprop there)
+        rng = torch.cuda.get_rng_state(self.device)   # BERT4Rec's masks, negatives: see capture
         try:
             row = self.rows[0]
             inputs, targets, _ = training_batch(self.cfg, self.unwrapped, self.split,
@@ -222,6 +223,7 @@ class TrainStep:
             torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             for mod, name, value in saved:
                 setattr(mod, name, value)
+            torch.cuda.set_rng_state(rng, self.device)
         if not self._all_agree(self.fused) and self.fused:
             self.fused = False
             self.loss_path = "model (the fused loss failed its check on another process)"
@@ -271,6 +273,11 @@ class TrainStep:
 
     def _capture_once(self) -> None:
         snapshot = capture_state(self.params, torch_optimizer(self.optimizer))
+        # The warm-up's dropout, masks and negatives draw from the CUDA generator: put it back
+        # too, or a run resumed from a checkpoint (which captures again) continues the random
+        # stream shifted by a warm-up (on an H200 a resumed Mamba4Rec cell missed the
+        # uninterrupted run's result, whose two fresh runs agreed to the last digit).
+        rng = torch.cuda.get_rng_state(self.device)
         rows = self.rows.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -299,6 +306,7 @@ class TrainStep:
             restore_state(self.params, torch_optimizer(self.optimizer), snapshot)
             self._reset_epoch(rows)
             torch.cuda.synchronize(self.device)
+            torch.cuda.set_rng_state(rng, self.device)
 
     # -- an epoch ---------------------------------------------------------------------------
     def run_epoch(self, epoch: int, schedule=None,
