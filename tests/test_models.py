@@ -19,7 +19,7 @@ MAMBA = ["mamba4rec", "sasmamba"]
 
 def config(**overrides) -> SimpleNamespace:
     shape = dict(embedding_dim=16, num_heads=2, num_blocks=2, dropout=0.1, max_len=12,
-                 mask_prob=0.3, loss="ce", num_negatives=8)
+                 mask_prob=0.3, loss="ce", num_negatives=8, negatives_per="batch")
     return SimpleNamespace(**{**shape, **overrides})
 
 
@@ -41,10 +41,11 @@ def split() -> LeaveOneOut:
     return LeaveOneOut.from_data(data)
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled"])
+@pytest.mark.parametrize("loss", ["ce", "sampled", "sampled-per-position"])
 @pytest.mark.parametrize("name", TRAINED)
 def test_training_step_gives_finite_loss_and_a_gradient_to_every_parameter(name, loss, split):
-    cfg = config(loss=loss)
+    per = "position" if loss.endswith("per-position") else "batch"
+    cfg = config(loss=loss.removesuffix("-per-position"), negatives_per=per)
     model = make(name)
     model.train()
     starts, ends = split.train_windows(cfg.max_len)
@@ -57,6 +58,34 @@ def test_training_step_gives_finite_loss_and_a_gradient_to_every_parameter(name,
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_sampled_softmax_per_position_is_each_rows_softmax_over_its_own_negatives(name, split):
+    """The per-position negatives (RecTools' sampler) go with their rows whether the step keeps
+    the positions with a target (eager) or a fixed number of rows (`capacity`, the CUDA graph);
+    a negative equal to the row's target is left out (30 items: collisions in most rows)."""
+    cfg = config(loss="sampled", negatives_per="position")
+    model = make(name)
+    model.eval()
+    starts, ends = split.train_windows(cfg.max_len)
+    inputs, targets, negatives = training_batch(cfg, model, split, starts[:16], ends[:16])
+    assert negatives.shape == (*inputs.shape, cfg.num_negatives)
+    negatives[..., 0] = targets          # a collision in every row
+    targets[:, :4] = 0                   # positions without a target, as padding has
+    with torch.no_grad():
+        hidden = model.encode(inputs)
+        eager = model.loss(hidden, targets, negatives)
+        graph = model.loss(hidden, targets, negatives, capacity=int((targets != 0).sum()) + 5)
+        expected = []
+        for b, pos in (targets != 0).nonzero().tolist():
+            h, t, neg = hidden[b, pos], targets[b, pos], negatives[b, pos]
+            neg = neg[neg != t]
+            score = lambda ids: model.item_emb(ids) @ h + model.output_bias(ids)
+            logits = torch.cat([score(t[None]), score(neg)])
+            expected.append(-torch.log_softmax(logits, 0)[0])
+    assert torch.allclose(eager, torch.stack(expected).mean(), rtol=1e-5)
+    assert torch.allclose(graph, eager, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -41,8 +41,9 @@ class SequentialModel(nn.Module):
                 negatives: torch.Tensor | None = None, capacity: int | None = None) -> torch.Tensor:
         """Mean training loss over target positions (targets == 0 are ignored).
 
-        Full softmax over all items by default; with `negatives` ([K] sampled item ids shared
-        by the batch) a sampled softmax over [target, negatives] for very large catalogs.
+        Full softmax over all items by default; with `negatives` (sampled item ids: [K]
+        shared by the batch, or [B, L, K], K for each position) a sampled softmax over
+        [target, negatives] for very large catalogs.
         Only positions with a target reach the output layer (`scored_positions`; `capacity`
         fixes their number for a CUDA graph). The loss lives in forward() so that
         DistributedDataParallel sees the whole step.
@@ -60,8 +61,15 @@ class SequentialModel(nn.Module):
             # Sum / count rather than mean: a batch with no target gives 0, not NaN.
             return total / (t != 0).sum().clamp(min=1)
         pos = ((h * self.item_emb(t)).sum(-1) + self.output_bias(t))[:, None]
-        neg = h @ self.item_emb(negatives).T + self.output_bias(negatives)
-        neg = neg.masked_fill(negatives[None, :] == t[:, None], float("-inf"))
+        if negatives.dim() == 1:
+            neg = h @ self.item_emb(negatives).T + self.output_bias(negatives)
+            negatives = negatives[None, :]
+        else:   # each scored position its own negatives, kept by the rule that kept it
+            rows = scored_rows(targets.flatten(), capacity)
+            negatives = negatives.flatten(0, -2)
+            negatives = negatives if rows is None else negatives[rows]
+            neg = torch.einsum("nd,nkd->nk", h, self.item_emb(negatives)) + self.output_bias(negatives)
+        neg = neg.masked_fill(negatives == t[:, None], float("-inf"))
         logits = torch.cat([pos, neg], 1).float()
         loss = F.cross_entropy(logits, torch.zeros_like(t), reduction="none")
         keep = (t != 0).float()
@@ -111,13 +119,18 @@ def scored_positions(hidden: torch.Tensor, targets: torch.Tensor,
     (`batches.target_capacity` computes that for a whole run).
     """
     h, t = hidden.flatten(0, -2), targets.flatten()
+    rows = scored_rows(t, capacity)
+    return (h, t) if rows is None else (h[rows], t[rows])
+
+
+def scored_rows(targets: torch.Tensor, capacity: int | None = None) -> torch.Tensor | None:
+    """`scored_positions`' rule over flat [N] targets: the rows kept (a mask, or with
+    `capacity` an index, targets first), None for all of them."""
     if capacity is None:
-        keep = t != 0
-        return h[keep], t[keep]
-    if capacity >= t.numel():
-        return h, t
-    order = torch.argsort((t == 0).to(torch.int32), stable=True)[:capacity]
-    return h.index_select(0, order), t.index_select(0, order)
+        return targets != 0
+    if capacity >= targets.numel():
+        return None
+    return torch.argsort((targets == 0).to(torch.int32), stable=True)[:capacity]
 
 
 def position_ids(input_ids: torch.Tensor, n_positions: int, origin: str) -> torch.Tensor:

@@ -36,7 +36,9 @@ def training_batch(cfg, model, split, starts: torch.Tensor, ends: torch.Tensor):
         targets = torch.where(inputs != 0, targets, torch.zeros_like(targets))
     negatives = None
     if cfg.loss == "sampled":
-        negatives = torch.randint(1, split.n_items + 1, (cfg.num_negatives,), device=inputs.device)
+        shape = (cfg.num_negatives,) if cfg.negatives_per == "batch" else \
+            (*inputs.shape, cfg.num_negatives)
+        negatives = torch.randint(1, split.n_items + 1, shape, device=inputs.device)
     return inputs, targets, negatives
 
 

@@ -25,6 +25,7 @@ CHOICES = {
     "optimizer": ("adam", "adamw"),
     "scheduler": ("none", "step", "cosine", "onecycle", "plateau"),
     "loss": ("ce", "sampled"),
+    "negatives_per": ("batch", "position"),
     "train_windows": ("all", "last"),
     "device": ("auto", "cpu", "cuda"),
     "mixed_precision": ("auto", "no", "bf16"),
@@ -95,6 +96,9 @@ class TrainConfig(BaseModel):
     grad_clip: float = 1.0            # 0 = off
     loss: str = "ce"
     num_negatives: int = 256          # loss=sampled
+    # loss=sampled: num_negatives shared by the whole batch, or drawn anew for every position
+    # (RecTools' sampler, which the eSASRec benchmark's SASRec+SS trained with)
+    negatives_per: str = added_later("batch")
     train_windows: str = "all"
     num_processes: int = 1            # data-parallel processes (GPUs); >1 runs under accelerate launch
     lr_scale_with_processes: bool = False   # multiply lr by the number of processes (global batch rule)
