@@ -27,8 +27,10 @@ import pandas as pd
 from benchmarks import report
 
 MODELS = ("gru4rec", "mamba4rec", "sasrec", "bert4rec", "xlstm")
-CHILD = ("import json, sys\nfrom recsys_core.train import TrainConfig, run\n"
-         "from recsys_core.train.hooks import DebugHooks\n"
+# The child runs with this process's number of CPU threads: a reduction split over another
+# number of threads sums in another order (the epochs before the kill are the child's).
+CHILD = ("import json, sys, torch\nfrom recsys_core.train import TrainConfig, run\n"
+         "from recsys_core.train.hooks import DebugHooks\ntorch.set_num_threads(int(sys.argv[3]))\n"
          "run(TrainConfig(**json.loads(sys.argv[1])), hooks=DebugHooks(epoch_sleep_s=float(sys.argv[2])))")
 
 
@@ -48,7 +50,9 @@ def train(cfg: dict) -> tuple[dict, list[float]]:
 def killed_then_resumed(cfg: dict, sleep_s: float, timeout_s: float = 600) -> tuple[dict, list[float]]:
     """The run in a child process, SIGKILLed once its checkpoint is on disk, then resumed."""
     ckpt = Path(cfg["out"]) / "checkpoint.pt"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg), str(sleep_s)],
+    import torch
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg), str(sleep_s),
+                              str(torch.get_num_threads())],
                              env={**os.environ, "PYTHONPATH": os.getcwd()})
     t0 = time.time()
     while not ckpt.exists():
