@@ -43,14 +43,8 @@ export OUT=$O
 left() { echo $(( BUDGET - ($(date +%s) - S) )); }
 log() { echo "[$(date +%T) +$(( $(date +%s) - S ))s] $*" | tee -a "$O/call.log"; }
 pack() { RESUME_MAX_MB=${RESUME_MAX_MB:-50} bash jobs/study_gpu.sh study-aggregate pack; }
-# "cell dataset" of each COMPLETED cell of the sweep in $WORK/study
-completed_cells() {
-  python3 -c 'import json, pathlib, sys
-from jobs.pack import completed
-for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
-    if completed(d):
-        print(d.name, json.loads((d / "cell.json").read_text())["config"]["dataset"])' "$WORK/study"
-}
+# "cell_dir dataset" of each COMPLETED cell of the sweep in $WORK/study
+completed_cells() { python3 -m jobs.finished "$WORK/study"; }
 finished_datasets() {
   completed_cells | grep -vxF -f "$WORK/completed-before" | cut -d' ' -f2 | sort -u | tr '\n' ' '
 }

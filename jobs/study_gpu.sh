@@ -124,12 +124,7 @@ for phase in "$@"; do
       ds=${phase#study-analyses-}
       sweep=$WORK/${SWEEP:-study} dest=$ds
       [ "${SWEEP:-study}" = study ] || dest=$ds-${SWEEP%%-*}    # SWEEP=rerun-D: D-rerun
-      runs=$($PY -c 'import json, pathlib, sys
-from jobs.pack import completed
-for d in sorted(pathlib.Path(sys.argv[1], "cells").glob("*/")):
-    if completed(d) and (d / "best_model.pt").exists() and \
-            json.loads((d / "cell.json").read_text())["config"]["dataset"] == sys.argv[2]:
-        print(d)' "$sweep" "$ds")
+      runs=$($PY -m jobs.finished "$sweep" --dataset "$ds" --with-checkpoint | cut -d' ' -f1)
       [ -n "$runs" ] || { log "$phase: no completed cell with a checkpoint"; continue; }
       # The trainer records the long tail in result.json since session 11 (longtail_* fields):
       # only older runs need the longtail analysis.
