@@ -9,9 +9,9 @@
 # - the results are packed as soon as training stops, before the analyses, which can outlast
 #   the call (session 10's last call lost 12 finished cells that way), and again after them;
 # - unfinished cells' checkpoints come back smallest first, up to RESUME_MAX_MB (pack).
-# Run from the repository root with .study/study, .whl and the datasets' .data folders carried,
-# BUDGET a little under the call's own limit (the device tool's limit_s: its timeout, or less
-# when less device time is left after the machine's start-up):
+# Run from the repository root with .study/study, .whl (jobs/device_wheels.sh) and the datasets'
+# .data folders carried, BUDGET a little under the call's own limit (the device tool's limit_s:
+# its timeout, or less when less device time is left after the machine's start-up):
 #   BUDGET=540 CELLS_PER_GPU=16 RESUME_WHERE="dataset=video-sasrec" EXTEND="yelp-s3rec" \
 #     bash jobs/study_call.sh
 # A call that only trains amazon-beauty's seeds 42/123 again for their analyses:
