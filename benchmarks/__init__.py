@@ -54,6 +54,11 @@ resume_check     A cell killed with SIGKILL and resumed from its checkpoint agai
                  `python -m benchmarks.resume_check --out results/benchmarks/resume_check_h200`
                  -> resume_check.json, resume_check.md, resume_check.csv
                  (CPU smoke run: --device cpu --epochs 4 --models gru4rec sasrec)
+cost_from_history  RQ3's cost table from a sweep's epoch records (history.parquet): the steady
+                 (median) and first epoch, the time to the best epoch as run and at the
+                 steady epoch, wall, metrics, per model against SASRec; for results written
+                 before the trainer recorded `epoch_time_median_s` and `time_to_best_s`.
+                 `python -m benchmarks.cost_from_history SWEEP --out DIR` -> DIR/NAME.md, .csv
 study_cost_estimate  RQ3 until the study's cost phase runs: each model's exclusive seconds per
                  epoch on an H200 (gpu_epoch's runs) × its best epochs in the study's ML-1M
                  cells (CPU only; reads committed files).

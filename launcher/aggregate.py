@@ -60,9 +60,10 @@ from recsys_core.render import write_table
 TITLES = {"main": "Results", "paired": "Paired t-tests: best model vs others",
           "overview": "Test Recall@10 per model and dataset (mean ± std over seeds; bold: the "
                       "best of each dataset)",
-          "cost": "Accuracy against cost (means per configuration; time_to_best_s = best epoch "
-                  "× epoch time; gpu_s = wall × gpus × nodes; cells sharing a GPU slow each "
-                  "other)",
+          "cost": "Accuracy against cost (means per configuration; epoch_time_s: the mean "
+                  "epoch, epoch_time_median_s: the steady one; time_to_best_s: the epochs up to "
+                  "the best one, or best epoch × mean epoch for results before that record; "
+                  "gpu_s = wall × gpus × nodes; cells sharing a GPU slow each other)",
           "compute": "Compute (GPU-hours = wall time × gpus × nodes; CPU-hours: cpus × nodes, "
                      "1 core where unset; the cells' time in seconds: queue wait, process "
                      "start, setup, epochs, saving, final test; overhead_share: the share of "

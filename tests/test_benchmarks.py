@@ -5,6 +5,7 @@ import math
 import time
 
 import pandas as pd
+import pytest
 import torch
 
 from benchmarks import report, timing
@@ -142,3 +143,29 @@ def test_resume_check_kills_a_run_and_finds_its_resume_identical_on_the_cpu(tmp_
     assert row["resumed_from_epoch"] >= 1      # the child was killed after a checkpoint
     assert row["rerun_identical"] and row["resume_identical"], row
     assert "| gru4rec" in (tmp_path / "out" / "resume_check.md").read_text()
+
+
+def test_cost_from_history_sums_the_epochs_to_the_best_and_takes_the_median_epoch(tmp_path):
+    """A first epoch that compiles (10 s) counts in the time to the best epoch as run, not in
+    the steady epoch; ratios are against SASRec."""
+    from benchmarks import cost_from_history
+    for i, (model, seconds, best) in enumerate([("sasrec", [1.0, 0.2, 0.2, 0.2], 2),
+                                                ("xlstm", [10.0, 0.3, 0.3, 0.3], 3)]):
+        cell = tmp_path / "sweep" / "cells" / str(i)
+        cell.mkdir(parents=True)
+        (cell / "cell.json").write_text(json.dumps(
+            {"config": {"model": model, "dataset": "d", "seed": 42}}))
+        (cell / "result.json").write_text(json.dumps(
+            {"status": "COMPLETED", "best_epoch": best, "wall_time_s": sum(seconds) + 1,
+             "test_recall@10": 0.3}))
+        pd.DataFrame({"epoch": [1, 2, 3, 4], "epoch_time_s": seconds}).to_parquet(
+            cell / "history.parquet")
+    cost_from_history.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "cost")])
+    rows = pd.read_csv(tmp_path / "cost" / "cost.csv").set_index("model")
+    assert rows.loc["xlstm", "epoch_s"] == pytest.approx(0.3)
+    assert rows.loc["xlstm", "first_epoch_s"] == pytest.approx(10.0)
+    assert rows.loc["xlstm", "to_best_s"] == pytest.approx(10.6)
+    assert rows.loc["xlstm", "steady_to_best_s"] == pytest.approx(0.9)
+    assert rows.loc["sasrec", "to_best_s"] == pytest.approx(1.2)
+    assert rows.loc["xlstm", "to_best_s_vs_sasrec"] == pytest.approx(10.6 / 1.2)
+    assert rows.loc["xlstm", "steady_to_best_s_vs_sasrec"] == pytest.approx(0.9 / 0.4)

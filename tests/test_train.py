@@ -78,6 +78,11 @@ def test_result_schema_history_predictions(tmp_path):
     assert on_disk["peak_gpu_mem_mb"] is None          # no GPU here: null, not an error
     hist = pq.read_table(out / "history.parquet").to_pandas()
     assert hist["epoch"].tolist() == [1, 2] and hist["gpu_util_pct"].isna().all()
+    # the cost of a run: the mean epoch, the steady (median) one, the epochs up to the best
+    seconds = hist["epoch_time_s"]
+    assert on_disk["epoch_time_s"] == pytest.approx(seconds.mean())
+    assert on_disk["epoch_time_median_s"] == pytest.approx(seconds.median())
+    assert on_disk["time_to_best_s"] == pytest.approx(seconds[:on_disk["best_epoch"]].sum())
     assert "test target" in (out / "predictions.txt").read_text()
     assert record["test_recall@10"] == on_disk["test_recall@10"]
 

@@ -44,7 +44,9 @@ FIELDS: dict[str, pa.DataType] = {
     "epochs_run": NUMBER,
     "params_total": NUMBER,
     "num_processes": NUMBER,
-    "epoch_time_s": NUMBER,
+    "epoch_time_s": NUMBER,                 # mean over the epochs run
+    "epoch_time_median_s": NUMBER,          # the steady epoch (no first-epoch compiles)
+    "time_to_best_s": NUMBER,               # seconds of the epochs up to the best one
     "wall_time_s": NUMBER,                  # run() began → result written
     # where a cell's time went: before run() (the job: jobs/timing.py), then inside it (loop.py)
     "time_queue_s": NUMBER,                 # SLURM: submitted → job started; null elsewhere
