@@ -27,7 +27,9 @@
 # the sweep a previous call left in WORK on this machine, if there is one), RERUN (datasets
 # whose seeds SEEDS, default 42,123, are trained again into WORK/rerun-D and analysed: the
 # checkpoints of cells an earlier call's machine took with it; MODELS=a,b for some models;
-# GRID, default study).
+# GRID, default study), GRIDS (grids such as study-dims run into WORK/NAME before RERUN, the
+# finished cells of STUDY copied, GRID_WHERE's --where clauses applied to each; a continued
+# call resumes a grid's cut cells first).
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -79,6 +81,26 @@ for ds in ${EXTEND:-}; do
   timeout -s INT "$t" python3 -m launcher sweep study --where "dataset=$ds" --extend \
     --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/study" >>"$L/extend-$ds.log" 2>&1
   log "extend $ds: exit $?"
+done
+# Other grids (RQ2's study-dims, study-long, study-lengths) into $WORK/NAME, the study sweep's
+# finished cells copied (--reuse): a continued call first resumes what the last one cut.
+for g in ${GRIDS:-}; do
+  name=$(basename "$g" .yaml)
+  where=()
+  for clause in ${GRID_WHERE:-}; do where+=(--where "$clause"); done
+  t=$(( train_until - ($(date +%s) - S) ))
+  [ "$t" -gt 30 ] || { log "no time left for grid $name"; break; }
+  if [ -f "$WORK/$name/manifest.json" ]; then
+    timeout -s INT "$t" python3 -m launcher resume "$WORK/$name" --executor local \
+      --cells-per-gpu "$CELLS" --mps "${where[@]}" >>"$L/grid-$name.log" 2>&1
+    log "grid $name, resume: exit $?"
+    t=$(( train_until - ($(date +%s) - S) ))
+    [ "$t" -gt 30 ] || { log "no time left for grid $name"; break; }
+  fi
+  timeout -s INT "$t" python3 -m launcher sweep "$g" --reuse "${STUDY:-.study/study}" --extend \
+    "${where[@]}" --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/$name" \
+    >>"$L/grid-$name.log" 2>&1
+  log "grid $name: exit $?"
 done
 for ds in ${RERUN:-}; do
   t=$(( train_until - ($(date +%s) - S) ))

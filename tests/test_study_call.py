@@ -178,3 +178,33 @@ def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
     assert sorted(r["model"] for r in results) == ["gru4rec", "pop", "sasrec"]
     assert all(r["status"] == "COMPLETED" and r["seed"] == 2 for r in results)
     assert not any(n.startswith("./study-analyses/synthetic/") for n in names)
+
+
+def test_a_call_runs_other_grids_and_a_continued_call_grows_them(tmp_path):
+    """study_call.sh GRIDS=G (RQ2's grids): G's cells chosen by GRID_WHERE run into WORK/G
+    (the study sweep's finished cells copied), packed with the rest; the next call on the
+    same machine (CONTINUE=1) resumes G's unfinished cells and adds those newly chosen."""
+    study = tmp_path / "study"
+    made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
+                           "--executor", "dry-run", "--out", study],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+
+    def results(back: Path) -> list[dict]:
+        with tarfile.open(back / "o" / "study.tgz") as t:
+            return [json.load(t.extractfile(n)) for n in t.getnames()
+                    if n.startswith("./g/cells/") and n.endswith("result.json")]
+
+    back = study_call(tmp_path, "grids", STUDY=str(study), RESUME_WHERE="none",
+                      GRIDS=str(grid(tmp_path)), GRID_WHERE="model=gru4rec,pop seed=1")
+    assert "grid g: exit 0" in (back / "o" / "call.log").read_text()
+    first = results(back)
+    assert sorted(r["model"] for r in first) == ["gru4rec", "pop"]
+    assert all(r["status"] == "COMPLETED" and r["seed"] == 1 for r in first)
+
+    back2 = study_call(tmp_path, "grids-again", CONTINUE="1", STUDY=str(study),
+                       RESUME_WHERE="none", GRIDS=str(grid(tmp_path)),
+                       GRID_WHERE="model=gru4rec,pop,sasrec seed=1")
+    log = (back2 / "o" / "call.log").read_text()
+    assert "grid g, resume: exit 0" in log and "grid g: exit 0" in log
+    assert sorted(r["model"] for r in results(back2)) == ["gru4rec", "pop", "sasrec"]
