@@ -54,7 +54,8 @@ class SequentialModel(nn.Module):
              negatives: torch.Tensor | None = None, capacity: int | None = None) -> torch.Tensor:
         """forward()'s loss from the encoder's [B, L, D] output (the CUDA-graph step calls it
         with its own, possibly compiled, encoder)."""
-        h, t = scored_positions(hidden, targets, capacity)
+        rows = scored_rows(targets.flatten(), capacity)    # once: per-position negatives too
+        h, t = kept(hidden.flatten(0, -2), rows), kept(targets.flatten(), rows)
         if negatives is None:
             logits = self.logits(h).float()
             total = F.cross_entropy(logits, t, ignore_index=0, reduction="sum")
@@ -64,10 +65,8 @@ class SequentialModel(nn.Module):
         if negatives.dim() == 1:
             neg = h @ self.item_emb(negatives).T + self.output_bias(negatives)
             negatives = negatives[None, :]
-        else:   # each scored position its own negatives, kept by the rule that kept it
-            rows = scored_rows(targets.flatten(), capacity)
-            negatives = negatives.flatten(0, -2)
-            negatives = negatives if rows is None else negatives[rows]
+        else:   # each scored position its own negatives, kept with it
+            negatives = kept(negatives.flatten(0, -2), rows)
             neg = torch.einsum("nd,nkd->nk", h, self.item_emb(negatives)) + self.output_bias(negatives)
         neg = neg.masked_fill(negatives == t[:, None], float("-inf"))
         logits = torch.cat([pos, neg], 1).float()
@@ -118,9 +117,9 @@ def scored_positions(hidden: torch.Tensor, targets: torch.Tensor,
     gradient; `capacity` must be at least the batch's number of targets
     (`batches.target_capacity` computes that for a whole run).
     """
-    h, t = hidden.flatten(0, -2), targets.flatten()
+    t = targets.flatten()
     rows = scored_rows(t, capacity)
-    return (h, t) if rows is None else (h[rows], t[rows])
+    return kept(hidden.flatten(0, -2), rows), kept(t, rows)
 
 
 def scored_rows(targets: torch.Tensor, capacity: int | None = None) -> torch.Tensor | None:
@@ -131,6 +130,11 @@ def scored_rows(targets: torch.Tensor, capacity: int | None = None) -> torch.Ten
     if capacity >= targets.numel():
         return None
     return torch.argsort((targets == 0).to(torch.int32), stable=True)[:capacity]
+
+
+def kept(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """The rows `scored_rows` kept of flat per-position `x` (all of them for None)."""
+    return x if rows is None else x[rows]
 
 
 def position_ids(input_ids: torch.Tensor, n_positions: int, origin: str) -> torch.Tensor:
