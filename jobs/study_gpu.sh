@@ -99,10 +99,13 @@ for phase in "$@"; do
       $PY -m launcher sweep "$WORK/amazon-beauty-fp32.yaml" --executor local \
         --cells-per-gpu "$CELLS" --out "$WORK/amazon-beauty-fp32" >>"$OUT/study.log" 2>&1
       log "beauty-fp32: $(( $(ms) - t0 )) ms for the sweep" ;;
-    tune-ml1m)     # run again, it continues where it stopped (the same trials, nothing twice)
-      $PY -m launcher tune tune-ml1m --executor local --cells-per-gpu "$CELLS" \
-        --parallel "$CELLS" --out "$WORK/tune-ml1m" --emit-grid "$WORK/tune-ml1m/best.yaml" \
-        >>"$OUT/study.log" 2>&1
+    tune-ml1m)     # run again, it continues where it stopped (the same trials, nothing twice);
+      # TUNE_BUDGET=S: the tuner is stopped after S seconds (SIGTERM, as Ctrl-C: its running
+      # trials stop and keep their checkpoints), so that a device call can pack what it has
+      tune_mps=(); [ "${MPS:-0}" = 1 ] && tune_mps=(--mps)
+      timeout "${TUNE_BUDGET:-0}" $PY -m launcher tune tune-ml1m --executor local \
+        --cells-per-gpu "$CELLS" "${tune_mps[@]}" --parallel "$CELLS" --out "$WORK/tune-ml1m" \
+        --emit-grid "$WORK/tune-ml1m/best.yaml" >>"$OUT/study.log" 2>&1
       $PY -m launcher tune status "$WORK/tune-ml1m" >"$WORK/tune-ml1m-status.txt" 2>&1
       $PY -m launcher tune status "$WORK/tune-ml1m" --json >"$WORK/tune-ml1m-status.json"
       log "tune-ml1m: $(( $(ms) - t0 )) ms for the search" ;;

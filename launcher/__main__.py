@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -265,7 +266,7 @@ def cmd_tune(args) -> int:
         return _err(f"--trials {trials} --parallel {parallel}: both must be at least 1")
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
     executor = executors.get(args.executor, executors.Options(
-        workers=parallel, cells_per_gpu=args.cells_per_gpu, json=args.json))
+        workers=parallel, cells_per_gpu=args.cells_per_gpu, mps=args.mps, json=args.json))
     reason = executor.unavailable_reason()
     if reason:
         return _err(f"{reason}; `tune` submits to SLURM by default: run the trials on this "
@@ -274,6 +275,9 @@ def cmd_tune(args) -> int:
         if not executor.records_submissions:
             tune.dry_run(grid, out, executor, trials, parallel)
             return 0
+        # SIGTERM (timeout, a batch system, kill) stops the tuner as Ctrl-C does: the local
+        # executor's running trials stop and keep their checkpoints, the same command goes on
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         sweep, code = tune.run_search(grid, out, executor, trials, parallel)
         rep = tune_report.report(sweep)
         if code == 0 and args.emit_grid:
@@ -360,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "the first wave's cells as JSON")
     t.add_argument("--cells-per-gpu", type=int, default=1,
                    help="local: trials sharing one GPU at a time (default 1)")
+    t.add_argument("--mps", action="store_true",
+                   help="local: the trials on GPUs as clients of an NVIDIA MPS daemon started "
+                        "for each wave (see sweep --mps)")
     t.set_defaults(func=cmd_tune)
     return p
 

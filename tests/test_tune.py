@@ -172,6 +172,30 @@ def test_kill_9_of_tuner_and_trial_resumes_to_the_uninterrupted_search(tmp_path)
     assert result["resumed_from_epoch"] >= 1
 
 
+def test_sigterm_stops_the_tuner_as_ctrl_c_and_the_same_command_goes_on(tmp_path):
+    # a device call or a batch system ends the tuner with SIGTERM (timeout, scancel)
+    grid = write_tune_grid(tmp_path / "g.yaml", trials=2, fixed={"epochs": 4, "epoch_sleep_s": 1.0})
+    out = tmp_path / "search"
+    args = [sys.executable, "-m", "launcher", "tune", str(grid), "--executor", "local",
+            "--out", str(out)]
+    tuner = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        _wait(lambda: any((out / "cells").glob("*/checkpoint.pt")), "a trial's first checkpoint")
+        tuner.send_signal(signal.SIGTERM)
+        stdout, stderr = tuner.communicate(timeout=120)
+    finally:
+        tuner.kill()
+    assert tuner.returncode == 130, stdout + stderr
+    assert f"the same `tune` command on {out} continues the search" in stderr
+    launcher(*args[3:])                                              # goes on to the end
+    rep = report(out)
+    assert len(rep["trials"]) == 4 and {t["state"] for t in rep["trials"]} <= {"COMPLETE", "PRUNED"}
+    resumed = [json.loads(p.read_text()).get("resumed_from_epoch")
+               for p in (out / "cells").glob("*/result.json")]
+    assert any(r and r >= 1 for r in resumed), resumed     # a stopped trial kept its epochs
+
+
 def test_dry_run_proposes_by_seed_and_records_nothing(tmp_path):
     waves = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
