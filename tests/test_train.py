@@ -295,6 +295,38 @@ def test_a_stop_request_ends_training_after_the_epoch_as_early_stopping_does(tmp
     assert last["epochs_run"] == 1 and last["stop_request"] is None
 
 
+def test_a_history_read_while_the_trainer_rewrites_it_is_never_half_read(tmp_path):
+    """`launcher tune` reads each running trial's curve after every poll while its trainer
+    rewrites the file after every epoch; a read meeting a replacement once failed ("Page was
+    smaller than expected"): pyarrow opened the path twice, the second time the next file."""
+    import threading
+    import time
+    from recsys_core.train.results import read_history, write_history
+    write_history(tmp_path, [{"epoch": 1, "val_ndcg@10": 0.0}])
+    stop, errors, reads = threading.Event(), [], 0
+
+    def trainer():
+        history = []
+        while not stop.is_set():
+            history.append({"epoch": len(history) + 1, "val_ndcg@10": 0.01 * len(history)})
+            write_history(tmp_path, history)
+    thread = threading.Thread(target=trainer)
+    thread.start()
+    try:
+        until = time.time() + 1.0
+        while time.time() < until:
+            try:
+                curve = read_history(tmp_path, "val_ndcg@10")
+                assert curve == [0.01 * i for i in range(len(curve))]
+            except ValueError as e:      # pyarrow's ArrowInvalid is a ValueError
+                errors.append(str(e))
+            reads += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert reads > 50 and errors == []
+
+
 def test_a_failing_recorded_analysis_does_not_fail_the_finished_cell(tmp_path, monkeypatch):
     """The long-tail and geometry figures are extra passes after the test: if one fails (a GPU
     shared by many cells can run out of memory there), the cell is still COMPLETED and says

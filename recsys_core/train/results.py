@@ -249,11 +249,14 @@ def write_history(out: Path, history: list[dict]) -> None:
 
 def read_history(out: Path, column: str) -> list[float | None]:
     """One column of a run's history.parquet, epoch by epoch ([] while it has none). A file
-    being replaced is never half-read (atomic writes); a column it lacks raises KeyError."""
+    being replaced is never half-read: it is replaced atomically and read here through one open
+    (pq.read_table on a path opens it again for the pages, which then may be the next file's).
+    A column it lacks raises KeyError."""
     try:
-        table = pq.read_table(Path(out) / "history.parquet")    # a few kB
+        data = (Path(out) / "history.parquet").read_bytes()    # a few kB
     except FileNotFoundError:
         return []
+    table = pq.read_table(pa.BufferReader(data))
     if column not in table.column_names:
         raise KeyError(f"{out}/history.parquet has no column {column!r}")
     epochs, values = table.column("epoch").to_pylist(), table.column(column).to_pylist()
