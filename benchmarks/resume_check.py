@@ -53,7 +53,8 @@ def killed_then_resumed(cfg: dict, sleep_s: float, timeout_s: float = 600) -> tu
     import torch
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg), str(sleep_s),
                               str(torch.get_num_threads())],
-                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                 filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))})
     t0 = time.time()
     while not ckpt.exists():
         if child.poll() is not None or time.time() - t0 > timeout_s:
