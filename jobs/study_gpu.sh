@@ -111,7 +111,7 @@ for phase in "$@"; do
       log "tune-ml1m: $(( $(ms) - t0 )) ms for the search" ;;
     tune-ml1m-final)
       $PY -m launcher sweep "$WORK/tune-ml1m/best.yaml" --executor local --cells-per-gpu "$CELLS" \
-        --out "$WORK/tune-ml1m-final" >>"$OUT/study.log" 2>&1
+        "${MODE[@]}" --out "$WORK/tune-ml1m-final" >>"$OUT/study.log" 2>&1
       log "tune-ml1m-final: $(( $(ms) - t0 )) ms (the untuned cells: the study sweep's)" ;;
     study-aggregate)
       $PY -m launcher aggregate "$WORK/study" --out "$WORK/study-aggregate" >>"$OUT/study.log" 2>&1

@@ -169,3 +169,22 @@ def test_cost_from_history_sums_the_epochs_to_the_best_and_takes_the_median_epoc
     assert rows.loc["sasrec", "to_best_s"] == pytest.approx(1.2)
     assert rows.loc["xlstm", "to_best_s_vs_sasrec"] == pytest.approx(10.6 / 1.2)
     assert rows.loc["xlstm", "steady_to_best_s_vs_sasrec"] == pytest.approx(0.9 / 0.4)
+
+
+def test_tuning_compare_reads_the_committed_search_and_says_whether_the_ranking_changed(
+        tmp_path):
+    """On the committed ML-1M search (results/study/tuning): the tuned final seeds against the
+    study sweep's untuned cells; a sweep with none of those cells is an error, not a table."""
+    from benchmarks import tuning_compare
+    args = ["--tuned", "results/study/tuning/final/sweep", "--search",
+            "results/study/tuning/search", "--out", str(tmp_path)]
+    tuning_compare.main([*args, "--untuned", "results/study/sweep"])
+    table = pd.read_csv(tmp_path / "compare.csv")
+    assert sorted(zip(table["setting"], table["model"])) == [
+        ("tuned", "sasrec"), ("tuned", "xlstm"), ("untuned", "sasrec"), ("untuned", "xlstm")]
+    assert set(table["n_seeds"]) == {3}
+    assert (table[table["setting"] == "untuned"]["lr"] == 1e-3).all()   # the study's setting
+    text = (tmp_path / "compare.md").read_text()
+    assert "ranking changed" in text and "sasrec − xlstm" in text
+    with pytest.raises(SystemExit, match="no completed cell"):
+        tuning_compare.main([*args, "--untuned", "results/study/ml-100k/sweep"])
