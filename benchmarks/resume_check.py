@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ CHILD = ("import json, sys, torch\nfrom recsys_core.train import TrainConfig, ru
 
 def config(model: str, args, out: Path) -> dict:
     return dict(model=model, dataset=args.dataset, max_len=args.max_len, embedding_dim=64,
-                num_blocks=2, num_heads=2, dropout=0.2, epochs=args.epochs, patience=args.epochs,
+                num_blocks=args.num_blocks, num_heads=2, dropout=args.dropout, epochs=args.epochs, patience=args.epochs,
                 seed=42, device=args.device, wandb_mode="disabled", out=str(out))
 
 
@@ -78,6 +79,9 @@ def main(argv=None) -> None:
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--num-blocks", type=int, default=2,
+                   help="1: no RNN layer dropout between layers (cuDNN's own dropout state)")
+    p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--device", default="auto")
     p.add_argument("--sleep-s", type=float, default=1.0, help="the killed child's pause per epoch")
     p.add_argument("--work", default="/tmp/resume_check")
@@ -89,6 +93,7 @@ def main(argv=None) -> None:
     rows = []
     for model in args.models:
         work = Path(args.work, model)
+        shutil.rmtree(work, ignore_errors=True)     # every run fresh: no earlier checkpoint
         runs = {name: config(model, args, work / name) for name in ("first", "second", "resumed")}
         first, loss1 = train(runs["first"])
         second, loss2 = train(runs["second"])
@@ -109,7 +114,8 @@ def main(argv=None) -> None:
     table = pd.DataFrame(rows)
     report.write(out, "resume_check",
                  f"# Kill -9 and resume against the uninterrupted run\n\n{device}; {args.dataset}, "
-                 f"max_len {args.max_len}, {args.epochs} epochs, seed 42 "
+                 f"max_len {args.max_len}, {args.epochs} epochs, {args.num_blocks} blocks, dropout "
+                 f"{args.dropout}, seed 42 "
                  f"(`python -m benchmarks.resume_check`)", table, data=table)
 
 
