@@ -37,8 +37,8 @@ CHILD = ("import json, sys, torch\nfrom recsys_core.train import TrainConfig, ru
 
 def config(model: str, args, out: Path) -> dict:
     return dict(model=model, dataset=args.dataset, max_len=args.max_len, embedding_dim=64,
-                num_blocks=args.num_blocks, num_heads=2, dropout=args.dropout, epochs=args.epochs, patience=args.epochs,
-                seed=42, device=args.device, wandb_mode="disabled", out=str(out))
+                num_blocks=args.num_blocks, num_heads=2, dropout=args.dropout,
+                epochs=args.epochs, patience=args.epochs, seed=42, device=args.device, wandb_mode="disabled", out=str(out))
 
 
 def train(cfg: dict) -> tuple[dict, list[float]]:

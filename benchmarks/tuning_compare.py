@@ -27,6 +27,7 @@ import pandas as pd
 
 from benchmarks import report
 from launcher.collect import load
+from launcher.tables import paired_t
 
 METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10"}
 MATCHED = ("dataset", "max_len", "embedding_dim", "batch_size", "optimizer", "scheduler",
@@ -46,16 +47,13 @@ def completed(sweep: Path, models: list[str] | None = None) -> pd.DataFrame:
 
 
 def paired(frame: pd.DataFrame, a: str, b: str, metric: str) -> dict:
-    """a − b over the seeds both have: mean, per-seed values, paired t-test (two-sided)."""
-    from scipy.special import stdtr
+    """a − b over the seeds both have: mean, per-seed values, the aggregate's paired t-test."""
     x = frame[frame["model"] == a].set_index("seed")[metric]
     y = frame[frame["model"] == b].set_index("seed")[metric]
     d = (x - y).dropna().sort_index()
-    n = len(d)
-    sd = d.std(ddof=1) if n >= 2 else np.nan
-    t = d.mean() / (sd / np.sqrt(n)) if n >= 2 and sd > 0 else np.nan
-    return {"n_seeds": n, "mean_diff": d.mean(), "per_seed": " ".join(f"{v:+.4f}" for v in d),
-            "p_value": 2 * stdtr(n - 1, -abs(t)) if np.isfinite(t) else np.nan}
+    _, p, _ = paired_t(d.mean(), d.std(ddof=1), len(d))
+    return {"n_seeds": len(d), "mean_diff": d.mean(),
+            "per_seed": " ".join(f"{v:+.4f}" for v in d), "p_value": float(p)}
 
 
 def main(argv=None) -> None:

@@ -107,6 +107,19 @@ def overview_table(main: pd.DataFrame, keys: list[str], metric: str = "test_reca
     return table.reindex(order).reset_index(), rows
 
 
+def paired_t(mean_diff, sd, n) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paired t-test of differences with this mean, standard deviation and count (arrays
+    or scalars): (t, two-sided p, half-width of the 95% CI); NaN where n < 2."""
+    from scipy.special import stdtr, stdtrit   # the t distribution (scipy.stats: 2 s to import)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.asarray(sd, dtype=float) / np.sqrt(n)
+        t = np.where(n >= 2, np.asarray(mean_diff, dtype=float) / se, np.nan)
+        p = np.where(n >= 2, 2 * stdtr(n - 1, -np.abs(t)), np.nan)
+        half = np.where(n >= 2, stdtrit(n - 1, 0.975) * se, np.nan)
+    return t, p, half
+
+
 def paired_tests(agg: Aggregate, main: pd.DataFrame, reference: str | None = None
                  ) -> pd.DataFrame:
     """Per comparison group (`Aggregate.compare_keys`), the best model by mean test Recall@10
@@ -114,7 +127,6 @@ def paired_tests(agg: Aggregate, main: pd.DataFrame, reference: str | None = Non
     the seeds both completed: the paired t-test (the statistic of scipy.stats.ttest_rel, for
     all pairs at once) and the t-based 95% CI of the mean difference best − model. Under 2
     shared seeds: n/a."""
-    from scipy.special import stdtr, stdtrit   # the t distribution (scipy.stats: 2 s to import)
     cmp_keys, variant = agg.compare_keys, agg.variant_keys
     # a model's variant (its own settings that take several values, e.g. two epoch caps) is
     # a row of its own: "model" below is the model with its variant's values beside it
@@ -146,14 +158,8 @@ def paired_tests(agg: Aggregate, main: pd.DataFrame, reference: str | None = Non
         diff = pairs.assign(d=pairs[f"{m}_best"] - pairs[m])
         g = diff.groupby(cmp_keys + best_mine + mine, sort=False, dropna=False)["d"]
         t = g.agg(n_shared_seeds="count", mean_diff="mean", sd="std").reset_index()
-        n = t["n_shared_seeds"].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            se = t["sd"].to_numpy() / np.sqrt(n)
-            t["t"] = np.where(n >= 2, t["mean_diff"] / se, np.nan)
-            t["p_value"] = np.where(n >= 2, 2 * stdtr(n - 1, -np.abs(t["t"])), np.nan)
-            half = stdtrit(n - 1, 0.975) * se
-        t["ci_low"] = np.where(n >= 2, t["mean_diff"] - half, np.nan)
-        t["ci_high"] = np.where(n >= 2, t["mean_diff"] + half, np.nan)
+        t["t"], t["p_value"], half = paired_t(t["mean_diff"], t["sd"], t["n_shared_seeds"])
+        t["ci_low"], t["ci_high"] = t["mean_diff"] - half, t["mean_diff"] + half
         out.append(t.assign(metric=label, metric_order=len(out)))
     cols = cmp_keys + best_mine + mine + ["metric", "n_shared_seeds", "mean_diff", "ci_low",
                        "ci_high", "t", "p_value"]
