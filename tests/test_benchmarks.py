@@ -188,3 +188,17 @@ def test_tuning_compare_reads_the_committed_search_and_says_whether_the_ranking_
     assert "ranking changed" in text and "sasrec − xlstm" in text
     with pytest.raises(SystemExit, match="no completed cell"):
         tuning_compare.main([*args, "--untuned", "results/study/ml-100k/sweep"])
+
+
+def test_xlstm_shapes_records_a_shape_that_fails_without_stopping(tmp_path):
+    """benchmarks.xlstm_shapes: each shape trains one step in a child of its own; a shape the
+    model refuses (or a compiler that aborts) is a row with its exit status and error, and the
+    other rows still run."""
+    from benchmarks import xlstm_shapes
+    table = xlstm_shapes.main(["--device", "cpu", "--dims", "32", "--heads", "2",
+                               "--precisions", "fp32", "--max-len", "20", "--out", str(tmp_path)])
+    assert table["trains"].tolist() == [True] and table["last_line"][0] == "ok (8, 20, 32)"
+    refused = xlstm_shapes.probe("cuda", 32, 4, 1, 20, "fp32", timeout=120)
+    assert refused["exit"] == 1 and not refused["trains"]
+    assert "query/key head dim >= 16, got 4" in refused["last_line"]
+    assert "| 32 " in (tmp_path / "xlstm_shapes.md").read_text()

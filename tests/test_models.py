@@ -180,11 +180,19 @@ def test_xlstm_kernel_lengths():
 
 
 @pytest.mark.parametrize("dim, heads, error",
-                         [(32, 2, "head dim >= 16"), (64, 1, "num_heads >= 2")])
+                         [(32, 2, "head dim >= 16"), (64, 1, "num_heads >= 2"),
+                          (256, 2, "value head dim <= 64.*num_heads >= 4")])
 def test_xlstm_refuses_shapes_the_triton_kernels_get_wrong(dim, heads, error):
     cfg = config(embedding_dim=dim, num_heads=heads)
     with pytest.raises(ValueError, match=error):
         build_model("xlstm", N_ITEMS, cfg, device_type="cuda")
+
+
+def test_xlstm_on_cuda_takes_the_study_shapes():
+    """Construction runs the shape checks only (no CUDA call): the study's xLSTM shapes pass."""
+    for dim, heads in [(64, 2), (128, 2), (256, 4), (512, 8)]:
+        build_model("xlstm", N_ITEMS, config(embedding_dim=dim, num_heads=heads),
+                    device_type="cuda")
 
 
 @pytest.mark.parametrize("length", [5, 12, 29])

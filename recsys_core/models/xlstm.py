@@ -31,7 +31,8 @@ def kernel_length(length: int, chunk_size: int, triton: bool) -> int:
     return -(-length // chunk_size) * chunk_size
 
 
-def check_triton_shape(embedding_dim: int, num_heads: int, qk_dim_factor: float) -> None:
+def check_triton_shape(embedding_dim: int, num_heads: int, qk_dim_factor: float,
+                       v_dim_factor: float = 1.0) -> None:
     """Shapes the Triton kernels get wrong or refuse, as errors at construction."""
     if num_heads < 2:
         # mlstm_kernels 2.0.6 indexes (batch, head) through stride(1), which torch leaves
@@ -46,6 +47,14 @@ def check_triton_shape(embedding_dim: int, num_heads: int, qk_dim_factor: float)
         raise ValueError(f"xlstm on CUDA needs a query/key head dim >= 16, got {qk_head_dim} "
                          f"(embedding_dim {embedding_dim} x {qk_dim_factor} / "
                          f"num_heads {num_heads})")
+    v_head_dim = int(embedding_dim * v_dim_factor) // num_heads
+    if v_head_dim > 64:
+        # Triton 3.6.0's LLVM aborts the whole process (SIGABRT, an assertion in its
+        # SLPVectorizer) compiling the chunkwise kernels at value head dims 128 and 256; 64 and
+        # below train (H200, bf16: results/benchmarks/xlstm_shapes_h200/).
+        raise ValueError(f"xlstm on CUDA needs a value head dim <= 64, got {v_head_dim} "
+                         f"(embedding_dim {embedding_dim} / num_heads {num_heads}): "
+                         f"use num_heads >= {-(-int(embedding_dim * v_dim_factor) // 64)}")
 
 
 class XLSTMRec(SequentialModel):
@@ -63,7 +72,8 @@ class XLSTMRec(SequentialModel):
             vocab_size=n_items + 1, return_last_states=True, mode="train",
             chunk_size=self.chunk_size, **KERNELS["cuda" if self.triton else "cpu"])
         if self.triton:
-            check_triton_shape(embedding_dim, num_heads, self.config.qk_dim_factor)
+            check_triton_shape(embedding_dim, num_heads, self.config.qk_dim_factor,
+                               self.config.v_dim_factor)
         self.emb_dropout = torch.nn.Dropout(dropout)
         self.blocks = xLSTMLargeBlockStack(self.config)
         self.out_dropout = torch.nn.Dropout(dropout)
