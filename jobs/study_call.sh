@@ -36,7 +36,7 @@ BUDGET=${BUDGET:-540}
 CELLS=${CELLS_PER_GPU:-16}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl 2>/dev/null
-export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled RECSYS_DATA_MIRROR=$PWD/.data \
+export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled RECSYS_DATA_MIRROR=${RECSYS_DATA_MIRROR:-$PWD/.data} \
   PYTHONUNBUFFERED=1 WORK=${WORK:-/tmp/study} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 O=$OUT/o     # if the call is cut, what is 2 folders down comes back: call.log, study.log,
 L=$O/logs    # study.tgz and the resume parts (at most 8 files); the other logs go in back.tgz
@@ -66,8 +66,9 @@ completed_cells >"$WORK/completed-before"
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-study CUDA_MPS_LOG_DIRECTORY=/tmp/mps-study
 mkdir -p /tmp/mps-study
 nvidia-cuda-mps-control -d 2>/dev/null || log "no MPS daemon: cells sharing a GPU take turns on it"
-# Training stops 90 s before the budget: packing takes ~10 s, the analyses get the rest.
-train_until=$(( BUDGET - 90 ))
+# Training stops RESERVE (90) s before the budget: packing takes ~10 s, the analyses get the
+# rest (a call that analyses nothing, such as one that only runs GRIDS, can reserve 30).
+train_until=$(( BUDGET - ${RESERVE:-90} ))
 if [ "${RESUME_WHERE:-}" != none ] && [ $(( train_until - ($(date +%s) - S) )) -gt 30 ]; then
   where=()
   for clause in ${RESUME_WHERE:-}; do where+=(--where "$clause"); done
@@ -84,10 +85,12 @@ for ds in ${EXTEND:-}; do
 done
 # Other grids (RQ2's study-dims, study-long, study-lengths) into $WORK/NAME, the study sweep's
 # finished cells copied (--reuse): a continued call first resumes what the last one cut.
-for g in ${GRIDS:-}; do
+for spec in ${GRIDS:-}; do
+  g=${spec%%:*}
   name=$(basename "$g" .yaml)
   where=()
   for clause in ${GRID_WHERE:-}; do where+=(--where "$clause"); done
+  [ "$spec" = "$g" ] || where+=(--where "${spec#*:}")
   t=$(( train_until - ($(date +%s) - S) ))
   [ "$t" -gt 30 ] || { log "no time left for grid $name"; break; }
   if [ -f "$WORK/$name/manifest.json" ]; then

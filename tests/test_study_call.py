@@ -183,7 +183,8 @@ def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
 def test_a_call_runs_other_grids_and_a_continued_call_grows_them(tmp_path):
     """study_call.sh GRIDS=G (RQ2's grids): G's cells chosen by GRID_WHERE run into WORK/G
     (the study sweep's finished cells copied), packed with the rest; the next call on the
-    same machine (CONTINUE=1) resumes G's unfinished cells and adds those newly chosen."""
+    same machine (CONTINUE=1) resumes G's unfinished cells and adds those newly chosen, here by
+    a clause of G's own (GRIDS="G:KEY=V")."""
     study = tmp_path / "study"
     made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
                            "--executor", "dry-run", "--out", study],
@@ -203,8 +204,8 @@ def test_a_call_runs_other_grids_and_a_continued_call_grows_them(tmp_path):
     assert all(r["status"] == "COMPLETED" and r["seed"] == 1 for r in first)
 
     back2 = study_call(tmp_path, "grids-again", CONTINUE="1", STUDY=str(study),
-                       RESUME_WHERE="none", GRIDS=str(grid(tmp_path)),
-                       GRID_WHERE="model=gru4rec,pop,sasrec seed=1")
+                       RESUME_WHERE="none", GRIDS=f"{grid(tmp_path)}:model=gru4rec,pop,sasrec",
+                       GRID_WHERE="seed=1")
     log = (back2 / "o" / "call.log").read_text()
     assert "grid g, resume: exit 0" in log and "grid g: exit 0" in log
     assert sorted(r["model"] for r in results(back2)) == ["gru4rec", "pop", "sasrec"]
