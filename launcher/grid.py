@@ -36,6 +36,7 @@ from typing import Any, Iterable
 from launcher.resources import (PROFILES_DIR, GridError, Resources, fail, load_profile,
                                 mapping, merge_resources, parse_resources, read_yaml)
 from launcher.search import Search, parse_search
+from recsys_core.models.xlstm_shapes import check_triton_shape
 from recsys_core.train.config import CHOICES, ConfigError, TrainConfig, defaults
 from recsys_core.train.hooks import HOOK_KEYS, DebugHooks
 
@@ -170,7 +171,14 @@ def cell_config(params: dict[str, Any], resources: Resources, cell_id: str, swee
     elif gpus and values.get("num_processes", gpus) != gpus:
         raise ConfigError(f"{source}: num_processes={values['num_processes']} but the job gets "
                           f"{gpus} GPUs (gpus × nodes); one process per GPU")
-    return TrainConfig.from_dict({**values, "run_id": cell_id, "wandb_group": sweep_name}, source)
+    config = TrainConfig.from_dict({**values, "run_id": cell_id, "wandb_group": sweep_name},
+                                   source)
+    if config.model == "xlstm" and gpus and config.device != "cpu":
+        try:    # what the job would find only at its start, on the GPU, once per cell
+            check_triton_shape(config.embedding_dim, config.num_heads)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return config
 
 
 def _list(raw: dict, key: str, src: str, example: str) -> list:

@@ -59,12 +59,30 @@ def test_invalid_grids_exit_2_and_write_nothing(tmp_path):
         ({"name": "x", "grid": {"model": ["sasrec", "transformer9000"]}}, "grid.model[1]"),
         ({"name": "x", "fixed": {**TINY, "num_processes": 3}, "grid": {"model": ["sasrec"]},
           "resources": {"gpus": 2}}, "num_processes=3"),
+        # a GPU cell whose xLSTM shape Triton's compiler aborts on (study-dims at D 256, 2 heads)
+        ({"name": "x", "fixed": {**TINY, "device": "auto", "embedding_dim": 256},
+          "grid": {"model": ["sasrec", "xlstm"]}, "resources": {"gpus": 1}},
+         "cell xlstm-synthetic-L8-s42: xlstm on CUDA needs a value head dim <= 64, got 128 "
+         "(embedding_dim 256 / num_heads 2): use num_heads >= 4"),
     ]:
         grid = tmp_path / "bad.yaml"
         grid.write_text(json.dumps(body))
         proc = launcher("sweep", grid, "--executor", "slurm", "--out", tmp_path / "out")
         assert proc.returncode == 2 and str(grid) in proc.stderr and needle in proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_an_xlstm_shape_only_the_gpu_refuses_passes_on_the_cpu(tmp_path):
+    """The launcher's check of xLSTM shapes is the GPU kernels': the same cell on the CPU (no
+    GPU in its resources, or device cpu) is a valid cell."""
+    for i, (fixed, resources) in enumerate([
+            ({**TINY, "device": "auto", "embedding_dim": 256}, {"gpus": 0}),
+            ({**TINY, "embedding_dim": 256}, {"gpus": 1})]):
+        grid = tmp_path / "g.yaml"
+        grid.write_text(json.dumps({"name": "x", "fixed": fixed, "grid": {"model": ["xlstm"]},
+                                    "resources": resources}))
+        proc = launcher("sweep", grid, "--executor", "dry-run", "--out", tmp_path / f"out{i}")
+        assert proc.returncode == 0, proc.stderr
 
 
 def test_two_process_cell_runs_through_the_local_executor(tmp_path):

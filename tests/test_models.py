@@ -188,6 +188,13 @@ def test_xlstm_refuses_shapes_the_triton_kernels_get_wrong(dim, heads, error):
         build_model("xlstm", N_ITEMS, cfg, device_type="cuda")
 
 
+def test_the_launchers_shape_check_uses_the_models_head_dims():
+    """launcher/grid.py checks shapes without building the model: its factors are XLSTMRec's."""
+    from recsys_core.models.xlstm_shapes import QK_DIM_FACTOR, V_DIM_FACTOR
+    model = build_model("xlstm", N_ITEMS, config(embedding_dim=64, num_heads=2))
+    assert (model.config.qk_dim_factor, model.config.v_dim_factor) == (QK_DIM_FACTOR, V_DIM_FACTOR)
+
+
 def test_xlstm_on_cuda_takes_the_study_shapes():
     """Construction runs the shape checks only (no CUDA call): the study's xLSTM shapes pass."""
     for dim, heads in [(64, 2), (128, 2), (256, 4), (512, 8)]:

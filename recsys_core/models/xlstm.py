@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from xlstm.xlstm_large.model import xLSTMLargeBlockStack, xLSTMLargeConfig
 
 from recsys_core.models.base import SequentialModel
+from recsys_core.models.xlstm_shapes import check_triton_shape
 
 KERNELS = {
     "cuda": dict(chunkwise_kernel="chunkwise--triton_xl_chunk",
@@ -29,32 +30,6 @@ def kernel_length(length: int, chunk_size: int, triton: bool) -> int:
         # Below 128 the Triton kernel makes the whole sequence one chunk: 16, 32 or 64.
         return max(16, 1 << (length - 1).bit_length())
     return -(-length // chunk_size) * chunk_size
-
-
-def check_triton_shape(embedding_dim: int, num_heads: int, qk_dim_factor: float,
-                       v_dim_factor: float = 1.0) -> None:
-    """Shapes the Triton kernels get wrong or refuse, as errors at construction."""
-    if num_heads < 2:
-        # mlstm_kernels 2.0.6 indexes (batch, head) through stride(1), which torch leaves
-        # non-canonical for a size-1 head dimension: every row past the first reads another
-        # row's memory (NaN or garbage, no error; seen on an H100, fp32 and bf16, and gone
-        # with canonical strides).
-        raise ValueError("xlstm on CUDA needs num_heads >= 2 "
-                         "(the Triton kernels mis-stride a single head)")
-    qk_head_dim = int(embedding_dim * qk_dim_factor) // num_heads
-    if qk_head_dim < 16:
-        # Otherwise Triton fails at the first step ("... K >= 16"): tl.dot's minimum.
-        raise ValueError(f"xlstm on CUDA needs a query/key head dim >= 16, got {qk_head_dim} "
-                         f"(embedding_dim {embedding_dim} x {qk_dim_factor} / "
-                         f"num_heads {num_heads})")
-    v_head_dim = int(embedding_dim * v_dim_factor) // num_heads
-    if v_head_dim > 64:
-        # Triton 3.6.0's LLVM aborts the whole process (SIGABRT, an assertion in its
-        # SLPVectorizer) compiling the chunkwise kernels at value head dims 128 and 256; 64 and
-        # below train (H200, bf16: results/benchmarks/xlstm_shapes_h200/).
-        raise ValueError(f"xlstm on CUDA needs a value head dim <= 64, got {v_head_dim} "
-                         f"(embedding_dim {embedding_dim} / num_heads {num_heads}): "
-                         f"use num_heads >= {-(-int(embedding_dim * v_dim_factor) // 64)}")
 
 
 class XLSTMRec(SequentialModel):
