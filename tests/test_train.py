@@ -53,6 +53,27 @@ def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
     assert resumed["best_epoch"] == full["best_epoch"]
 
 
+def test_warmup_raises_the_learning_rate_by_steps_and_a_resume_carries_on_with_it(tmp_path):
+    """warmup_steps: a linear ramp over optimiser steps, then the rate set (here the ramp
+    outlasts the run: the same rise each epoch); a run killed mid-ramp and resumed ends where
+    the uninterrupted one does."""
+    full = run(cell(tmp_path, "full", epochs=4, warmup_steps=1000))
+    lrs = pq.read_table(tmp_path / "full" / "history.parquet").column("lr").to_pylist()
+    rises = [b - a for a, b in zip(lrs, lrs[1:])]
+    assert 0 < lrs[0] < lrs[-1] < 3e-3 and rises == pytest.approx([rises[0]] * 3)
+    assert lrs[0] == pytest.approx(3e-3 * (rises[0] / 3e-3 * 1000 + 1) / 1000)   # steps + 1
+    assert run(cell(tmp_path, "short", epochs=2, warmup_steps=2))["lr_effective"] == 3e-3
+    assert pq.read_table(tmp_path / "short" / "history.parquet").column("lr").to_pylist() == \
+        pytest.approx([3e-3, 3e-3])
+    with pytest.raises(RuntimeError, match="injected failure in epoch 2"):
+        run(cell(tmp_path, "resumed", epochs=4, warmup_steps=1000),
+            hooks=DebugHooks(inject_fault="raise@2"))
+    resumed = run(cell(tmp_path, "resumed", epochs=4, warmup_steps=1000))
+    assert resumed["resumed_from_epoch"] == 1 and metrics(resumed) == metrics(full)
+    with pytest.raises(ValueError, match="warmup_steps with scheduler='onecycle'"):
+        cell(tmp_path, "bad", warmup_steps=5, scheduler="onecycle")
+
+
 def test_nan_loss_ends_failed_with_reason(tmp_path):
     record = run(cell(tmp_path, "nan"), hooks=DebugHooks(inject_fault="nan@2"))
     assert record["status"] == "FAILED" and "non-finite training loss" in record["reason"]

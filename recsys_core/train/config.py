@@ -93,6 +93,9 @@ class TrainConfig(BaseModel):
     scheduler: str = "none"
     step_size: int = 5                # StepLR
     gamma: float = 0.5                # StepLR / plateau factor
+    # linear warm-up of the learning rate over this many optimiser steps (0 = none): what a
+    # deep post-norm Transformer needs to leave the popularity plateau (results/study RQ2)
+    warmup_steps: int = added_later(0)
     grad_clip: float = 1.0            # 0 = off
     loss: str = "ce"
     num_negatives: int = 256          # loss=sampled
@@ -156,6 +159,12 @@ class TrainConfig(BaseModel):
             problem = _field_problem(name, getattr(self, name))
             if problem:
                 raise ConfigError(problem)
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps={self.warmup_steps}: expected 0 (none) or more")
+        if self.warmup_steps and self.scheduler in ("onecycle", "cosine"):
+            raise ConfigError(f"warmup_steps with scheduler={self.scheduler!r}: OneCycle warms "
+                              "up itself and cosine recomputes from the rate warm-up changes; "
+                              "warm-up goes with none, step or plateau")
         self.ks = sorted(set(self.ks))
         valid = ["auto"] + [f"val_{m}@{k}" for m in METRICS for k in self.ks]
         if self.monitor not in valid:

@@ -57,22 +57,43 @@ def make_scheduler(cfg, optimizer, steps_per_epoch: int):
                         total_steps=max(cfg.epochs * steps_per_epoch, 1))
 
 
+def set_lr(optimizer, lr: float) -> None:
+    """Every param group's learning rate; a device tensor is filled in place (a captured step
+    reads its address)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
 class Schedule:
     """The learning-rate schedule and the one place it is stepped: after every batch
-    (OneCycle, which refuses to step past its end) or after every epoch (StepLR and cosine;
-    plateau on the validation metric). `none`: nothing to step."""
+    (OneCycle, which refuses to step past its end; a warm-up's steps) or after every epoch
+    (StepLR and cosine; plateau on the validation metric). `none`: nothing to step.
+    Warm-up (`warmup_steps` W): step i of the first W runs at lr × (i + 1) / W."""
 
     def __init__(self, cfg, optimizer, steps_per_epoch: int):
         self.kind = cfg.scheduler
+        self.optimizer = optimizer
+        self.warmup_steps, self.steps_done = cfg.warmup_steps, 0
+        self.base_lr = current_lr(optimizer)
         self.scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+        if self.warmup_steps:
+            set_lr(optimizer, self.base_lr / self.warmup_steps)
 
     @property
     def per_batch(self) -> bool:
-        return self.kind == "onecycle"
+        return self.kind == "onecycle" or self.steps_done < self.warmup_steps
 
     def after_batch(self) -> None:
+        if self.steps_done < self.warmup_steps:
+            self.steps_done += 1
+            set_lr(self.optimizer,
+                   self.base_lr * min(self.steps_done + 1, self.warmup_steps) / self.warmup_steps)
+            return
         s = self.scheduler
-        if self.per_batch and s.last_epoch + 1 < s.total_steps:
+        if self.kind == "onecycle" and s.last_epoch + 1 < s.total_steps:
             s.step()
 
     def after_epoch(self, val_metric: float) -> None:
@@ -82,8 +103,16 @@ class Schedule:
             self.scheduler.step()
 
     def state_dict(self) -> dict | None:
-        return self.scheduler.state_dict() if self.scheduler is not None else None
+        state = self.scheduler.state_dict() if self.scheduler is not None else None
+        if not self.warmup_steps:
+            return state    # as checkpoints were before warm-up existed
+        return {"warmup": {"steps_done": self.steps_done, "base_lr": self.base_lr},
+                "scheduler": state}
 
     def load_state_dict(self, state: dict | None) -> None:
+        if isinstance(state, dict) and "warmup" in state:
+            self.steps_done = state["warmup"]["steps_done"]
+            self.base_lr = state["warmup"]["base_lr"]
+            state = state["scheduler"]
         if self.scheduler is not None and state is not None:
             self.scheduler.load_state_dict(state)
