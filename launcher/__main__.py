@@ -9,7 +9,7 @@
                  [--process-per-cell] [--cells-per-job K] [--mps] [--order longest-first|grid]
                  [--where KEY=VALUE[,VALUE...]]
     cancel SWEEP [--cells ID ...]
-    aggregate SWEEP [--out DIR] [--no-plots] [--versus MODEL ...]
+    aggregate SWEEP [SWEEP ...] [--out DIR] [--where KEY=V,...] [--no-plots] [--versus MODEL ...]
     tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
               [--emit-grid FILE] [--json] [--cells-per-gpu K]
     tune status DIR [--json]
@@ -341,8 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cells", nargs="+")
     c.set_defaults(func=cmd_cancel)
     a = sub.add_parser("aggregate", help="a sweep's tables (md, csv, tex), plots, results.parquet")
-    a.add_argument("sweep")
-    a.add_argument("--out", help="output folder (default: SWEEP/aggregate)")
+    a.add_argument("sweep", nargs="+", help="a sweep, or several aggregated as one")
+    a.add_argument("--out", help="output folder (default: SWEEP/aggregate; needed for several)")
+    a.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
+                   help="only the cells whose parameter KEY is one of the values (repeatable)")
     a.add_argument("--no-plots", action="store_true")
     a.add_argument("--versus", nargs="+", default=[], metavar="MODEL",
                    help="also paired_vs_MODEL: that model against every other (not the best)")

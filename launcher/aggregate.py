@@ -1,5 +1,6 @@
-"""`python -m launcher aggregate SWEEP [--out DIR] [--no-plots] [--versus MODEL ...]`: a sweep's
-results → the study's
+"""`python -m launcher aggregate SWEEP [SWEEP ...] [--out DIR] [--where KEY=V1,V2 ...]
+[--no-plots] [--versus MODEL ...]`: a sweep's results (or several sweeps' as one, a cell copied
+into two of them counted once; --out then needed; --where: only the matching cells) → the study's
 tables (Markdown, CSV, LaTeX), plots and one Parquet file of every cell, in OUT (default
 SWEEP/aggregate):
 
@@ -144,18 +145,23 @@ def write_parquet(agg: Aggregate, path: Path) -> None:
 
 
 def run_cli(args) -> int:
+    sweeps = list(args.sweep)
+    if len(sweeps) > 1 and not args.out:
+        print(f"error: {len(sweeps)} sweeps aggregated as one need --out (no sweep's own "
+              "aggregate/ is theirs)", file=sys.stderr)
+        return 2
     try:
-        agg = load(args.sweep)
+        agg = load(sweeps, where=args.where)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     models = sorted(agg.cells["model"].dropna().unique())
     unknown = [m for m in args.versus if m not in models]
     if unknown:
-        print(f"error: --versus {', '.join(unknown)}: {args.sweep} has no cell of that model; "
-              f"its models: {', '.join(models)}", file=sys.stderr)
+        print(f"error: --versus {', '.join(unknown)}: {' + '.join(sweeps)} has no cell of that "
+              f"model; its models: {', '.join(models)}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.sweep) / "aggregate"
+    out = Path(args.out) if args.out else Path(sweeps[0]) / "aggregate"
     write(agg, out, plots=not args.no_plots, versus=tuple(args.versus))
     for path, problem in agg.problems.items():
         print(f"warning: skipped {path}: {problem}", file=sys.stderr)

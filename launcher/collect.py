@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -136,12 +137,44 @@ def _states(sweep: Sweep, results: pd.DataFrame) -> tuple[dict[str, tuple], str]
     return dict(zip(results["cell"], zip(results["status"], results["reason"]))), note
 
 
-def load(sweep_root: str | Path) -> Aggregate:
-    sweep = Sweep(sweep_root)
-    manifest = sweep.manifest()
-    cells, keys = _manifest_frame(manifest)
-    results, problems = read_results(sweep.root / "cells", cells["id"], sweep.root / CACHE)
-    states, source = _states(sweep, results)
+def load(sweep_roots: str | Path | list[str | Path], where: list[str] | tuple = ()
+         ) -> Aggregate:
+    """One sweep, or several aggregated as one (a study grown over several grids: the main
+    sweep with RQ2's, say); a cell in two of them (copied by `--reuse`) counts once, from the
+    first. `where`: only the cells whose parameters match every `KEY=V1,V2`."""
+    roots = [sweep_roots] if isinstance(sweep_roots, (str, Path)) else list(sweep_roots)
+    sweeps = [Sweep(root) for root in roots]
+    manifests = [sweep.manifest() for sweep in sweeps]
+    seen: set[str] = set()
+    chosen, misses = [], []
+    for sweep, manifest in zip(sweeps, manifests):
+        mine = [c for c in manifest["cells"] if c["id"] not in seen]
+        if where:
+            from launcher.grid import GridError, select
+            wrapped = [SimpleNamespace(params=c["params"], record=c) for c in mine]
+            try:
+                mine = [w.record for w in select(wrapped, list(where), str(sweep.root))]
+            except GridError as e:     # none here; the other sweeps may have some
+                mine = []
+                misses.append(str(e))
+        seen.update(c["id"] for c in mine)
+        chosen.append(mine)
+    if not any(chosen):
+        raise ValueError("; ".join(misses) or f"{', '.join(map(str, roots))}: no cells")
+    cells, keys = _manifest_frame({"cells": [c for mine in chosen for c in mine]})
+    parts, problems, states, notes = [], {}, {}, []
+    for sweep, mine in zip(sweeps, chosen):
+        if not mine:
+            continue
+        part, unreadable = read_results(sweep.root / "cells", [c["id"] for c in mine],
+                                        sweep.root / CACHE)
+        parts.append(part)
+        problems.update(unreadable)
+        found, note = _states(sweep, part)
+        states.update(found)
+        notes.append(note if len(sweeps) == 1 else f"{sweep.root}: {note}")
+    results, source = pd.concat(parts, ignore_index=True), "; ".join(dict.fromkeys(notes))
+    name = " + ".join(m.get("name", s.root.name) for s, m in zip(sweeps, manifests))
     # the configuration is the manifest's; the result adds everything else
     results = results.drop(columns=[c for c in results.columns if c in cells.columns])
     cells = cells.merge(results, how="left", left_on="id", right_on="cell").drop(columns="cell")
@@ -162,5 +195,4 @@ def load(sweep_root: str | Path) -> Aggregate:
     wall = cells["wall_time_s"].fillna(0.0)
     cells["gpu_hours"] = wall * cells["gpus"] * cells["nodes"] / 3600
     cells["cpu_hours"] = wall * cells["cpus"].fillna(1).astype(float) * cells["nodes"] / 3600
-    return Aggregate(manifest.get("name", sweep.root.name), sweep.root, cells, keys, source,
-                     problems)
+    return Aggregate(name, sweeps[0].root, cells, keys, source, problems)

@@ -520,3 +520,42 @@ def test_a_geometry_table_where_cells_recorded_their_item_space(sweep, tmp_path)
                            "hubness Gini", "hub skewness", "n_seeds"]
     assert len(rows) == 4 and rows[0][header.index("hubness Gini")] == "0.3000 ± 0.0000"
     assert "## Item-embedding geometry of the best model" in (out / "summary.md").read_text()
+
+
+def test_several_sweeps_aggregate_as_one_and_where_picks_cells(tmp_path, capsys):
+    """`aggregate A B --out D`: the cells of both sweeps in one set of tables (a study grown
+    over several grids); a cell copied into both (--reuse: the same id) counts once, from A.
+    `--where`: only the matching cells."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = build_sweep(tmp_path / "a", GRID)
+    second = build_sweep(tmp_path / "b", GRID.replace("max_len: [10, 20]", "max_len: [10, 30]"))
+    shared = {c["id"] for c in first.manifest()["cells"]} & \
+        {c["id"] for c in second.manifest()["cells"]}
+    assert len(shared) == 18                   # max_len 10: the same cells
+    copy = read_result(second.cell_dir(sorted(shared)[0]))
+    write_result(second.cell_dir(sorted(shared)[0]), {**copy, "test_recall@10": 0.99})
+    out = tmp_path / "both"
+    assert launcher_main(["aggregate", str(first.root), str(second.root), "--out", str(out),
+                          "--no-plots"]) == 0
+    cells = pd.read_parquet(out / "results.parquet")
+    assert len(cells) == 36 + 36 - 18 and cells["id"].is_unique
+    assert sorted(cells["max_len"].unique()) == [10, 20, 30]
+    assert 0.99 not in cells["test_recall@10"].tolist()
+    header, rows = md_rows(out / "main.md")
+    assert {r[header.index("max_len")] for r in rows} == {"10", "20", "30"}
+
+    picked = tmp_path / "picked"
+    assert launcher_main(["aggregate", str(first.root), str(second.root), "--out", str(picked),
+                          "--no-plots", "--where", "model=sasrec", "--where", "max_len=20,30"]) == 0
+    cells = pd.read_parquet(picked / "results.parquet")
+    assert set(cells["model"]) == {"sasrec"} and sorted(cells["max_len"].unique()) == [20, 30]
+    assert len(cells) == 12
+
+    capsys.readouterr()
+    assert launcher_main(["aggregate", str(first.root), str(second.root), "--no-plots"]) == 2
+    assert "need --out" in capsys.readouterr().err
+    assert launcher_main(["aggregate", str(first.root), "--out", str(tmp_path / "x"),
+                          "--where", "colour=red"]) == 2
+    assert "has no parameter 'colour'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
