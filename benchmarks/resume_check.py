@@ -9,6 +9,7 @@ this process. Every val_/test_ metric and every epoch's training loss compared e
 
     python -m benchmarks.resume_check --out results/benchmarks/resume_check_h200
     (CPU smoke run: --device cpu --epochs 4 --models gru4rec sasrec)
+    python -m benchmarks.resume_check --models gru4rec lstm --rnn-dropout torch --out ...
 -> resume_check.json, resume_check.md, resume_check.csv
 """
 from __future__ import annotations
@@ -38,7 +39,8 @@ CHILD = ("import json, sys, torch\nfrom recsys_core.train import TrainConfig, ru
 def config(model: str, args, out: Path) -> dict:
     return dict(model=model, dataset=args.dataset, max_len=args.max_len, embedding_dim=64,
                 num_blocks=args.num_blocks, num_heads=2, dropout=args.dropout,
-                epochs=args.epochs, patience=args.epochs, seed=42, device=args.device, wandb_mode="disabled", out=str(out))
+                rnn_dropout=args.rnn_dropout, epochs=args.epochs, patience=args.epochs, seed=42,
+                device=args.device, wandb_mode="disabled", out=str(out))
 
 
 def train(cfg: dict) -> tuple[dict, list[float]]:
@@ -82,6 +84,8 @@ def main(argv=None) -> None:
     p.add_argument("--num-blocks", type=int, default=2,
                    help="1: no RNN layer dropout between layers (cuDNN's own dropout state)")
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--rnn-dropout", default="cudnn", choices=["cudnn", "torch"],
+                   help="GRU4Rec/LSTM: who drops out between layers (torch: resumable on the GPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--sleep-s", type=float, default=1.0, help="the killed child's pause per epoch")
     p.add_argument("--work", default="/tmp/resume_check")

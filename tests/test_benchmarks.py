@@ -138,6 +138,7 @@ def test_resume_check_kills_a_run_and_finds_its_resume_identical_on_the_cpu(tmp_
     from benchmarks import resume_check
     resume_check.main(["--device", "cpu", "--dataset", "synthetic", "--max-len", "10",
                        "--epochs", "3", "--models", "gru4rec", "--sleep-s", "1",
+                       "--rnn-dropout", "torch",     # the layers' dropout drawn by torch
                        "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out")])
     (row,) = json.loads((tmp_path / "out" / "resume_check.json").read_text())
     assert row["resumed_from_epoch"] >= 1      # the child was killed after a checkpoint

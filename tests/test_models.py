@@ -362,3 +362,25 @@ def test_a_fixed_number_of_scored_rows_gives_the_same_loss_and_gradients(name, s
         torch.testing.assert_close(l1, l0)
         for a, b in zip(g0, g1):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "lstm"])
+def test_rnn_dropout_by_torch_is_the_multi_layer_rnn_on_the_cpu(name):
+    """rnn_dropout=torch (one-layer RNNs, torch's dropout between them; what a GPU resume
+    repeats bitwise) against cuDNN's multi-layer RNN: on the CPU the same parameters, hidden
+    states and gradients, bit for bit, in training mode (dropout drawn) and in eval."""
+    def step(rnn_dropout, train):
+        model = make(name, num_blocks=3, dropout=0.3, rnn_dropout=rnn_dropout)
+        model.train(train)
+        torch.manual_seed(1)
+        hidden = model.encode(left_padded([12, 7, 3, 9], 12))
+        hidden.square().sum().backward()
+        return model, hidden, [p.grad for p in model.parameters()]
+    for train in (True, False):
+        (fused, h1, g1), (stacked, h2, g2) = step("cudnn", train), step("torch", train)
+        assert type(stacked.rnn).__name__ == "StackedRNN" and len(g1) == len(g2)
+        assert all(torch.equal(a, b) for a, b in zip(fused.parameters(), stacked.parameters()))
+        assert torch.equal(h1, h2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+    # one layer, or no dropout: nothing to drop between layers, the fused RNN stays
+    for shape in (dict(num_blocks=1), dict(dropout=0.0)):
+        assert isinstance(make(name, rnn_dropout="torch", **shape).rnn, torch.nn.RNNBase)

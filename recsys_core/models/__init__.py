@@ -18,6 +18,7 @@ MODEL_NAMES = sorted(REGISTRY)
 # Choices of the models' options, here (no torch) so that validating a config imports no model.
 POSITIONS = ("from_end", "from_start")      # base.py: where position embeddings count from
 SASREC_BLOCKS = ("pre_ln", "original")      # sasrec.py: the block's layout
+RNN_DROPOUTS = ("cudnn", "torch")           # gru4rec.py: who drops out between the layers
 
 
 def model_class(name: str):
@@ -39,7 +40,7 @@ def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
         positions=getattr(cfg, "positions", "from_end"),
         sasrec_block=getattr(cfg, "sasrec_block", "pre_ln"), d_state=getattr(cfg, "d_state", 32),
         d_conv=getattr(cfg, "d_conv", 4), expand=getattr(cfg, "expand", 2),
-        device_type=device_type)
+        rnn_dropout=getattr(cfg, "rnn_dropout", "cudnn"), device_type=device_type)
     if getattr(cfg, "init_std", 0) and model.trainable:
         model.init_item_embeddings(cfg.init_std)
     return model

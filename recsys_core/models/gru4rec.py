@@ -8,13 +8,14 @@ cross-entropy as SASRec (the GRU4Rec+CE recipe), not the original session-parall
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_core.models.base import SequentialModel
 from recsys_core.models.padding import left_to_right_padding, rotate_back
 
 
-def run_rnn(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
+def run_rnn(rnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The recurrence in fp32 (cuDNN's TF32 default), also under bf16 autocast: at the study's
     sizes cuDNN's fp32 kernels are faster than its half-precision ones (ML-1M shape, 2 layers,
     D 64, batch 128, L 200, forward + backward on an H200: GRU 2.26 vs 3.00 ms a step, LSTM
@@ -24,15 +25,41 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
         return rnn(x.float())[0]
 
 
+class StackedRNN(nn.Module):
+    """`num_layers` one-layer RNNs with torch's dropout between them: the multi-layer RNN of
+    PyTorch (the same parameters, drawn in the same order; on the CPU the same outputs, bit for
+    bit), except that on the GPU the dropout between layers is torch's, drawn from the CUDA
+    generator a checkpoint saves, not cuDNN's: cuDNN keeps its dropout state to itself and
+    seeds it anew in a resumed process, so a resumed GRU4Rec/LSTM of 2 layers and dropout > 0
+    went its own way on an H200 (results/benchmarks/resume_check_h200/rnn_dropout)."""
+
+    def __init__(self, rnn_class: type[nn.RNNBase], size: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.layers = nn.ModuleList(rnn_class(size, size, batch_first=True)
+                                    for _ in range(num_layers))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = F.dropout(x, self.dropout, self.training)
+            x = layer(x)[0]
+        return x, None
+
+
 class GRU4Rec(SequentialModel):
     rnn_class: type[nn.RNNBase] = nn.GRU
 
     def __init__(self, n_items: int, embedding_dim: int = 64, num_blocks: int = 1,
-                 dropout: float = 0.2, **_):
+                 dropout: float = 0.2, rnn_dropout: str = "cudnn", **_):
         super().__init__(n_items, embedding_dim)
         self.emb_dropout = nn.Dropout(dropout)
-        self.rnn = self.rnn_class(embedding_dim, embedding_dim, num_layers=num_blocks,
-                                  batch_first=True, dropout=dropout if num_blocks > 1 else 0.0)
+        if rnn_dropout == "torch" and num_blocks > 1 and dropout > 0:
+            self.rnn = StackedRNN(self.rnn_class, embedding_dim, num_blocks, dropout)
+        else:
+            self.rnn = self.rnn_class(embedding_dim, embedding_dim, num_layers=num_blocks,
+                                      batch_first=True,
+                                      dropout=dropout if num_blocks > 1 else 0.0)
         self.out_dropout = nn.Dropout(dropout)
         self.final_norm = nn.LayerNorm(embedding_dim)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from recsys_core.data.names import DATASET_NAMES
 from recsys_core.metric_names import METRICS
-from recsys_core.models import MODEL_NAMES, POSITIONS, SASREC_BLOCKS
+from recsys_core.models import MODEL_NAMES, POSITIONS, RNN_DROPOUTS, SASREC_BLOCKS
 
 CHOICES = {
     "model": tuple(MODEL_NAMES),
@@ -32,6 +32,7 @@ CHOICES = {
     "wandb_mode": ("auto", "offline", "online", "disabled"),
     "positions": POSITIONS,
     "sasrec_block": SASREC_BLOCKS,
+    "rnn_dropout": RNN_DROPOUTS,
     "grad_sync": ("flat", "overlap"),
 }
 POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
@@ -84,6 +85,9 @@ class TrainConfig(BaseModel):
     d_state: int = added_later(32)    # Mamba layers (mamba4rec, sasmamba): SSM state size N
     d_conv: int = added_later(4)      # their causal convolution's width
     expand: int = added_later(2)      # their inner width = expand x D
+    # GRU4Rec/LSTM between stacked layers: cuDNN's own dropout (one fused call) or torch's
+    # (a call per layer), which a resume on the GPU repeats bitwise (models/gru4rec.py)
+    rnn_dropout: str = added_later("cudnn")
     # optimisation
     epochs: int = 30
     batch_size: int = 128

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from recsys_core.models.gru4rec import StackedRNN
+
 
 _KERNEL = None
 
@@ -122,7 +124,8 @@ def dropout_off(model) -> list:
         for name in ("p", "dropout") if isinstance(mod, torch.nn.Dropout) else ("dropout",):
             value = getattr(mod, name, None)
             if isinstance(value, float) and value > 0 and (
-                    name == "p" or isinstance(mod, (torch.nn.RNNBase, torch.nn.MultiheadAttention))):
+                    name == "p" or isinstance(mod, (torch.nn.RNNBase, torch.nn.MultiheadAttention,
+                                                    StackedRNN))):
                 saved.append((mod, name, value))
                 setattr(mod, name, 0.0)
     return saved
