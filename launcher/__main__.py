@@ -343,8 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("aggregate", help="a sweep's tables (md, csv, tex), plots, results.parquet")
     a.add_argument("sweep", nargs="+", help="a sweep, or several aggregated as one")
     a.add_argument("--out", help="output folder (default: SWEEP/aggregate; needed for several)")
-    a.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
-                   help="only the cells whose parameter KEY is one of the values (repeatable)")
+    a.add_argument("--where", action="append", default=[], help="only cells with KEY=V1[,V2...]")
     a.add_argument("--no-plots", action="store_true")
     a.add_argument("--versus", nargs="+", default=[], metavar="MODEL",
                    help="also paired_vs_MODEL: that model against every other (not the best)")
@@ -362,8 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "command on it again continues the search")
     t.add_argument("--emit-grid", metavar="FILE", help="at the end, the best parameters per "
                                                        "model and dataset as a grid file")
-    t.add_argument("--json", action="store_true", help="status: the report as JSON; dry-run: "
-                                                       "the first wave's cells as JSON")
+    t.add_argument("--json", action="store_true", help="status: the report, dry-run: the first wave, as JSON")
     t.add_argument("--cells-per-gpu", type=int, default=1,
                    help="local: trials sharing one GPU at a time (default 1)")
     t.add_argument("--mps", action="store_true",
