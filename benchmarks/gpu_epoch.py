@@ -56,6 +56,7 @@ from benchmarks.report import write
 from benchmarks.run_setup import Run, evaluator, setup_run, train
 from benchmarks.timing import timed
 from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.models import RNN_DROPOUTS
 from recsys_core.models.ssm import BACKEND_ENV, BACKENDS
 from recsys_core.telemetry import GpuTelemetry
 from recsys_core.train import TrainConfig
@@ -249,7 +250,7 @@ def parse(argv):
     p.add_argument("--num-blocks", type=int, default=2)
     p.add_argument("--num-heads", type=int, default=None, help="default: per dataset (2; ML-20M 4)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rnn-dropout", default="cudnn", choices=["cudnn", "torch"],
+    p.add_argument("--rnn-dropout", default="cudnn", choices=RNN_DROPOUTS,
                    help="GRU4Rec/LSTM: cuDNN's dropout between layers or torch's (resumable)")
     p.add_argument("--synthetic", default=None, help="JSON SyntheticSpec overrides")
     p.add_argument("--data-mirror", default=None)

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import report
+from recsys_core.models import RNN_DROPOUTS
 
 MODELS = ("gru4rec", "mamba4rec", "sasrec", "bert4rec", "xlstm")
 # The child runs with this process's number of CPU threads: a reduction split over another
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
     p.add_argument("--num-blocks", type=int, default=2,
                    help="1: no RNN layer dropout between layers (cuDNN's own dropout state)")
     p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--rnn-dropout", default="cudnn", choices=["cudnn", "torch"],
+    p.add_argument("--rnn-dropout", default="cudnn", choices=RNN_DROPOUTS,
                    help="GRU4Rec/LSTM: who drops out between layers (torch: resumable on the GPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--sleep-s", type=float, default=1.0, help="the killed child's pause per epoch")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import report
+from recsys_core.models.xlstm_shapes import QK_DIM_FACTOR, V_DIM_FACTOR
 
 # One step of XLSTMRec on random items: argv = device dim heads blocks max_len precision.
 CHILD = """import sys, torch
@@ -49,7 +50,8 @@ def probe(device: str, dim: int, heads: int, blocks: int, length: int, precision
         rc, text = "timeout", f"no answer in {timeout:.0f} s"
     lines = [line for line in text.splitlines() if line.strip()]
     return dict(device=device, embedding_dim=dim, num_heads=heads,
-                qk_head_dim=dim // 2 // heads, v_head_dim=dim // heads, precision=precision,
+                qk_head_dim=int(dim * QK_DIM_FACTOR) // heads,
+                v_head_dim=int(dim * V_DIM_FACTOR) // heads, precision=precision,
                 exit=rc, trains=rc == 0, seconds=round(time.perf_counter() - start, 1),
                 last_line=(lines[-1] if lines else "")[:160])
 

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from launcher.grid import GridError, select
 from launcher.sweep import Sweep
 from recsys_core.train.config import TrainConfig, column_keys, defaults
 from recsys_core.train.hooks import HOOK_KEYS
@@ -150,7 +151,6 @@ def load(sweep_roots: str | Path | list[str | Path], where: list[str] | tuple = 
     for sweep, manifest in zip(sweeps, manifests):
         mine = [c for c in manifest["cells"] if c["id"] not in seen]
         if where:
-            from launcher.grid import GridError, select
             wrapped = [SimpleNamespace(params=c["params"], record=c) for c in mine]
             try:
                 mine = [w.record for w in select(wrapped, list(where), str(sweep.root))]
