@@ -24,25 +24,40 @@ def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor 
     history: [B, H] item ids to exclude (0 entries are ignored); the target stays a candidate.
     n_valid: columns >= n_valid (e.g. a [MASK] token) are never candidates.
     Returns (ranks [B] int64, nan_count [B] int64 = NaN scores among the row's candidates).
+
+    The [B, V] scores are read in their own dtype (a comparison is exact in any float type),
+    with no [B, V] float temporary: the columns 1..n_valid-1 are counted whole, and the few
+    history items among them are taken off again from a [B, H] gather. On a 4096 × 54,543
+    block this is 2-3× faster than masking a float copy (results/benchmarks/eval_speed_cpu/),
+    and holds one [B, V] bool at a time.
     """
     b, v = scores.shape
-    candidate = torch.ones(b, v, dtype=torch.bool, device=scores.device)
-    candidate[:, 0] = False
-    if n_valid is not None:
-        candidate[:, n_valid:] = False
-    if history is not None and history.numel():
-        candidate.scatter_(1, history, False)
-        candidate[:, 0] = False
+    hi = v if n_valid is None else min(n_valid, v)
     rows = torch.arange(b, device=scores.device)
-    candidate[rows, targets] = True
-    nan = torch.isnan(scores)
-    # NaN → -inf: a NaN candidate never beats a finite target; a NaN target is beaten (or tied,
-    # which counts against it) by every candidate.
-    s = torch.where(nan, torch.full_like(scores, float("-inf")), scores.float())
-    target_score = s[rows, targets]
-    at_least = (s >= target_score[:, None]) & candidate
-    r = at_least.sum(1)          # includes the target itself, so this is already 1 + others
-    return r, (nan & candidate).sum(1)
+    columns = scores[:, 1:hi]
+    target_score = scores[rows, targets]
+    # a finite or +inf target: NaN candidates compare False, as the worst score should
+    beats = (columns >= target_score[:, None]).sum(1)          # the target itself included
+    # NaNs are counted only where a row's sum says there may be one (a NaN, or +inf beside
+    # -inf): the sum reads the block once and writes nothing (one host read a batch)
+    if bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
+        nans = torch.isnan(columns).sum(1)
+    else:
+        nans = torch.zeros_like(beats)
+    if history is not None and history.numel():
+        h, _ = history.sort(dim=1)
+        first = torch.ones_like(h, dtype=torch.bool)
+        first[:, 1:] = h[:, 1:] != h[:, :-1]                   # each excluded item once
+        excluded = first & (h > 0) & (h < hi) & (h != targets[:, None])
+        hs = scores.gather(1, h)
+        beats = beats - ((hs >= target_score[:, None]) & excluded).sum(1)
+        nans = nans - (torch.isnan(hs) & excluded).sum(1)
+        n_candidates = (hi - 1) - excluded.sum(1)
+    else:
+        n_candidates = torch.full_like(beats, hi - 1)
+    # a NaN or -inf target ties or loses to every candidate, NaN ones included (NaN = -inf)
+    worst = torch.isnan(target_score) | (target_score == float("-inf"))
+    return torch.where(worst, n_candidates, beats), nans
 
 
 def metrics_from_ranks(r: torch.Tensor, ks=DEFAULT_KS) -> dict[str, float]:

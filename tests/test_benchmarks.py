@@ -203,3 +203,17 @@ def test_xlstm_shapes_records_a_shape_that_fails_without_stopping(tmp_path):
     assert refused["exit"] == 1 and not refused["trains"]
     assert "query/key head dim >= 16, got 4" in refused["last_line"]
     assert "| 32 " in (tmp_path / "xlstm_shapes.md").read_text()
+
+
+def test_eval_speed_times_the_trainers_evaluation_and_appends_a_row_per_run(tmp_path, mirror):
+    from benchmarks import eval_speed
+    for label in ("before", "after"):
+        assert eval_speed.main(["--dataset", "ml-100k", "--max-len", "20", "--repeats", "1",
+                                "--device", "cpu", "--label", label, "--work",
+                                str(tmp_path / "w"), "--out", str(tmp_path / "out")]) == 0
+    rows = pd.read_csv(tmp_path / "out" / "eval_speed.csv")
+    assert rows["label"].tolist() == ["before", "after"]
+    assert (rows["users"] == 943).all() and (rows["items"] == 1682).all()
+    assert (rows["eval_s"] > 0).all() and (rows["ranks_batch_s"] > 0).all()
+    assert rows["val_recall@10"].nunique() == 1          # same seed, same untrained model
+    assert "| after" in (tmp_path / "out" / "eval_speed.md").read_text()

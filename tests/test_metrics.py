@@ -33,6 +33,47 @@ def test_ranks_match_brute_force_with_ties_nans_and_history():
         assert int(nan[i]) == sum(math.isnan(scores[i, c]) for c in cand)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ranks_with_infinities_repeated_history_and_reduced_precision(dtype):
+    """±inf scores (a -inf target ties with every candidate), the same item several times in
+    a history, history ids past n_valid, and bf16 scores ranked as they are."""
+    g = torch.Generator().manual_seed(1)
+    b, v, n_valid = 96, 30, 27
+    scores = torch.randint(0, 4, (b, v), generator=g).float()
+    u = torch.rand(b, v, generator=g)
+    scores[u < 0.08] = float("nan")
+    scores[(u > 0.08) & (u < 0.14)] = float("-inf")
+    scores[u > 0.95] = float("inf")
+    scores = scores.to(dtype)
+    targets = torch.randint(1, n_valid, (b,), generator=g)
+    history = torch.randint(0, v, (b, 9), generator=g)
+    history[:, 1] = history[:, 0]                                  # repeated items
+    history[::4, 2] = targets[::4]
+    r, nan = ranks(scores, targets, history=history, n_valid=n_valid)
+    assert (scores[torch.arange(b), targets].float() == float("-inf")).any()
+    for i in range(b):
+        row = scores[i].float().tolist()
+        assert int(r[i]) == brute_rank(row, int(targets[i]), history[i].tolist(), n_valid), i
+        cand = set(range(1, n_valid)) - set(history[i].tolist()) | {int(targets[i])}
+        assert int(nan[i]) == sum(math.isnan(row[c]) for c in cand)
+    r_all, _ = ranks(scores, targets)                               # no history, no n_valid
+    for i in range(b):
+        assert int(r_all[i]) == brute_rank(scores[i].float().tolist(), int(targets[i]), [], v)
+
+
+def test_nan_counts_are_exact_whether_or_not_a_batch_holds_a_nan():
+    scores = torch.arange(24.0).reshape(2, 12)
+    targets = torch.tensor([4, 7])
+    assert ranks(scores, targets)[1].tolist() == [0, 0]
+    scores[0, 3], scores[1, 5] = float("inf"), float("-inf")       # their sum is NaN: no NaN
+    assert ranks(scores, targets)[1].tolist() == [0, 0]
+    scores[1, 9] = scores[1, 10] = float("nan")
+    scores[0, 0] = float("nan")                                    # padding: not a candidate
+    r, nan = ranks(scores, targets, history=torch.tensor([[0, 0], [10, 10]]))
+    assert nan.tolist() == [0, 1]                                 # 10 is excluded, 9 is not
+    assert r.tolist() == [9, 3]            # 3 (inf) and 4-11 ≥ 4; 7, 8 and 11 ≥ 7 (9 NaN, 10 seen)
+
+
 def test_all_equal_scores_rank_last_and_padding_is_never_a_candidate():
     scores = torch.zeros(2, 11)
     scores[:, 0] = 100.0                                           # padding scores highest

@@ -49,7 +49,8 @@ def user_ranks(model, split: LeaveOneOut, which: str, *, max_len: int, filter_se
         with accelerator.autocast():
             scores = model.score_next(history)
         seen = split.history(which, users) if filter_seen else None
-        r, nan = ranks(scores.float(), split.targets(which, users), history=seen, n_valid=n_valid)
+        # ranked in the scores' own dtype: bf16 → fp32 changes no comparison, only the bytes read
+        r, nan = ranks(scores, split.targets(which, users), history=seen, n_valid=n_valid)
         all_ranks.append(accelerator.gather_for_metrics(r))
         all_nans.append(accelerator.gather_for_metrics(nan))
     return torch.cat(all_ranks), torch.cat(all_nans)
