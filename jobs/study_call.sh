@@ -29,7 +29,7 @@
 # checkpoints of cells an earlier call's machine took with it; MODELS=a,b for some models;
 # GRID, default study), GRIDS (grids such as study-dims run into WORK/NAME before RERUN, the
 # finished cells of STUDY copied, GRID_WHERE's --where clauses applied to each; a continued
-# call resumes a grid's cut cells first).
+# call resumes a grid's cut cells first; GRIDS_AT_ONCE=1: all of them at once).
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -85,26 +85,33 @@ for ds in ${EXTEND:-}; do
 done
 # Other grids (RQ2's study-dims, study-long, study-lengths) into $WORK/NAME, the study sweep's
 # finished cells copied (--reuse): a continued call first resumes what the last one cut.
-for spec in ${GRIDS:-}; do
+# GRIDS_AT_ONCE=1 runs the grids' launchers side by side (each with CELLS places) instead of
+# one after the other: for grids of a few long cells each, whose sum still fits the GPU.
+run_grid() {
+  local spec=$1 g name t where=()
   g=${spec%%:*}
   name=$(basename "$g" .yaml)
-  where=()
   for clause in ${GRID_WHERE:-}; do where+=(--where "$clause"); done
   [ "$spec" = "$g" ] || where+=(--where "${spec#*:}")
   t=$(( train_until - ($(date +%s) - S) ))
-  [ "$t" -gt 30 ] || { log "no time left for grid $name"; break; }
+  [ "$t" -gt 30 ] || { log "no time left for grid $name"; return; }
+  log "grid $name: started"
   if [ -f "$WORK/$name/manifest.json" ]; then
     timeout -s INT "$t" python3 -m launcher resume "$WORK/$name" --executor local \
       --cells-per-gpu "$CELLS" --mps "${where[@]}" >>"$L/grid-$name.log" 2>&1
     log "grid $name, resume: exit $?"
     t=$(( train_until - ($(date +%s) - S) ))
-    [ "$t" -gt 30 ] || { log "no time left for grid $name"; break; }
+    [ "$t" -gt 30 ] || { log "no time left for grid $name"; return; }
   fi
   timeout -s INT "$t" python3 -m launcher sweep "$g" --reuse "${STUDY:-.study/study}" --extend \
     "${where[@]}" --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/$name" \
     >>"$L/grid-$name.log" 2>&1
   log "grid $name: exit $?"
+}
+for spec in ${GRIDS:-}; do
+  if [ "${GRIDS_AT_ONCE:-0}" = 1 ]; then run_grid "$spec" & else run_grid "$spec"; fi
 done
+wait
 for ds in ${RERUN:-}; do
   t=$(( train_until - ($(date +%s) - S) ))
   [ "$t" -gt 30 ] || { log "no time left to rerun $ds"; break; }

@@ -209,3 +209,27 @@ def test_a_call_runs_other_grids_and_a_continued_call_grows_them(tmp_path):
     log = (back2 / "o" / "call.log").read_text()
     assert "grid g, resume: exit 0" in log and "grid g: exit 0" in log
     assert sorted(r["model"] for r in results(back2)) == ["gru4rec", "pop", "sasrec"]
+
+
+def test_grids_at_once_run_their_launchers_side_by_side(tmp_path):
+    """GRIDS_AT_ONCE=1: every grid of GRIDS starts before any of them ends, and each still
+    gets its own sweep, log and results."""
+    study = tmp_path / "study"
+    made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
+                           "--executor", "dry-run", "--out", study],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    other = tmp_path / "h.yaml"
+    other.write_text(grid(tmp_path).read_text())
+    back = study_call(tmp_path, "at-once", STUDY=str(study), RESUME_WHERE="none",
+                      GRIDS=f"{grid(tmp_path)} {other}", GRIDS_AT_ONCE="1",
+                      GRID_WHERE="model=gru4rec,pop seed=1")
+    events = [line.split("] ", 1)[1] for line in (back / "o" / "call.log").read_text().splitlines()
+              if "] grid " in line]
+    assert sorted(events[:2]) == ["grid g: started", "grid h: started"], events
+    assert sorted(events[2:]) == ["grid g: exit 0", "grid h: exit 0"], events
+    with tarfile.open(back / "o" / "study.tgz") as t:
+        names = t.getnames()
+    for g in ("g", "h"):
+        assert sum(n.startswith(f"./{g}/cells/") and n.endswith("result.json")
+                   for n in names) == 2, names
