@@ -53,10 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(model=args.model, dataset=args.dataset, max_len=args.max_len,
                       embedding_dim=args.embedding_dim, eval_batch_size=args.eval_batch_size,
                       device=args.device, mixed_precision=args.mixed_precision,
-                      cuda_graphs=False, wandb_mode="disabled", out=args.work,
-                      data_mirror=os.environ.get("RECSYS_DATA_MIRROR"))
-    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions,
-                        mirror=cfg.data_mirror)
+                      cuda_graphs=False, wandb_mode="disabled", out=args.work)
+    # the data mirror: $RECSYS_DATA_MIRROR, which the loader reads itself
+    data = load_dataset(cfg.dataset, min_user_interactions=cfg.min_user_interactions)
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     split = LeaveOneOut.from_data(data, "cpu").to(device)
     run = setup_run(cfg, data, split)
