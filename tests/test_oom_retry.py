@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from launcher.executors.oom import OomRetries, oom_reason
+from launcher.executors.oom import PLACES_FILE, OomRetries, oom_reason
 from launcher.executors.pool import GpuPool
 from launcher.grid import expand, load_grid
 from launcher.sweep import Sweep
@@ -76,6 +76,12 @@ def test_a_shared_cell_out_of_memory_runs_again_with_fewer_cells_on_its_gpu(tmp_
     rows = json.loads(launcher("status", sweep, "--json", gpus="0,1").stdout)
     assert sorted(r["state"] for r in rows) == ["COMPLETED"] * 3 + ["FAILED"]
 
+    # A resume of the sweep starts that GPU at the place it was lowered to, not at 2.
+    again = launcher("resume", sweep, "--cells-per-gpu", "2", gpus="0,1")
+    assert again.returncode == 1 and "resuming 1 cell(s)" in again.stdout, again.stdout
+    assert (f"places: GPU {event[1]} 1 (an earlier run of this sweep lowered them after cells "
+            f"ran out of GPU memory; delete {sweep / 'gpu_places.json'}") in again.stdout
+
 
 def test_a_cell_out_of_memory_alone_on_its_gpu_fails_at_once(tmp_path):
     """A process per cell, 2 GPUs x 1 place: each cell is alone on its GPU, so the one that
@@ -132,6 +138,14 @@ def test_retries_lower_places_to_one_and_stop_after_three_tries(tmp_path):
         [(1, 4, {"0": 3}), (2, 3, {"0": 2})]
     assert pool.lower(["0"]) == {"0": 1} and pool.free == {"0": 1, "1": 4}
     assert retries.summary() == ", 2 retried after running out of GPU memory (places now GPU 0 1)"
+
+    # The next run of the sweep starts GPU 0 at its lowered place (the file keeps the lowest).
+    later, lines[:] = GpuPool(["0", "1"], 4), []
+    OomRetries(sweep, lines.append).restore(later)
+    assert later.places == later.free == {"0": 1, "1": 4} and len(lines) == 1
+    (sweep.root / PLACES_FILE).write_text("{not json")
+    OomRetries(sweep, lines.append).restore(fresh := GpuPool(["0"], 4))
+    assert fresh.places == {"0": 4} and "unreadable" in lines[-1]
 
     # The result is an earlier try's: the end of local.err says why this one failed.
     stale = time.time() + 5

@@ -246,6 +246,55 @@ def test_ctrl_c_that_reaches_the_cells_first_cancels_them_never_fails_them(tmp_p
         assert json.loads((cell / "result.json").read_text())["resumed_from_epoch"] >= 1
 
 
+def test_ctrl_c_twice_as_gnu_timeout_sends_it_is_handled_once(tmp_path):
+    """`timeout -s INT` (jobs/study_call.sh) signals the launcher, then its whole process
+    group: the launcher gets SIGINT twice. A second KeyboardInterrupt raised while the first
+    was handled left a GPU sweep's running cells FAILED instead of CANCELLED and printed a
+    traceback (session 18). Here the second comes 10 ms after the first, while the launcher
+    handles it: one line, exit 130, both running cells CANCELLED, the third NOT_STARTED."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "twice", "fixed": {**TINY, "epochs": 3,
+                                                           "epoch_sleep_s": 1.5},
+                                "grid": {"model": ["sasrec"], "seed": [1, 2, 3]}}))
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                             "local", "--workers", "2", "--order", "grid", "--out", str(sweep)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(lambda: (sweep / "manifest.json").exists(), "the sweep folder", proc)
+    cells = [sweep / "cells" / c["id"] for c in
+             json.loads((sweep / "manifest.json").read_text())["cells"]]
+    wait_for(lambda: sum((c / "checkpoint.pt").exists() for c in cells) == 2,
+             "two cells' first epoch", proc)
+    os.kill(proc.pid, signal.SIGINT)        # GNU timeout: the command first ...
+    time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)      # ... then its process group, the command too
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "0 finished (0 completed, 0 failed), 2 interrupted, 1 not started" in stderr
+    assert sorted(r["state"] for r in states(sweep).values()) == \
+        ["CANCELLED", "CANCELLED", "NOT_STARTED"]
+
+
+def test_while_cells_run_a_second_sigint_raises_nothing():
+    """What the launcher runs its cells under (launcher/executors/interrupt.py): the first
+    SIGINT raises KeyboardInterrupt, the next one, arriving while the first is handled, does
+    nothing; afterwards SIGINT is Python's own again."""
+    from launcher.executors.interrupt import sigint_once
+    handled = []
+    with sigint_once():
+        try:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            signal.raise_signal(signal.SIGINT)      # GNU timeout's second signal
+            time.sleep(0.05)
+            handled.append("once")
+    assert handled == ["once"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_result_records_what_ran(mirror, tmp_path):
     proc = cli("recsys_core.train", "--model", "pop", "--dataset", "ml-100k", "--quiet",
                "--wandb-mode", "disabled", "--out", tmp_path / "pop")

@@ -14,11 +14,19 @@ the interruption is read from both sides, whatever the order:
   signal instead of answering it).
 The mark is `local.interrupted` in the cell's folder. A cell that ended on its own without a
 COMPLETED result (an exception in training: exit 1) is never marked and stays FAILED.
+
+Ctrl-C often arrives twice: GNU `timeout -s INT` signals the launcher and then its whole
+process group, the launcher included, microseconds apart. While the launcher runs cells
+(`sigint_once`) only the first SIGINT raises KeyboardInterrupt; later ones are ignored, so
+that the stop and its marks are not cut short (session 18 lost a sweep's CANCELLED marks and
+its summary to a second KeyboardInterrupt raised inside the first one's handling).
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +50,27 @@ class Interrupted(Exception):
         super().__init__(f"{len(codes)} finished, {len(stopped)} interrupted, "
                          f"{len(not_started)} not started")
         self.codes, self.stopped, self.not_started = codes, stopped, not_started
+
+
+@contextlib.contextmanager
+def sigint_once():
+    """Within: the first SIGINT raises KeyboardInterrupt, later ones do nothing (only in the
+    main thread, where Python runs signal handlers; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen = threading.Event()
+
+    def on_sigint(signum, frame):
+        if not seen.is_set():
+            seen.set()
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def completed(cell_dir: Path) -> bool:

@@ -116,6 +116,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     gpus, workers = plan(cells, workers, cells_per_gpu)
     pool = GpuPool(gpus, cells_per_gpu)
     oom = oom or OomRetries(sweep, log)
+    oom.restore(pool)
     todo: queue.Queue = queue.Queue()
     for c in cells:
         todo.put(c)
@@ -159,22 +160,23 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 own.close()
 
     threads = [threading.Thread(target=slot, args=(own,), daemon=True) for own in slots]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)      # short joins: Ctrl-C reaches this thread at once
-        close()                  # in the try: Ctrl-C handled this late still counts
-    except KeyboardInterrupt:
-        stopping.set()
-        stopped = set(interrupt.stop(sweep, running, since=time.time() - INTERRUPT_SLACK_S))
-        stopped |= {c for c, code in codes.items() if code == INTERRUPTED}
-        done = {c: code for c, code in codes.items() if c not in stopped}
-        not_started = [c.id for c in cells if c.id not in done and c.id not in stopped]
-        raise Interrupted(done, sorted(stopped), not_started) from None
-    finally:
-        close()
+    with interrupt.sigint_once():    # one KeyboardInterrupt, however many SIGINTs come
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)      # short joins: Ctrl-C reaches this thread at once
+            close()                  # in the try: Ctrl-C handled this late still counts
+        except KeyboardInterrupt:
+            stopping.set()
+            stopped = set(interrupt.stop(sweep, running, since=time.time() - INTERRUPT_SLACK_S))
+            stopped |= {c for c, code in codes.items() if code == INTERRUPTED}
+            done = {c: code for c, code in codes.items() if c not in stopped}
+            not_started = [c.id for c in cells if c.id not in done and c.id not in stopped]
+            raise Interrupted(done, sorted(stopped), not_started) from None
+        finally:
+            close()
     return codes
 
 

@@ -13,6 +13,12 @@ are not seen, so beside them a cell counts as alone.
 
 Each event prints one line and is appended to the cell's `oom_retries.json` (jobs/train_cell
 records how many in the cell's next result, `oom_retries`); the run's summary counts them.
+
+The lowered places outlive the run: they are kept in the sweep's `gpu_places.json`, and a later
+run of the sweep (`resume`, another `sweep` into it) starts its GPUs at no more places than
+that (`restore`; one line says so). Without it, a resume after a call's time ran out started
+24 long cells at once again, and the same cascade of retries cost the first minute again
+(session 18). Delete the file to start from `--cells-per-gpu` again.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory
                  r"CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation|"
                  r"CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED")
 ERR_LINES = 20          # of local.err, where the failure is said when no result was written
+PLACES_FILE = "gpu_places.json"     # in the sweep's folder: GPU → its places, as lowered
 
 
 def oom_reason(cell_dir: Path, since: float) -> str | None:
@@ -90,10 +97,36 @@ class OomRetries:
         now = ", ".join(f"GPU {g} {n}" for g, n in places.items())
         self.log(f"{where} shared by {crowd} cells; places now {now}; try {k} of {self.tries}"
                  + (": queued again" if retry else ": FAILED"))
+        self._keep(places)
         if retry:
             record(cell_dir, {"try": k, "gpus": lease.gpus, "shared_by": crowd,
                               "places_now": places, "reason": reason, "time": time.time()})
         return retry
+
+    def restore(self, pool: GpuPool) -> None:
+        """Start the pool's GPUs at no more places than an earlier run of the sweep left."""
+        path = self.sweep.root / PLACES_FILE
+        try:
+            kept = json.loads(path.read_text())["places"] if path.exists() else {}
+            lowered = pool.limit({str(g): int(n) for g, n in kept.items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self.log(f"warning: {path}: unreadable ({e}); the GPUs start at --cells-per-gpu")
+            return
+        if lowered:
+            self.places.update(lowered)
+            now = ", ".join(f"GPU {g} {n}" for g, n in sorted(lowered.items()))
+            self.log(f"places: {now} (an earlier run of this sweep lowered them after cells ran "
+                     f"out of GPU memory; delete {path} to start from --cells-per-gpu)")
+
+    def _keep(self, places: dict[str, int]) -> None:
+        path = self.sweep.root / PLACES_FILE
+        with self.lock:
+            try:
+                kept = json.loads(path.read_text())["places"] if path.exists() else {}
+            except (ValueError, KeyError):
+                kept = {}
+            kept.update({g: min(n, kept.get(g, n)) for g, n in places.items()})
+            atomic_write_text(path, json.dumps({"places": kept}, indent=1))
 
     def summary(self) -> str:
         """The summary line's part: ", N retried after running out of GPU memory (...)"."""

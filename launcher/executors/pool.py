@@ -57,6 +57,18 @@ class GpuPool:
                 self.free[g] += 1
             self.cond.notify_all()
 
+    def limit(self, places: dict[str, int]) -> dict[str, int]:
+        """At most these places on these GPUs (at least one; GPUs not in the pool are
+        ignored); the GPUs whose places this lowered, and their places now."""
+        lowered = {}
+        with self.cond:
+            for g, n in places.items():
+                n = max(int(n), 1)
+                if g in self.places and n < self.places[g]:
+                    self.free[g] -= self.places[g] - n
+                    self.places[g] = lowered[g] = n
+        return lowered
+
     def lower(self, gpus: list[str]) -> dict[str, int]:
         """One place fewer on each of these GPUs (never below one); their places now."""
         with self.cond:

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,26 +92,34 @@ class Workers:
         self.log_dir, self.threads, self.mps = log_dir, threads, mps
         self.by_gpus: dict[tuple[str, ...], WorkerProcess] = {}
         self.started = 0
+        # the slot's thread and the launcher's main thread (at its end, or on Ctrl-C) may both
+        # close them: one of them takes the workers, the other finds none
+        self.lock = threading.Lock()
 
     def get(self, gpus: list[str]) -> WorkerProcess:
         key = tuple(gpus)
-        worker = self.by_gpus.get(key)
-        if worker is None or not worker.alive():
-            self.started += 1
-            log = self.log_dir / f"{os.getpid()}-{id(self):x}-{self.started}.log"
-            worker = self.by_gpus[key] = WorkerProcess(list(gpus), self.threads, log,
-                                                         self.mps)
+        with self.lock:
+            worker = self.by_gpus.get(key)
+            if worker is None or not worker.alive():
+                self.started += 1
+                log = self.log_dir / f"{os.getpid()}-{id(self):x}-{self.started}.log"
+                worker = self.by_gpus[key] = WorkerProcess(list(gpus), self.threads, log,
+                                                             self.mps)
         return worker
 
     def gpus(self) -> list[str]:
         """The GPUs this slot has a live worker on (the ones it prefers to take again)."""
-        return [g for key, w in self.by_gpus.items() if len(key) == 1 and w.alive() for g in key]
+        with self.lock:
+            return [g for key, w in self.by_gpus.items() if len(key) == 1 and w.alive()
+                    for g in key]
 
     def close(self) -> None:
+        with self.lock:
+            workers = list(self.by_gpus.values())
+            self.by_gpus.clear()
         # All told first, then waited for: a worker's exit (CUDA context, compile pools) takes
         # seconds, and waiting for each in turn added up to a minute at the end of a grid.
-        for worker in self.by_gpus.values():
+        for worker in workers:
             worker.end_input()
-        for worker in self.by_gpus.values():
+        for worker in workers:
             worker.close()
-        self.by_gpus.clear()
