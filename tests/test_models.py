@@ -202,6 +202,27 @@ def test_xlstm_on_cuda_takes_the_study_shapes():
                     device_type="cuda")
 
 
+def test_xlstm_splits_a_batch_the_triton_kernels_cannot_launch_at_once():
+    """The kernels launch chunks × batch × heads programs on CUDA's grid z (at most 65,535):
+    at L 1024, 2 heads, the study's 2,048 users to evaluate were one too many. Above the
+    limit `encode` runs the batch in parts, the same outputs (CPU twin: a limit of 2 rows)."""
+    from recsys_core.models.xlstm import GRID_Z
+    cuda = build_model("xlstm", N_ITEMS, config(embedding_dim=64, num_heads=2, max_len=1024),
+                       device_type="cuda")
+    assert GRID_Z == 65_535 and cuda.batch_rows(1024) == 2047 < 2048
+    assert (cuda.batch_rows(200), cuda.batch_rows(50)) == (8191, 32767)   # 4 chunks; 1 of 64
+    assert make("xlstm").batch_rows(12) is None                           # CPU kernels
+    model = make("xlstm", dropout=0.0)
+    model.eval()
+    x = left_padded([12, 3, 7, 1, 9], 12)
+    with torch.no_grad():
+        whole, last = model.encode(x), model.encode(x, last_only=True)
+        model.batch_rows = lambda length: 2
+        assert torch.allclose(model.encode(x), whole, atol=1e-6)
+        assert torch.allclose(model.encode(x, last_only=True), last, atol=1e-6)
+        assert model.score_next(x).shape == (5, N_ITEMS + 1)
+
+
 @pytest.mark.parametrize("length", [5, 12, 29])
 def test_xlstm_takes_lengths_that_are_not_multiples_of_the_chunk(length):
     model = make("xlstm", dropout=0.0)

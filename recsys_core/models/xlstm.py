@@ -24,6 +24,13 @@ KERNELS = {
 }
 
 
+# CUDA's largest grid z. The Triton mLSTM kernels launch (chunks × batch × heads) programs
+# there: at L 1024 (16 chunks of 64), 2 heads and the study's evaluation batch of 2,048 users
+# that is 65,536, one too many, and the launch fails with "Triton Error [CUDA]: invalid
+# argument" (session 18, study-long's xLSTM cells at L 1024).
+GRID_Z = 65_535
+
+
 def kernel_length(length: int, chunk_size: int, triton: bool) -> int:
     """The shortest sequence length >= `length` that the training kernel accepts."""
     if triton and length <= 64:
@@ -53,8 +60,22 @@ class XLSTMRec(SequentialModel):
         self.blocks = xLSTMLargeBlockStack(self.config)
         self.out_dropout = torch.nn.Dropout(dropout)
 
+    def batch_rows(self, length: int) -> int | None:
+        """The most sequences of this length one kernel launch takes (None: no limit, the
+        CPU's kernels)."""
+        if not self.triton:
+            return None
+        chunks = -(-kernel_length(length, self.chunk_size, True) // self.chunk_size)
+        return GRID_Z // (chunks * self.config.num_heads)
+
     def encode(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """[B, L, D] hidden states; with `last_only` [B, 1, D], the last position's alone."""
+        rows = self.batch_rows(input_ids.shape[1])
+        if rows is not None and input_ids.shape[0] > rows:
+            return torch.cat([self._encode(part, last_only) for part in input_ids.split(rows)])
+        return self._encode(input_ids, last_only)
+
+    def _encode(self, input_ids: torch.Tensor, last_only: bool) -> torch.Tensor:
         length = input_ids.shape[1]
         # Left padding up to a length the kernel takes leaves the real positions' outputs as
         # they were: padding embeds to 0, and with no biases in the stack a zero input stays
