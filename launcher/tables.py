@@ -179,7 +179,7 @@ def compute_table(agg: Aggregate) -> pd.DataFrame:
     """Per model and in all: hours, and the time split. `overhead_share`: of the cells' time
     from their process's start (or hand-off to a worker) to their result, the share spent
     outside training epochs (start-up, setup, saving, the final test); the queue not counted."""
-    cells = agg.cells
+    cells = agg.cells.copy()     # consolidated: a frame of many result columns warns on assign
     parts = {short: cells[long].fillna(0) if long in cells else 0.0
              for long, short in TIME_PARTS.items()}
     cells = cells.assign(wall_hours=cells["wall_time_s"].fillna(0) / 3600,
