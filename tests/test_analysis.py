@@ -82,6 +82,14 @@ def test_hub_dominated_graph_has_high_skewness_and_gini():
     assert hubbed["hub_skewness"] > 10 and hubbed["hub_gini"] > 0.15
 
 
+def test_skewness_is_scipys():
+    from scipy.stats import skew
+    rng = np.random.default_rng(0)
+    for x in (rng.exponential(size=500), rng.integers(0, 40, 300), np.array([1, 1, 1, 9])):
+        assert geo.skewness(x) == pytest.approx(float(skew(x)), rel=1e-10)
+    assert geo.skewness(np.full(7, 3)) == 0.0
+
+
 def test_gini_known_values():
     assert gini([1, 1, 1, 1]) == 0
     assert gini([0, 0, 0, 1]) == pytest.approx(0.75)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import skew
 
 from recsys_core.analysis import gini, item_embeddings, load_run
 from recsys_core.render import write_table
@@ -76,9 +75,18 @@ def k_occurrence(knn: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(knn.ravel(), minlength=n)
 
 
+def skewness(x: np.ndarray) -> float:
+    """The sample skewness m3 / m2^1.5 (scipy.stats.skew's default, without importing
+    scipy.stats: 1.2 s of a cold cell's end on the H200); 0 when all values are equal."""
+    d = np.asarray(x, dtype=np.float64)
+    d = d - d.mean()
+    m2 = float(np.mean(d * d))
+    return float(np.mean(d ** 3)) / m2 ** 1.5 if m2 > 0 else 0.0
+
+
 def hubness(knn: np.ndarray, n: int) -> dict:
     counts = k_occurrence(knn, n)
-    spread = float(skew(counts)) if counts.std() > 0 else 0.0   # all equal: no hubs, skew 0
+    spread = skewness(counts)       # all equal: no hubs, skew 0
     return {"hub_skewness": spread, "hub_gini": gini(counts),
             "hub_max_k_occurrence": int(counts.max())}
 

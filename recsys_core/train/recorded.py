@@ -41,7 +41,7 @@ def geometry_figures(r: Run) -> dict:
     embeddings (pop). Cross-run measures (CKA, k-NN overlap) need two runs: the analysis CLI."""
     try:
         from recsys_core.analysis import item_embeddings
-        from recsys_core.analysis.geometry import measures    # scipy: at the end of a run only
+        from recsys_core.analysis.geometry import measures
         emb = item_embeddings(r.unwrapped)
         if emb is None:
             return {}
