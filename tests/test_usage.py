@@ -191,6 +191,25 @@ def wait_for(condition, what: str, launcher: subprocess.Popen, timeout_s: float 
         time.sleep(0.1)
 
 
+def slow_sweep(tmp_path, name: str, *args: str):
+    """A local sweep of three slow SASRec cells, 2 at a time, started in a session of its own
+    (its process group is the terminal's); (the launcher, the sweep, its cell folders) once
+    the sweep folder exists."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": name, "fixed": {**TINY, "epochs": 3,
+                                                        "epoch_sleep_s": 1.5},
+                                "grid": {"model": ["sasrec"], "seed": [1, 2, 3]}}))
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                             "local", "--workers", "2", *args, "--out", str(sweep)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(lambda: (sweep / "manifest.json").exists(), "the sweep folder", proc)
+    cells = [sweep / "cells" / c["id"] for c in
+             json.loads((sweep / "manifest.json").read_text())["cells"]]
+    return proc, sweep, cells
+
+
 @pytest.mark.parametrize("mode", [[], ["--process-per-cell"]], ids=["workers", "process-per-cell"])
 def test_ctrl_c_that_reaches_the_cells_first_cancels_them_never_fails_them(tmp_path, mode):
     """Ctrl-C reaches the launcher and its cells' processes together, and the cells may act on
@@ -203,18 +222,7 @@ def test_ctrl_c_that_reaches_the_cells_first_cancels_them_never_fails_them(tmp_p
     CANCELLED, none FAILED, nothing prints a traceback, and `resume` completes all three from
     their checkpoints."""
     from launcher.executors.interrupt import INTERRUPT_SLACK_S
-    grid = tmp_path / "g.yaml"
-    grid.write_text(json.dumps({"name": "late", "fixed": {**TINY, "epochs": 3,
-                                                          "epoch_sleep_s": 1.5},
-                                "grid": {"model": ["sasrec"], "seed": [1, 2, 3]}}))
-    sweep = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
-                             "local", "--workers", "2", *mode, "--out", str(sweep)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    wait_for(lambda: (sweep / "manifest.json").exists(), "the sweep folder", proc)
-    cells = [sweep / "cells" / c["id"] for c in
-             json.loads((sweep / "manifest.json").read_text())["cells"]]
+    proc, sweep, cells = slow_sweep(tmp_path, "late", *mode)
 
     def trained() -> list:      # the cells with an epoch's checkpoint, what resume starts from
         return [c for c in cells if (c / "checkpoint.pt").exists()]
@@ -252,18 +260,7 @@ def test_ctrl_c_twice_as_gnu_timeout_sends_it_is_handled_once(tmp_path):
     was handled left a GPU sweep's running cells FAILED instead of CANCELLED and printed a
     traceback (session 18). Here the second comes 10 ms after the first, while the launcher
     handles it: one line, exit 130, both running cells CANCELLED, the third NOT_STARTED."""
-    grid = tmp_path / "g.yaml"
-    grid.write_text(json.dumps({"name": "twice", "fixed": {**TINY, "epochs": 3,
-                                                           "epoch_sleep_s": 1.5},
-                                "grid": {"model": ["sasrec"], "seed": [1, 2, 3]}}))
-    sweep = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
-                             "local", "--workers", "2", "--order", "grid", "--out", str(sweep)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    wait_for(lambda: (sweep / "manifest.json").exists(), "the sweep folder", proc)
-    cells = [sweep / "cells" / c["id"] for c in
-             json.loads((sweep / "manifest.json").read_text())["cells"]]
+    proc, sweep, cells = slow_sweep(tmp_path, "twice", "--order", "grid")
     wait_for(lambda: sum((c / "checkpoint.pt").exists() for c in cells) == 2,
              "two cells' first epoch", proc)
     os.kill(proc.pid, signal.SIGINT)        # GNU timeout: the command first ...
