@@ -146,6 +146,14 @@ def test_retries_lower_places_to_one_and_stop_after_three_tries(tmp_path):
     (sweep.root / PLACES_FILE).write_text("{not json")
     OomRetries(sweep, lines.append).restore(fresh := GpuPool(["0"], 4))
     assert fresh.places == {"0": 4} and "unreadable" in lines[-1]
+    # A file that cannot be written costs the later runs the places, not this run's retry.
+    (sweep.root / PLACES_FILE).unlink()
+    (sweep.root / PLACES_FILE).mkdir()
+    retries, pool = OomRetries(sweep, lines.append), GpuPool(["0", "1"], 4)
+    assert attempt(OOM_REASON, neighbours=1) and pool.places == {"0": 3, "1": 4}
+    assert lines[-2].endswith("try 1 of 3: queued again") and "not written" in lines[-1]
+    OomRetries(sweep, lines.append).restore(GpuPool(["0"], 4))
+    assert "unreadable" in lines[-1]
 
     # The result is an earlier try's: the end of local.err says why this one failed.
     stale = time.time() + 5

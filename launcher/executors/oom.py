@@ -109,7 +109,7 @@ class OomRetries:
         try:
             kept = json.loads(path.read_text())["places"] if path.exists() else {}
             lowered = pool.limit({str(g): int(n) for g, n in kept.items()})
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
             self.log(f"warning: {path}: unreadable ({e}); the GPUs start at --cells-per-gpu")
             return
         if lowered:
@@ -123,10 +123,14 @@ class OomRetries:
         with self.lock:
             try:
                 kept = json.loads(path.read_text())["places"] if path.exists() else {}
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, OSError):
                 kept = {}
             kept.update({g: min(n, kept.get(g, n)) for g, n in places.items()})
-            atomic_write_text(path, json.dumps({"places": kept}, indent=1))
+            try:        # the run goes on with its places lowered even if the file fails
+                atomic_write_text(path, json.dumps({"places": kept}, indent=1))
+            except OSError as e:
+                self.log(f"warning: {path}: not written ({e}); a later run starts at "
+                         f"--cells-per-gpu")
 
     def summary(self) -> str:
         """The summary line's part: ", N retried after running out of GPU memory (...)"."""
