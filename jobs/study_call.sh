@@ -8,7 +8,8 @@
 #   then RERUN's;
 # - the results are packed as soon as training stops, before the analyses, which can outlast
 #   the call (session 10's last call lost 12 finished cells that way), and again after them;
-# - unfinished cells' checkpoints come back smallest first, up to RESUME_MAX_MB (pack).
+# - unfinished cells' checkpoints come back, the most training per byte first, up to
+#   RESUME_MAX_MB (pack; jobs/resume_pick.py).
 # Run from the repository root with .study/study, .whl (jobs/device_wheels.sh) and the datasets'
 # .data folders carried, BUDGET a little under the call's own limit (the device tool's limit_s:
 # its timeout, or less when less device time is left after the machine's start-up):

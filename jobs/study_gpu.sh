@@ -210,15 +210,10 @@ for phase in "$@"; do
       tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='.cache' --exclude='wandb' --exclude='*.out' \
         --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
       # The checkpoints of cells that did not finish (a call's time ran out), for `resume`:
-      # smallest cells first, up to RESUME_MAX_MB (a call brings back 8 files of 16 MiB, 64 MiB together, at
-      # most; a cell left out restarts from its first epoch, and the log names it).
-      ckpts=$(cd "$WORK" && for d in */cells/*/; do
-          # finished: a COMPLETED result (a FAILED one of an earlier try is no end)
-          grep -qs '"status": "COMPLETED"' "$d/result.json" || [ ! -f "$d/checkpoint.pt" ] || \
-            echo "$(du -bc "$d"checkpoint.pt "$d"best_model.pt 2>/dev/null | tail -n 1 | cut -f1) $d"
-        done | sort -n | awk -v max=$(( ${RESUME_MAX_MB:-55} * 1048576 )) '
-          { total += $1; if (total <= max) { print $2 "checkpoint.pt"; if (system("test -f " $2 "best_model.pt") == 0) print $2 "best_model.pt" }
-            else print "left out (restarts from scratch): " $2 > "/dev/stderr" }' 2>>"$OUT/study.log")
+      # the most training seconds per byte first, up to RESUME_MAX_MB (a call brings back 8
+      # files of 16 MiB, 64 MiB together, at most; a cell left out restarts from its first
+      # epoch, and the log names it). jobs/resume_pick.py says why.
+      ckpts=$(python3 -m jobs.resume_pick "$WORK" --max-mb "${RESUME_MAX_MB:-55}" 2>>"$OUT/study.log")
       # In parts of 15 MiB (what a device call brings back per file); here:
       # cat resume.tgz.part-* | tar xz -C .study   (then: bash jobs/study_gpu.sh resume-study)
       rm -f "$OUT"/resume.tgz.part-*

@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 from jobs.pack import completed
+from jobs.resume_pick import CHECKPOINTS, pick, size
 from recsys_core.atomic import atomic_write_text
 
 RESULT_FILES = ("cell.json", "result.json", "history.parquet", "predictions.txt")
-CHECKPOINTS = ("checkpoint.pt", "best_model.pt", "history.parquet")
 
 
 def manifest(sweep: Path) -> dict:
@@ -91,15 +91,6 @@ def merge(calls: list[Path], into: Path) -> dict[str, int]:
     return {"cells_added": added, "completed_copied": copied}
 
 
-def trained_seconds(cell_dir: Path) -> float:
-    """The epoch seconds a checkpoint saves the next call (its history's epoch times)."""
-    try:
-        import pandas as pd
-        return float(pd.read_parquet(cell_dir / "history.parquet")["epoch_time_s"].sum())
-    except (OSError, KeyError, ValueError):
-        return 0.0
-
-
 def make_state(calls: list[Path], into: Path, state: Path,
                max_mb: float | None = None) -> tuple[int, list[str]]:
     """`state` = `into` + the checkpoints of its unfinished cells (the newest of the calls' and
@@ -122,30 +113,22 @@ def make_state(calls: list[Path], into: Path, state: Path,
 
 def _add_checkpoints(calls: list[Path], state: Path, max_mb: float | None
                      ) -> tuple[int, list[str]]:
-    candidates = []
+    newest: dict[Path, dict] = {}         # each unfinished cell's newest checkpoint folder
     for cell in manifest(state)["cells"]:     # a dry-run sweep's cells may have no folder yet
         if completed(state / "cells" / cell["id"]):
             continue
         found = [call / "cells" / cell["id"] for call in calls
                  if (call / "cells" / cell["id"] / "checkpoint.pt").exists()]
         if found:
-            newest = max(found, key=lambda d: (d / "checkpoint.pt").stat().st_mtime)
-            size = sum((newest / n).stat().st_size for n in CHECKPOINTS if (newest / n).exists())
-            candidates.append((trained_seconds(newest) / size, size, cell, newest))
-    room = float("inf") if max_mb is None else max_mb * 1e6
-    carried, left_out = 0, []
-    for _, size, cell, newest in sorted(candidates, key=lambda c: -c[0]):
-        if size > room:
-            left_out.append(f"{cell['name']} ({size / 1e6:.1f} MB)")
-            continue
-        room -= size
-        cell_dir = state / "cells" / cell["id"]
+            newest[max(found, key=lambda d: (d / "checkpoint.pt").stat().st_mtime)] = cell
+    chosen, left_out = pick(list(newest), float("inf") if max_mb is None else max_mb * 1e6)
+    for source in chosen:
+        cell_dir = state / "cells" / newest[source]["id"]
         cell_dir.mkdir(parents=True, exist_ok=True)
         for name in CHECKPOINTS:
-            if (newest / name).exists():
-                shutil.copy2(newest / name, cell_dir / name)
-        carried += 1
-    return carried, left_out
+            if (source / name).exists():
+                shutil.copy2(source / name, cell_dir / name)
+    return len(chosen), [f"{newest[d]['name']} ({size(d) / 1e6:.1f} MB)" for d in left_out]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """jobs/study_call.sh, one device call of the study, run here on the CPU with a tiny sweep: the
 chosen slice of unfinished cells runs, the results come back in back.tgz, and the checkpoints of
-cells still unfinished come back in resume parts: smallest first up to RESUME_MAX_MB (the
-device returns 64 MiB in all), a cell whose only result is a FAILED one of an earlier try
-counted unfinished (session 10 lost 11 cells' checkpoints to that)."""
+cells still unfinished come back in resume parts: the most training per byte first, up to
+RESUME_MAX_MB (the device returns 64 MiB in all), a cell whose only result is a FAILED one of
+an earlier try counted unfinished (session 10 lost 11 cells' checkpoints to that)."""
 import json
 import os
 import subprocess
@@ -233,3 +233,30 @@ def test_grids_at_once_run_their_launchers_side_by_side(tmp_path):
     for g in ("g", "h"):
         assert sum(n.startswith(f"./{g}/cells/") and n.endswith("result.json")
                    for n in names) == 2, names
+
+
+def test_the_checkpoints_that_come_back_are_those_with_the_most_training_per_byte(tmp_path):
+    """jobs/resume_pick (the pack's and the merge's choice): session 19 packed smallest first and
+    lost a cell 204 epochs in to make room for smaller ones 17 epochs in."""
+    import pandas as pd
+    work = tmp_path / "work"
+    def cell(name: str, ckpt_bytes: int, epoch_seconds: list[float], status: str = "") -> Path:
+        d = work / "g" / "cells" / name
+        d.mkdir(parents=True)
+        (d / "checkpoint.pt").write_bytes(os.urandom(ckpt_bytes))
+        (d / "best_model.pt").write_bytes(os.urandom(ckpt_bytes // 4))
+        pd.DataFrame({"epoch": range(1, len(epoch_seconds) + 1),
+                      "epoch_time_s": epoch_seconds}).to_parquet(d / "history.parquet")
+        if status:
+            (d / "result.json").write_text(json.dumps({"status": status}))
+        return d
+    cell("far", 200_000, [5.0] * 200)                 # 1,000 s of training in 250 kB
+    cell("near", 40_000, [5.0] * 3)                   # 15 s in 50 kB: smaller, worth less
+    cell("failed", 20_000, [5.0] * 3, "FAILED")       # an earlier try's FAILED result: unfinished
+    cell("done", 20_000, [5.0] * 3, "COMPLETED")      # finished: nothing to resume
+    picked = subprocess.run([sys.executable, "-m", "jobs.resume_pick", work, "--max-mb", "0.3"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert picked.returncode == 0, picked.stderr
+    assert picked.stdout.split() == ["g/cells/far/checkpoint.pt", "g/cells/far/best_model.pt",
+                                     "g/cells/failed/checkpoint.pt", "g/cells/failed/best_model.pt"]
+    assert picked.stderr.strip() == "left out (restarts from scratch): g/cells/near/"

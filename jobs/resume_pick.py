@@ -1,0 +1,75 @@
+"""Which unfinished cells' checkpoints come back from a device call (jobs/study_gpu.sh pack) or
+go to the next one (jobs/study_merge.py --state): a call returns and carries 64 MiB at most, so
+the checkpoints that save the most training seconds per byte go first.
+
+Session 19's pack took the smallest first: four SASMamba cells (L 512 and 1,024) were left out,
+one of them 204 epochs (980 s of training) in, for smaller checkpoints, one only 17 epochs in.
+
+    python -m jobs.resume_pick WORK --max-mb 50
+
+prints each file to pack, relative to WORK (`SWEEP/cells/ID/checkpoint.pt`, its best_model.pt),
+and on stderr `left out (restarts from scratch): SWEEP/cells/ID/` for each cell that did not fit.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.pack import completed
+
+CHECKPOINTS = ("checkpoint.pt", "best_model.pt", "history.parquet")
+
+
+def trained_seconds(cell_dir: Path) -> float:
+    """The epoch seconds a checkpoint saves the next call (its history's epoch times)."""
+    try:
+        import pandas as pd
+        return float(pd.read_parquet(cell_dir / "history.parquet")["epoch_time_s"].sum())
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def size(cell_dir: Path) -> int:
+    return sum((cell_dir / n).stat().st_size for n in CHECKPOINTS if (cell_dir / n).exists())
+
+
+def pick(cell_dirs: list[Path], max_bytes: float) -> tuple[list[Path], list[Path]]:
+    """(chosen, left out) of cell folders with a checkpoint: the most training seconds per byte
+    first (ties: the smaller first), each that still fits in what `max_bytes` leaves."""
+    ranked = sorted(cell_dirs, key=lambda d: (-trained_seconds(d) / max(size(d), 1), size(d)))
+    room, chosen, left_out = max_bytes, [], []
+    for d in ranked:
+        if size(d) > room:
+            left_out.append(d)
+            continue
+        room -= size(d)
+        chosen.append(d)
+    return chosen, left_out
+
+
+def unfinished(work: Path) -> list[Path]:
+    """The cell folders under WORK's sweeps with a checkpoint and no COMPLETED result (a FAILED
+    one of an earlier try is no end: session 10 lost 11 cells' checkpoints to that)."""
+    return [d for d in sorted(work.glob("*/cells/*/"))
+            if (d / "checkpoint.pt").exists() and not completed(str(d))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.resume_pick",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("work", type=Path, help="the folder of the call's sweeps")
+    p.add_argument("--max-mb", type=float, required=True, help="MiB of checkpoints at most")
+    args = p.parse_args(argv)
+    chosen, left_out = pick(unfinished(args.work), args.max_mb * 1048576)
+    for d in chosen:
+        for name in ("checkpoint.pt", "best_model.pt"):
+            if (d / name).exists():
+                print((d / name).relative_to(args.work))
+    for d in left_out:
+        print(f"left out (restarts from scratch): {d.relative_to(args.work)}/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
