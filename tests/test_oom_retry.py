@@ -102,7 +102,7 @@ def test_a_cell_out_of_memory_alone_on_its_gpu_fails_at_once(tmp_path):
 
 def test_retries_lower_places_to_one_and_stop_after_three_tries(tmp_path):
     """The rule on a pool of 2 GPUs x 4 places and a cell's result files: each shared OOM
-    lowers the GPU's places by one (never below one); the third try fails for good; an OOM
+    lowers the GPU's places below the crowd it ran in (never below one); the third try fails for good; an OOM
     alone or another failure changes nothing; an earlier try's result is not this try's."""
     path = grid(tmp_path, [1, 2], {})
     cell, other = expand(load_grid(path))
@@ -136,7 +136,7 @@ def test_retries_lower_places_to_one_and_stop_after_three_tries(tmp_path):
     events = json.loads((folder / "oom_retries.json").read_text())["retries"]
     assert [(e["try"], e["shared_by"], e["places_now"]) for e in events] == \
         [(1, 4, {"0": 3}), (2, 3, {"0": 2})]
-    assert pool.lower(["0"]) == {"0": 1} and pool.free == {"0": 1, "1": 4}
+    assert pool.lower({"0": 2}) == {"0": 1} and pool.free == {"0": 1, "1": 4}
     assert retries.summary() == ", 2 retried after running out of GPU memory (places now GPU 0 1)"
 
     # The next run of the sweep starts GPU 0 at its lowered place (the file keeps the lowest).
@@ -150,7 +150,7 @@ def test_retries_lower_places_to_one_and_stop_after_three_tries(tmp_path):
     (sweep.root / PLACES_FILE).unlink()
     (sweep.root / PLACES_FILE).mkdir()
     retries, pool = OomRetries(sweep, lines.append), GpuPool(["0", "1"], 4)
-    assert attempt(OOM_REASON, neighbours=1) and pool.places == {"0": 3, "1": 4}
+    assert attempt(OOM_REASON, neighbours=3) and pool.places == {"0": 3, "1": 4}
     assert lines[-2].endswith("try 1 of 3: queued again") and "not written" in lines[-1]
     OomRetries(sweep, lines.append).restore(GpuPool(["0"], 4))
     assert "unreadable" in lines[-1]
@@ -165,3 +165,27 @@ def test_retries_lower_places_to_one_and_stop_after_three_tries(tmp_path):
                                       "shared memory, Required: 262144\n")
     assert oom_reason(folder, stale) is None
     assert oom_reason(folder, 0) == OOM_REASON
+
+
+def test_cells_dying_of_one_crowd_lower_the_places_once(tmp_path):
+    """Session 19: 7 of 12 cells that started together ran out of memory within 15 s, and
+    lowering by one per failure took the places from 12 to 5. Each failure says the crowd it
+    ran in was too many: three cells of a crowd of 4 leave 3 places, not 1."""
+    path = grid(tmp_path, [1, 2, 3, 4], {})
+    cells_ = expand(load_grid(path))
+    sweep = Sweep.create(tmp_path / "s", path, "oom", cells_, "local")
+    lines: list[str] = []
+    retries, pool = OomRetries(sweep, lines.append), GpuPool(["0"], 4)
+    since = time.time()
+    leases = [pool.take(1) for _ in cells_]
+    for cell, lease in zip(cells_[:3], leases):
+        write_result(sweep.cell_dir(cell.id), {"status": "FAILED", "reason": OOM_REASON})
+        assert retries.again(cell, lease, pool, since)
+        pool.give(lease)
+    assert pool.places == {"0": 3} and pool.free == {"0": 2} and retries.count == 3
+    assert [line.split("; ")[1] for line in lines] == ["places now GPU 0 3"] * 3
+    # The retried cells share the GPU with the fourth, 3 at once: another failure lowers to 2.
+    again = [pool.take(1) for _ in range(2)]
+    write_result(sweep.cell_dir(cells_[0].id), {"status": "FAILED", "reason": OOM_REASON})
+    assert retries.again(cells_[0], again[0], pool, since)
+    assert pool.places == {"0": 2} and "shared by 3 cells; places now GPU 0 2" in lines[-1]

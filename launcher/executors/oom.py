@@ -5,9 +5,12 @@ die of CUDA out-of-memory errors (on one H200, 25 of 28 cells at once). A wrong 
 cost time, not cells. So when a cell the local executor ran on GPUs ends FAILED with such an
 error (its result's reason; without a result of this attempt, the end of its local.err) and
 other cells of this run held one of its GPUs while it ran (pool.py), the executor lowers the
-places of those GPUs by one (never below one: fewer cells share them from then on) and queues
-the cell again, at the back, up to `TRIES` tries in all; the try after continues from the
-cell's last epoch checkpoint. A cell that ran out of memory alone on its GPUs is FAILED at once:
+places of those GPUs to one fewer than the most cells that shared them while it ran (never
+below one: fewer cells share them from then on) and queues the cell again, at the back, up to
+`TRIES` tries in all; the try after continues from the cell's last epoch checkpoint.
+Several cells that die of one crowd lower the places once: in session 19, 7 of 12 cells ran
+out of memory within 15 s of each other, and lowering by one per failure took the places from
+12 to 5, where the next three calls stayed (below). A cell that ran out of memory alone on its GPUs is FAILED at once:
 it will never fit. Only this run's cells are counted: another launcher's cells on the same GPU
 are not seen, so beside them a cell counts as alone.
 
@@ -89,7 +92,7 @@ class OomRetries:
             return False
         crowd = max(lease.crowd[g] for g in shared)
         with self.lock:
-            places = pool.lower(shared)
+            places = pool.lower({g: lease.crowd[g] for g in shared})
             self.places.update(places)
             k = self.tried[cell.id] = self.tried.get(cell.id, 0) + 1
             retry = k < self.tries

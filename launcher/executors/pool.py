@@ -69,11 +69,12 @@ class GpuPool:
                     self.places[g] = lowered[g] = n
         return lowered
 
-    def lower(self, gpus: list[str]) -> dict[str, int]:
-        """One place fewer on each of these GPUs (never below one); their places now."""
+    def lower(self, crowd: dict[str, int]) -> dict[str, int]:
+        """Fewer places than `crowd` cells on each of these GPUs (never below one; a GPU
+        already below that keeps its places); their places now."""
         with self.cond:
-            for g in gpus:
-                if self.places[g] > 1:
-                    self.places[g] -= 1
-                    self.free[g] -= 1     # below zero while more cells than places run on it
-            return {g: self.places[g] for g in gpus}
+            for g, n in crowd.items():
+                fewer = max(1, min(self.places[g], n - 1))
+                self.free[g] -= self.places[g] - fewer  # below zero while more cells than places run
+                self.places[g] = fewer
+            return {g: self.places[g] for g in crowd}
