@@ -131,8 +131,9 @@ def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:
         {"pid": os.getpid(), "host": os.uname().nodename,
          "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
          "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}))
+    from recsys_core.train.setup import cells_per_gpu
     job = {**job, "time_start_s": time.time() - since, "mps_pipe_dir": mps_client(),
-           "oom_retries": oom_retries(Path(cell_dir))}
+           "cells_per_gpu": cells_per_gpu(), "oom_retries": oom_retries(Path(cell_dir))}
     record = run(cfg, progress=print_progress, hooks=hooks, prepared=prepared, job=job)
     if record["status"] != "COMPLETED":
         # The result file already says FAILED and why; fail the job too, so SLURM agrees.

@@ -10,6 +10,8 @@ import sys
 
 INTERRUPTED = 130     # 128 + SIGINT, what shells report for Ctrl-C
 BROKEN_PIPE = 141     # 128 + SIGPIPE, what `yes | head` reports for `yes`
+# The local executor's --cells-per-gpu, told to the processes it runs on GPUs (train/setup.py)
+CELLS_PER_GPU_ENV = "RECSYS_CELLS_PER_GPU"
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -94,12 +94,14 @@ def test_mps_daemon_runs_for_the_sweep_and_every_gpu_cell_is_its_client(tmp_path
         for model in ("sasrec", "gru4rec"):       # one GPU each: clients of the daemon
             result, cell = done[model]
             assert result["runner"] == "worker" and result["mps_pipe_dir"] == pipe
+            assert result["cells_per_gpu"] == 2     # told so: it gives back its eval's memory
             assert (f"MPS client: CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={log} "
                     "CUDA_VISIBLE_DEVICES=0") in (cell / "local.err").read_text()
             assert start["time"] < (cell / "local.pid").stat().st_mtime
             assert quit_["time"] >= (cell / "result.json").stat().st_mtime
         pop, cell = done["pop"]                   # no GPU: not a client
         assert pop["mps_pipe_dir"] is None and "MPS client" not in (cell / "local.err").read_text()
+        assert pop["cells_per_gpu"] is None
     finally:
         shutil.rmtree(start["pipe"], ignore_errors=True)
 
@@ -122,6 +124,7 @@ def test_mps_daemon_runs_for_the_sweep_and_every_gpu_cell_is_its_client(tmp_path
         assert [c["stdin"] for c in calls(record)] == ["get_server_list\n"]
         (result, cell), = results(other).values()
         assert result["runner"] == "process-per-cell" and result["mps_pipe_dir"] == str(pipe)
+        assert result["cells_per_gpu"] == 1
         assert (pipe / "control").exists()
     finally:
         shutil.rmtree(pipe, ignore_errors=True)

@@ -124,8 +124,8 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     codes: dict[str, int] = {}
     running: dict[str, list] = {}        # cell id → [process, time it ended or None]
     stopping = threading.Event()
-    slots = [None if process_per_cell else Workers(sweep.root / LOG_DIR, threads_per_cell, mps)
-             for _ in range(workers)]
+    slots = [None if process_per_cell else Workers(sweep.root / LOG_DIR, threads_per_cell, mps,
+                                                   cells_per_gpu) for _ in range(workers)]
 
     def slot(own: Workers | None) -> None:
         while not stopping.is_set():
@@ -140,7 +140,8 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 if not stopping.is_set():
                     started = time.time()
                     code = run_one(sweep, cell, lease.gpus if lease else None,
-                                   threads_per_cell, log, running=running, workers=own, mps=mps)
+                                   threads_per_cell, log, running=running, workers=own, mps=mps,
+                                   cells_per_gpu=cells_per_gpu)
                     if stopping.is_set():
                         continue
                     if code not in (0, INTERRUPTED) and lease and \
@@ -182,7 +183,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
 
 def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
             running: dict[str, list] | None = None, workers: Workers | None = None,
-            mps: MpsDaemon | None = None) -> int:
+            mps: MpsDaemon | None = None, cells_per_gpu: int = 1) -> int:
     """Run one cell: in one of the slot's `workers` (a cell of at most one GPU), else in a
     process of its own. local.pid names the process that runs it, local.exit its exit code;
     returns that code, or INTERRUPTED if the process said Ctrl-C ended the cell (marked so)."""
@@ -196,7 +197,7 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
         _started(cell_dir, worker.proc, running, cell.id)
         code = worker.run(cell_dir, out, err)
     else:
-        env = process_env(gpus or [], threads, mps)
+        env = process_env(gpus or [], threads, mps, cells_per_gpu)
         with open(out, "w") as o, open(err, "w") as e:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
                                     stdout=o, stderr=e, env=env,

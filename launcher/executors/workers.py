@@ -18,24 +18,30 @@ import time
 from pathlib import Path
 
 from launcher.executors.mps import MpsDaemon
-from recsys_core.cli import INTERRUPTED
+from recsys_core.cli import CELLS_PER_GPU_ENV, INTERRUPTED
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = "workers"     # SWEEP/workers/: each worker's own output outside its cells
 
 
-def process_env(gpus: list[str], threads: int, mps: MpsDaemon | None = None) -> dict[str, str]:
+def process_env(gpus: list[str], threads: int, mps: MpsDaemon | None = None,
+                cells_per_gpu: int = 1) -> dict[str, str]:
     """The environment of a process running cells on `gpus` (none: the CPU); with `mps`, a
-    process on a GPU is a client of that MPS daemon."""
+    process on a GPU is a client of that MPS daemon. It is told how many cells may share its
+    GPUs (a shared GPU's trainer gives back its evaluation's memory: recsys_core/train/setup.py)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    env.pop(CELLS_PER_GPU_ENV, None)
+    if gpus:
+        env[CELLS_PER_GPU_ENV] = str(cells_per_gpu)
     if mps is not None and gpus:
         env.update(mps.client_env(gpus))
     return env
 
 
 class WorkerProcess:
-    def __init__(self, gpus: list[str], threads: int, log: Path, mps: MpsDaemon | None = None):
-        env = process_env(gpus, threads, mps)
+    def __init__(self, gpus: list[str], threads: int, log: Path, mps: MpsDaemon | None = None,
+                 cells_per_gpu: int = 1):
+        env = process_env(gpus, threads, mps, cells_per_gpu)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "jobs.worker"],
@@ -88,8 +94,10 @@ class WorkerProcess:
 class Workers:
     """One slot's workers, by the GPUs they see (() for the CPU)."""
 
-    def __init__(self, log_dir: Path, threads: int, mps: MpsDaemon | None = None):
+    def __init__(self, log_dir: Path, threads: int, mps: MpsDaemon | None = None,
+                 cells_per_gpu: int = 1):
         self.log_dir, self.threads, self.mps = log_dir, threads, mps
+        self.cells_per_gpu = cells_per_gpu
         self.by_gpus: dict[tuple[str, ...], WorkerProcess] = {}
         self.started = 0
         # the slot's thread and the launcher's main thread (at its end, or on Ctrl-C) may both
@@ -104,7 +112,7 @@ class Workers:
                 self.started += 1
                 log = self.log_dir / f"{os.getpid()}-{id(self):x}-{self.started}.log"
                 worker = self.by_gpus[key] = WorkerProcess(list(gpus), self.threads, log,
-                                                             self.mps)
+                                                             self.mps, self.cells_per_gpu)
         return worker
 
     def gpus(self) -> list[str]:

@@ -55,6 +55,7 @@ FIELDS: dict[str, pa.DataType] = {
     "runner": TEXT,                         # process-per-cell, worker or pack (jobs/worker.py)
     "runner_cells_before": NUMBER,          # cells the same process ran before this one
     "mps_pipe_dir": TEXT,                   # the process's CUDA_MPS_PIPE_DIRECTORY (--mps), if set
+    "cells_per_gpu": NUMBER,                # local executor: cells that may share its GPU at once
     # what the analyses rebuild a run's model from
     "model": TEXT,
     "dataset": TEXT,

@@ -14,6 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 
+from recsys_core.cli import CELLS_PER_GPU_ENV
 from recsys_core.data import LeaveOneOut, load_dataset
 from recsys_core.models import build_model
 from recsys_core.train import checkpoint as ckpt
@@ -65,6 +66,13 @@ def fresh_accelerate_state() -> None:
     GradientState._reset_state()
 
 
+def cells_per_gpu() -> int | None:
+    """How many cells may share this process's GPU at once (the local executor's
+    --cells-per-gpu, in CELLS_PER_GPU_ENV); None if no launcher said."""
+    value = os.environ.get(CELLS_PER_GPU_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
 @dataclass
 class Run:
     cfg: TrainConfig
@@ -98,9 +106,16 @@ class Run:
     def evaluate(self, split_name: str) -> dict:
         """Full-ranking metrics of every user on the val or test split."""
         cfg = self.cfg
-        return evaluate(self.model, self.split, split_name, max_len=cfg.max_len,
-                        filter_seen=cfg.filter_seen, ks=cfg.ks, loader=self.loader,
-                        accelerator=self.accelerator)
+        metrics = evaluate(self.model, self.split, split_name, max_len=cfg.max_len,
+                           filter_seen=cfg.filter_seen, ks=cfg.ks, loader=self.loader,
+                           accelerator=self.accelerator)
+        if self.accelerator.device.type == "cuda" and (cells_per_gpu() or 1) > 1:
+            # The evaluation's peak (a batch of 2,048 users: 19-27 GB for SASRec and SASMamba
+            # at L 1,024) stays reserved by torch's caching allocator after it, where the
+            # other cells' processes cannot have it: in session 19, 5 cells of 5-27 GB peaks
+            # held all 140 GB of an H200. Given back, only evaluations at the same time compete.
+            torch.cuda.empty_cache()
+        return metrics
 
 
 def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
