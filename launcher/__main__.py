@@ -2,12 +2,12 @@
 
     sweep GRID [--executor slurm|local|dry-run] [--out DIR] [--json] [--workers N]
                [--where KEY=VALUE[,VALUE...]] [--cells-per-gpu K] [--process-per-cell]
-               [--cells-per-job K] [--mps] [--order longest-first|grid] [--extend]
-               [--reuse SWEEP ...]
+               [--cells-per-job K] [--mps] [--order longest-first|grid] [--gpu-memory-gb GB]
+               [--extend] [--reuse SWEEP ...]
     status SWEEP [--json] [--watch [SECONDS]]
     resume SWEEP [--executor slurm|local] [--workers N] [--cells-per-gpu K]
                  [--process-per-cell] [--cells-per-job K] [--mps] [--order longest-first|grid]
-                 [--where KEY=VALUE[,VALUE...]]
+                 [--gpu-memory-gb GB] [--where KEY=VALUE[,VALUE...]]
     cancel SWEEP [--cells ID ...]
     aggregate SWEEP [SWEEP ...] [--out DIR] [--where KEY=V,...] [--no-plots] [--versus MODEL ...]
     tune GRID [--executor slurm|local|dry-run] [--trials N] [--parallel P] [--out DIR]
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from launcher import executors
-from launcher.executors.order import ORDERS
+from launcher.executors.base import options_from, running_flags
 from launcher.grid import GridError, load_grid, expand, select
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
@@ -47,16 +47,6 @@ def grid_path(arg: str) -> Path:
 def _err(msg: str, code: int = 2) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
-
-
-def _options(args) -> executors.Options:
-    return executors.Options(workers=getattr(args, "workers", None),
-                             cells_per_gpu=getattr(args, "cells_per_gpu", 1),
-                             process_per_cell=getattr(args, "process_per_cell", False),
-                             mps=getattr(args, "mps", False),
-                             order=getattr(args, "order", ORDERS[0]),
-                             cells_per_job=getattr(args, "cells_per_job", None),
-                             json=getattr(args, "json", False))
 
 
 def _submit(sweep: Sweep, executor: executors.Executor, cells, new_folder: bool) -> None:
@@ -101,7 +91,7 @@ def cmd_sweep(args) -> int:
         reuse = reuse_sources(args.reuse)
     except ValueError as e:
         return _err(str(e))
-    executor = executors.get(args.executor, _options(args))
+    executor = executors.get(args.executor, options_from(args))
     reason = executor.unavailable_reason()
     if reason:
         return _err(f"{reason}; `sweep` submits to SLURM by default: run the cells on this "
@@ -171,7 +161,7 @@ def cmd_resume(args) -> int:
     if name not in executors.names(resumable=True):
         return _err(f"{sweep.root} was a {name} sweep: pass --executor "
                     + " or ".join(executors.names(resumable=True)))
-    executor = executors.get(name, _options(args))
+    executor = executors.get(name, options_from(args))
     reason = executor.unavailable_reason()
     if reason:
         return _err(f"{reason}; resume this sweep here with --executor local")
@@ -221,22 +211,6 @@ def cmd_cancel(args) -> int:
 def cmd_aggregate(args) -> int:
     from launcher.aggregate import run_cli
     return run_cli(args)
-
-
-def _running_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--process-per-cell", action="store_true",
-                   help="local: a fresh process for every cell instead of persistent workers "
-                        "that run cell after cell")
-    p.add_argument("--mps", action="store_true",
-                   help="local: run the cells on GPUs as clients of an NVIDIA MPS daemon "
-                        "started for the run, so cells sharing a GPU (--cells-per-gpu) run "
-                        "their kernels at the same time; slurm: refused (ask for gres/mps)")
-    p.add_argument("--order", choices=ORDERS, default=ORDERS[0],
-                   help="local: which queued cell a free slot takes next: the expected-longest "
-                        "first (default; the longest cell bounds the wall time) or the grid's")
-    p.add_argument("--cells-per-job", type=int, default=None, metavar="K",
-                   help="slurm, dry-run: run K cells one after another in each job (an array "
-                        "task); default: the grid's resources.cells_per_job, else 1")
 
 
 def cmd_tune(args) -> int:
@@ -310,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cells-per-gpu", type=int, default=1,
                    help="local: cells sharing one GPU at a time (default 1; one fewer on "
                         "a GPU where a cell ran out of memory beside others)")
-    _running_flags(s)
+    running_flags(s)
     s.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                    help="only the cells with these parameter values (repeatable)")
     s.add_argument("--extend", action="store_true",
@@ -332,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the sweep's own")
     r.add_argument("--workers", type=int, default=None)
     r.add_argument("--cells-per-gpu", type=int, default=1)
-    _running_flags(r)
+    running_flags(r)
     r.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                    help="only the unfinished cells with these parameter values (repeatable)")
     r.set_defaults(func=cmd_resume)

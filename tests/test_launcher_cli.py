@@ -145,7 +145,8 @@ def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     lock, busy, peak, got = threading.Lock(), {"0": 0, "1": 0, "2": 0}, {}, {}
 
-    def fake_run_one(sweep, cell, gpus, threads, log, running=None, workers=None, mps=None):
+    def fake_run_one(sweep, cell, gpus, threads, log, running=None, workers=None, mps=None,
+                     cells_per_gpu=1):
         with lock:
             got[cell.params["model"] + str(cell.params["seed"])] = gpus
             for g in gpus or []:
@@ -164,6 +165,19 @@ def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
         assert len(got[f"sasrec{seed}"]) == 1 and got[f"pop{seed}"] == []
         assert len(set(got[f"gru4rec{seed}"])) == 2
     assert max(peak.values()) <= 2
+
+    # A launcher bug while running one cell fails that cell, said in the log; the slot goes on
+    # (before, its thread died silently and the cell was missing from the run's summary).
+    def broken_run_one(sweep, cell, gpus, *args, **kwargs):
+        if cell.params["model"] == "sasrec" and cell.params["seed"] == 2:
+            raise KeyError("a bug")
+        return 0
+    monkeypatch.setattr(local, "run_one", broken_run_one)
+    lines: list[str] = []
+    codes = local.run_cells(sweep, cells, workers=1, log=lines.append, cells_per_gpu=2)
+    assert len(codes) == 9 and sorted(codes.values()) == [0] * 8 + [1]
+    (line,) = [x for x in lines if "the launcher could not run it" in x]
+    assert "sasrec" in line and "KeyError: 'a bug'" in line
     too_big = [c for c in cells if c.params["model"] == "gru4rec"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(ValueError, match="asks for 2 GPUs, 1 visible"):

@@ -10,10 +10,12 @@ later, for `status`, what its scheduler says of each cell it was given (`schedul
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from launcher.executors.order import ORDERS
 from launcher.grid import Cell
 from launcher.sweep import Sweep
 
@@ -36,8 +38,49 @@ class Options:
     process_per_cell: bool = False      # local: a fresh process per cell, not persistent workers
     mps: bool = False                   # local: an NVIDIA MPS daemon for the cells on GPUs
     order: str = "longest-first"        # local: which queued cell a free slot takes (order.py)
+    gpu_memory_gb: float | None = None  # local: a GPU's memory to fit cells in (memory.py)
     cells_per_job: int | None = None    # slurm, dry-run: cells per job (else the resources')
     json: bool = False                  # dry-run: the cells as JSON on stdout
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(workers=getattr(args, "workers", None),
+                   cells_per_gpu=getattr(args, "cells_per_gpu", 1),
+                   process_per_cell=getattr(args, "process_per_cell", False),
+                   mps=getattr(args, "mps", False), order=getattr(args, "order", ORDERS[0]),
+                   gpu_memory_gb=getattr(args, "gpu_memory_gb", None),
+                   cells_per_job=getattr(args, "cells_per_job", None),
+                   json=getattr(args, "json", False))
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number of GB") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0")
+    return value
+
+
+def running_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `sweep` and `resume` that say how the cells run."""
+    p.add_argument("--process-per-cell", action="store_true",
+                   help="local: a fresh process for every cell instead of persistent workers "
+                        "that run cell after cell")
+    p.add_argument("--mps", action="store_true",
+                   help="local: run the cells on GPUs as clients of an NVIDIA MPS daemon "
+                        "started for the run, so cells sharing a GPU (--cells-per-gpu) run "
+                        "their kernels at the same time; slurm: refused (ask for gres/mps)")
+    p.add_argument("--order", choices=ORDERS, default=ORDERS[0],
+                   help="local: which queued cell a free slot takes next: the expected-longest "
+                        "first (default; the longest cell bounds the wall time) or the grid's")
+    p.add_argument("--gpu-memory-gb", type=_gigabytes, default=None, metavar="GB",
+                   help="local: start a cell on a GPU only while the measured peaks of the "
+                        "cells on it fit in GB (default: the GPU's memory as NVML reports it)")
+    p.add_argument("--cells-per-job", type=int, default=None, metavar="K",
+                   help="slurm, dry-run: run K cells one after another in each job (an array "
+                        "task); default: the grid's resources.cells_per_job, else 1")
 
 
 @dataclass(frozen=True)

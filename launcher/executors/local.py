@@ -32,12 +32,14 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from launcher.executors import interrupt, order
 from launcher.executors.base import (Executor, ExecutorError, SchedulerState, tail,
                                      written_since)
 from launcher.executors.interrupt import INTERRUPT_SLACK_S, Interrupted
+from launcher.executors.memory import MemoryNeeds, gpu_memory_mb
 from launcher.executors.mps import MpsDaemon, MpsError, available
 from launcher.executors.oom import OomRetries
 from launcher.executors.pool import GpuPool
@@ -108,13 +110,21 @@ def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[li
 
 def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
               log=print, cells_per_gpu: int = 1, process_per_cell: bool = False,
-              mps: MpsDaemon | None = None, oom: OomRetries | None = None) -> dict[str, int]:
+              mps: MpsDaemon | None = None, oom: OomRetries | None = None,
+              gpu_memory_gb: float | None = None) -> dict[str, int]:
     """Run cells and wait for all of them; returns cell id → exit code (INTERRUPTED: a cell
     whose process said it was interrupted, marked so; interrupt.py). Ctrl-C stops the running
     cells (SIGTERM, then SIGKILL) and raises `Interrupted`. `mps`: the processes on GPUs are
-    that MPS daemon's clients. `oom`: the out-of-memory retries (their count, oom.py)."""
+    that MPS daemon's clients. `oom`: the out-of-memory retries (their count, oom.py).
+    `gpu_memory_gb`: each GPU's memory to fit the cells' expected needs in (memory.py)."""
     gpus, workers = plan(cells, workers, cells_per_gpu)
-    pool = GpuPool(gpus, cells_per_gpu)
+    memory = gpu_memory_mb(gpus, gpu_memory_gb) if uses_gpus(gpus, cells) else {}
+    pool = GpuPool(gpus, cells_per_gpu, memory)
+    needs = MemoryNeeds(sweep) if memory else None
+    if needs:
+        log(f"memory: {', '.join(f'GPU {g} {mb / 1024:.0f} GB' for g, mb in memory.items())}; "
+            f"a cell starts on a GPU while the measured peaks of the cells there fit "
+            f"({needs.measured(cells)} of {len(cells)} cells measured, or a seed of theirs)")
     oom = oom or OomRetries(sweep, log)
     oom.restore(pool)
     todo: queue.Queue = queue.Queue()
@@ -135,25 +145,34 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 if own is not None:
                     own.close()     # now, beside the other slots' workers, not one by one at the end
                 return
-            lease = pool.take(gpus_needed(cell), own.gpus() if own else []) if gpus else None
             try:
-                if not stopping.is_set():
-                    started = time.time()
-                    code = run_one(sweep, cell, lease.gpus if lease else None,
-                                   threads_per_cell, log, running=running, workers=own, mps=mps,
-                                   cells_per_gpu=cells_per_gpu)
-                    if stopping.is_set():
-                        continue
-                    if code not in (0, INTERRUPTED) and lease and \
-                            oom.again(cell, lease, pool, started):
-                        queued_again(sweep.cell_dir(cell.id))
-                        running.pop(cell.id, None)
-                        todo.put(cell)
-                    else:
-                        codes[cell.id] = code
-            finally:
-                if lease:
-                    pool.give(lease)
+                run_in_slot(cell, own)
+            except Exception:   # noqa: BLE001 -- a launcher bug fails the cell, loudly; it
+                # does not end the slot's thread and drop its cell from the run's summary
+                log(f"{cell.id} {cell.name}: the launcher could not run it: "
+                    f"{traceback.format_exc()}")
+                codes[cell.id] = 1
+
+    def run_in_slot(cell: Cell, own: Workers | None) -> None:
+        need = needs.need_mb(cell) if needs else 0.0
+        lease = pool.take(gpus_needed(cell), own.gpus() if own else [], need) if gpus else None
+        try:
+            if stopping.is_set():
+                return
+            started = time.time()
+            code = run_one(sweep, cell, lease.gpus if lease else None, threads_per_cell, log,
+                           running=running, workers=own, mps=mps, cells_per_gpu=cells_per_gpu)
+            if stopping.is_set():
+                return
+            if code not in (0, INTERRUPTED) and lease and oom.again(cell, lease, pool, started):
+                queued_again(sweep.cell_dir(cell.id))
+                running.pop(cell.id, None)
+                todo.put(cell)
+            else:
+                codes[cell.id] = code
+        finally:
+            if lease:
+                pool.give(lease)
 
     def close() -> None:
         for own in slots:
@@ -276,7 +295,8 @@ class LocalExecutor(Executor):
         try:
             codes = run_cells(sweep, queued, self.options.workers,
                               cells_per_gpu=self.options.cells_per_gpu,
-                              process_per_cell=self.options.process_per_cell, mps=mps, oom=oom)
+                              process_per_cell=self.options.process_per_cell, mps=mps, oom=oom,
+                              gpu_memory_gb=self.options.gpu_memory_gb)
         except Interrupted as e:
             ok = sum(code == 0 for code in e.codes.values())
             print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
