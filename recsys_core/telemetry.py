@@ -16,6 +16,10 @@ class GpuTelemetry:
         self.handle = None
         if device.type != "cuda":
             return
+        # torch's peak is the process's: a worker runs cell after cell, and without this a
+        # small cell recorded the peak of a big one before it (the launcher plans GPU memory
+        # from these peaks: launcher/executors/memory.py)
+        torch.cuda.reset_peak_memory_stats(device)
         try:
             import pynvml
             pynvml.nvmlInit()
