@@ -88,6 +88,16 @@ done
 # finished cells copied (--reuse): a continued call first resumes what the last one cut.
 # GRIDS_AT_ONCE=1 runs the grids' launchers side by side (each with CELLS places) instead of
 # one after the other: for grids of a few long cells each, whose sum still fits the GPU.
+# Side by side, each launcher plans its share of the GPU's memory (launcher/executors/memory.py
+# sees only its own cells).
+memory=()
+if [ "${GRIDS_AT_ONCE:-0}" = 1 ] && [ "$(echo ${GRIDS:-} | wc -w)" -gt 1 ]; then
+  total=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 2>/dev/null)
+  case $total in    # MiB; not a number: no nvidia-smi, and no memory limit
+    ''|*[!0-9]*) ;;
+    *) memory=(--gpu-memory-gb $(( total / $(echo $GRIDS | wc -w) / 1024 ))) ;;
+  esac
+fi
 run_grid() {
   local spec=$1 g name t where=()
   g=${spec%%:*}
@@ -99,13 +109,13 @@ run_grid() {
   log "grid $name: started"
   if [ -f "$WORK/$name/manifest.json" ]; then
     timeout -s INT "$t" python3 -m launcher resume "$WORK/$name" --executor local \
-      --cells-per-gpu "$CELLS" --mps "${where[@]}" >>"$L/grid-$name.log" 2>&1
+      --cells-per-gpu "$CELLS" --mps "${where[@]}" "${memory[@]}" >>"$L/grid-$name.log" 2>&1
     log "grid $name, resume: exit $?"
     t=$(( train_until - ($(date +%s) - S) ))
     [ "$t" -gt 30 ] || { log "no time left for grid $name"; return; }
   fi
   timeout -s INT "$t" python3 -m launcher sweep "$g" --reuse "${STUDY:-.study/study}" --extend \
-    "${where[@]}" --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/$name" \
+    "${where[@]}" "${memory[@]}" --executor local --cells-per-gpu "$CELLS" --mps --out "$WORK/$name" \
     >>"$L/grid-$name.log" 2>&1
   log "grid $name: exit $?"
 }

@@ -14,7 +14,8 @@ A cell nothing has measured needs 0, and the places alone limit it, as before. A
 cell of this run takes any cell: one that does not fit alone fails there as it would anyway.
 
 The memory of a GPU is `--gpu-memory-gb` or, without it, what NVML reports. On a machine
-without NVML (or a GPU it does not know) there is no memory limit.
+without NVML (or a GPU it does not know) there is no memory limit. Only this run's cells are
+counted, as for the places: launchers sharing a GPU each need their share in `--gpu-memory-gb`.
 """
 from __future__ import annotations
 
