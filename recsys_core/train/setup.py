@@ -110,10 +110,10 @@ class Run:
                            filter_seen=cfg.filter_seen, ks=cfg.ks, loader=self.loader,
                            accelerator=self.accelerator)
         if self.accelerator.device.type == "cuda" and (cells_per_gpu() or 1) > 1:
-            # The evaluation's peak (a batch of 2,048 users: 19-27 GB for SASRec and SASMamba
-            # at L 1,024) stays reserved by torch's caching allocator after it, where the
-            # other cells' processes cannot have it: in session 19, 5 cells of 5-27 GB peaks
-            # held all 140 GB of an H200. Given back, only evaluations at the same time compete.
+            # What the evaluation's batches took (2,048 users, 16 times a training batch of
+            # the study's grids) stays reserved by torch's caching allocator after it, where
+            # the other cells' processes cannot have it: in session 19, 5 cells of 5-27 GB
+            # peaks held all 140 GB of an H200. Given back, only evaluations at once compete.
             torch.cuda.empty_cache()
         return metrics
 
