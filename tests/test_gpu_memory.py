@@ -41,6 +41,7 @@ def test_a_gpu_running_cells_takes_another_only_while_their_needs_fit():
     pool.give(big)
     t.join(5)
     assert waiting and waiting[0].gpus == ["0"] and pool.used_mb["0"] == 2_000
+    assert waiting[0].memory_wait_s >= 0.4 and big.memory_wait_s == 0.0
     too_big = GpuPool(["0"], 2, memory_mb={"0": 10_000}).take(1, need_mb=50_000)
     assert too_big.gpus == ["0"]                        # alone it runs (and fails) as before
 
@@ -82,6 +83,7 @@ def test_a_local_run_starts_no_cell_beside_one_whose_measured_peak_fills_the_gpu
     assert all(json.loads((folders[s] / "result.json").read_text())["status"] == "COMPLETED"
                for s in (2, 3, 4))
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
+    assert proc.stdout.count("s for GPU memory (needs 7.4 GB on GPU 0)") == 2, proc.stdout
 
     bad = launcher("resume", sweep, "--executor", "local", "--gpu-memory-gb", "0", gpus="0")
     assert bad.returncode == 2 and "argument --gpu-memory-gb: 0: must be more than 0" in bad.stderr

@@ -156,6 +156,9 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     def run_in_slot(cell: Cell, own: Workers | None) -> None:
         need = needs.need_mb(cell) if needs else 0.0
         lease = pool.take(gpus_needed(cell), own.gpus() if own else [], need) if gpus else None
+        if lease and lease.memory_wait_s > 0:
+            log(f"{cell.id} {cell.name}: waited {lease.memory_wait_s:.0f}s for GPU memory "
+                f"(needs {need / 1024:.1f} GB on GPU {','.join(lease.gpus)})")
         try:
             if stopping.is_set():
                 return

@@ -7,6 +7,7 @@ GPU running cells takes another only while their needs fit."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -16,6 +17,7 @@ class Lease:
     # per GPU, the most of this run's cells on it at once while this lease held it (itself too)
     crowd: dict[str, int] = field(default_factory=dict)
     need_mb: float = 0.0          # the GPU memory its cell is expected to need on each GPU
+    memory_wait_s: float = 0.0    # how long it waited with places free but no memory
 
     def shared(self) -> list[str]:
         """Its GPUs on which another cell ran beside it."""
@@ -48,13 +50,18 @@ class GpuPool:
         if n == 0:
             return Lease([])
         with self.cond:
+            waited, since = 0.0, None
             while len(ready := [g for g in self.free if self._room(g, need_mb)]) < n:
+                if since is None and sum(1 for v in self.free.values() if v > 0) >= n:
+                    since = time.monotonic()      # places, but not the memory
                 self.cond.wait()
+                if since is not None:
+                    waited, since = waited + time.monotonic() - since, None
             chosen = sorted(ready, key=lambda g: -self.free[g])[:n]
             room = [g for g in prefer if g in ready]
             if n == 1 and room:
                 chosen = room[:1]
-            lease = Lease(chosen, need_mb=need_mb)
+            lease = Lease(chosen, need_mb=need_mb, memory_wait_s=waited)
             self.leases.append(lease)
             for g in chosen:
                 self.free[g] -= 1
