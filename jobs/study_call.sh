@@ -30,7 +30,9 @@
 # checkpoints of cells an earlier call's machine took with it; MODELS=a,b for some models;
 # GRID, default study), GRIDS (grids such as study-dims run into WORK/NAME before RERUN, the
 # finished cells of STUDY copied, GRID_WHERE's --where clauses applied to each; a continued
-# call resumes a grid's cut cells first; GRIDS_AT_ONCE=1: all of them at once).
+# call resumes a grid's cut cells first; GRIDS_AT_ONCE=1: all of them at once; RERUN_AT_ONCE=1:
+# RERUN's datasets at once, each with CELLS places: the long-tail reruns' cells peak at 1.4-2.3
+# GB and their datasets' 8 cells a seed fit the GPU together).
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -123,13 +125,18 @@ for spec in ${GRIDS:-}; do
   if [ "${GRIDS_AT_ONCE:-0}" = 1 ]; then run_grid "$spec" & else run_grid "$spec"; fi
 done
 wait
-for ds in ${RERUN:-}; do
+rerun() {
+  local ds=$1 t
   t=$(( train_until - ($(date +%s) - S) ))
-  [ "$t" -gt 30 ] || { log "no time left to rerun $ds"; break; }
+  [ "$t" -gt 30 ] || { log "no time left to rerun $ds"; return; }
   timeout -s INT "$t" env MPS=1 CELLS_PER_GPU="$CELLS" bash jobs/study_gpu.sh "rerun-$ds" \
     >>"$L/rerun-$ds.log" 2>&1
   log "rerun $ds: exit $?"
+}
+for ds in ${RERUN:-}; do
+  if [ "${RERUN_AT_ONCE:-0}" = 1 ]; then rerun "$ds" & else rerun "$ds"; fi
 done
+wait
 pack
 log "packed (training over)"
 # Analyses: ANALYSES, or else the datasets with a cell that finished in this call (their

@@ -120,6 +120,9 @@ for phase in "$@"; do
       ds=${phase#rerun-}
       only=(--where "dataset=$ds" --where "seed=${SEEDS:-42,123}")
       [ -n "${MODELS:-}" ] && only+=(--where "model=$MODELS")
+      # A continued call's cut cells first (`sweep --extend` runs only the cells it adds)
+      [ -f "$WORK/$phase/manifest.json" ] && $PY -m launcher resume "$WORK/$phase" "${only[@]}" \
+        --executor local --cells-per-gpu "$CELLS" "${MODE[@]}" >>"$OUT/study.log" 2>&1
       $PY -m launcher sweep "${GRID:-study}" "${only[@]}" --extend --executor local \
         --cells-per-gpu "$CELLS" "${MODE[@]}" --out "$WORK/$phase" >>"$OUT/study.log" 2>&1
       log "$phase (seeds ${SEEDS:-42,123}, ${MODELS:-all models}): $(( $(ms) - t0 )) ms" ;;

@@ -163,7 +163,7 @@ def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     back = study_call(tmp_path, "rerun", STUDY=str(study), RESUME_WHERE="none",
-                      RERUN="synthetic", GRID=str(grid(tmp_path)), SEEDS="2",
+                      RERUN="synthetic", RERUN_AT_ONCE="1", GRID=str(grid(tmp_path)), SEEDS="2",
                       MODELS="gru4rec,sasrec,pop")
     log = (back / "o" / "call.log").read_text()
     assert "rerun synthetic: exit 0" in log and "analyses: none" in log
@@ -178,6 +178,14 @@ def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
     assert sorted(r["model"] for r in results) == ["gru4rec", "pop", "sasrec"]
     assert all(r["status"] == "COMPLETED" and r["seed"] == 2 for r in results)
     assert not any(n.startswith("./study-analyses/synthetic/") for n in names)
+
+    # A continued call resumes the rerun sweep's cut cells before it adds any (here none: all
+    # three completed; `sweep --extend` alone would never run a cut cell again).
+    again = study_call(tmp_path, "rerun-again", CONTINUE="1", RESUME_WHERE="none",
+                       RERUN="synthetic", GRID=str(grid(tmp_path)), SEEDS="2",
+                       MODELS="gru4rec,sasrec,pop")
+    assert "rerun synthetic: exit 0" in (again / "o" / "call.log").read_text()
+    assert "nothing to resume" in (again / "o" / "study.log").read_text()
 
 
 def test_a_call_runs_other_grids_and_a_continued_call_grows_them(tmp_path):
