@@ -37,13 +37,14 @@ def size(cell_dir: Path) -> int:
 def pick(cell_dirs: list[Path], max_bytes: float) -> tuple[list[Path], list[Path]]:
     """(chosen, left out) of cell folders with a checkpoint: the most training seconds per byte
     first (ties: the smaller first), each that still fits in what `max_bytes` leaves."""
-    ranked = sorted(cell_dirs, key=lambda d: (-trained_seconds(d) / max(size(d), 1), size(d)))
+    sizes = {d: size(d) for d in cell_dirs}
+    ranked = sorted(cell_dirs, key=lambda d: (-trained_seconds(d) / max(sizes[d], 1), sizes[d]))
     room, chosen, left_out = max_bytes, [], []
     for d in ranked:
-        if size(d) > room:
+        if sizes[d] > room:
             left_out.append(d)
             continue
-        room -= size(d)
+        room -= sizes[d]
         chosen.append(d)
     return chosen, left_out
 
