@@ -154,7 +154,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 codes[cell.id] = 1
 
     def run_in_slot(cell: Cell, own: Workers | None) -> None:
-        need = needs.need_mb(cell) if needs else 0.0
+        need = needs.need_mb(cell) if needs and gpus_needed(cell) else 0.0
         lease = pool.take(gpus_needed(cell), own.gpus() if own else [], need) if gpus else None
         if lease and lease.memory_wait_s > 0:
             log(f"{cell.id} {cell.name}: waited {lease.memory_wait_s:.0f}s for GPU memory "

@@ -10,8 +10,8 @@ below one: fewer cells share them from then on) and queues the cell again, at th
 `TRIES` tries in all; the try after continues from the cell's last epoch checkpoint.
 Several cells that die of one crowd lower the places once: in session 19, 7 of 12 cells ran
 out of memory within 15 s of each other, and lowering by one per failure took the places from
-12 to 5, where the next three calls stayed (below). A cell that ran out of memory alone on its GPUs is FAILED at once:
-it will never fit. Only this run's cells are counted: another launcher's cells on the same GPU
+12 to 5, where the next three calls stayed (below). A cell that ran out of memory alone on its
+GPUs is FAILED at once: it will never fit. Only this run's cells are counted: another launcher's cells on the same GPU
 are not seen, so beside them a cell counts as alone.
 
 Each event prints one line and is appended to the cell's `oom_retries.json` (jobs/train_cell
