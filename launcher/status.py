@@ -102,11 +102,16 @@ def render(rows: list[dict], width: int = 40) -> str:
     c = counts(rows)
     done = sum(c.get(s, 0) for s in FINISHED)
     filled = int(width * done / max(len(rows), 1))
-    lines = [f"{'id':<13}{'state':<11}{'job':<12}{'test R@10':<11}name"]
-    for r in rows:
+    # Columns as wide as their longest entry: NOT_STARTED, OUT_OF_MEMORY and a pack's array job
+    # ids (1234567_123) are wider than the headers.
+    jobs = [str(r["job_id"] or "-") for r in rows]
+    w_state = max([len("state")] + [len(r["state"]) for r in rows]) + 1
+    w_job = max([len("job")] + [len(j) for j in jobs]) + 1
+    lines = [f"{'id':<13}{'state':<{w_state}}{'job':<{w_job}}{'test R@10':<11}name"]
+    for r, job in zip(rows, jobs):
         recall = r.get("test_recall@10")
         shown = f"{recall:.4f}" if isinstance(recall, float) else "-"
-        lines.append(f"{r['id']:<13}{r['state']:<11}{str(r['job_id'] or '-'):<12}{shown:<11}"
+        lines.append(f"{r['id']:<13}{r['state']:<{w_state}}{job:<{w_job}}{shown:<11}"
                      f"{r['name']}")
         if r["reason"] and r["state"] not in ("COMPLETED",) + ACTIVE:
             lines.extend("    " + line for line in str(r["reason"]).splitlines()[-5:])

@@ -170,6 +170,8 @@ def test_ctrl_c_of_a_local_sweep_then_resume_runs_exactly_the_unfinished_cells(t
     assert "interrupted" in after["sasrec-synthetic-L8-s1"]["reason"]
     table = cli("launcher", "status", sweep).stdout
     assert "2/4 finished" not in table and "CANCELLED 1" in table and "NOT_STARTED 1" in table
+    row = next(line for line in table.splitlines() if line.endswith("sasrec-synthetic-L8-s2"))
+    assert row.split()[1:3] == ["NOT_STARTED", "-"]       # the state wider than its header
     pops = [sweep / "cells" / after[n]["id"] / "result.json" for n in after if n.startswith("pop")]
     stamps = [p.stat().st_mtime_ns for p in pops]
     lines_before = len((sweep / "submissions.jsonl").read_text().splitlines())
