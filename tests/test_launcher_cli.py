@@ -72,6 +72,16 @@ def test_invalid_grids_exit_2_and_write_nothing(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_count_flag_exits_2_before_any_cell_is_listed(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["sasrec"]}}))
+    for flag, value, needle in [("--cells-per-job", "0", "0: must be at least 1"),
+                                ("--cells-per-job", "two", "'two': not a whole number")]:
+        proc = launcher("sweep", grid, "--executor", "dry-run", flag, value, "--out", tmp_path / "o")
+        assert proc.returncode == 2 and f"argument {flag}: {needle}" in proc.stderr, proc.stderr
+        assert proc.stdout == "" and not (tmp_path / "o").exists()
+
+
 def test_an_xlstm_shape_only_the_gpu_refuses_passes_on_the_cpu(tmp_path):
     """The launcher's check of xLSTM shapes is the GPU kernels': the same cell on the CPU (no
     GPU in its resources, or device cpu) is a valid cell."""

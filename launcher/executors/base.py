@@ -63,6 +63,16 @@ def _gigabytes(text: str) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
 def running_flags(p: argparse.ArgumentParser) -> None:
     """The flags of `sweep` and `resume` that say how the cells run."""
     p.add_argument("--process-per-cell", action="store_true",
@@ -78,7 +88,7 @@ def running_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-memory-gb", type=_gigabytes, default=None, metavar="GB",
                    help="local: start a cell on a GPU only while the measured peaks of the "
                         "cells on it fit in GB (default: the GPU's memory as NVML reports it)")
-    p.add_argument("--cells-per-job", type=int, default=None, metavar="K",
+    p.add_argument("--cells-per-job", type=_at_least_one, default=None, metavar="K",
                    help="slurm, dry-run: run K cells one after another in each job (an array "
                         "task); default: the grid's resources.cells_per_job, else 1")
 
