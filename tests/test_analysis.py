@@ -337,6 +337,15 @@ def test_combine_bad_input_exits_2_naming_it(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_device_cuda_without_a_gpu_exits_2_saying_so(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for analysis in (["latency"], ["geometry", str(runs["sas1"])], ["longtail", str(runs["sas1"])]):
+        out = tmp_path / analysis[0]
+        assert analysis_main([*analysis, "--device", "cuda", "--out", str(out)]) == 2
+        assert "--device cuda but no CUDA device is visible here" in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_latency_end_to_end_on_cpu(runs, tmp_path):
     assert analysis_main(["latency", "--out", str(tmp_path), "--models", "sasrec", "bert4rec",
                           "xlstm", "--lengths", "8:16:8", "--dim", "16", "--blocks", "1",

@@ -96,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = args.device
-    if device == "auto" and args.analysis != "latency":
+    if device != "cpu":
         import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            print("error: --device cuda but no CUDA device is visible here (use --device cpu, "
+                  "or auto)", file=sys.stderr)
+            return 2
+        if device == "auto" and args.analysis != "latency":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.analysis == "geometry":
         from recsys_core.analysis import geometry
         table = geometry.analyse(runs, args.out, k=args.k, tsne_points=args.tsne_points,
