@@ -64,6 +64,9 @@ def test_invalid_grids_exit_2_and_write_nothing(tmp_path):
           "grid": {"model": ["sasrec", "xlstm"]}, "resources": {"gpus": 1}},
          "cell xlstm-synthetic-L8-s42: xlstm on CUDA needs a value head dim <= 64, got 128 "
          "(embedding_dim 256 / num_heads 2): use num_heads >= 4"),
+        ({"name": "x", "fixed": {**TINY, "embedding_dim": 6, "num_heads": 4},
+          "grid": {"model": ["gru4rec", "sasrec"]}},
+         "cell sasrec-synthetic-L8-s42: sasrec: embedding_dim must be divisible by num_heads"),
     ]:
         grid = tmp_path / "bad.yaml"
         grid.write_text(json.dumps(body))

@@ -68,3 +68,23 @@ def test_unknown_yaml_key_names_file_and_valid_keys(tmp_path):
     proc = train_cli("--config", str(cfg), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert str(cfg) in proc.stderr and "learning_rate" in proc.stderr and "valid: " in proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "sasrec", "--embedding-dim", "30", "--num-heads", "4"],
+     "sasrec: embedding_dim must be divisible by num_heads, got embedding_dim 30 and num_heads 4"),
+    (["--model", "xlstm", "--embedding-dim", "36", "--num-heads", "4"],
+     "xlstm: its query/key width 18 must be divisible by num_heads"),
+    (["--model", "pop", "--out", "FILE"], "a file, not a folder for the run's results"),
+])
+def test_what_would_fail_at_the_first_step_is_refused_before_it(tmp_path, args, needle):
+    """Shapes the heads cannot split (torch's attention asserts, xLSTM's reshape fails) and an
+    output path that is a file: one line, exit 2, before any data is read."""
+    (tmp_path / "FILE").write_text("kept")
+    args = [str(tmp_path / a) if a == "FILE" else a for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    proc = train_cli(*args, "--dataset", "synthetic", "--wandb-mode", "disabled")
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    assert (tmp_path / "FILE").read_text() == "kept"

@@ -21,6 +21,22 @@ SASREC_BLOCKS = ("pre_ln", "original")      # sasrec.py: the block's layout
 RNN_DROPOUTS = ("cudnn", "torch")           # gru4rec.py: who drops out between the layers
 
 
+def shape_problem(name: str, embedding_dim: int, num_heads: int) -> str | None:
+    """A width the model's heads cannot split (torch's attention asserts, xLSTM's reshape
+    fails at the first step), or None; checked with the config, before any work."""
+    widths = {"sasrec": [embedding_dim], "bert4rec": [embedding_dim],
+              "sasmamba": [embedding_dim]}
+    if name == "xlstm":
+        from recsys_core.models.xlstm_shapes import QK_DIM_FACTOR
+        widths["xlstm"] = [embedding_dim, int(embedding_dim * QK_DIM_FACTOR)]
+    for width in widths.get(name, []):
+        if width % num_heads:
+            what = "embedding_dim" if width == embedding_dim else f"its query/key width {width}"
+            return (f"{name}: {what} must be divisible by num_heads, got embedding_dim "
+                    f"{embedding_dim} and num_heads {num_heads}")
+    return None
+
+
 def model_class(name: str):
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
@@ -46,4 +62,4 @@ def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
     return model
 
 
-__all__ = ["MODEL_NAMES", "REGISTRY", "build_model", "model_class"]
+__all__ = ["MODEL_NAMES", "REGISTRY", "build_model", "model_class", "shape_problem"]

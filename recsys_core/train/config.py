@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from recsys_core.data.names import DATASET_NAMES
 from recsys_core.metric_names import METRICS
-from recsys_core.models import MODEL_NAMES, POSITIONS, RNN_DROPOUTS, SASREC_BLOCKS
+from recsys_core.models import MODEL_NAMES, POSITIONS, RNN_DROPOUTS, SASREC_BLOCKS, shape_problem
 
 CHOICES = {
     "model": tuple(MODEL_NAMES),
@@ -163,6 +163,9 @@ class TrainConfig(BaseModel):
             problem = _field_problem(name, getattr(self, name))
             if problem:
                 raise ConfigError(problem)
+        problem = shape_problem(self.model, self.embedding_dim, self.num_heads)
+        if problem:
+            raise ConfigError(problem)
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps}: expected 0 (none) or more")
         if self.warmup_steps and self.scheduler in ("onecycle", "cosine"):

@@ -36,10 +36,13 @@ def seed_everything(seed: int) -> None:
 
 
 def check_runtime(cfg: TrainConfig) -> None:
-    """What can be known to fail before any work: a device that is not there."""
+    """What can be known to fail before any work: a device that is not there, an output
+    folder that is a file."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible here "
                           "(use --device cpu, or auto)")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ConfigError(f"out={cfg.out}: a file, not a folder for the run's results")
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
