@@ -1,5 +1,6 @@
 """The training command line: `python -m recsys_core.train ... --out DIR` → DIR/result.json."""
 import json
+import os
 import subprocess
 import sys
 
@@ -88,3 +89,19 @@ def test_what_would_fail_at_the_first_step_is_refused_before_it(tmp_path, args, 
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
     assert (tmp_path / "FILE").read_text() == "kept"
+
+
+def test_a_corrupt_mirror_file_is_one_line_naming_it_and_a_failed_result(mirror, tmp_path):
+    bad = tmp_path / "mirror" / "ml-100k"
+    bad.mkdir(parents=True)
+    (bad / "u.data").write_bytes((mirror / "ml-100k" / "u.data").read_bytes()[:100_000])
+    (bad / "u.item").write_bytes((mirror / "ml-100k" / "u.item").read_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_core.train", "--model", "pop", "--dataset", "ml-100k",
+         "--data-mirror", str(tmp_path / "mirror"), "--wandb-mode", "disabled",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True,
+        env={**os.environ, "RECSYS_DATA_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{bad / 'u.data'}: checksum mismatch" in proc.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "FAILED" and "checksum mismatch" in result["reason"]

@@ -77,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"python -m recsys_core.train: error: {e}", file=sys.stderr)
         return 2
+    from recsys_core.data import DataError
     try:
         record = run(cfg, progress=None if quiet else print_progress, hooks=hooks)
+    except DataError as e:      # a missing or corrupt file: the message says which and what to do
+        print(f"python -m recsys_core.train: error: {e}; the run is recorded FAILED in "
+              f"{Path(cfg.out) / 'result.json'}", file=sys.stderr)
+        return 1
     finally:
         close_process_group()
     print(f"{record['status']}: test recall@10 {record.get('test_recall@10')} "
