@@ -86,6 +86,8 @@ def cmd_sweep(args) -> int:
         print(f"note: {grid.path} has a search block; `sweep` runs its cells as they are, "
               "`tune` searches", file=sys.stderr)
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
+    if out.exists() and not out.is_dir():
+        return _err(f"--out {out}: a file, not a sweep folder")
     from launcher.reuse import reuse_completed, reuse_sources
     try:
         reuse = reuse_sources(args.reuse)
@@ -239,6 +241,8 @@ def cmd_tune(args) -> int:
     if min(trials, parallel) < 1:
         return _err(f"--trials {trials} --parallel {parallel}: both must be at least 1")
     out = Path(args.out) if args.out else Path("sweeps") / grid.name
+    if out.exists() and not out.is_dir():
+        return _err(f"--out {out}: a file, not a sweep folder")
     executor = executors.get(args.executor, executors.Options(
         workers=parallel, cells_per_gpu=args.cells_per_gpu, mps=args.mps, json=args.json))
     reason = executor.unavailable_reason()

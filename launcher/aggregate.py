@@ -162,6 +162,9 @@ def run_cli(args) -> int:
               f"model; its models: {', '.join(models)}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(sweeps[0]) / "aggregate"
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out}: a file, not a folder for the tables", file=sys.stderr)
+        return 2
     write(agg, out, plots=not args.no_plots, versus=tuple(args.versus))
     for path, problem in agg.problems.items():
         print(f"warning: skipped {path}: {problem}", file=sys.stderr)

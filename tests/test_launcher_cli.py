@@ -85,6 +85,22 @@ def test_a_bad_count_flag_exits_2_before_any_cell_is_listed(tmp_path):
         assert proc.stdout == "" and not (tmp_path / "o").exists()
 
 
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["pop"]}}))
+    afile = tmp_path / "notes.txt"
+    afile.write_text("kept")
+    sweep = launcher("sweep", grid, "--executor", "local", "--out", tmp_path / "s")
+    assert sweep.returncode == 0, sweep.stderr
+    for args, needle in [(("sweep", grid, "--executor", "local"), "a file, not a sweep folder"),
+                         (("tune", "tune-quickstart", "--executor", "local"),
+                          "a file, not a sweep folder"),
+                         (("aggregate", tmp_path / "s"), "a file, not a folder for the tables")]:
+        proc = launcher(*args, "--out", afile)
+        assert proc.returncode == 2 and f"--out {afile}: {needle}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and afile.read_text() == "kept"
+
+
 def test_an_xlstm_shape_only_the_gpu_refuses_passes_on_the_cpu(tmp_path):
     """The launcher's check of xLSTM shapes is the GPU kernels': the same cell on the CPU (no
     GPU in its resources, or device cpu) is a valid cell."""
