@@ -196,6 +196,16 @@ ERRORS = {
         MINIMAL + "  optimizer: [adam, sgd]\n",
         ["grid.optimizer[1]: optimizer='sgd'", "valid: adam, adamw"]),
     "bad range": (MINIMAL + "  max_len: [0]\n", ["grid.max_len[0]: max_len must be >= 1"]),
+    "dropout of one": (MINIMAL + "  dropout: [0.1, 1.0]\n",
+                       ["grid.dropout[1]: dropout must be in [0, 1), got 1.0"]),
+    "zero lr": (MINIMAL + "overrides:\n  - {when: {seed: 1}, set: {lr: 0}}\n",
+                ["overrides[0].set.lr", "lr must be > 0, got 0"]),
+    "nan lr": (MINIMAL + "  lr: [.nan]\n", ["grid.lr[0]: lr must be a finite number, got nan"]),
+    "negative weight decay": (MINIMAL.replace("epochs: 2", "epochs: 2, weight_decay: -0.1"),
+                              ["fixed.weight_decay: weight_decay must be >= 0, got -0.1"]),
+    "heads that do not split the width": (
+        MINIMAL.replace("epochs: 2", "epochs: 2, embedding_dim: 30, num_heads: 4"),
+        ["cell sasrec-synthetic-L50-s1: sasrec: embedding_dim must be divisible by num_heads"]),
     "unknown resource": (
         MINIMAL + "resources: {gpu: 1}\n", ["resources.gpu: unknown resource", VALID_RESOURCES]),
     "negative gpus": (MINIMAL + "resources: {gpus: -1}\n", ["resources.gpus: -1", ">= 0"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -37,6 +38,15 @@ CHOICES = {
 }
 POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
             "eval_batch_size", "num_processes", "ffn_factor", "d_state", "d_conv", "expand")
+# The float fields' ranges: a test of the value, and what the error says it must be.
+RANGES = {
+    "lr": (lambda v: v > 0, "> 0"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "mask_prob": (lambda v: 0 < v < 1, "in (0, 1) (BERT4Rec's share of masked items)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "gamma": (lambda v: 0 < v <= 1, "in (0, 1] (the rate's factor at each step)"),
+    "grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
+}
 # W&B's own rule for project names (wandb_settings.validate_project), applied to the entity
 # and the group too: a name W&B refuses would fail every cell of a sweep after training.
 WANDB_FORBIDDEN = set("/\\#?%:")
@@ -225,6 +235,10 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"{name}={value!r}; valid: {', '.join(CHOICES[name])}"
     if name in POSITIVE and value < 1:
         return f"{name} must be >= 1, got {value}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    if name in RANGES and not RANGES[name][0](value):
+        return f"{name} must be {RANGES[name][1]}, got {value}"
     if name == "grad_bucket_mb" and value <= 0:
         return f"grad_bucket_mb must be > 0, got {value}"
     if name == "profile_steps" and value < 0:
