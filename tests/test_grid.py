@@ -203,6 +203,11 @@ ERRORS = {
     "nan lr": (MINIMAL + "  lr: [.nan]\n", ["grid.lr[0]: lr must be a finite number, got nan"]),
     "negative weight decay": (MINIMAL.replace("epochs: 2", "epochs: 2, weight_decay: -0.1"),
                               ["fixed.weight_decay: weight_decay must be >= 0, got -0.1"]),
+    "negative seed": (MINIMAL.replace("[1, 2]", "[1, -2]"),
+                      ["grid.seed[1]: seed must be in [0, 2**32)", "got -2"]),
+    "cut-off zero": (MINIMAL.replace("epochs: 2", "epochs: 2, ks: [0, 10]"),
+                     ["fixed.ks: ks must be one or more cut-offs >= 1, got [0, 10]"]),
+    "negative patience": (MINIMAL + "  patience: [-1]\n", ["grid.patience[0]: patience must be >= 0"]),
     "heads that do not split the width": (
         MINIMAL.replace("epochs: 2", "epochs: 2, embedding_dim: 30, num_heads: 4"),
         ["cell sasrec-synthetic-L50-s1: sasrec: embedding_dim must be divisible by num_heads"]),

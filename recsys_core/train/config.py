@@ -38,8 +38,15 @@ CHOICES = {
 }
 POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
             "eval_batch_size", "num_processes", "ffn_factor", "d_state", "d_conv", "expand")
-# The float fields' ranges: a test of the value, and what the error says it must be.
+# The other numbers' ranges: a test of the value, and what the error says it must be.
 RANGES = {
+    "patience": (lambda v: v >= 0, ">= 0 (0: stop at the first epoch that does not improve)"),
+    "step_size": (lambda v: v >= 1, ">= 1 (epochs between StepLR's steps)"),
+    "num_negatives": (lambda v: v >= 1, ">= 1"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32) (numpy's and torch's seeds)"),
+    "min_user_interactions": (lambda v: v >= 3, ">= 3 (leave-one-out needs a training, a "
+                                                "validation and a test item)"),
+    "ks": (lambda v: len(v) > 0 and all(k >= 1 for k in v), "one or more cut-offs >= 1"),
     "lr": (lambda v: v > 0, "> 0"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "mask_prob": (lambda v: 0 < v < 1, "in (0, 1) (BERT4Rec's share of masked items)"),
