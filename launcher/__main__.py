@@ -171,10 +171,13 @@ def cmd_resume(args) -> int:
         with sweep.lock():   # a second resume waits here, then finds these cells PENDING
             rows = {r["id"]: r for r in cell_states(sweep)}
             todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
-            if todo and args.where:      # a slice of them: the ones that fit the time one has
-                todo = select(todo, args.where, f"{sweep.root}'s unfinished cells")
+            if args.where:   # a slice: checked against every cell (a typo is an error), and
+                # a slice whose cells have all finished has nothing to resume
+                chosen = {c.id for c in select(sweep.cells(), args.where, str(sweep.root))}
+                todo = [c for c in todo if c.id in chosen]
             if not todo:
-                print("nothing to resume: every cell is completed, queued or running")
+                print("nothing to resume: every cell" + (" of the --where slice" if args.where
+                                                          else "") + " is completed, queued or running")
                 return 0
             for c in todo:   # from the manifest: a dry-run sweep's cells have none yet
                 sweep.write_cell(c)

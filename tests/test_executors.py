@@ -112,6 +112,23 @@ def test_extend_grows_a_sweep_a_slice_at_a_time(in_process, tmp_path, capsys):
     assert "grid 'ip', not 'other'" in capsys.readouterr().err
 
 
+def test_resume_where_checks_the_whole_sweep_and_a_finished_slice_is_nothing_to_do(
+        in_process, tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "ip", "fixed": TINY,
+                                "grid": {"model": ["gru4rec", "pop"]}}))
+    out = tmp_path / "s"
+    assert launcher_main(["sweep", str(grid), "--executor", "in-process", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # gru4rec COMPLETED, pop held by the in-process scheduler (PENDING): neither is resumed
+    assert launcher_main(["resume", str(out), "--where", "model=gru4rec"]) == 0
+    assert "nothing to resume: every cell of the --where slice" in capsys.readouterr().out
+    assert launcher_main(["resume", str(out), "--where", "model=lstm"]) == 2
+    assert "no cell of" in capsys.readouterr().err
+    assert launcher_main(["resume", str(out), "--where", "modle=gru4rec"]) == 2
+    assert "has no parameter 'modle'" in capsys.readouterr().err
+
+
 def test_extend_submits_the_cells_a_dry_run_only_listed(in_process, tmp_path, capsys):
     grid = tmp_path / "g.yaml"
     grid.write_text(json.dumps({"name": "ip", "fixed": TINY, "grid": {"model": ["gru4rec"],
