@@ -63,7 +63,7 @@ def cell_state(sub: dict | None, scheduler: SchedulerState | None, result: dict 
         return ("COMPLETED" if completed else "MISSING"), None
     written_after = mtime is not None and mtime >= sub["time"] - 1
     if scheduler is not None and scheduler.confirmed and scheduler.state in ACTIVE:
-        return scheduler.state, None
+        return scheduler.state, scheduler.reason     # e.g. a job SLURM will never start
     if result is not None and written_after:
         return result["status"], result.get("reason")
     if problem and written_after:
@@ -113,7 +113,7 @@ def render(rows: list[dict], width: int = 40) -> str:
         shown = f"{recall:.4f}" if isinstance(recall, float) else "-"
         lines.append(f"{r['id']:<13}{r['state']:<{w_state}}{job:<{w_job}}{shown:<11}"
                      f"{r['name']}")
-        if r["reason"] and r["state"] not in ("COMPLETED",) + ACTIVE:
+        if r["reason"] and r["state"] != "COMPLETED":
             lines.extend("    " + line for line in str(r["reason"]).splitlines()[-5:])
     lines.append("")
     lines.append(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} finished  "

@@ -322,6 +322,26 @@ def test_sbatch_refusal_is_one_line_for_sweep_and_resume(slurm_cluster, tmp_path
     assert not (tmp_path / "d" / "submissions.jsonl").exists()
 
 
+def test_a_job_slurm_will_never_start_says_so_in_status(slurm_cluster, tmp_path):
+    """More CPUs than any node has: sbatch takes the job and SLURM keeps it pending forever
+    (PartitionConfig); status says so under the cell, a PENDING cell with an ordinary wait
+    says nothing more, and cancel ends it."""
+    grid = write_grid(tmp_path / "g.yaml", "toobig", {"model": ["pop"]})
+    body = json.loads(grid.read_text())
+    body["resources"]["cpus"] = 4096
+    grid.write_text(json.dumps(body))
+    sweep = tmp_path / "s"
+    launcher("sweep", grid, "--executor", "slurm", "--out", sweep)
+    rows = wait_for(sweep, lambda r: all(x["reason"] for x in r.values()), timeout=60, every=1)
+    (row,) = rows.values()
+    assert row["state"] == "PENDING" and row["reason"].startswith("will not start: SLURM holds ")
+    assert "PartitionConfig" in row["reason"] and "grid's resources" in row["reason"]
+    table = launcher("status", sweep).stdout
+    assert "    will not start: SLURM holds job" in table
+    launcher("cancel", sweep)
+    assert wait_for(sweep, all_final, timeout=60)[row["name"]]["state"] == "CANCELLED"
+
+
 MULTINODE = "multinode"    # slurm/dev-cluster's partition of all its nodes (up --nodes 2)
 
 

@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -31,8 +30,9 @@ import submitit
 
 from jobs.pack import CANCELLED, TrainPack
 from jobs.train_cell import TrainCell
-from launcher.executors.base import (ACTIVE, STATES, Executor, ExecutorError, SchedulerState,
+from launcher.executors.base import (ACTIVE, STATES, Executor, SchedulerState,
                                      tail, written_since)
+from launcher.executors.sacct import SlurmError, pending_reason, sacct_states
 from launcher.grid import Cell, Resources
 from launcher.sweep import Sweep
 from recsys_core.atomic import atomic_write_text
@@ -40,21 +40,7 @@ from recsys_core.atomic import atomic_write_text
 DEFAULT_ARRAY_PARALLELISM = 64
 MAX_REQUEUES = 3
 ACCOUNTING_LAG_S = 300   # a job sacct doesn't know yet, submitted this recently, is PENDING
-# sacct states → the launcher's states
-SACCT_STATES = {
-    "PENDING": "PENDING", "REQUEUED": "PENDING", "RESV_DEL_HOLD": "PENDING",
-    "REQUEUE_FED": "PENDING", "REQUEUE_HOLD": "PENDING", "SUSPENDED": "PENDING",
-    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "CONFIGURING": "RUNNING",
-    "STAGE_OUT": "RUNNING", "SIGNALING": "RUNNING", "RESIZING": "RUNNING",
-    "COMPLETED": "COMPLETED", "CANCELLED": "CANCELLED", "TIMEOUT": "TIMEOUT",
-    "PREEMPTED": "PREEMPTED", "FAILED": "FAILED", "NODE_FAIL": "FAILED",
-    "OUT_OF_MEMORY": "FAILED", "BOOT_FAIL": "FAILED", "DEADLINE": "TIMEOUT",
-}
 _SAFE = re.compile(r"^[^\x00-\x1f\x7f]*$")   # no newline or control character in #SBATCH lines
-
-
-class SlurmError(ExecutorError):
-    pass
 
 
 # --mps starts a daemon beside the launcher, which on a cluster is not where the cells run; MPS
@@ -191,9 +177,10 @@ class SlurmExecutor(Executor):
                 # files say so: unconfirmed, a result written since the submission wins).
                 running = sacct[job]["state"] == "RUNNING" and \
                     written_since(cell_dir / "running.json", sub["time"])
-                out[cell_id] = SchedulerState("RUNNING" if running else "PENDING",
-                                              None if running else f"queued in pack job {job}",
-                                              confirmed=False)
+                out[cell_id] = SchedulerState(
+                    "RUNNING" if running else "PENDING",
+                    None if running else pending_reason(job, sacct[job]["reason"]),
+                    confirmed=False)
             elif job in sacct:
                 state = sacct[job]["state"]
                 if state not in ACTIVE:   # ended: stands only where no result was written
@@ -202,7 +189,8 @@ class SlurmExecutor(Executor):
                         f"job {job} ended {sacct[job]['raw']} without a result file"
                     out[cell_id] = SchedulerState(state, reason)
                 else:
-                    out[cell_id] = SchedulerState(state)
+                    out[cell_id] = SchedulerState(state, pending_reason(job, sacct[job]["reason"])
+                                                  if state == "PENDING" else None)
             elif time.time() - sub["time"] < ACCOUNTING_LAG_S:
                 out[cell_id] = SchedulerState("PENDING", confirmed=False)   # not in slurmdbd yet
             else:
@@ -283,42 +271,3 @@ def max_array_size() -> int:
         return 1000
 
 
-def sacct_states(job_ids: list[str]) -> dict[str, dict]:
-    """job id (e.g. '123_4' or '125') → {state, exit_code, raw}, from ONE sacct call."""
-    if not job_ids:
-        return {}
-    # Array tasks are addressed through their array job id; ask once for every array.
-    arrays = sorted({j.split("_")[0] for j in job_ids}, key=lambda s: int(s) if s.isdigit() else s)
-    cmd = ["sacct", "-X", "-n", "-P", "-D", "-o", "JobID,State,ExitCode,Start,End",
-           "-j", ",".join(arrays)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise SlurmError(f"sacct could not be run ({e}); is SLURM reachable here?") from None
-    if proc.returncode != 0:
-        raise SlurmError(f"{shlex.join(cmd[:6])} ... failed: {proc.stderr.strip()}")
-    states: dict[str, dict] = {}
-    for line in proc.stdout.splitlines():   # -D lists requeued runs too; the last line wins
-        parts = line.split("|")
-        if len(parts) < 3:
-            continue
-        job, state, exit_code = parts[0], parts[1].split()[0], parts[2]
-        entry = {"state": SACCT_STATES.get(state, state), "exit_code": exit_code, "raw": state}
-        if "[" in job:   # a pending array summary line like 123_[0-9%4]
-            base, rng = job.split("_[", 1)
-            for task in _expand_range(rng.rstrip("]").split("%")[0]):
-                states[f"{base}_{task}"] = dict(entry)
-            continue
-        states[job] = entry
-    return states
-
-
-def _expand_range(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
