@@ -101,6 +101,27 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
         assert "Traceback" not in proc.stderr and afile.read_text() == "kept"
 
 
+def test_gpu_cells_on_a_machine_without_gpus(tmp_path):
+    """device=cuda cannot run without a GPU: refused before anything is written; device auto
+    runs on the CPU, and the launcher says so."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    for device, code in (("cuda", 2), ("auto", 0)):
+        grid = tmp_path / f"{device}.yaml"
+        grid.write_text(json.dumps({"name": "x", "fixed": {**TINY, "device": device},
+                                    "grid": {"model": ["pop"]}, "resources": {"gpus": 1}}))
+        out = tmp_path / device
+        proc = subprocess.run([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                               "local", "--out", str(out)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        if device == "cuda":
+            assert "sets device=cuda and no GPU is visible here" in proc.stderr
+            assert not out.exists()
+        else:
+            assert "1 cell(s) ask for GPUs and none is visible here: they run on the CPU" \
+                in proc.stdout
+
+
 def test_an_xlstm_shape_only_the_gpu_refuses_passes_on_the_cpu(tmp_path):
     """The launcher's check of xLSTM shapes is the GPU kernels': the same cell on the CPU (no
     GPU in its resources, or device cpu) is a valid cell."""

@@ -95,6 +95,12 @@ def plan(cells: list[Cell], workers: int | None, cells_per_gpu: int) -> tuple[li
     gpus = visible_gpus()
     if cells_per_gpu < 1:
         raise ValueError(f"--cells-per-gpu {cells_per_gpu}: must be at least 1")
+    on_cuda = [c for c in cells if c.config.device == "cuda"]
+    if on_cuda and not gpus:
+        c = on_cuda[0]
+        raise ValueError(f"cell {c.id} ({c.name}) sets device=cuda and no GPU is visible here "
+                         f"({len(on_cuda)} such cells): set device auto (the CPU where there is "
+                         "no GPU) or cpu, or run them where there are GPUs")
     if gpus:
         too_big = [c for c in cells if gpus_needed(c) > len(gpus)]
         if too_big:
@@ -118,6 +124,9 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
     that MPS daemon's clients. `oom`: the out-of-memory retries (their count, oom.py).
     `gpu_memory_gb`: each GPU's memory to fit the cells' expected needs in (memory.py)."""
     gpus, workers = plan(cells, workers, cells_per_gpu)
+    asking = sum(gpus_needed(c) > 0 for c in cells)
+    if asking and not gpus:
+        log(f"note: {asking} cell(s) ask for GPUs and none is visible here: they run on the CPU")
     memory = gpu_memory_mb(gpus, gpu_memory_gb) if uses_gpus(gpus, cells) else {}
     pool = GpuPool(gpus, cells_per_gpu, memory)
     needs = MemoryNeeds(sweep) if memory else None
