@@ -53,6 +53,23 @@ def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
     assert resumed["best_epoch"] == full["best_epoch"]
 
 
+def test_an_unreadable_checkpoint_is_kept_aside_and_the_run_starts_over(tmp_path, capsys):
+    """A checkpoint cut short (a full disk, a partial copy) would fail every resume: the run
+    keeps it as checkpoint.pt.unreadable, starts over, says so, and ends as a fresh run does."""
+    fresh = run(cell(tmp_path, "fresh"))
+    with pytest.raises(RuntimeError, match="injected failure in epoch 3"):
+        run(cell(tmp_path, "cut"), hooks=DebugHooks(inject_fault="raise@3"))
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    again = run(cell(tmp_path, "cut"))
+    assert "could not be read" in capsys.readouterr().err
+    assert again["status"] == "COMPLETED" and metrics(again) == metrics(fresh)
+    assert again["resumed_from_epoch"] is None
+    assert "kept as checkpoint.pt.unreadable" in again["checkpoint_unreadable"]
+    assert len((tmp_path / "cut" / "checkpoint.pt.unreadable").read_bytes()) == 1000
+
+
 def test_warmup_raises_the_learning_rate_by_steps_and_a_resume_carries_on_with_it(tmp_path):
     """warmup_steps: a linear ramp over optimiser steps, then the rate set (here the ramp
     outlasts the run: the same rise each epoch); a run killed mid-ramp and resumed ends where

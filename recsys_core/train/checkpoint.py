@@ -8,7 +8,9 @@ A write interrupted by a kill leaves the previous file (atomic rename), so a res
 continues from the epoch before at worst."""
 from __future__ import annotations
 
+import contextlib
 import io
+import pickle
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -107,12 +109,25 @@ def checkpoint(cfg, accelerator, model, optimizer, schedule, state: TrainState) 
     }
 
 
-def resume(out: Path, cfg, accelerator, model, optimizer, schedule) -> TrainState:
-    """Load the last checkpoint in `out` if there is one (all processes), else a fresh state."""
+def resume(out: Path, cfg, accelerator, model, optimizer, schedule
+           ) -> tuple[TrainState, str | None]:
+    """Load the last checkpoint in `out` if there is one (all processes), else a fresh state;
+    and what became of a checkpoint that could not be read (None if none)."""
     path = Path(out) / CHECKPOINT
     if not path.exists():
-        return TrainState()
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+        return TrainState(), None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        # A checkpoint cut short (a disk that filled up, a partial copy) cannot be resumed
+        # from, and would fail every resume: it is kept aside and the run starts over.
+        aside = path.with_name(CHECKPOINT + ".unreadable")
+        if accelerator.is_main_process:
+            with contextlib.suppress(FileNotFoundError):
+                path.replace(aside)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return TrainState(), f"{path} could not be read ({reason}); kept as {aside.name}, " \
+                             "training started over"
     if saved["config_hash"] != cfg.hash():
         raise ValueError(f"{path}: made by a different configuration (hash "
                          f"{saved['config_hash']}, this run {cfg.hash()}); use another --out")
@@ -126,7 +141,7 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule) -> TrainStat
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return TrainState(**saved["state"])
+    return TrainState(**saved["state"]), None
 
 
 def load_best(out: Path, model, device) -> None:

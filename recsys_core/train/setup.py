@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,8 +175,12 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     steps_per_epoch = math.ceil(len(run.starts) // accelerator.num_processes / cfg.batch_size)
     run.schedule = Schedule(cfg, run.optimizer, steps_per_epoch)
     if resume_dir is not None:
-        run.state = ckpt.resume(resume_dir, cfg, accelerator, run.model, run.optimizer,
-                                run.schedule)
+        run.state, unreadable = ckpt.resume(resume_dir, cfg, accelerator, run.model,
+                                            run.optimizer, run.schedule)
+        if unreadable:
+            run.info["checkpoint_unreadable"] = unreadable
+            if accelerator.is_main_process:
+                print(f"warning: {unreadable}", file=sys.stderr, flush=True)
     run.train_step = build_train_step(cfg, hooks, run.model, run.optimizer, accelerator, split,
                                       run.starts, run.ends, fused_loss=fused_loss)
     if cfg.profile_steps:
