@@ -337,6 +337,20 @@ def test_combine_bad_input_exits_2_naming_it(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_run_with_unreadable_weights_exits_2_naming_the_file(runs, tmp_path, capsys):
+    import shutil
+    run_dir = tmp_path / "cut"
+    shutil.copytree(runs["sas1"], run_dir)
+    weights = run_dir / "best_model.pt"
+    weights.write_bytes(weights.read_bytes()[:500])
+    for analysis in ("geometry", "longtail"):
+        out = tmp_path / analysis
+        assert analysis_main([analysis, str(runs["sas2"]), str(run_dir), "--out", str(out)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]    # after the data's progress
+        assert last.startswith(f"error: {weights}: the best weights cannot be read"), last
+        assert not out.exists()
+
+
 def test_device_cuda_without_a_gpu_exits_2_saying_so(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for analysis in (["latency"], ["geometry", str(runs["sas1"])], ["longtail", str(runs["sas1"])]):

@@ -94,18 +94,20 @@ def most_recommended(rec: np.ndarray, labels: np.ndarray, counts: np.ndarray, ti
 
 def analyse(paths: list[Path], out: Path, k: int = 10, head: float = 0.2, tail: float = 0.5,
             top: int = 50, device: str = "cpu") -> pd.DataFrame:
-    rows, curves = [], []
-    for path in paths:
+    rows, curves, tops = [], [], {}
+    for path in paths:     # every run read before anything is written: a bad one writes nothing
         run = load_run(path, device)
         summary, rec, labels = longtail(run.model.score_next, run.split, max_len=run.cfg.max_len,
                                         filter_seen=run.cfg.filter_seen, k=k, head=head, tail=tail,
                                         batch_size=run.cfg.eval_batch_size)
         counts = run.split.train_item_counts()[1:].cpu().numpy()
-        write_table(out, f"longtail_top{top}_{run.label}",
-                    most_recommended(rec, labels, counts, run.data.titles, run.split.n_users, top))
+        tops[f"longtail_top{top}_{run.label}"] = most_recommended(
+            rec, labels, counts, run.data.titles, run.split.n_users, top)
         rows.append({"run": run.label, "model": run.cfg.model, "dataset": run.cfg.dataset,
                      "seed": run.cfg.seed, "filter_seen": run.cfg.filter_seen, **summary})
         curves.append((run.label, summary, rec, counts))
+    for name, most in tops.items():
+        write_table(out, name, most)
     table = pd.DataFrame(rows)
     write_table(out, "longtail", table)
     if curves:

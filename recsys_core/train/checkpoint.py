@@ -125,9 +125,8 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule
         if accelerator.is_main_process:
             with contextlib.suppress(FileNotFoundError):
                 path.replace(aside)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return TrainState(), f"{path} could not be read ({reason}); kept as {aside.name}, " \
-                             "training started over"
+        return TrainState(), f"{path} could not be read ({_first_line(e)}); kept as " \
+                             f"{aside.name}, training started over"
     if saved["config_hash"] != cfg.hash():
         raise ValueError(f"{path}: made by a different configuration (hash "
                          f"{saved['config_hash']}, this run {cfg.hash()}); use another --out")
@@ -145,4 +144,13 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule
 
 
 def load_best(out: Path, model, device) -> None:
-    model.load_state_dict(torch.load(Path(out) / BEST, map_location="cpu"))  # copied onto the model's device
+    path = Path(out) / BEST
+    try:
+        state = torch.load(path, map_location="cpu")    # copied onto the model's device
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path}: the best weights cannot be read ({_first_line(e)})") from None
+    model.load_state_dict(state)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

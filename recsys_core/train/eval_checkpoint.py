@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from recsys_core.cli import close_process_group, exit_cli
@@ -57,7 +58,11 @@ def main(argv=None) -> int:
     p.add_argument("--eval-batch-size", type=int, default=None)
     args = p.parse_args(argv)
     try:
-        metrics = evaluate_checkpoint(args.run_dir, args.device, args.eval_batch_size)
+        try:
+            metrics = evaluate_checkpoint(args.run_dir, args.device, args.eval_batch_size)
+        except (FileNotFoundError, ValueError) as e:   # no result; weights missing or unreadable
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         from accelerate import PartialState
         if PartialState().is_main_process:
             print(json.dumps(metrics, sort_keys=True))
