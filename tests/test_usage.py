@@ -276,13 +276,40 @@ def test_ctrl_c_twice_as_gnu_timeout_sends_it_is_handled_once(tmp_path):
         ["CANCELLED", "CANCELLED", "NOT_STARTED"]
 
 
+def test_sigterm_to_the_launcher_stops_its_cells_as_ctrl_c_does(tmp_path):
+    """`kill PID` (or a batch system ending the launcher's allocation) signals the launcher
+    alone: it stops its running cell (CANCELLED, resumable), leaves the next NOT_STARTED, says
+    so and exits 130, instead of dying silently with its cell going on alone."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "term", "fixed": {**TINY, "epochs": 5,
+                                                          "epoch_sleep_s": 1.0},
+                                "grid": {"model": ["sasrec"], "seed": [1, 2]}}))
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "sweep", str(grid), "--executor",
+                             "local", "--workers", "1", "--out", str(sweep)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, pid_file = time.time() + 120, None
+    while time.time() < deadline and pid_file is None:
+        time.sleep(0.3)
+        pid_file = next(iter(sweep.glob("cells/*/local.pid")), None)
+    assert pid_file is not None, "no cell started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "0 finished (0 completed, 0 failed), 1 interrupted, 1 not started" in stderr
+    assert sorted(r["state"] for r in states(sweep).values()) == ["CANCELLED", "NOT_STARTED"]
+    with pytest.raises(ProcessLookupError):          # the cell's process did not go on alone
+        os.kill(int(pid_file.read_text()), 0)
+
+
 def test_while_cells_run_a_second_sigint_raises_nothing():
     """What the launcher runs its cells under (launcher/executors/interrupt.py): the first
     SIGINT raises KeyboardInterrupt, the next one, arriving while the first is handled, does
     nothing; afterwards SIGINT is Python's own again."""
-    from launcher.executors.interrupt import sigint_once
+    from launcher.executors.interrupt import interrupt_once
     handled = []
-    with sigint_once():
+    with interrupt_once():
         try:
             signal.raise_signal(signal.SIGINT)
             time.sleep(5)

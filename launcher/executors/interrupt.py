@@ -17,9 +17,12 @@ COMPLETED result (an exception in training: exit 1) is never marked and stays FA
 
 Ctrl-C often arrives twice: GNU `timeout -s INT` signals the launcher and then its whole
 process group, the launcher included, microseconds apart. While the launcher runs cells
-(`sigint_once`) only the first SIGINT raises KeyboardInterrupt; later ones are ignored, so
+(`interrupt_once`) only the first SIGINT raises KeyboardInterrupt; later ones are ignored, so
 that the stop and its marks are not cut short (session 18 lost a sweep's CANCELLED marks and
 its summary to a second KeyboardInterrupt raised inside the first one's handling).
+SIGTERM (`kill`, `timeout`'s default, a batch system ending the allocation the launcher runs
+in) stops the cells the same way: without it the launcher died silently and left its
+running cells to go on alone.
 """
 from __future__ import annotations
 
@@ -52,25 +55,29 @@ class Interrupted(Exception):
         self.codes, self.stopped, self.not_started = codes, stopped, not_started
 
 
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def sigint_once():
-    """Within: the first SIGINT raises KeyboardInterrupt, later ones do nothing (only in the
-    main thread, where Python runs signal handlers; elsewhere nothing changes)."""
+def interrupt_once():
+    """Within: the first SIGINT or SIGTERM raises KeyboardInterrupt, later ones do nothing
+    (only in the main thread, where Python runs signal handlers; elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     seen = threading.Event()
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if not seen.is_set():
             seen.set()
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_signal) for s in STOPPING_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def completed(cell_dir: Path) -> bool:

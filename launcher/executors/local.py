@@ -192,7 +192,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 own.close()
 
     threads = [threading.Thread(target=slot, args=(own,), daemon=True) for own in slots]
-    with interrupt.sigint_once():    # one KeyboardInterrupt, however many SIGINTs come
+    with interrupt.interrupt_once():   # one KeyboardInterrupt, however many SIGINT/SIGTERMs come
         try:
             for t in threads:
                 t.start()
