@@ -87,3 +87,23 @@ def test_every_benchmark_file_has_its_published_checksum_and_url():
         assert src.file_checksums[fname].startswith("sha256:")
         assert src.file_urls[fname].startswith("https://raw.githubusercontent.com/")
         assert src.file_urls[fname].endswith("/data/" + fname)
+
+
+def test_a_failed_download_says_what_the_mirror_lacked(tmp_path, monkeypatch, isolated_cache):
+    """With a mirror set that lacks the file (or does not exist), the error says so rather
+    than advising to set a mirror."""
+    gone = tmp_path / "remote-that-is-not-there"
+    src = fetch._file("amazon-video", "Video.txt", gone.as_uri(), "0" * 64)
+    monkeypatch.setitem(fetch.SOURCES, "video-sasrec", src)
+    (tmp_path / "mirror").mkdir()
+    for mirror, says in ((tmp_path / "mirror", f"the mirror {tmp_path / 'mirror'} has no "
+                                                "amazon-video/{Video.txt}"),
+                         (tmp_path / "nowhere", f"the mirror {tmp_path / 'nowhere'} does not exist"),
+                         (None, "pass --data-mirror or set RECSYS_DATA_MIRROR")):
+        if mirror is None:
+            monkeypatch.delenv("RECSYS_DATA_MIRROR", raising=False)
+        else:
+            monkeypatch.setenv("RECSYS_DATA_MIRROR", str(mirror))
+        with pytest.raises(DataError, match="cannot download") as e:
+            load_dataset("video-sasrec")
+        assert says in str(e.value)

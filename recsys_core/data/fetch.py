@@ -168,6 +168,7 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
     if _complete(cached, src):
         return cached  # verified when it was put there
     root = mirror_root(mirror)
+    tried = None      # what the mirror lacked, for the error of a download that then fails
     if root is not None:
         folder = root / src.folder
         if _complete(folder, src):
@@ -183,6 +184,9 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
             raise DataError(
                 f"dataset {name!r}: no {folder}/{{{','.join(src.required)}}} nor {zip_path} "
                 f"in the mirror {root}" + (f"; {src.obtain}" if src.obtain else ""))
+        tried = f"the mirror {root} does not exist" if not root.is_dir() else \
+            f"the mirror {root} has no {src.folder}/{{{','.join(src.required)}}}" + \
+            (f" nor {zip_path.name}" if src.url else "")
     if src.url is None and not src.file_urls:
         raise DataError(
             f"dataset {name!r} has no public download; put {src.folder}/{src.required[0]} "
@@ -195,11 +199,11 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
         for fname in src.required:
             if not (cached / fname).is_file():
                 _download(src.file_urls[fname], cached / fname, src.file_checksums.get(fname),
-                          src)
+                          src, tried)
         return cached
     zip_path = cache_root() / "downloads" / Path(src.url).name
     if not zip_path.exists():
-        _download(src.url, zip_path, src.zip_checksum, src)
+        _download(src.url, zip_path, src.zip_checksum, src, tried)
     return _unpack(zip_path, src, cached)
 
 
@@ -229,9 +233,10 @@ def _complete(folder: Path, src: Source) -> bool:
     return all((folder / f).is_file() for f in src.required)
 
 
-def _download(url: str, target: Path, checksum: str | None, src: Source) -> None:
+def _download(url: str, target: Path, checksum: str | None, src: Source,
+              tried: str | None = None) -> None:
     """url → target, verified before it is renamed into place (a partial or corrupt download
-    never sits where a reader looks)."""
+    never sits where a reader looks). `tried`: what the mirror lacked, said if this fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
     try:
@@ -246,6 +251,8 @@ def _download(url: str, target: Path, checksum: str | None, src: Source) -> None
     except OSError as e:  # URLError is an OSError: no network, DNS, HTTP errors
         Path(tmp).unlink(missing_ok=True)
         zipped = f" or {src.folder}.zip" if src.url else ""
+        if tried:
+            raise DataError(f"cannot download {url} ({e}), and {tried}") from e
         raise DataError(
             f"cannot download {url} ({e}); on a machine without internet put "
             f"{src.folder}/{{{','.join(src.required)}}}{zipped} in a mirror "
