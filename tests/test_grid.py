@@ -203,6 +203,8 @@ ERRORS = {
     "nan lr": (MINIMAL + "  lr: [.nan]\n", ["grid.lr[0]: lr must be a finite number, got nan"]),
     "negative weight decay": (MINIMAL.replace("epochs: 2", "epochs: 2, weight_decay: -0.1"),
                               ["fixed.weight_decay: weight_decay must be >= 0, got -0.1"]),
+    "plateau factor of one": (MINIMAL.replace("epochs: 2", "epochs: 2, scheduler: plateau, gamma: 1.0"),
+                              ["gamma=1.0 with scheduler='plateau'", "must be < 1"]),
     "negative seed": (MINIMAL.replace("[1, 2]", "[1, -2]"),
                       ["grid.seed[1]: seed must be in [0, 2**32)", "got -2"]),
     "cut-off zero": (MINIMAL.replace("epochs: 2", "epochs: 2, ks: [0, 10]"),

@@ -183,6 +183,9 @@ class TrainConfig(BaseModel):
         problem = shape_problem(self.model, self.embedding_dim, self.num_heads)
         if problem:
             raise ConfigError(problem)
+        if self.scheduler == "plateau" and self.gamma >= 1:
+            raise ConfigError(f"gamma={self.gamma} with scheduler='plateau': the rate's factor on "
+                              "a plateau must be < 1")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps}: expected 0 (none) or more")
         if self.warmup_steps and self.scheduler in ("onecycle", "cosine"):
