@@ -224,9 +224,10 @@ def count_requeue(cell_dir: str, max_requeues: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m jobs.train_cell CELL_DIR", file=sys.stderr)
-        return 2
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m jobs.train_cell CELL_DIR  (trains the cell whose cell.json is "
+              "in CELL_DIR, from its last checkpoint)", file=sys.stderr)
+        return 0 if argv in (["-h"], ["--help"]) else 2
     from recsys_core.cli import close_process_group
     try:
         TrainCell(argv[0])()

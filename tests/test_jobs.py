@@ -106,6 +106,14 @@ def test_bad_cell_file_is_a_clear_error(tmp_path):
     assert proc.returncode == 1 and "cell.json" in proc.stderr and "optimizer" in proc.stderr
 
 
+def test_help_is_the_usage_and_no_directory_is_a_usage_error():
+    for args, code in ((["--help"], 0), ([], 2), (["a", "b"], 2)):
+        proc = subprocess.run([sys.executable, "-m", "jobs.train_cell", *args], cwd=REPO,
+                              capture_output=True, text=True)
+        assert proc.returncode == code and proc.stderr.startswith(
+            "usage: python -m jobs.train_cell CELL_DIR"), proc.stderr
+
+
 def test_a_cell_file_without_its_config_is_a_clear_error(tmp_path):
     cell = make_cell(tmp_path)
     (cell / "cell.json").write_text(json.dumps({"id": "abc123", "params": {"model": "pop"}}))
