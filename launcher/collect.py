@@ -20,7 +20,7 @@ from launcher.grid import GridError, select
 from launcher.sweep import Sweep
 from recsys_core.train.config import TrainConfig, column_keys, defaults
 from recsys_core.train.hooks import HOOK_KEYS
-from recsys_core.train.results import read_results
+from recsys_core.train.results import read_result, read_results
 
 METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@10": "MRR@10"}
 # Cold-start users (recsys_core/train/cold_start.py): a column group of the main table where a
@@ -141,15 +141,16 @@ def _states(sweep: Sweep, results: pd.DataFrame) -> tuple[dict[str, tuple], str]
 def load(sweep_roots: str | Path | list[str | Path], where: list[str] | tuple = ()
          ) -> Aggregate:
     """One sweep, or several aggregated as one (a study grown over several grids: the main
-    sweep with RQ2's, say); a cell in two of them (copied by `--reuse`) counts once, from the
-    first. `where`: only the cells whose parameters match every `KEY=V1,V2`."""
+    sweep with RQ2's, say); a cell in several of them (copied by `--reuse`, or run again in
+    another) counts once: from the first where it COMPLETED, else from the first. `where`:
+    only the cells whose parameters match every `KEY=V1,V2`."""
     roots = [sweep_roots] if isinstance(sweep_roots, (str, Path)) else list(sweep_roots)
     sweeps = [Sweep(root) for root in roots]
     manifests = [sweep.manifest() for sweep in sweeps]
-    seen: set[str] = set()
+    home = _home_sweeps(sweeps, manifests)
     chosen, misses = [], []
-    for sweep, manifest in zip(sweeps, manifests):
-        mine = [c for c in manifest["cells"] if c["id"] not in seen]
+    for k, (sweep, manifest) in enumerate(zip(sweeps, manifests)):
+        mine = [c for c in manifest["cells"] if home.get(c["id"], k) == k]
         if where:
             wrapped = [SimpleNamespace(params=c["params"], record=c) for c in mine]
             try:
@@ -157,7 +158,6 @@ def load(sweep_roots: str | Path | list[str | Path], where: list[str] | tuple = 
             except GridError as e:     # none here; the other sweeps may have some
                 mine = []
                 misses.append(str(e))
-        seen.update(c["id"] for c in mine)
         chosen.append(mine)
     if not any(chosen):
         raise ValueError("; ".join(misses) or f"{', '.join(map(str, roots))}: no cells")
@@ -196,3 +196,23 @@ def load(sweep_roots: str | Path | list[str | Path], where: list[str] | tuple = 
     cells["gpu_hours"] = wall * cells["gpus"] * cells["nodes"] / 3600
     cells["cpu_hours"] = wall * cells["cpus"].fillna(1).astype(float) * cells["nodes"] / 3600
     return Aggregate(name, sweeps[0].root, cells, keys, source, problems)
+
+
+def _home_sweeps(sweeps: list[Sweep], manifests: list[dict]) -> dict[str, int]:
+    """cell id → the index of the sweep it counts from, for the ids in more than one."""
+    ids = [{c["id"] for c in m["cells"]} for m in manifests]
+    home = {}
+    for cid in set().union(*ids):
+        holders = [k for k, mine in enumerate(ids) if cid in mine]
+        if len(holders) > 1:
+            done = [k for k in holders if _completed(sweeps[k].cell_dir(cid))]
+            home[cid] = (done or holders)[0]
+    return home
+
+
+def _completed(cell_dir: Path) -> bool:
+    try:
+        result = read_result(cell_dir)
+    except (OSError, ValueError):
+        return False
+    return result is not None and result.get("status") == "COMPLETED"

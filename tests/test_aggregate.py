@@ -524,7 +524,8 @@ def test_a_geometry_table_where_cells_recorded_their_item_space(sweep, tmp_path)
 
 def test_several_sweeps_aggregate_as_one_and_where_picks_cells(tmp_path, capsys):
     """`aggregate A B --out D`: the cells of both sweeps in one set of tables (a study grown
-    over several grids); a cell copied into both (--reuse: the same id) counts once, from A.
+    over several grids); a cell copied into both (--reuse: the same id) counts once, from A,
+    unless only B's COMPLETED.
     `--where`: only the matching cells."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -542,6 +543,16 @@ def test_several_sweeps_aggregate_as_one_and_where_picks_cells(tmp_path, capsys)
     assert len(cells) == 36 + 36 - 18 and cells["id"].is_unique
     assert sorted(cells["max_len"].unique()) == [10, 20, 30]
     assert 0.99 not in cells["test_recall@10"].tolist()
+    # ... unless it FAILED in A and COMPLETED in B (a cell run again in another sweep)
+    other = sorted(shared)[1]
+    write_result(first.cell_dir(other), {**read_result(first.cell_dir(other)), "status": "FAILED"})
+    write_result(second.cell_dir(other), {**read_result(second.cell_dir(other)),
+                                          "test_recall@10": 0.77})
+    again = tmp_path / "again"
+    assert launcher_main(["aggregate", str(first.root), str(second.root), "--out", str(again),
+                          "--no-plots"]) == 0
+    row = pd.read_parquet(again / "results.parquet").set_index("id").loc[other]
+    assert row["state"] == "COMPLETED" and row["test_recall@10"] == 0.77
     header, rows = md_rows(out / "main.md")
     assert {r[header.index("max_len")] for r in rows} == {"10", "20", "30"}
 
