@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from launcher.resources import (PROFILES_DIR, GridError, Resources, fail, load_profile,
-                                mapping, merge_resources, parse_resources, read_yaml)
+                                mapping, merge_resources, parse_resources, read_scalar,
+                                read_yaml)
 from launcher.search import Search, parse_search
 from recsys_core.models.xlstm_shapes import check_triton_shape
 from recsys_core.train.config import CHOICES, ConfigError, TrainConfig, defaults
@@ -329,8 +330,8 @@ def expand(grid: Grid) -> list[Cell]:
 
 
 def select(cells, where: list[str], src: str):
-    """The cells whose parameters match every `KEY=V1,V2` (values read as YAML scalars)."""
-    import yaml
+    """The cells whose parameters match every `KEY=V1,V2` (values read as a grid file's are:
+    `1e-3` is a number)."""
     for clause in where:
         key, eq, values = clause.partition("=")
         if not eq or not key or not values:
@@ -339,7 +340,7 @@ def select(cells, where: list[str], src: str):
         if key not in keys:
             raise GridError(f"--where {clause!r}: {src} has no parameter {key!r}; "
                             f"its cells have: {', '.join(keys)}")
-        wanted = [yaml.safe_load(v) for v in values.split(",")]
+        wanted = [read_scalar(v) for v in values.split(",")]
         chosen = [c for c in cells if c.params.get(key) in wanted]
         if not chosen:
             seen = sorted({str(c.params.get(key)) for c in cells})

@@ -154,6 +154,11 @@ _Loader.add_implicit_resolver(_NUMBER_TAGS[1], re.compile(
     list("-+0123456789."))
 
 
+def read_scalar(text: str) -> Any:
+    """A value typed on a command line (`--where lr=1e-3`), read as a grid file's would be."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def read_yaml(path: Path, what: str) -> dict:
     try:
         with path.open() as stream:                 # (a stream, so that marks name the file)

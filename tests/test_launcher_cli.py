@@ -173,6 +173,13 @@ def test_where_selects_cells_and_names_the_valid_choices(tmp_path):
                    "--where", "datset=ml-100k")
     assert bad.returncode == 2 and "no parameter 'datset'" in bad.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    grid = tmp_path / "lr.yaml"        # 1e-3 is a number here as in a grid file (YAML 1.1: text)
+    grid.write_text("name: x\nfixed: {dataset: synthetic}\ngrid:\n  model: [sasrec]\n"
+                    "  lr: [1e-3, 3.0e-3]\n")
+    proc = launcher("sweep", grid, "--executor", "dry-run", "--json", "--out", tmp_path / "d",
+                    "--where", "lr=1e-3")
+    assert proc.returncode == 0, proc.stderr
+    assert [c["params"]["lr"] for c in json.loads(proc.stdout)] == [0.001]
 
 
 def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
