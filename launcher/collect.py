@@ -20,7 +20,7 @@ from launcher.grid import GridError, select
 from launcher.sweep import Sweep
 from recsys_core.train.config import TrainConfig, column_keys, defaults
 from recsys_core.train.hooks import HOOK_KEYS
-from recsys_core.train.results import read_result, read_results
+from recsys_core.train.results import read_results
 
 METRICS = {"test_recall@10": "Recall@10", "test_ndcg@10": "NDCG@10", "test_mrr@10": "MRR@10"}
 # Cold-start users (recsys_core/train/cold_start.py): a column group of the main table where a
@@ -205,14 +205,7 @@ def _home_sweeps(sweeps: list[Sweep], manifests: list[dict]) -> dict[str, int]:
     for cid in set().union(*ids):
         holders = [k for k, mine in enumerate(ids) if cid in mine]
         if len(holders) > 1:
-            done = [k for k in holders if _completed(sweeps[k].cell_dir(cid))]
+            from jobs.pack import completed
+            done = [k for k in holders if completed(sweeps[k].cell_dir(cid))]
             home[cid] = (done or holders)[0]
     return home
-
-
-def _completed(cell_dir: Path) -> bool:
-    try:
-        result = read_result(cell_dir)
-    except (OSError, ValueError):
-        return False
-    return result is not None and result.get("status") == "COMPLETED"
