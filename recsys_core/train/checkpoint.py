@@ -109,6 +109,11 @@ def checkpoint(cfg, accelerator, model, optimizer, schedule, state: TrainState) 
     }
 
 
+# What torch.load raises for a file cut short or not a checkpoint (an OSError, say a file
+# that cannot be opened, is not among them: that is not the file's fault).
+UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError)
+
+
 def resume(out: Path, cfg, accelerator, model, optimizer, schedule
            ) -> tuple[TrainState, str | None]:
     """Load the last checkpoint in `out` if there is one (all processes), else a fresh state;
@@ -118,7 +123,7 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule
         return TrainState(), None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except UNREADABLE as e:
         # A checkpoint cut short (a disk that filled up, a partial copy) cannot be resumed
         # from, and would fail every resume: it is kept aside and the run starts over.
         aside = path.with_name(CHECKPOINT + ".unreadable")
@@ -147,7 +152,7 @@ def load_best(out: Path, model, device) -> None:
     path = Path(out) / BEST
     try:
         state = torch.load(path, map_location="cpu")    # copied onto the model's device
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except UNREADABLE as e:
         raise ValueError(f"{path}: the best weights cannot be read ({_first_line(e)})") from None
     model.load_state_dict(state)
 
