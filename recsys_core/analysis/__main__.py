@@ -105,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         if device == "auto" and args.analysis != "latency":
             device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.analysis in ("geometry", "longtail"):
-        from recsys_core.analysis import geometry, longtail
         try:
             if args.analysis == "geometry":
+                from recsys_core.analysis import geometry
                 table = geometry.analyse(runs, args.out, k=args.k, tsne_points=args.tsne_points,
                                          tsne_iterations=args.tsne_iterations, device=device)
             else:
+                from recsys_core.analysis import longtail
                 table = longtail.analyse(runs, args.out, k=args.k, head=args.head,
                                          tail=args.tail, top=args.top, device=device)
         except (FileNotFoundError, ValueError) as e:    # a run's weights missing or unreadable
