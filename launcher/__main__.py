@@ -176,8 +176,8 @@ def cmd_resume(args) -> int:
                 chosen = {c.id for c in select(sweep.cells(), args.where, str(sweep.root))}
                 todo = [c for c in todo if c.id in chosen]
             if not todo:
-                print("nothing to resume: every cell" + (" of the --where slice" if args.where
-                                                          else "") + " is completed, queued or running")
+                of_slice = " of the --where slice" if args.where else ""
+                print(f"nothing to resume: every cell{of_slice} is completed, queued or running")
                 return 0
             for c in todo:   # from the manifest: a dry-run sweep's cells have none yet
                 sweep.write_cell(c)
