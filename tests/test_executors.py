@@ -2,6 +2,7 @@
 executor defined here that runs cells in this process, through the public CLI (sweep, status,
 resume, cancel) with nothing else of the launcher changed."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,13 +56,19 @@ def in_process():
     del executors.REGISTRY[InProcessExecutor.name]
 
 
-def test_a_registered_executor_runs_through_every_command(in_process, tmp_path, capsys):
+def held_sweep(tmp_path, capsys) -> Path:
+    """gru4rec and pop through the in-process executor: gru4rec COMPLETED, pop held (PENDING)."""
     grid = tmp_path / "g.yaml"
     grid.write_text(json.dumps({"name": "ip", "fixed": TINY,
                                 "grid": {"model": ["gru4rec", "pop"]}}))
     out = tmp_path / "s"
     assert launcher_main(["sweep", str(grid), "--executor", "in-process", "--out", str(out)]) == 0
     capsys.readouterr()
+    return out
+
+
+def test_a_registered_executor_runs_through_every_command(in_process, tmp_path, capsys):
+    out = held_sweep(tmp_path, capsys)
     assert launcher_main(["status", str(out), "--json"]) == 0
     states = {r["name"].split("-")[0]: r["state"] for r in json.loads(capsys.readouterr().out)}
     assert states == {"gru4rec": "COMPLETED", "pop": "PENDING"}   # pop: held by its scheduler
@@ -114,13 +121,7 @@ def test_extend_grows_a_sweep_a_slice_at_a_time(in_process, tmp_path, capsys):
 
 def test_resume_where_checks_the_whole_sweep_and_a_finished_slice_is_nothing_to_do(
         in_process, tmp_path, capsys):
-    grid = tmp_path / "g.yaml"
-    grid.write_text(json.dumps({"name": "ip", "fixed": TINY,
-                                "grid": {"model": ["gru4rec", "pop"]}}))
-    out = tmp_path / "s"
-    assert launcher_main(["sweep", str(grid), "--executor", "in-process", "--out", str(out)]) == 0
-    capsys.readouterr()
-    # gru4rec COMPLETED, pop held by the in-process scheduler (PENDING): neither is resumed
+    out = held_sweep(tmp_path, capsys)      # neither of its cells is for resume
     assert launcher_main(["resume", str(out), "--where", "model=gru4rec"]) == 0
     assert "nothing to resume: every cell of the --where slice" in capsys.readouterr().out
     assert launcher_main(["resume", str(out), "--where", "model=lstm"]) == 2
