@@ -55,12 +55,14 @@ def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
 
 def test_an_unreadable_checkpoint_is_kept_aside_and_the_run_starts_over(tmp_path, capsys):
     """A checkpoint cut short (a full disk, a partial copy) would fail every resume: the run
-    keeps it as checkpoint.pt.unreadable, starts over, says so, and ends as a fresh run does."""
+    keeps it as checkpoint.pt.unreadable and the cut run's best weights beside it, starts
+    over, says so, and ends as a fresh run does."""
     fresh = run(cell(tmp_path, "fresh"))
     with pytest.raises(RuntimeError, match="injected failure in epoch 3"):
         run(cell(tmp_path, "cut"), hooks=DebugHooks(inject_fault="raise@3"))
     checkpoint = tmp_path / "cut" / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    best_before = (tmp_path / "cut" / "best_model.pt").read_bytes()
     capsys.readouterr()
     again = run(cell(tmp_path, "cut"))
     assert "could not be read" in capsys.readouterr().err
@@ -68,6 +70,7 @@ def test_an_unreadable_checkpoint_is_kept_aside_and_the_run_starts_over(tmp_path
     assert again["resumed_from_epoch"] is None
     assert "kept as checkpoint.pt.unreadable" in again["checkpoint_unreadable"]
     assert len((tmp_path / "cut" / "checkpoint.pt.unreadable").read_bytes()) == 1000
+    assert (tmp_path / "cut" / "best_model.pt.before-restart").read_bytes() == best_before
 
 
 def test_warmup_raises_the_learning_rate_by_steps_and_a_resume_carries_on_with_it(tmp_path):

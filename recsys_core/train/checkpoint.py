@@ -125,13 +125,18 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except UNREADABLE as e:
         # A checkpoint cut short (a disk that filled up, a partial copy) cannot be resumed
-        # from, and would fail every resume: it is kept aside and the run starts over.
+        # from, and would fail every resume: it is kept aside and the run starts over. The
+        # cut run's best weights are kept too: the new run's first epoch would replace them.
         aside = path.with_name(CHECKPOINT + ".unreadable")
+        best_aside = path.with_name(BEST + ".before-restart")
         if accelerator.is_main_process:
             with contextlib.suppress(FileNotFoundError):
                 path.replace(aside)
+            with contextlib.suppress(FileNotFoundError):
+                (Path(out) / BEST).replace(best_aside)
         return TrainState(), f"{path} could not be read ({_first_line(e)}); kept as " \
-                             f"{aside.name}, training started over"
+                             f"{aside.name} (the best weights so far as {best_aside.name}), " \
+                             "training started over"
     if saved["config_hash"] != cfg.hash():
         raise ValueError(f"{path}: made by a different configuration (hash "
                          f"{saved['config_hash']}, this run {cfg.hash()}); use another --out")
