@@ -210,7 +210,7 @@ for phase in "$@"; do
       done
       log "evalcheck: $(( $(ms) - t0 )) ms, $(wc -l <"$OUT/evalcheck.jsonl") evaluations" ;;
     pack)
-      tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='.cache' --exclude='wandb' --exclude='*.out' \
+      tar czf "$OUT/study.tgz" -C "$WORK" --exclude='*.pt' --exclude='*.pt.*' --exclude='.cache' --exclude='wandb' --exclude='*.out' \
         --exclude='sbatch' --exclude='out' . 2>>"$OUT/study.log"
       # The checkpoints of cells that did not finish (a call's time ran out), for `resume`:
       # the most training seconds per byte first, up to RESUME_MAX_MB (a call brings back 8

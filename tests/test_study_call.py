@@ -46,6 +46,7 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
     (failed_before / "best_model.pt").write_bytes(b"b" * 100_000)
     too_big = cells["bert4rec-synthetic-L8-s1"]          # past RESUME_MAX_MB: restarts
     (too_big / "checkpoint.pt").write_bytes(os.urandom(2_000_000))
+    (too_big / "checkpoint.pt.unreadable").write_bytes(b"u" * 1000)   # kept aside by a resume
 
     back = study_call(tmp_path, "first", STUDY=str(study), RESUME_WHERE="model=gru4rec,pop",
                       RESUME_MAX_MB="1")
@@ -59,6 +60,7 @@ def test_a_call_runs_its_slice_and_brings_back_results_and_unfinished_checkpoint
     with tarfile.open(back / "o" / "study.tgz") as t:
         assert "./study-analyses/synthetic/geometry/geometry.csv" in t.getnames()
         done = {n for n in t.getnames() if n.endswith("result.json")}
+        assert not [n for n in t.getnames() if ".pt" in n]      # weights travel apart, if at all
         statuses = [json.load(t.extractfile(n))["status"] for n in sorted(done)]
     assert len(done) == 5 and statuses.count("COMPLETED") == 4    # + the FAILED one
     parts = sorted(out.glob("resume.tgz.part-*"))
