@@ -336,3 +336,34 @@ def test_result_records_what_ran(mirror, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((synthetic / "result.json").read_text())
     assert result["data_mirror"] is None and result["cuda_graphs"] is False
+
+
+def test_cancel_of_a_running_local_sweep_reaches_its_queued_cells(tmp_path):
+    """`cancel` is another process than the launcher that holds a local sweep's queue. It once
+    stopped only the running cell: the launcher then started the next one, so a cancelled
+    queued cell ran anyway, and `cancel SWEEP` never ended the sweep. Now a queued cell it
+    cancels never starts (CANCELLED in status, resumable), and cancelling the rest ends the
+    launcher with a summary that says so."""
+    proc, sweep, cells = slow_sweep(tmp_path, "cancel", "--workers", "1", "--order", "grid")
+    first, second, third = cells
+    wait_for(lambda: (first / "checkpoint.pt").exists(), "the first cell's first epoch", proc)
+    one = cli("launcher", "cancel", sweep, "--cells", third.name)
+    assert one.returncode == 0 and "1 local cell(s)" in one.stdout, one.stdout + one.stderr
+    now = states(sweep)
+    assert now["sasrec-synthetic-L8-s3"]["state"] == "CANCELLED"
+    assert now["sasrec-synthetic-L8-s3"]["reason"] == \
+        "cancelled before it started (resume runs it)"
+    assert now["sasrec-synthetic-L8-s2"]["state"] == "PENDING"
+    assert now["sasrec-synthetic-L8-s1"]["state"] == "RUNNING"
+    rest = cli("launcher", "cancel", sweep)        # the running cell and the queued one
+    assert rest.returncode == 0 and "2 local cell(s)" in rest.stdout, rest.stdout
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stdout + stderr
+    assert "0 completed, 0 failed, 1 interrupted, 2 cancelled before they started" in stdout
+    assert not (second / "local.pid").exists() and not (third / "local.pid").exists()
+    assert {r["state"] for r in states(sweep).values()} == {"CANCELLED"}
+    resumed = cli("launcher", "resume", sweep, "--workers", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming 3 cell(s)" in resumed.stdout
+    assert {r["state"] for r in states(sweep).values()} == {"COMPLETED"}
+    assert not any((c / "cancelled.json").exists() for c in cells)

@@ -3,7 +3,8 @@
 A cell is PENDING while the launcher that queued it lives, RUNNING while the process running
 it lives and has not reported it done, NOT_STARTED once that launcher is gone without starting
 it (Ctrl-C), CANCELLED if Ctrl-C or a stop ended it while it ran (`local.interrupted` in its
-folder; interrupt.py), FAILED if it ended without a result (the tail of local.err says why).
+folder; interrupt.py) or `launcher cancel` reached it before it started (local_cells.py),
+FAILED if it ended without a result (the tail of local.err says why).
 
 Cells run through a queue of `workers` slots. By default each slot runs its cells in
 persistent worker processes (`python -m jobs.worker`, workers.py): imports, CUDA context,
@@ -27,7 +28,6 @@ from __future__ import annotations
 import functools
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -35,10 +35,10 @@ import time
 import traceback
 from pathlib import Path
 
-from launcher.executors import interrupt, order
-from launcher.executors.base import (Executor, ExecutorError, SchedulerState, tail,
-                                     written_since)
+from launcher.executors import interrupt, local_cells, order
+from launcher.executors.base import Executor, ExecutorError, SchedulerState
 from launcher.executors.interrupt import INTERRUPT_SLACK_S, Interrupted
+from launcher.executors.local_cells import CANCELLED, EXIT_FILE, SKIPPED
 from launcher.executors.memory import MemoryNeeds, gpu_memory_mb
 from launcher.executors.mps import MpsDaemon, MpsError, available
 from launcher.executors.oom import OomRetries
@@ -163,6 +163,9 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 codes[cell.id] = 1
 
     def run_in_slot(cell: Cell, own: Workers | None) -> None:
+        if local_cells.cancelled(sweep.cell_dir(cell.id)):   # before it waits for a GPU
+            codes[cell.id] = skipped(cell, log)
+            return
         need = needs.need_mb(cell) if needs and gpus_needed(cell) else 0.0
         lease = pool.take(gpus_needed(cell), own.gpus() if own else [], need) if gpus else None
         if lease and lease.memory_wait_s > 0:
@@ -176,7 +179,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                            running=running, workers=own, mps=mps, cells_per_gpu=cells_per_gpu)
             if stopping.is_set():
                 return
-            if code not in (0, INTERRUPTED) and lease and oom.again(cell, lease, pool, started):
+            if code not in (0, INTERRUPTED, SKIPPED) and lease and oom.again(cell, lease, pool, started):
                 queued_again(sweep.cell_dir(cell.id))
                 running.pop(cell.id, None)
                 todo.put(cell)
@@ -220,11 +223,15 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
     returns that code, or INTERRUPTED if the process said Ctrl-C ended the cell (marked so)."""
     cell_dir = sweep.cell_dir(cell.id)
     started = time.time()
+    if local_cells.cancelled(cell_dir):   # checked again: the slot may have waited for a GPU
+        return skipped(cell, log)
     (cell_dir / interrupt.MARK).unlink(missing_ok=True)
     (cell_dir / EXIT_FILE).unlink(missing_ok=True)
     out, err = cell_dir / "local.out", cell_dir / "local.err"
     if workers is not None and gpus_needed(cell) <= 1:
-        worker = workers.get(gpus or [])
+        worker = workers.get(gpus or [])   # a new worker's start takes seconds: look again
+        if local_cells.cancelled(cell_dir):
+            return skipped(cell, log)
         _started(cell_dir, worker.proc, running, cell.id)
         code = worker.run(cell_dir, out, err)
     else:
@@ -246,7 +253,9 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
     return INTERRUPTED if interrupted else code
 
 
-EXIT_FILE = "local.exit"
+def skipped(cell: Cell, log) -> int:
+    log(f"{cell.id} {cell.name}: cancelled before it started")
+    return SKIPPED
 
 
 def queued_again(cell_dir: Path) -> None:
@@ -263,20 +272,10 @@ def _started(cell_dir: Path, proc, running: dict[str, list] | None, cell_id: str
     (cell_dir / "local.pid").write_text(str(proc.pid))
 
 
-def _process_alive(pid, needle: str) -> bool:
-    """pid is a live process whose command line holds `needle` (not a recycled pid)."""
-    try:
-        pid = int(pid)
-        os.kill(pid, 0)
-        return needle in Path(f"/proc/{pid}/cmdline").read_text()
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 class LocalExecutor(Executor):
     name = "local"
     help = "run the cells on this machine"
-    cancels = "local process(es)"
+    cancels = "local cell(s)"
 
     def submit(self, sweep: Sweep, cells: list[Cell]) -> None:
         try:
@@ -286,6 +285,8 @@ class LocalExecutor(Executor):
                 available()     # before anything is recorded: a missing binary fails here
         except (ValueError, MpsError) as e:
             raise ExecutorError(str(e)) from None
+        for c in cells:   # queued again: an earlier `cancel` of the cell no longer holds
+            (sweep.cell_dir(c.id) / CANCELLED).unlink(missing_ok=True)
         # launcher_pid: while this process lives, a cell not started yet is queued (PENDING)
         sweep.record_submissions([{"cell": c.id, "executor": self.name, "job_id": None,
                                    "launcher_pid": os.getpid(), "order": self.options.order}
@@ -311,61 +312,32 @@ class LocalExecutor(Executor):
                               gpu_memory_gb=self.options.gpu_memory_gb)
         except Interrupted as e:
             ok = sum(code == 0 for code in e.codes.values())
-            print(f"interrupted: {len(e.codes)} finished ({ok} completed, {len(e.codes) - ok} "
-                  f"failed), {len(e.stopped)} interrupted, {len(e.not_started)} not started; "
+            gone = sum(code == SKIPPED for code in e.codes.values())
+            ran = len(e.codes) - gone
+            print(f"interrupted: {ran} finished ({ok} completed, {ran - ok} failed), "
+                  f"{len(e.stopped)} interrupted, " + (f"{gone} cancelled, " if gone else "") +
+                  f"{len(e.not_started)} not started; "
                   f"`python -m launcher resume {sweep.root}` runs the rest", file=sys.stderr)
             return INTERRUPTED
         finally:
             problem = mps.stop() if mps is not None else None
             if problem:
                 print(f"warning: MPS: {problem}", file=sys.stderr)
-        failed = [c for c, code in codes.items() if code not in (0, INTERRUPTED)]
+        failed = [c for c, code in codes.items() if code not in (0, INTERRUPTED, SKIPPED)]
         stopped = [c for c, code in codes.items() if code == INTERRUPTED]
-        print(f"{len(codes) - len(failed) - len(stopped)} completed, {len(failed)} failed"
-              + oom.summary()
-              + (f", {len(stopped)} interrupted (`python -m launcher resume {sweep.root}` runs "
-                 "them)" if stopped else ""))
-        return 1 if failed or stopped else 0
+        gone = [c for c, code in codes.items() if code == SKIPPED]
+        print(f"{len(codes) - len(failed) - len(stopped) - len(gone)} completed, "
+              f"{len(failed)} failed" + oom.summary()
+              + (f", {len(stopped)} interrupted" if stopped else "")
+              + (f", {len(gone)} cancelled before they started" if gone else "")
+              + (f" (`python -m launcher resume {sweep.root}` runs them)"
+                 if stopped or gone else ""))
+        return 1 if failed or stopped or gone else 0
 
     def scheduler_states(self, sweep: Sweep, submissions: dict[str, dict]
                          ) -> dict[str, SchedulerState]:
-        return {cid: self._state(sweep.cell_dir(cid), sub) for cid, sub in submissions.items()}
-
-    @staticmethod
-    def _state(cell_dir: Path, sub: dict) -> SchedulerState:
-        started = written_since(cell_dir / "local.pid", sub["time"])
-        if started and _running(cell_dir):
-            return SchedulerState("RUNNING")
-        if written_since(cell_dir / interrupt.MARK, sub["time"]):
-            return SchedulerState("CANCELLED", "interrupted: Ctrl-C or a stop ended it while "
-                                               "it ran (resume runs it again)")
-        if started:
-            return SchedulerState("FAILED", tail(cell_dir / "local.err") or "no result file")
-        if _process_alive(sub.get("launcher_pid"), "launcher"):
-            return SchedulerState("PENDING", confirmed=False)
-        return SchedulerState("NOT_STARTED", "not started: the local sweep stopped before it "
-                                             "(resume runs it)")
+        return {cid: local_cells.state(sweep.cell_dir(cid), sub)
+                for cid, sub in submissions.items()}
 
     def cancel(self, sweep: Sweep, submissions: dict[str, dict]) -> int:
-        killed = 0
-        for cid in submissions:
-            cell_dir = sweep.cell_dir(cid)
-            if not _running(cell_dir):   # a worker's pid: it may be running another cell now
-                continue
-            try:
-                os.kill(int((cell_dir / "local.pid").read_text()), signal.SIGTERM)
-                killed += 1
-            except (OSError, ValueError):
-                pass
-        return killed
-
-
-def _running(cell_dir: Path) -> bool:
-    """The process in local.pid lives and has not reported this cell done (local.exit)."""
-    pid_file = cell_dir / "local.pid"
-    try:
-        if written_since(cell_dir / EXIT_FILE, pid_file.stat().st_mtime + 1):
-            return False
-        return _process_alive(pid_file.read_text(), "jobs.")
-    except OSError:
-        return False
+        return local_cells.cancel(sweep, submissions)
