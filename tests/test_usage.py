@@ -367,3 +367,20 @@ def test_cancel_of_a_running_local_sweep_reaches_its_queued_cells(tmp_path):
     assert "resuming 3 cell(s)" in resumed.stdout
     assert {r["state"] for r in states(sweep).values()} == {"COMPLETED"}
     assert not any((c / "cancelled.json").exists() for c in cells)
+
+
+@pytest.mark.parametrize("mode", [[], ["--process-per-cell"]], ids=["workers", "process-per-cell"])
+def test_a_local_sweep_with_a_relative_out_runs_from_any_directory(tmp_path, mode):
+    """The cells' processes ran in the repository, so a relative --out typed anywhere else
+    named no folder there: every cell FAILED with FileNotFoundError in the workers' log. They
+    now run where the launcher runs, as a SLURM job runs where it was submitted."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "rel", "fixed": TINY,
+                                "grid": {"model": ["pop", "sasrec"]}}))
+    proc = subprocess.run([sys.executable, "-m", "launcher", "sweep", "g.yaml", "--executor",
+                           "local", "--out", "rel", *mode], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "2 completed, 0 failed" in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert len(list((tmp_path / "rel" / "cells").glob("*/result.json"))) == 2
+    assert {r["state"] for r in states(tmp_path / "rel").values()} == {"COMPLETED"}

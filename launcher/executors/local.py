@@ -238,8 +238,7 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
         env = process_env(gpus or [], threads, mps, cells_per_gpu)
         with open(out, "w") as o, open(err, "w") as e:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell_dir)],
-                                    stdout=o, stderr=e, env=env,
-                                    cwd=Path(__file__).resolve().parents[2])
+                                    stdout=o, stderr=e, env=env)
             _started(cell_dir, proc, running, cell.id)
             code = proc.wait()
     if running is not None:

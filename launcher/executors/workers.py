@@ -30,6 +30,10 @@ def process_env(gpus: list[str], threads: int, mps: MpsDaemon | None = None,
     process on a GPU is a client of that MPS daemon. It is told how many cells may share its
     GPUs (a shared GPU's trainer gives back its evaluation's memory: recsys_core/train/setup.py)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    # It runs in the launcher's directory, where the sweep's and the data mirror's relative
+    # paths mean what the user typed (as a SLURM job runs where it was submitted), and
+    # imports this checkout's `jobs` from there too.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.pop(CELLS_PER_GPU_ENV, None)
     if gpus:
         env[CELLS_PER_GPU_ENV] = str(cells_per_gpu)
@@ -46,7 +50,7 @@ class WorkerProcess:
         with open(log, "a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "jobs.worker"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=err, env=env, cwd=REPO, text=True)
+                                         stderr=err, env=env, text=True)
 
     @property
     def pid(self) -> int:
