@@ -321,6 +321,20 @@ def test_while_cells_run_a_second_sigint_raises_nothing():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_once_stopping_the_launcher_outlives_a_late_second_signal():
+    """What a local sweep's launcher does once its cells are stopped (LocalExecutor.wait):
+    a SIGINT or SIGTERM that comes while it writes its summary and exits does nothing (it
+    killed the launcher with -2 after its summary under load)."""
+    code = ("import os, signal, time\n"
+            "from launcher.executors.interrupt import absorb_late_signals\n"
+            "absorb_late_signals()\n"
+            "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(0.2); print('summary written')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "summary written\n", proc
+
+
 def test_result_records_what_ran(mirror, tmp_path):
     proc = cli("recsys_core.train", "--model", "pop", "--dataset", "ml-100k", "--quiet",
                "--wandb-mode", "disabled", "--out", tmp_path / "pop")

@@ -80,6 +80,17 @@ def interrupt_once():
             signal.signal(s, handler)
 
 
+def absorb_late_signals() -> None:
+    """From now on SIGINT and SIGTERM are ignored by this process: the launcher has stopped its
+    cells and is ending. The second of `timeout`'s two SIGINTs came after `interrupt_once`
+    when the cells stopped within its 0.1 s, and killed the launcher in its interpreter's
+    teardown (exit -2 instead of 130). SIG_IGN, not a Python handler: the teardown resets
+    Python handlers to the default, not an ignored signal."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOPPING_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 def completed(cell_dir: Path) -> bool:
     """The cell's process of this run (started when it wrote local.pid) left a COMPLETED result."""
     try:

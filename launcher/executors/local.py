@@ -310,6 +310,7 @@ class LocalExecutor(Executor):
                               process_per_cell=self.options.process_per_cell, mps=mps, oom=oom,
                               gpu_memory_gb=self.options.gpu_memory_gb)
         except Interrupted as e:
+            interrupt.absorb_late_signals()
             ok = sum(code == 0 for code in e.codes.values())
             gone = sum(code == SKIPPED for code in e.codes.values())
             ran = len(e.codes) - gone
