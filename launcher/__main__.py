@@ -44,6 +44,18 @@ def grid_path(arg: str) -> Path:
     return path
 
 
+def _watch_seconds(text: str) -> float:
+    """--watch's period: each refresh is one sacct call, so a cluster's accounting database
+    is not polled in a busy loop (0) and sleep() gets no negative or NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number of seconds") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds, at least 1")
+    return value
+
+
 def _err(msg: str, code: int = 2) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
@@ -304,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="state of every cell")
     st.add_argument("sweep")
     st.add_argument("--json", action="store_true")
-    st.add_argument("--watch", nargs="?", type=float, const=10.0, default=None,
+    st.add_argument("--watch", nargs="?", type=_watch_seconds, const=10.0, default=None,
                     help="refresh every SECONDS (default 10) until nothing is queued or running")
     st.set_defaults(func=cmd_status)
     r = sub.add_parser("resume", help="resubmit cells without a COMPLETED result")

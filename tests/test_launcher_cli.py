@@ -85,6 +85,20 @@ def test_a_bad_count_flag_exits_2_before_any_cell_is_listed(tmp_path):
         assert proc.stdout == "" and not (tmp_path / "o").exists()
 
 
+def test_status_watch_takes_a_period_of_at_least_a_second(tmp_path):
+    """`--watch 0` polled sacct in a busy loop, and -1 or nan ended in sleep()'s traceback."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["sasrec"]}}))
+    assert launcher("sweep", grid, "--executor", "dry-run", "--out", tmp_path / "o").returncode == 0
+    for value, needle in [("0", "0: must be a number of seconds, at least 1"),
+                          ("-1", "-1: must be a number of seconds, at least 1"),
+                          ("nan", "nan: must be a number of seconds, at least 1"),
+                          ("soon", "'soon': not a number of seconds")]:
+        proc = launcher("status", tmp_path / "o", "--watch", value)
+        assert proc.returncode == 2 and f"argument --watch: {needle}" in proc.stderr, proc.stderr
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+
+
 def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["pop"]}}))
