@@ -35,10 +35,11 @@ import time
 import traceback
 from pathlib import Path
 
+from jobs.pack import CANCELLED, cancelled
 from launcher.executors import interrupt, local_cells, order
 from launcher.executors.base import Executor, ExecutorError, SchedulerState
 from launcher.executors.interrupt import INTERRUPT_SLACK_S, Interrupted
-from launcher.executors.local_cells import CANCELLED, EXIT_FILE, SKIPPED
+from launcher.executors.local_cells import EXIT_FILE, SKIPPED
 from launcher.executors.memory import MemoryNeeds, gpu_memory_mb
 from launcher.executors.mps import MpsDaemon, MpsError, available
 from launcher.executors.oom import OomRetries
@@ -163,7 +164,7 @@ def run_cells(sweep: Sweep, cells: list[Cell], workers: int | None = None,
                 codes[cell.id] = 1
 
     def run_in_slot(cell: Cell, own: Workers | None) -> None:
-        if local_cells.cancelled(sweep.cell_dir(cell.id)):   # before it waits for a GPU
+        if cancelled(sweep.cell_dir(cell.id)):   # before it waits for a GPU
             codes[cell.id] = skipped(cell, log)
             return
         need = needs.need_mb(cell) if needs and gpus_needed(cell) else 0.0
@@ -223,14 +224,14 @@ def run_one(sweep: Sweep, cell: Cell, gpus: list[str] | None, threads: int, log,
     returns that code, or INTERRUPTED if the process said Ctrl-C ended the cell (marked so)."""
     cell_dir = sweep.cell_dir(cell.id)
     started = time.time()
-    if local_cells.cancelled(cell_dir):   # checked again: the slot may have waited for a GPU
+    if cancelled(cell_dir):   # checked again: the slot may have waited for a GPU
         return skipped(cell, log)
     (cell_dir / interrupt.MARK).unlink(missing_ok=True)
     (cell_dir / EXIT_FILE).unlink(missing_ok=True)
     out, err = cell_dir / "local.out", cell_dir / "local.err"
     if workers is not None and gpus_needed(cell) <= 1:
         worker = workers.get(gpus or [])   # a new worker's start takes seconds: look again
-        if local_cells.cancelled(cell_dir):
+        if cancelled(cell_dir):
             return skipped(cell, log)
         _started(cell_dir, worker.proc, running, cell.id)
         code = worker.run(cell_dir, out, err)

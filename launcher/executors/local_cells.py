@@ -46,11 +46,6 @@ def running(cell_dir: Path) -> bool:
         return False
 
 
-def cancelled(cell_dir: Path) -> bool:
-    """`cancel` marked the cell (the launcher lifts marks when it queues a cell)."""
-    return (cell_dir / CANCELLED).exists()
-
-
 def state(cell_dir: Path, sub: dict) -> SchedulerState:
     started = written_since(cell_dir / "local.pid", sub["time"])
     if started and running(cell_dir):
