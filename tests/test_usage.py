@@ -375,7 +375,10 @@ def test_cancel_of_a_running_local_sweep_reaches_its_queued_cells(tmp_path):
     assert proc.returncode == 1, stdout + stderr
     assert "0 completed, 0 failed, 1 interrupted, 2 cancelled before they started" in stdout
     assert not (second / "local.pid").exists() and not (third / "local.pid").exists()
-    assert {r["state"] for r in states(sweep).values()} == {"CANCELLED"}
+    after = states(sweep)
+    assert {r["state"] for r in after.values()} == {"CANCELLED"}
+    assert after["sasrec-synthetic-L8-s1"]["reason"] == \
+        "cancelled while it ran (resume runs it again)"
     resumed = cli("launcher", "resume", sweep, "--workers", "3")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming 3 cell(s)" in resumed.stdout

@@ -51,6 +51,8 @@ def state(cell_dir: Path, sub: dict) -> SchedulerState:
     if started and running(cell_dir):
         return SchedulerState("RUNNING")
     if written_since(cell_dir / interrupt.MARK, sub["time"]):
+        if written_since(cell_dir / CANCELLED, sub["time"]):
+            return SchedulerState("CANCELLED", "cancelled while it ran (resume runs it again)")
         return SchedulerState("CANCELLED", "interrupted: Ctrl-C or a stop ended it while "
                                            "it ran (resume runs it again)")
     if started:
