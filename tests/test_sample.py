@@ -251,6 +251,20 @@ def test_bad_input_files(tmp_path):
         run(tmp_path / "d" / "a.csv", out)
 
 
+def test_an_out_that_is_the_input_file_is_refused_and_the_input_kept(data, tmp_path):
+    """`--out log.parquet` on log.parquet (or a link to it) replaced the input with its own
+    sample."""
+    _, src = data
+    before = src.read_bytes()
+    (tmp_path / "link.parquet").symlink_to(src)
+    for out in (src, tmp_path / "link.parquet"):
+        res = cli(str(src), "--out", str(out), "--fraction", "0.5")
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert f"--out {out}: the input file itself" in res.stderr
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.parquet", "log.parquet"]
+
+
 def music4all_lines(n_users=12, seed=0, header="user\tsong\ttimestamp", minutes=False):
     rng = np.random.default_rng(seed)
     alphabet = np.array(list("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))

@@ -208,6 +208,8 @@ def sample(input_path: str | Path, out: str | Path, opts: Options = Options()) -
     if Path(input_path).is_dir() and out.resolve().is_relative_to(Path(input_path).resolve()):
         raise DataError(f"--out {out}: inside the input directory {input_path}, where a later "
                         "sample would read it as input")
+    if out.is_file() and Path(input_path).is_file() and out.samefile(input_path):
+        raise DataError(f"--out {out}: the input file itself, which the sample would replace")
     if not out.parent.is_dir() or out.is_dir():
         raise DataError(f"--out {out}: " + ("a directory" if out.is_dir() else
                                             f"no directory {out.parent}"))
