@@ -401,3 +401,27 @@ def test_a_local_sweep_with_a_relative_out_runs_from_any_directory(tmp_path, mod
         proc.stdout + proc.stderr
     assert len(list((tmp_path / "rel" / "cells").glob("*/result.json"))) == 2
     assert {r["state"] for r in states(tmp_path / "rel").values()} == {"COMPLETED"}
+
+
+def test_a_run_of_another_configuration_into_a_used_out_is_refused_and_kept(tmp_path):
+    """The trainer into a folder that holds another configuration's run: a traceback, and its
+    FAILED record overwrote that run's result.json and history.parquet. Now one line, exit 2,
+    every file as it was, whether the folder holds a result or only a checkpoint."""
+    out = tmp_path / "run"
+    args = ["--dataset", "synthetic", "--epochs", "2", "--embedding-dim", "8", "--num-heads",
+            "2", "--max-len", "8", "--wandb-mode", "disabled", "--quiet", "--out", out]
+    assert cli("recsys_core.train", "--model", "sasrec", *args).returncode == 0
+
+    def files() -> dict:
+        return {p.name: p.read_bytes() for p in out.iterdir()}
+    before = files()
+    line = one_line_error(cli("recsys_core.train", "--model", "gru4rec", *args))
+    assert "holds the result of another configuration (sasrec on synthetic" in line
+    assert files() == before
+    (out / "result.json").unlink()          # a cut run: its checkpoint, no result yet
+    before = files()
+    line = one_line_error(cli("recsys_core.train", "--model", "gru4rec", *args))
+    assert "checkpoint.pt: made by a different configuration" in line
+    assert files() == before
+    again = cli("recsys_core.train", "--model", "sasrec", *args)   # its own configuration
+    assert again.returncode == 0 and (out / "result.json").exists(), again.stderr

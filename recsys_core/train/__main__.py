@@ -70,10 +70,11 @@ def parse_cli(argv: list[str] | None = None) -> tuple[TrainConfig, DebugHooks, b
 def main(argv: list[str] | None = None) -> int:
     from recsys_core.cli import close_process_group
     from recsys_core.train.loop import run
-    from recsys_core.train.setup import check_runtime
+    from recsys_core.train.setup import check_out_is_this_runs, check_runtime
     try:
         cfg, hooks, quiet = parse_cli(argv)
         check_runtime(cfg)
+        check_out_is_this_runs(cfg)
     except ConfigError as e:
         print(f"python -m recsys_core.train: error: {e}", file=sys.stderr)
         return 2
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m recsys_core.train: error: {e}; the run is recorded FAILED in "
               f"{Path(cfg.out) / 'result.json'}", file=sys.stderr)
         return 1
+    except ConfigError as e:    # out holds another configuration's checkpoint: left as it is
+        print(f"python -m recsys_core.train: error: {e}", file=sys.stderr)
+        return 2
     finally:
         close_process_group()
     print(f"{record['status']}: test recall@10 {record.get('test_recall@10')} "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recsys_core.atomic import atomic_write
+from recsys_core.train.config import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best_model.pt"
@@ -109,6 +110,11 @@ def checkpoint(cfg, accelerator, model, optimizer, schedule, state: TrainState) 
     }
 
 
+class OtherRunsFolder(ConfigError):
+    """`out` holds a run of another configuration: nothing of it is to be overwritten (the
+    run stops before it writes anything there)."""
+
+
 # What torch.load raises for a file cut short or not a checkpoint (an OSError, say a file
 # that cannot be opened, is not among them: that is not the file's fault).
 UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError)
@@ -138,8 +144,9 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule
                              f"{aside.name} (the best weights so far as {best_aside.name}), " \
                              "training started over"
     if saved["config_hash"] != cfg.hash():
-        raise ValueError(f"{path}: made by a different configuration (hash "
-                         f"{saved['config_hash']}, this run {cfg.hash()}); use another --out")
+        raise OtherRunsFolder(f"{path}: made by a different configuration (hash "
+                              f"{saved['config_hash']}, this run {cfg.hash()}); use another "
+                              "--out")
     accelerator.unwrap_model(model).load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if schedule is not None:

@@ -25,7 +25,7 @@ from recsys_core.train.prepared import Prepared
 from recsys_core.train.provenance import provenance
 from recsys_core.train.recorded import geometry_figures, longtail_figures
 from recsys_core.train.results import write_history, write_predictions, write_result
-from recsys_core.train.setup import Run, build_run, make_accelerator
+from recsys_core.train.setup import Run, build_run, check_out_is_this_runs, make_accelerator
 from recsys_core.train.stop import stop_requested
 
 
@@ -56,6 +56,7 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
             f"{accelerator.num_processes}; launch through `python -m jobs.train_cell` or "
             "`accelerate launch --multi_gpu --num_processes N` (README)")
     main = accelerator.is_main_process
+    check_out_is_this_runs(cfg)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     record = provenance(cfg, accelerator)
@@ -147,6 +148,8 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
             write_result(out, record)
         return record
     except Exception as e:
+        if isinstance(e, ckpt.OtherRunsFolder):   # out is another run's: leave it as it is
+            raise
         try:
             writer.wait()    # the last good epoch's checkpoint on disk: what a resume reads
         except Exception:  # noqa: BLE001 -- the first error is the one to report

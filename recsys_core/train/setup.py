@@ -25,6 +25,7 @@ from recsys_core.train.graph_capture import NCCL_ENV_RECORDED, NCCL_GRAPH_ENV
 from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import Schedule, make_optimizer
 from recsys_core.train.prepared import Prepared
+from recsys_core.train.results import read_result
 from recsys_core.train.step_choice import build_train_step, step_kind
 from recsys_core.train.step_profile import StepProfile
 from recsys_core.train.train_step import TrainStep
@@ -44,6 +45,21 @@ def check_runtime(cfg: TrainConfig) -> None:
                           "(use --device cpu, or auto)")
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise ConfigError(f"out={cfg.out}: a file, not a folder for the run's results")
+
+
+def check_out_is_this_runs(cfg: TrainConfig) -> None:
+    """Before a run writes into `out`: it holds no result of another configuration (a
+    checkpoint's configuration is checked when it is read: ckpt.resume). Not for the
+    evaluation of a finished run, whose process count may differ from its training's."""
+    try:
+        earlier = read_result(Path(cfg.out)) or {}
+    except (ValueError, OSError):   # not a result record: nothing of a run to keep
+        earlier = {}
+    if earlier.get("config_hash") not in (None, cfg.hash()):
+        raise ckpt.OtherRunsFolder(
+            f"out={cfg.out}: holds the result of another configuration ({earlier.get('model')} "
+            f"on {earlier.get('dataset')}, hash {earlier['config_hash']}; this run "
+            f"{cfg.hash()}); use another --out")
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
