@@ -127,6 +127,12 @@ class Sweep:
             else:   # the same cells (e.g. the grid's keys reordered): the sweep as first written
                 manifest["cells"] = old["cells"]
             manifest["created_at"] = old["created_at"]
+        copy = sweep.root / "grid.yaml"
+        if not sweep.manifest_path.exists() and copy.is_file() and \
+                copy.read_bytes() != Path(grid_file).read_bytes():
+            raise FileExistsError(f"{sweep.root} is no sweep (no manifest.json) and holds a "
+                                  f"grid.yaml other than {grid_file}, which the sweep's copy of "
+                                  "its grid would replace; choose another --out")
         sweep.root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(grid_file, sweep.root / ".grid.yaml.tmp")
         os.replace(sweep.root / ".grid.yaml.tmp", sweep.root / "grid.yaml")

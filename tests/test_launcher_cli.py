@@ -99,6 +99,28 @@ def test_status_watch_takes_a_period_of_at_least_a_second(tmp_path):
         assert proc.stdout == "" and "Traceback" not in proc.stderr
 
 
+def test_an_out_folder_with_another_grid_yaml_is_refused_and_kept(tmp_path):
+    """`--out` an existing folder that is no sweep but holds a grid.yaml (the user's notes, a
+    grid of their own): the sweep's copy of its grid replaced it without a word. A grid kept
+    in its own sweep folder (the same file) is still fine."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["pop"]}}))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "grid.yaml").write_text("my own grid\n")
+    for args in (("sweep", grid, "--executor", "dry-run"),
+                 ("tune", "tune-quickstart", "--executor", "local")):
+        proc = launcher(*args, "--out", folder)
+        assert proc.returncode == 2 and "holds a grid.yaml other than" in proc.stderr, proc.stderr
+        assert (folder / "grid.yaml").read_text() == "my own grid\n"
+        assert not (folder / "manifest.json").exists()
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "grid.yaml").write_text(grid.read_text())
+    proc = launcher("sweep", beside / "grid.yaml", "--executor", "dry-run", "--out", beside)
+    assert proc.returncode == 0 and (beside / "manifest.json").exists(), proc.stderr
+
+
 def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["pop"]}}))
