@@ -190,7 +190,7 @@ def test_two_process_cell_runs_through_the_local_executor(tmp_path):
     assert table.returncode == 0 and "1/1 finished  COMPLETED 1" in table.stdout
     rows = json.loads(launcher("status", sweep, "--json").stdout)
     assert [r["state"] for r in rows] == ["COMPLETED"]
-    watch = launcher("status", sweep, "--watch", "0.1")
+    watch = launcher("status", sweep, "--watch", "1")
     assert watch.returncode == 0 and "1/1 finished" in watch.stdout
 
 
