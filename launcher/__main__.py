@@ -250,6 +250,8 @@ def cmd_tune(args) -> int:
             raise GridError(f"{grid.path}: search: the grid has no search block; `tune` needs "
                             "one (launcher/search.py), `sweep` runs a grid as it is")
         bases = tune.bases(grid, expand(grid))
+        if args.emit_grid:
+            tune_report.check_emit_path(Path(args.emit_grid), grid)
     except (GridError, OSError, ValueError) as e:
         return _err(str(e))
     trials, parallel = args.trials or grid.search.trials, args.parallel or grid.search.parallel

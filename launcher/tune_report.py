@@ -173,6 +173,16 @@ _Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
     flow_style=not any(isinstance(v, (list, dict)) for v in data)))
 
 
+def check_emit_path(path: Path, grid: Grid) -> None:
+    """Before the search: --emit-grid names a file the end of the search may write (not a
+    folder, not the search's own grid file, which the emitted grid would replace)."""
+    if path.is_dir():
+        raise ValueError(f"--emit-grid {path}: a folder; name the grid file to write")
+    if path.exists() and path.samefile(grid.path):
+        raise ValueError(f"--emit-grid {path}: the search's own grid, which the emitted grid "
+                         "would replace; name another file")
+
+
 def emit_grid(grid: Grid, bases: dict[str, Cell], sweep: Sweep, path: Path) -> Path:
     body, header = best_grid(grid, bases, report(sweep), sweep.root)
     path.parent.mkdir(parents=True, exist_ok=True)

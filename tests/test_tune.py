@@ -266,6 +266,19 @@ def test_tune_refuses_grids_without_one_cell_per_model_and_dataset(tmp_path, cap
     assert "not a sweep directory" in capsys.readouterr().err
 
 
+def test_an_emit_grid_path_the_end_could_not_write_is_refused_before_the_search(tmp_path,
+                                                                                capsys):
+    """--emit-grid naming the search's own grid replaced it at the search's end, and a folder
+    ended a finished search in IsADirectoryError's traceback: both are refused first."""
+    grid = write_tune_grid(tmp_path / "g.yaml")
+    before = grid.read_text()
+    for target, needle in ((grid, "the search's own grid"), (tmp_path, "a folder")):
+        assert main(["tune", str(grid), "--executor", "local", "--out", str(tmp_path / "s"),
+                     "--emit-grid", str(target)]) == 2
+        assert f"--emit-grid {target}: {needle}" in capsys.readouterr().err
+    assert grid.read_text() == before and not (tmp_path / "s").exists()
+
+
 
 @pytest.mark.parametrize("name", ["tune-quickstart", "tune-ml1m"])
 def test_shipped_search_grids_show_their_first_wave(tmp_path, name):
