@@ -360,6 +360,16 @@ def test_device_cuda_without_a_gpu_exits_2_saying_so(runs, tmp_path, capsys, mon
         assert not out.exists()
 
 
+def test_an_out_that_is_a_file_exits_2_and_keeps_it(runs, tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("kept")
+    for analysis in (["geometry", str(runs["sas1"])], ["longtail", str(runs["sas1"])],
+                     ["combine", str(tmp_path)], ["latency"]):
+        assert analysis_main([*analysis, "--out", str(afile)]) == 2
+        assert f"error: --out {afile}: a file, not a folder" in capsys.readouterr().err
+        assert afile.read_text() == "kept"
+
+
 def test_latency_end_to_end_on_cpu(runs, tmp_path):
     assert analysis_main(["latency", "--out", str(tmp_path), "--models", "sasrec", "bert4rec",
                           "xlstm", "--lengths", "8:16:8", "--dim", "16", "--blocks", "1",

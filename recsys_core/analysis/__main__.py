@@ -82,6 +82,9 @@ def combine(dirs: list[str], out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out}: a file, not a folder for the analysis", file=sys.stderr)
+        return 2
     if args.analysis == "combine":
         return combine(args.dirs, args.out)
     from recsys_core.analysis import run_dirs
