@@ -167,6 +167,8 @@ def read_yaml(path: Path, what: str) -> dict:
         raise GridError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise GridError(f"{path}: invalid YAML: {e}") from None
+    except UnicodeDecodeError as e:          # a binary file, or text in another encoding
+        raise GridError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8)") from None
     return mapping(raw, str(path), "top level", f"a {what}")
 
 

@@ -71,6 +71,22 @@ def test_unknown_yaml_key_names_file_and_valid_keys(tmp_path):
     assert str(cfg) in proc.stderr and "learning_rate" in proc.stderr and "valid: " in proc.stderr
 
 
+def test_a_config_or_grid_that_is_no_text_is_one_line_naming_it(tmp_path):
+    """A binary file, or a YAML saved as UTF-16, as the trainer's --config or a grid: one
+    line naming the file (it was UnicodeDecodeError's traceback, or a line without the file)."""
+    for name, data in (("bin.yaml", bytes(range(255, -1, -1))),
+                       ("utf16.yaml", "model: pop\n".encode("utf-16"))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        for proc in (train_cli("--config", str(path), "--out", str(tmp_path / "o")),
+                     subprocess.run([sys.executable, "-m", "launcher", "sweep", str(path),
+                                     "--executor", "dry-run", "--out", str(tmp_path / "s")],
+                                    capture_output=True, text=True)):
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+            assert f"{path}: not a YAML text file (byte 0 is not UTF-8)" in proc.stderr
+        assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--model", "sasrec", "--embedding-dim", "30", "--num-heads", "4"],
      "sasrec: embedding_dim must be divisible by num_heads, got embedding_dim 30 and num_heads 4"),

@@ -59,6 +59,9 @@ def parse_cli(argv: list[str] | None = None) -> tuple[TrainConfig, DebugHooks, b
             loaded = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot read YAML: {e}") from e
+        except UnicodeDecodeError as e:      # a binary file, or text in another encoding
+            raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8)") \
+                from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of TrainConfig keys")
         values.update(loaded)
