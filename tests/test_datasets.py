@@ -96,9 +96,11 @@ def test_a_failed_download_says_what_the_mirror_lacked(tmp_path, monkeypatch, is
     src = fetch._file("amazon-video", "Video.txt", gone.as_uri(), "0" * 64)
     monkeypatch.setitem(fetch.SOURCES, "video-sasrec", src)
     (tmp_path / "mirror").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
     for mirror, says in ((tmp_path / "mirror", f"the mirror {tmp_path / 'mirror'} has no "
                                                 "amazon-video/{Video.txt}"),
                          (tmp_path / "nowhere", f"the mirror {tmp_path / 'nowhere'} does not exist"),
+                         (tmp_path / "afile", f"the mirror {tmp_path / 'afile'} is a file"),
                          (None, "pass --data-mirror or set RECSYS_DATA_MIRROR")):
         if mirror is None:
             monkeypatch.delenv("RECSYS_DATA_MIRROR", raising=False)
@@ -107,3 +109,13 @@ def test_a_failed_download_says_what_the_mirror_lacked(tmp_path, monkeypatch, is
         with pytest.raises(DataError, match="cannot download") as e:
             load_dataset("video-sasrec")
         assert says in str(e.value)
+
+
+def test_a_data_cache_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    """RECSYS_DATA_CACHE naming a file ended in NotADirectoryError's traceback."""
+    afile = tmp_path / "cache"
+    afile.write_text("kept")
+    monkeypatch.setenv("RECSYS_DATA_CACHE", str(afile))
+    with pytest.raises(DataError, match=f"the data cache {afile} is a file, not a folder"):
+        load_dataset("ml-100k")
+    assert afile.read_text() == "kept"

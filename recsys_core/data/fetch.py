@@ -126,7 +126,11 @@ SOURCES: dict[str, Source] = {
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "recsys_core")
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "recsys_core")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"the data cache {root} is a file, not a folder; point {CACHE_ENV} "
+                        "at a folder (or unset it for ~/.cache/recsys_core)")
+    return root
 
 
 def mirror_root(mirror: str | os.PathLike | None = None) -> Path | None:
@@ -184,7 +188,8 @@ def raw_dir(name: str, mirror: str | os.PathLike | None = None, download: bool =
             raise DataError(
                 f"dataset {name!r}: no {folder}/{{{','.join(src.required)}}} nor {zip_path} "
                 f"in the mirror {root}" + (f"; {src.obtain}" if src.obtain else ""))
-        tried = f"the mirror {root} does not exist" if not root.is_dir() else \
+        tried = (f"the mirror {root} is a file, not a folder" if root.is_file() else
+                 f"the mirror {root} does not exist") if not root.is_dir() else \
             f"the mirror {root} has no {src.folder}/{{{','.join(src.required)}}}" + \
             (f" nor {zip_path.name}" if src.url else "")
     if src.url is None and not src.file_urls:
