@@ -29,7 +29,7 @@ from pathlib import Path
 
 from launcher import executors
 from launcher.executors.base import options_from, running_flags
-from launcher.grid import GridError, load_grid, expand, select
+from launcher.grid import GridError, absent_values, load_grid, expand, select
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
 
@@ -185,7 +185,10 @@ def cmd_resume(args) -> int:
             todo = [c for c in sweep.cells() if rows[c.id]["state"] in RESUBMIT]
             if args.where:   # a slice: checked against every cell (a typo is an error), and
                 # a slice whose cells have all finished has nothing to resume
-                chosen = {c.id for c in select(sweep.cells(), args.where, str(sweep.root))}
+                chosen = {c.id for c in select(sweep.cells(), args.where, str(sweep.root),
+                                               strict=False)}
+                print("".join(f"note: {line}\n" for line in
+                              absent_values(sweep.cells(), args.where, str(sweep.root))), end="")
                 todo = [c for c in todo if c.id in chosen]
             if not todo:
                 of_slice = " of the --where slice" if args.where else ""

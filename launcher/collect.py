@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from launcher.grid import GridError, select
+from launcher.grid import GridError, select, unknown_values, where_clause
 from launcher.sweep import Sweep
 from recsys_core.train.config import TrainConfig, column_keys, defaults
 from recsys_core.train.hooks import HOOK_KEYS
@@ -149,12 +149,20 @@ def load(sweep_roots: str | Path | list[str | Path], where: list[str] | tuple = 
     manifests = [sweep.manifest() for sweep in sweeps]
     home = _home_sweeps(sweeps, manifests)
     chosen, misses = [], []
+    every = [SimpleNamespace(params=c["params"]) for m in manifests for c in m["cells"]]
+    for clause in where:     # a value no sweep has is a typo (one sweep may lack a value)
+        key, wanted = where_clause(clause)
+        missing, seen = unknown_values(every, key, wanted)
+        if missing and any(key in c.params for c in every):
+            raise ValueError(f"--where {clause!r}: no cell of {', '.join(map(str, roots))} "
+                             f"has {key} in {missing}; their values: {', '.join(seen)}")
     for k, (sweep, manifest) in enumerate(zip(sweeps, manifests)):
         mine = [c for c in manifest["cells"] if home.get(c["id"], k) == k]
         if where:
             wrapped = [SimpleNamespace(params=c["params"], record=c) for c in mine]
             try:
-                mine = [w.record for w in select(wrapped, list(where), str(sweep.root))]
+                mine = [w.record for w in select(wrapped, list(where), str(sweep.root),
+                                                 strict=False)]
             except GridError as e:     # none here; the other sweeps may have some
                 mine = []
                 misses.append(str(e))

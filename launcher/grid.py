@@ -329,21 +329,51 @@ def expand(grid: Grid) -> list[Cell]:
     return cells
 
 
-def select(cells, where: list[str], src: str):
-    """The cells whose parameters match every `KEY=V1,V2` (values read as a grid file's are:
-    `1e-3` is a number)."""
+def where_clause(clause: str) -> tuple[str, list]:
+    """`KEY=V1,V2` → (KEY, [V1, V2]), the values read as a grid file's (`1e-3` is a number)."""
+    key, eq, values = clause.partition("=")
+    parts = values.split(",")
+    if not eq or not key or not values or not all(v.strip() for v in parts):
+        raise GridError(f"--where {clause!r}: expected KEY=VALUE[,VALUE...]")
+    return key, [read_scalar(v) for v in parts]
+
+
+def unknown_values(cells, key: str, wanted: list) -> tuple[list, list[str]]:
+    """(the wanted values no cell has for key, the values the cells have, as text)."""
+    have = {c.params.get(key) for c in cells}
+    return [v for v in wanted if v not in have], sorted(str(v) for v in have)
+
+
+def absent_values(cells, where: list[str], src: str) -> list[str]:
+    """A line for each --where value that none of the cells has (for `resume`, whose sweep
+    may lack cells that a later `sweep --extend` adds: a note there, not an error)."""
+    lines = []
     for clause in where:
-        key, eq, values = clause.partition("=")
-        if not eq or not key or not values:
-            raise GridError(f"--where {clause!r}: expected KEY=VALUE[,VALUE...]")
-        keys = sorted({k for c in cells for k in c.params})
+        key, wanted = where_clause(clause)
+        missing, seen = unknown_values(cells, key, wanted)
+        if missing:
+            lines.append(f"--where {clause!r}: no cell of {src} has {key} in {missing} "
+                         f"(its values: {', '.join(seen)})")
+    return lines
+
+
+def select(cells, where: list[str], src: str, strict: bool = True):
+    """The cells whose parameters match every `KEY=V1,V2` (values read as a grid file's are:
+    `1e-3` is a number). `strict`: a value that no cell has is an error (a typo in a list
+    would drop its cells without a word), checked against all the cells given."""
+    everything = list(cells)
+    for clause in where:
+        key, wanted = where_clause(clause)
+        keys = sorted({k for c in everything for k in c.params})
         if key not in keys:
             raise GridError(f"--where {clause!r}: {src} has no parameter {key!r}; "
                             f"its cells have: {', '.join(keys)}")
-        wanted = [read_scalar(v) for v in values.split(",")]
+        missing, seen = unknown_values(everything, key, wanted)
+        if strict and missing:
+            raise GridError(f"--where {clause!r}: no cell of {src} has {key} in {missing}; "
+                            f"its values: {', '.join(seen)}")
         chosen = [c for c in cells if c.params.get(key) in wanted]
         if not chosen:
-            seen = sorted({str(c.params.get(key)) for c in cells})
             raise GridError(f"--where {clause!r}: no cell of {src} has {key} in {wanted}; "
                             f"its values: {', '.join(seen)}")
         cells = chosen

@@ -570,3 +570,8 @@ def test_several_sweeps_aggregate_as_one_and_where_picks_cells(tmp_path, capsys)
                           "--where", "colour=red"]) == 2
     assert "has no parameter 'colour'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # 20 is in the first sweep only, 30 in the second only: fine; 31 in none is a typo
+    assert launcher_main(["aggregate", str(first.root), str(second.root), "--out",
+                          str(tmp_path / "x"), "--where", "max_len=20,31"]) == 2
+    assert "has max_len in [31]" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -208,7 +208,13 @@ def test_where_selects_cells_and_names_the_valid_choices(tmp_path):
     bad = launcher("sweep", "paper", "--executor", "dry-run", "--out", tmp_path / "c",
                    "--where", "datset=ml-100k")
     assert bad.returncode == 2 and "no parameter 'datset'" in bad.stderr
-    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    # a typo in one value of a list dropped that value's cells without a word
+    for clause, needle in (("max_len=32,46", "has max_len in [46]; its values: 128, 32, 64"),
+                           ("max_len=32,,64", "expected KEY=VALUE[,VALUE...]")):
+        bad = launcher("sweep", "paper", "--executor", "dry-run", "--out", tmp_path / "e",
+                       "--where", "dataset=ml-100k", "--where", clause)
+        assert bad.returncode == 2 and needle in bad.stderr, bad.stderr
+    assert not any((tmp_path / d).exists() for d in "bce")
     grid = tmp_path / "lr.yaml"        # 1e-3 is a number here as in a grid file (YAML 1.1: text)
     grid.write_text("name: x\nfixed: {dataset: synthetic}\ngrid:\n  model: [sasrec]\n"
                     "  lr: [1e-3, 3.0e-3]\n")

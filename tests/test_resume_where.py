@@ -33,10 +33,14 @@ def test_resume_where_runs_only_the_chosen_unfinished_cells(tmp_path):
     assert bad.returncode == 2 and "no parameter 'colour'" in bad.stderr
     assert states(out) == before          # refused: nothing ran, nothing written
 
+    # xlstm: a value the sweep lacks beside ones it has (a typo, or cells a later --extend
+    # adds): said in a note, not dropped without a word
     ran = launcher("resume", out, "--executor", "local", "--workers", "1",
-                   "--where", "model=pop,gru4rec", "--where", "seed=2")
+                   "--where", "model=pop,gru4rec,xlstm", "--where", "seed=2")
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "resuming 2 cell(s)" in ran.stdout
+    assert f"note: --where 'model=pop,gru4rec,xlstm': no cell of {out} has model in ['xlstm']" \
+        in ran.stdout
     after = states(out)
     assert {k for k, v in after.items() if v == "COMPLETED"} == {"pop-s2", "gru4rec-s2"}
     assert all(v == "MISSING" for k, v in after.items() if k not in ("pop-s2", "gru4rec-s2"))
