@@ -25,6 +25,9 @@ with open({record!r}, "a") as f:
                         "pipe": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
                         "log": os.environ.get("CUDA_MPS_LOG_DIRECTORY")}}) + "\\n")
 if sys.argv[1:] == ["-d"]:
+    if {refuse!r} == "race":   # another launcher's daemon came up a moment before
+        (pipe / "control").write_text("")
+        sys.exit("An instance of this daemon is already running")
     if {refuse!r}:
         sys.exit("fake: the daemon cannot start here")
     (pipe / "control").write_text("")
@@ -35,7 +38,7 @@ elif stdin.strip() == "get_server_list":
 '''
 
 
-def fake_control(tmp_path: Path, refuse: bool = False) -> tuple[Path, Path]:
+def fake_control(tmp_path: Path, refuse: bool | str = False) -> tuple[Path, Path]:
     """(a bin folder with the fake in it, the file it records its calls in)."""
     bin_dir, record = tmp_path / "bin", tmp_path / "mps-calls.jsonl"
     bin_dir.mkdir()
@@ -180,3 +183,18 @@ def test_the_launcher_asks_nvidia_smi_for_the_gpus_once_per_sweep(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "on GPU 0" in proc.stdout                  # the cell took the GPU nvidia-smi listed
     assert record.read_text().splitlines() == ["-L"]
+
+
+def test_a_daemon_another_launcher_started_a_moment_before_is_used_and_left_running(tmp_path):
+    # Five launchers started at once on one pipe folder (jobs/study_call.sh's RERUN_AT_ONCE):
+    # one's `-d` lost the race, said "already running", and that launcher started no cell.
+    bin_dir, record = fake_control(tmp_path, refuse="race")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0",
+           "CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe")}
+    proc = launcher("sweep", grid(tmp_path), "--executor", "local", "--out", tmp_path / "s",
+                    "--mps", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {m: r["status"] for m, (r, _) in results(tmp_path / "s").items()} == \
+        {"sasrec": "COMPLETED", "gru4rec": "COMPLETED", "pop": "COMPLETED"}
+    assert (tmp_path / "pipe" / "control").exists()       # not this launcher's to stop
+    assert "quit" not in [c["stdin"].strip() for c in calls(record)]

@@ -93,6 +93,10 @@ class MpsDaemon:
         except (OSError, subprocess.TimeoutExpired) as e:
             raise MpsError(f"--mps: `{CONTROL} -d` failed: {e}; {WHAT_TO_DO}") from None
         if code != 0:
+            # Another launcher on this pipe folder may have started the daemon a moment before
+            # ("An instance of this daemon is already running"): use it once it answers.
+            if "already running" in said.read_text() and daemon._comes_up():
+                return daemon
             raise MpsError(f"--mps: `{CONTROL} -d` exited {code}: "
                            f"{_one_line(said.read_text()) or 'no message'}; {WHAT_TO_DO}")
         started = cls(pipe, log, owned=True, visible=tuple(visible))
@@ -111,6 +115,14 @@ class MpsDaemon:
                                f"{self.pipe / 'control'} within {READY_S:.0f} s (its log: "
                                f"{self.log}); {WHAT_TO_DO}")
             time.sleep(0.05)
+
+    def _comes_up(self) -> bool:
+        deadline = time.time() + READY_S
+        while not self.listening():
+            if time.time() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def listening(self) -> bool:
         """A daemon answers on the pipe folder (its `control` there, and a query answered)."""
