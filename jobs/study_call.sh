@@ -66,9 +66,20 @@ else
 fi
 
 completed_cells >"$WORK/completed-before"
-export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-study CUDA_MPS_LOG_DIRECTORY=/tmp/mps-study
-mkdir -p /tmp/mps-study
-nvidia-cuda-mps-control -d 2>/dev/null || log "no MPS daemon: cells sharing a GPU take turns on it"
+export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/mps-study}
+export CUDA_MPS_LOG_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY
+mkdir -p "$CUDA_MPS_PIPE_DIRECTORY"
+# A daemon already listening (an earlier call on this warm machine, or one beside this call)
+# is used and left running: `quit` is only for the daemon this call started (session 22's
+# call beside another said "no MPS daemon" here, then sent the other's daemon `quit`).
+mps_started=0
+if echo get_server_list | nvidia-cuda-mps-control >/dev/null 2>&1; then
+  log "MPS: the daemon already listening on $CUDA_MPS_PIPE_DIRECTORY (left running)"
+elif nvidia-cuda-mps-control -d 2>/dev/null; then
+  mps_started=1
+else
+  log "no MPS daemon: cells sharing a GPU take turns on it"
+fi
 # Training stops RESERVE (90) s before the budget: packing takes ~10 s, the analyses get the
 # rest (a call that analyses nothing, such as one that only runs GRIDS, can reserve 30).
 train_until=$(( BUDGET - ${RESERVE:-90} ))
@@ -154,7 +165,7 @@ for ds in ${RERUN:-}; do
     >"$L/an-rerun-$ds.log" 2>&1 &
 done
 wait
-echo quit | nvidia-cuda-mps-control 2>/dev/null
+[ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control 2>/dev/null
 # Again with the analyses, if there is time for it (a cut pack would spoil the first one).
 [ "$(left)" -gt 25 ] && pack && log "packed again, with the analyses"
 log end

@@ -270,3 +270,34 @@ def test_the_checkpoints_that_come_back_are_those_with_the_most_training_per_byt
     assert picked.stdout.split() == ["g/cells/far/checkpoint.pt", "g/cells/far/best_model.pt",
                                      "g/cells/failed/checkpoint.pt", "g/cells/failed/best_model.pt"]
     assert picked.stderr.strip() == "left out (restarts from scratch): g/cells/near/"
+
+
+def test_a_call_leaves_a_daemon_it_did_not_start_running(tmp_path):
+    """Session 22 ran two calls side by side on one GPU: the second found the first's MPS
+    daemon, logged "no MPS daemon", and at its end sent that daemon `quit` all the same."""
+    from tests.test_mps import calls, fake_control
+    study = tmp_path / "study"
+    made = subprocess.run([sys.executable, "-m", "launcher", "sweep", grid(tmp_path),
+                           "--executor", "dry-run", "--out", study],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    bin_dir, record = fake_control(tmp_path)
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "control").write_text("")          # another call's daemon, listening
+    path = f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    back = study_call(tmp_path, "beside", STUDY=str(study), RESUME_WHERE="none", PATH=path,
+                      CUDA_MPS_PIPE_DIRECTORY=str(pipe))
+    log = (back / "o" / "call.log").read_text()
+    assert f"MPS: the daemon already listening on {pipe} (left running)" in log, log
+    assert "no MPS daemon" not in log
+    said = [c["stdin"].strip() or c["argv"] for c in calls(record)]
+    assert "quit" not in said and ["-d"] not in said and (pipe / "control").exists()
+
+    (pipe / "control").unlink()                # none listening: this call starts and ends one
+    record.unlink()
+    study_call(tmp_path, "alone", STUDY=str(study), RESUME_WHERE="none", PATH=path,
+               CUDA_MPS_PIPE_DIRECTORY=str(pipe))
+    said = [c["stdin"].strip() or c["argv"] for c in calls(record)]
+    assert said[:2] == ["get_server_list", ["-d"]] and said[-1] == "quit", said
+    assert not (pipe / "control").exists()
