@@ -219,7 +219,11 @@ def test_data_parallel_step_trains_like_ddp(tmp_path, model_name):
         assert e["mode"] == "eager" and e["steps"] == math.ceil(share / 30)
         assert sa == sb == 2 * share
         assert lb == pytest.approx(la, rel=1e-5) and nb == pytest.approx(na, rel=1e-5)
-        assert e["overlap"] == e["flat_fallback"] == e["flat"]   # loss, gradient norm sums
+        assert e["overlap"] == e["flat"]            # loss, gradient norm sums: to the bit
+        # The fallback's Adam holds its learning rate as a float32 tensor (as a graph needs
+        # it): 0.001 becomes 0.0010000000475, so its updates round apart from the flat twin's
+        # float 0.001 now and then. Equal to the bit on an Intel Xeon, not on an AMD EPYC.
+        assert e["flat_fallback"] == pytest.approx(e["flat"], rel=1e-5)
     assert all(seen["ranks_identical"].values())    # every process holds the same weights
     assert seen["max_weight_diff"] < 2e-4
     assert seen["buckets"] > 2 and seen["overlap_equals_flat"]
