@@ -121,3 +121,19 @@ def test_a_corrupt_mirror_file_is_one_line_naming_it_and_a_failed_result(mirror,
     assert f"{bad / 'u.data'}: checksum mismatch" in proc.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "FAILED" and "checksum mismatch" in result["reason"]
+
+
+def test_a_filter_that_keeps_no_user_is_one_line_and_a_failed_result(tmp_path):
+    # was a RuntimeError from deep in the attention's reshape, at the first batch of nothing
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_core.train", "--model", "sasrec", "--dataset",
+         "synthetic", "--min-user-interactions", "100000", "--epochs", "1", "--max-len", "8",
+         "--embedding-dim", "8", "--num-heads", "1", "--num-blocks", "1", "--device", "cpu",
+         "--wandb-mode", "disabled", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True,
+        env={**os.environ, "RECSYS_DATA_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "synthetic: no user has min_user_interactions=100000 interactions (its most " \
+        "active user has" in proc.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "FAILED" and "lower min_user_interactions" in result["reason"]

@@ -162,6 +162,10 @@ def preprocess(table: pd.DataFrame, titles: dict[int, str], *, name: str,
     users, items = users[order], items[order]
     user_raw, user_idx, counts = np.unique(users, return_inverse=True, return_counts=True)
     keep_user = counts >= min_user_interactions
+    if not keep_user.any():     # nothing to split: say so here, not as a model's shape error
+        most = f"its most active user has {counts.max()}" if len(counts) else "it has none"
+        raise DataError(f"{name}: no user has min_user_interactions={min_user_interactions} "
+                        f"interactions ({most}); lower min_user_interactions")
     keep = keep_user[user_idx]
     file_items = len(np.unique(items))
     dropped_users = int((~keep_user).sum())
