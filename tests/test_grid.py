@@ -209,6 +209,15 @@ ERRORS = {
                       ["grid.seed[1]: seed must be in [0, 2**32)", "got -2"]),
     "cut-off zero": (MINIMAL.replace("epochs: 2", "epochs: 2, ks: [0, 10]"),
                      ["fixed.ks: ks must be one or more cut-offs >= 1, got [0, 10]"]),
+    "synthetic key misspelt": (  # was SyntheticSpec's TypeError traceback in each job
+        MINIMAL.replace("epochs: 2", "epochs: 2, synthetic: {n_userz: 50}"),
+        ["synthetic: unknown key(s) n_userz; valid: n_users, n_items"]),
+    "synthetic shape that cannot be made": (
+        MINIMAL.replace("epochs: 2", "epochs: 2, synthetic: {n_items: 4}"),
+        ["synthetic: n_clusters=10: expected 1 to n_items (4)"]),
+    "synthetic probabilities": (
+        MINIMAL.replace("epochs: 2", "epochs: 2, synthetic: {p_follow: 0.9, p_drift: 0.2}"),
+        ["synthetic: p_follow=0.9, p_drift=0.2: expected probabilities"]),
     "negative patience": (MINIMAL + "  patience: [-1]\n", ["grid.patience[0]: patience must be >= 0"]),
     "heads that do not split the width": (
         MINIMAL.replace("epochs: 2", "epochs: 2, embedding_dim: 30, num_heads: 4"),

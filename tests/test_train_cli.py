@@ -137,3 +137,17 @@ def test_a_filter_that_keeps_no_user_is_one_line_and_a_failed_result(tmp_path):
         "active user has" in proc.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "FAILED" and "lower min_user_interactions" in result["reason"]
+
+
+def test_a_synthetic_shape_its_overrides_break_is_one_line_and_a_failed_result(tmp_path):
+    # synthetic-ml-1m has 40 clusters: 30 items pass the config's check of the overrides
+    # (against the default 10 clusters) and fail when the shape is made, in the job
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_core.train", "--model", "pop", "--dataset",
+         "synthetic-ml-1m", "--synthetic", '{"n_items": 30}', "--device", "cpu",
+         "--wandb-mode", "disabled", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True,
+        env={**os.environ, "RECSYS_DATA_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "synthetic: n_clusters=40: expected 1 to n_items (30)" in proc.stderr
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "FAILED"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recsys_core.data.fetch import DataError
+
 
 @dataclass(frozen=True)
 class SyntheticSpec:
@@ -28,9 +30,37 @@ class SyntheticSpec:
     seed: int = 0
 
 
+def spec_problem(options: dict) -> str | None:
+    """What is wrong with these SyntheticSpec overrides (a config's `synthetic`), if anything:
+    an unknown key, a value of the wrong kind or out of range."""
+    defaults = SyntheticSpec()
+    valid = list(vars(defaults))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        return f"unknown key(s) {', '.join(map(str, unknown))}; valid: {', '.join(valid)}"
+    for key, value in options.items():
+        integer = isinstance(getattr(defaults, key), int)
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+                or not np.isfinite(value):
+            return f"{key}={value!r}: expected {'an integer' if integer else 'a finite number'}"
+    spec = SyntheticSpec(**options)
+    for key in ("n_users", "n_items", "n_interactions", "min_length"):
+        if getattr(spec, key) < 1:
+            return f"{key}={getattr(spec, key)}: expected 1 or more"
+    if not 1 <= spec.n_clusters <= spec.n_items:
+        return f"n_clusters={spec.n_clusters}: expected 1 to n_items ({spec.n_items})"
+    if spec.zipf_exponent < 0:
+        return f"zipf_exponent={spec.zipf_exponent}: expected 0 or more"
+    if min(spec.p_follow, spec.p_drift) < 0 or spec.p_follow + spec.p_drift > 1:
+        return (f"p_follow={spec.p_follow}, p_drift={spec.p_drift}: expected probabilities "
+                "0 or more whose sum is at most 1")
+    return None
+
+
 def generate(spec: SyntheticSpec) -> tuple[pd.DataFrame, dict[int, str]]:
-    if spec.n_items < spec.n_clusters or spec.n_clusters < 1:
-        raise ValueError(f"synthetic: need 1 <= n_clusters <= n_items, got {spec}")
+    problem = spec_problem(vars(spec))
+    if problem:
+        raise DataError(f"synthetic: {problem}")   # a shape's own values with the overrides
     rng = np.random.default_rng(spec.seed)
     cluster_of = np.arange(spec.n_items) * spec.n_clusters // spec.n_items  # contiguous blocks
     starts = np.searchsorted(cluster_of, np.arange(spec.n_clusters))

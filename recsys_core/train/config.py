@@ -180,6 +180,11 @@ class TrainConfig(BaseModel):
             problem = _field_problem(name, getattr(self, name))
             if problem:
                 raise ConfigError(problem)
+        if self.synthetic:      # checked here, not when the data is made in the job
+            from recsys_core.data.synthetic import spec_problem
+            problem = spec_problem(self.synthetic)
+            if problem:
+                raise ConfigError(f"synthetic: {problem}")
         problem = shape_problem(self.model, self.embedding_dim, self.num_heads)
         if problem:
             raise ConfigError(problem)
