@@ -215,6 +215,10 @@ ERRORS = {
     "synthetic shape that cannot be made": (
         MINIMAL.replace("epochs: 2", "epochs: 2, synthetic: {n_items: 4}"),
         ["synthetic: n_clusters=10: expected 1 to n_items (4)"]),
+    "synthetic options for a real file": (
+        MINIMAL.replace("epochs: 2", "epochs: 2, synthetic: {n_users: 50}").replace(
+            "[synthetic]", "[synthetic, ml-100k]"),
+        ["synthetic options with dataset='ml-100k': only synthetic, synthetic-ml-1m"]),
     "synthetic probabilities": (
         MINIMAL.replace("epochs: 2", "epochs: 2, synthetic: {p_follow: 0.9, p_drift: 0.2}"),
         ["synthetic: p_follow=0.9, p_drift=0.2: expected probabilities"]),

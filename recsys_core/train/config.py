@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from recsys_core.data.names import DATASET_NAMES
+from recsys_core.data.names import DATASET_NAMES, SYNTHETIC
 from recsys_core.metric_names import METRICS
 from recsys_core.models import MODEL_NAMES, POSITIONS, RNN_DROPOUTS, SASREC_BLOCKS, shape_problem
 
@@ -181,6 +181,9 @@ class TrainConfig(BaseModel):
             if problem:
                 raise ConfigError(problem)
         if self.synthetic:      # checked here, not when the data is made in the job
+            if self.dataset not in SYNTHETIC:
+                raise ConfigError(f"synthetic options with dataset={self.dataset!r}: only "
+                                  f"{', '.join(SYNTHETIC)} take them")
             from recsys_core.data.synthetic import spec_problem
             problem = spec_problem(self.synthetic)
             if problem:
