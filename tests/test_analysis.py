@@ -350,6 +350,15 @@ def test_a_run_with_unreadable_weights_exits_2_naming_the_file(runs, tmp_path, c
         assert last.startswith(f"error: {weights}: the best weights cannot be read"), last
         assert not out.exists()
 
+    weights.unlink()       # a sweep brought back without its weights (results/study/*/sweep)
+    for analysis in ("geometry", "longtail"):
+        out = tmp_path / analysis
+        assert analysis_main([analysis, str(run_dir), "--out", str(out)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last == f"error: {weights}: no best weights (a sweep brought back without " \
+            "its weights: analyse the run where it trained, or train it again)", last
+        assert not out.exists()
+
 
 def test_device_cuda_without_a_gpu_exits_2_saying_so(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

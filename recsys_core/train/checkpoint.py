@@ -162,6 +162,9 @@ def resume(out: Path, cfg, accelerator, model, optimizer, schedule
 
 def load_best(out: Path, model, device) -> None:
     path = Path(out) / BEST
+    if not path.exists():   # e.g. a committed sweep: results travel, weights stay where trained
+        raise FileNotFoundError(f"{path}: no best weights (a sweep brought back without its "
+                                "weights: analyse the run where it trained, or train it again)")
     try:
         state = torch.load(path, map_location="cpu")    # copied onto the model's device
     except UNREADABLE as e:
