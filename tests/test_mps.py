@@ -33,8 +33,13 @@ if sys.argv[1:] == ["-d"]:
     (pipe / "control").write_text("")
 elif stdin.strip() == "quit":
     (pipe / "control").unlink()
-elif stdin.strip() == "get_server_list":
+elif stdin.strip() == "get_server_list":   # servers: what the test put in the pipe folder
+    if (pipe / "servers").exists():
+        print((pipe / "servers").read_text())
     sys.exit(0 if (pipe / "control").exists() else 1)
+elif stdin.startswith("get_client_list "):
+    clients = pipe / ("clients-" + stdin.split()[1])
+    print(clients.read_text() if clients.exists() else "")
 '''
 
 
@@ -198,3 +203,30 @@ def test_a_daemon_another_launcher_started_a_moment_before_is_used_and_left_runn
         {"sasrec": "COMPLETED", "gru4rec": "COMPLETED", "pop": "COMPLETED"}
     assert (tmp_path / "pipe" / "control").exists()       # not this launcher's to stop
     assert "quit" not in [c["stdin"].strip() for c in calls(record)]
+
+
+def test_a_daemon_this_run_started_is_left_running_while_another_runs_clients_use_it(tmp_path):
+    # `quit` makes the daemon refuse new clients while it waits for the connected ones: the
+    # other launcher on this pipe folder could start no further cell.
+    bin_dir, record = fake_control(tmp_path)
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "servers").write_text("4242\n")
+    (pipe / "clients-4242").write_text(f"{os.getpid()}\n999999999\n")   # alive; long gone
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0",
+           "CUDA_MPS_PIPE_DIRECTORY": str(pipe)}
+    proc = launcher("sweep", grid(tmp_path), "--executor", "local", "--out", tmp_path / "s",
+                    "--mps", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"MPS: started a daemon on {pipe}" in proc.stdout
+    assert f"warning: MPS: the daemon this run started on {pipe} still serves 1 client(s) " \
+        "of another run: left running" in proc.stderr
+    assert "quit" not in [c["stdin"].strip() for c in calls(record)]
+    assert (pipe / "control").exists()
+
+    (pipe / "clients-4242").write_text("999999999\n")      # only a client that has ended
+    (pipe / "control").unlink()
+    proc = launcher("sweep", grid(tmp_path), "--executor", "local", "--out", tmp_path / "s2",
+                    "--mps", env=env)
+    assert proc.returncode == 0 and "warning: MPS" not in proc.stderr, proc.stderr
+    assert calls(record)[-1]["stdin"] == "quit\n" and not (pipe / "control").exists()

@@ -7,7 +7,7 @@ become clients of one MPS server per GPU, and their kernels run concurrently.
 
 `MpsDaemon.start` starts `nvidia-cuda-mps-control -d` for one local run, or uses a daemon
 already listening on that pipe folder (and then leaves it running); `stop` sends it `quit`
-(only a daemon this run started). The pipe folder is short and on the local disk (NVIDIA
+(only a daemon this run started, and only once no other run's client uses it). The pipe folder is short and on the local disk (NVIDIA
 recommends a local folder such as /tmp; its sockets' paths are bound by the 108 bytes of a
 UNIX socket address), one per user and sweep; the daemon's logs go to SWEEP/mps/.
 
@@ -135,9 +135,16 @@ class MpsDaemon:
 
     def stop(self) -> str | None:
         """`quit` to a daemon this run started (its servers end once their clients have);
-        what went wrong, if anything, for a warning line."""
+        what went wrong, if anything, for a warning line. A daemon that still serves other
+        runs' clients (launchers sharing the pipe folder) is left running: after `quit` it
+        takes no new client, and their next cells could not start."""
         if not self.owned:
             return None
+        others = self._live_clients()
+        if others:
+            return (f"the daemon this run started on {self.pipe} still serves {others} "
+                    f"client(s) of another run: left running (`echo quit | {CONTROL}` with "
+                    f"{PIPE_VAR}={self.pipe} stops it)")
         try:
             proc = self._control([], "quit\n", timeout=60)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -146,6 +153,18 @@ class MpsDaemon:
             said = _one_line(proc.stderr + proc.stdout)
             return f"`echo quit | {CONTROL}` exited {proc.returncode}: {said}"
         return None
+
+    def _live_clients(self) -> int:
+        """Processes still connected to the daemon's servers (this run's have ended)."""
+        def pids(text: str) -> list[str]:
+            return [w for w in text.split() if w.isdigit()]
+        try:
+            servers = self._control([], "get_server_list\n", timeout=10)
+            clients = [pid for server in pids(servers.stdout) for pid in pids(
+                self._control([], f"get_client_list {server}\n", timeout=10).stdout)]
+        except (OSError, subprocess.TimeoutExpired):
+            return 0
+        return sum(Path(f"/proc/{pid}").exists() for pid in clients)
 
     def _control(self, args: list[str], stdin: str = "", timeout: float = 30
                  ) -> subprocess.CompletedProcess:
