@@ -215,8 +215,18 @@ def cost_table(agg: Aggregate, main: pd.DataFrame) -> pd.DataFrame:
                          "best_epoch": g["best_epoch"].mean(),
                          "time_to_best_s": g["time_to_best_s"].mean(),
                          "wall_s": g["wall_time_s"].mean(), "gpu_s": g["gpu_s"].mean()})
+    if "device" in done:     # seeds timed on different machines do not compare: say so
+        cost["devices"] = g["device"].agg(_devices)
     cols = keys + ["n_seeds", "test_recall@10_mean", "test_ndcg@10_mean", "epoch_time_s"]
     return main[cols].merge(cost.reset_index(), on=keys, how="left")
+
+
+def _devices(device: pd.Series) -> str:
+    """The device a configuration's cells ran on, or each with its count when they differ."""
+    counts = device.dropna().value_counts()
+    if len(counts) <= 1:
+        return counts.index[0] if len(counts) else ""
+    return ", ".join(f"{name} ×{n}" for name, n in counts.items())
 
 
 def has_recorded(agg: Aggregate, group: str) -> bool:

@@ -289,9 +289,21 @@ def test_cost_table_takes_the_recorded_time_to_best_and_steady_epoch_where_resul
         record.update(time_to_best_s=10.0 + c.params["seed"], epoch_time_median_s=0.5)
         write_result(out, record)
         recorded.setdefault((record["dataset"], record["max_len"]), []).append(record)
+        # seeds timed on different machines (a study's calls on an H200, then an H100)
+        record["device"] = "GPU B" if c.params["seed"] == 2 else "GPU A"
+        write_result(out, record)
     cost = pd.read_csv(aggregate(sweep, tmp_path) / "cost.csv")
     rows = cost[cost.model == "gru4rec"]
     assert len(rows) == len(recorded) > 0
+    for row in rows.itertuples():
+        seeds = [r["seed"] for r in recorded[(row.dataset, row.max_len)]]
+        b, a = seeds.count(2), len(seeds) - seeds.count(2)
+        if a and b:      # each machine with its count, the most used first
+            assert set(row.devices.split(", ")) == {f"GPU A ×{a}", f"GPU B ×{b}"}
+            assert row.devices.startswith("GPU A" if a >= b else "GPU B"), row.devices
+        else:
+            assert row.devices == ("GPU A" if a else "GPU B")
+    assert all("×" not in d for d in cost[cost.model == "sasrec"]["devices"].dropna())
     for row in rows.itertuples():
         group = recorded[(row.dataset, row.max_len)]
         assert row.time_to_best_s == pytest.approx(np.mean([r["time_to_best_s"] for r in group]))
