@@ -226,6 +226,7 @@ def test_bad_input_files(tmp_path):
         "nouser.csv": b"user,item,timestamp\n1,a,5\n,b,6\n",
         "noitem.csv": b"user,item,timestamp\n1,a,5\n2,,6\n",
         "notime.csv": b"user,item,timestamp\n1,a,5\n2,b,\n",
+        "headeronly.csv": b"user,item,timestamp\n",     # was "has type null"
     }
     for name, content in cases.items():
         if content is not None:
@@ -234,6 +235,8 @@ def test_bad_input_files(tmp_path):
             run(tmp_path / name, out)
         assert name in str(e.value)
         assert list(out.parent.iterdir()) == []
+        if name == "headeronly.csv":
+            assert "holds no value (no rows after the header" in str(e.value), e.value
     (tmp_path / "e").mkdir()
     write(log(5), tmp_path / "e" / "a.csv", "csv")
     (tmp_path / "e" / "b.csv").write_bytes(cases["badtime.csv"])

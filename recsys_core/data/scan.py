@@ -194,9 +194,19 @@ def _header_line(path: Path) -> str:
     return line
 
 
+def _typed(inp: Input, name: str) -> pa.DataType:
+    """Column `name`'s type; a column without a single value (a header and no rows) is no
+    input to sample, which its type, null, would not say."""
+    kind = inp.column_type(name)
+    if pa.types.is_null(kind):
+        raise DataError(f"{inp.path}: column {name!r} holds no value (no rows after the "
+                        "header, or every one empty): no events to read")
+    return kind
+
+
 def id_type(inp: Input, name: str, text: bool = False) -> pa.DataType:
     """The type column `name` is read as: its integer type, else (or with `text`) string."""
-    kind = inp.column_type(name)
+    kind = _typed(inp, name)
     if not (pa.types.is_integer(kind) or pa.types.is_string(kind)
             or pa.types.is_large_string(kind)):
         raise DataError(f"{inp.path}: column {name!r} has type {kind}; ids are integers or text")
@@ -211,7 +221,7 @@ def ids(inp: Input, name: str, text: bool = False) -> ds.Expression:
 def seconds(inp: Input, name: str) -> ds.Expression:
     """Column `name` as int64 seconds since 1970 (UTC; text without a zone is taken as UTC,
     finer units are truncated to whole seconds)."""
-    kind = inp.column_type(name)
+    kind = _typed(inp, name)
     col = ds.field(name)
     if pa.types.is_dictionary(inp.schema.field(name).type):
         col = col.cast(kind)
