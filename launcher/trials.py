@@ -20,6 +20,7 @@ the job reads after the epoch it is in.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import warnings
@@ -29,6 +30,7 @@ from typing import Any, Callable
 
 from launcher.grid import Cell, Grid, GridError, cell_id, expand, make_cell
 from launcher.search import Dimension, Search
+from recsys_core.train.config import ConfigError, TrainConfig
 from recsys_core.train.results import read_history
 from recsys_core.train.stop import request_stop
 
@@ -83,8 +85,36 @@ def bases(grid: Grid, cells: list[Cell]) -> dict[str, Cell]:
         if k not in c.config.ks:
             raise GridError(f"{src}: search.metric: {metric} but cell {c.name} evaluates at "
                             f"ks {c.config.ks}")
+        problem = space_problem(c, grid.search.space[c.config.model])
+        if problem:
+            raise GridError(f"{src}: search.space.{c.config.model}: a trial could draw "
+                            f"{problem}; make every value the space allows a valid cell "
+                            "(e.g. a choice of widths the heads split)")
         out[name] = c
     return out
+
+
+def space_problem(base: Cell, space: dict[str, Dimension]) -> str | None:
+    """Values the space can draw that make no valid cell with the base cell's other
+    parameters (an embedding_dim its num_heads cannot split), or None: found before a trial
+    of the budget is spent on them. Every choice, every int of a short range (the ends and
+    their neighbours of a long one: parity), each float range's ends; at most 4,096 mixes."""
+    def values(d: Dimension) -> list:
+        if d.kind == "choice":
+            return list(d.values)
+        low, high = d.values
+        if d.kind == "int":
+            return list(range(low, high + 1)) if high - low < 64 else [low, low + 1, high - 1, high]
+        return [low, high]
+    names = list(space)
+    current = base.config.model_dump()
+    for mix in itertools.islice(itertools.product(*(values(space[n]) for n in names)), 4096):
+        drawn = dict(zip(names, mix))
+        try:
+            TrainConfig(**{**current, **drawn})
+        except ConfigError as e:
+            return f"{', '.join(f'{k}={v}' for k, v in drawn.items())} ({e})"
+    return None
 
 
 def pruner(spec: dict[str, Any]):

@@ -235,6 +235,12 @@ BAD_SEARCH = [
      "search.space.sasrec.optimizer.choice[1]", "valid: adam, adamw"),
     ({"space": {"sasrec": {"epochs": {"int": [2, 9]}}, "gru4rec": SPACE}},
      "search.space.sasrec.epochs", "the same for every trial"),
+    # each spent a trial of the budget that FAILED at once (num_heads 2 in TINY)
+    ({"space": {"sasrec": {"embedding_dim": {"choice": [16, 15]}}, "gru4rec": SPACE}},
+     "search.space.sasrec", "a trial could draw embedding_dim=15 (sasrec: embedding_dim must "
+                            "be divisible by num_heads"),
+    ({"space": {"sasrec": {"embedding_dim": {"int": [8, 200]}}, "gru4rec": SPACE}},
+     "search.space.sasrec", "a trial could draw embedding_dim=9"),
 ]
 
 
