@@ -165,6 +165,12 @@ def run_cli(args) -> int:
     if out.exists() and not out.is_dir():
         print(f"error: --out {out}: a file, not a folder for the tables", file=sys.stderr)
         return 2
+    for sweep in map(Path, sweeps):   # its cells/ holds one folder per cell, nothing else
+        root = sweep.resolve()
+        if out.resolve() == root or out.resolve().is_relative_to(root / "cells"):
+            print(f"error: --out {out}: the sweep folder {sweep} or its cells/; write the "
+                  f"tables beside them, e.g. {sweep / 'aggregate'}", file=sys.stderr)
+            return 2
     write(agg, out, plots=not args.no_plots, versus=tuple(args.versus))
     for path, problem in agg.problems.items():
         print(f"warning: skipped {path}: {problem}", file=sys.stderr)

@@ -135,6 +135,13 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path):
         proc = launcher(*args, "--out", afile)
         assert proc.returncode == 2 and f"--out {afile}: {needle}" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and afile.read_text() == "kept"
+    # the tables written among the cells' folders (or beside the manifest) refused too
+    before = sorted(p.name for p in (tmp_path / "s").rglob("*"))
+    for out in (tmp_path / "s" / "cells", tmp_path / "s" / "cells" / "t", tmp_path / "s"):
+        proc = launcher("aggregate", tmp_path / "s", "--out", out)
+        assert proc.returncode == 2 and f"--out {out}: the sweep folder" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "s").rglob("*")) == before
+    assert launcher("aggregate", tmp_path / "s").returncode == 0    # S/aggregate, as ever
 
 
 def test_gpu_cells_on_a_machine_without_gpus(tmp_path):
