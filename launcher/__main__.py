@@ -32,6 +32,7 @@ from launcher.executors.base import options_from, running_flags
 from launcher.grid import GridError, absent_values, load_grid, expand, select
 from launcher.sweep import Sweep
 from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
+from recsys_core.train.config import ConfigError
 
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
 
@@ -199,7 +200,7 @@ def cmd_resume(args) -> int:
             print(f"resuming {len(todo)} cell(s): " + ", ".join(
                 f"{c.id} ({rows[c.id]['state']})" for c in todo))
             executor.submit(sweep, todo)
-    except (executors.ExecutorError, GridError) as e:
+    except (executors.ExecutorError, GridError, ConfigError) as e:   # a manifest edited by hand
         return _err(str(e))
     return executor.wait(sweep, todo)
 

@@ -288,3 +288,19 @@ def test_local_executor_gives_cells_their_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(ValueError, match="asks for 2 GPUs, 1 visible"):
         local.run_cells(sweep, too_big, log=lambda *a: None)
+
+
+def test_resume_of_a_manifest_edited_into_an_invalid_cell_is_one_line(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"name": "x", "fixed": TINY, "grid": {"model": ["pop", "sasrec"]}}))
+    sweep = tmp_path / "s"
+    assert launcher("sweep", grid, "--executor", "dry-run", "--out", sweep).returncode == 0
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    manifest["cells"][1]["params"]["model"] = "sasrek"          # edited by hand
+    (sweep / "manifest.json").write_text(json.dumps(manifest))
+    proc = launcher("resume", sweep, "--executor", "local")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == (f"error: {sweep / 'manifest.json'}: cell "
+                                   f"{manifest['cells'][1]['name']}: model='sasrek'; valid: "
+                                   "bert4rec, gru4rec, lstm, mamba4rec, pop, sasmamba, sasrec, xlstm")
+    assert not list(sweep.glob("cells/*/result.json"))        # nothing ran
