@@ -7,9 +7,10 @@ become clients of one MPS server per GPU, and their kernels run concurrently.
 
 `MpsDaemon.start` starts `nvidia-cuda-mps-control -d` for one local run, or uses a daemon
 already listening on that pipe folder (and then leaves it running); `stop` sends it `quit`
-(only a daemon this run started, and only once no other run's client uses it). The pipe folder is short and on the local disk (NVIDIA
-recommends a local folder such as /tmp; its sockets' paths are bound by the 108 bytes of a
-UNIX socket address), one per user and sweep; the daemon's logs go to SWEEP/mps/.
+(only a daemon this run started, and only once no other run's client uses it). The pipe
+folder is short and on the local disk (NVIDIA recommends a local folder such as /tmp; its
+sockets' paths are bound by the 108 bytes of a UNIX socket address), one per user and sweep;
+the daemon's logs go to SWEEP/mps/.
 
 The daemon inherits the launcher's CUDA_VISIBLE_DEVICES, and the MPS server renumbers the
 GPUs it sees from 0: a client names its GPU by its position in that list (`client_env`),
@@ -108,21 +109,13 @@ class MpsDaemon:
         return started
 
     def _ready(self) -> None:
-        deadline = time.time() + READY_S
-        while not (self.pipe / "control").exists():
-            if time.time() > deadline:
-                raise MpsError(f"--mps: the MPS daemon started by `{CONTROL} -d` did not open "
-                               f"{self.pipe / 'control'} within {READY_S:.0f} s (its log: "
-                               f"{self.log}); {WHAT_TO_DO}")
-            time.sleep(0.05)
+        if not _within_ready_s(lambda: (self.pipe / "control").exists(), every=0.05):
+            raise MpsError(f"--mps: the MPS daemon started by `{CONTROL} -d` did not open "
+                           f"{self.pipe / 'control'} within {READY_S:.0f} s (its log: "
+                           f"{self.log}); {WHAT_TO_DO}")
 
     def _comes_up(self) -> bool:
-        deadline = time.time() + READY_S
-        while not self.listening():
-            if time.time() > deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        return _within_ready_s(self.listening, every=0.2)
 
     def listening(self) -> bool:
         """A daemon answers on the pipe folder (its `control` there, and a query answered)."""
@@ -170,6 +163,16 @@ class MpsDaemon:
                  ) -> subprocess.CompletedProcess:
         return subprocess.run([CONTROL, *args], input=stdin, capture_output=True, text=True,
                               env={**os.environ, **self.env()}, timeout=timeout)
+
+
+def _within_ready_s(done, every: float) -> bool:
+    """Whether `done()` holds, asked every `every` s for up to READY_S."""
+    deadline = time.time() + READY_S
+    while not done():
+        if time.time() > deadline:
+            return False
+        time.sleep(every)
+    return True
 
 
 def _one_line(text: str) -> str:
