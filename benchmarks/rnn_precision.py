@@ -37,9 +37,8 @@ def time_step(rnn: nn.RNNBase, x: torch.Tensor, precision: str, repeats: int) ->
     return median_s(step, x.device, repeats, warmup=3)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_precision", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_shape_arguments(p: argparse.ArgumentParser) -> None:
+    """The recurrence's shape (the study's ML-1M cells by default) and the repeats timed."""
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--embedding-dim", type=int, default=64)
@@ -47,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--steps-per-epoch", type=int, default=64, help="ML-1M shape: 64 steps")
     p.add_argument("--repeats", type=int, default=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_precision", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_arguments(p)
     p.add_argument("--out", default=None, help="JSON file for the results")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
