@@ -162,8 +162,10 @@ class Sweep:
     def manifest(self) -> dict:
         try:
             return json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):    # the latter: a file given as the sweep
             raise FileNotFoundError(f"{self.root}: not a sweep directory (no {MANIFEST})") from None
+        except OSError as e:                                  # a folder, or no permission
+            raise ValueError(f"{self.manifest_path}: cannot read the manifest: {e.strerror}") from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{self.manifest_path}: unreadable manifest: {e}") from e
 

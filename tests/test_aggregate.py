@@ -343,6 +343,17 @@ def test_states_from_the_launcher_status_when_submitted(sweep, tmp_path, monkeyp
 def test_not_a_sweep_is_an_error(tmp_path, capsys):
     assert launcher_main(["aggregate", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+    # a file given where the sweep's folder goes (the grid file, say): one line, every verb
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: g\n")
+    for verb in ("aggregate", "status", "resume", "cancel"):
+        assert launcher_main([verb, str(grid)]) == 2, verb
+        err = capsys.readouterr().err
+        assert f"{grid}: not a sweep directory" in err and "Traceback" not in err, verb
+    assert grid.read_text() == "name: g\n"
+    (tmp_path / "manifest.json").mkdir()       # unreadable: a folder where the manifest goes
+    assert launcher_main(["status", str(tmp_path)]) == 2
+    assert "manifest.json: cannot read the manifest: Is a directory" in capsys.readouterr().err
 
 
 def test_a_sweep_without_any_result_yet(tmp_path):
