@@ -446,6 +446,16 @@ def test_run_dirs_expands_a_sweep_to_its_completed_cells(tmp_path):
         run_dirs([tmp_path / "cells" / "c"])
 
 
+def test_a_file_given_as_a_run_exits_2_naming_it(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"      # a file where a run's or a sweep's folder goes
+    grid.write_text("name: g\n")
+    for analysis in ("geometry", "longtail"):
+        assert analysis_main([analysis, str(grid), "--out", str(tmp_path / "a")]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {grid}: neither a run (result.json) nor a sweep" in err, err
+        assert "Traceback" not in err and not (tmp_path / "a").exists()
+
+
 def test_fit_alpha_says_where_launch_bound_lengths_make_alpha_meaningless():
     """Batch 32: a flat floor (kernel launches) until the work catches up, then L^1.26; the
     fit over every length says little, the tail's recovers the exponent."""

@@ -112,7 +112,7 @@ def read_result(out: Path) -> dict | None:
     path = Path(out) / "result.json"
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):    # the latter: `out` is a file
         return None
     try:
         record = json.loads(text)
