@@ -107,8 +107,8 @@ class TrainConfig(BaseModel):
     # (a call per layer), which a resume on the GPU repeats bitwise (models/gru4rec.py)
     rnn_dropout: str = added_later("cudnn")
     # GRU4Rec/LSTM on a GPU: the batch's rows split over this many CUDA streams, whose
-    # latency-bound recurrences then run side by side (models/row_streams.py)
-    rnn_streams: int = added_later(1)
+    # latency-bound recurrences then run side by side (models/row_streams.py); speed only
+    rnn_streams: int = runtime(1, column=True)
     # optimisation
     epochs: int = 30
     batch_size: int = 128
