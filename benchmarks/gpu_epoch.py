@@ -72,8 +72,7 @@ SHAPES = {   # dataset -> (max_len, embedding_dim, num_heads); ML-20M: the study
 # The Mamba models have none until a first measurement says what their backend can do.
 TARGETS_S = {"sasrec": 0.10, "bert4rec": 0.15, "gru4rec": 0.15, "lstm": 0.15, "xlstm": 0.40}
 EVAL_TARGET_S = 0.03
-COLUMNS = ["model", "dataset", "device", "mode", "mamba_backend", "rnn_dropout", "rnn_streams",
-           "loss_path",
+COLUMNS = ["model", "dataset", "device", "mode", "mamba_backend", "rnn_dropout", "loss_path",
            "max_len", "embedding_dim", "batch_size", "num_blocks", "train_windows", "steps_per_epoch",
            "epoch_time_s", "epoch_time_min_s", "first_epoch_s", "capture_s", "sequences_per_s",
            "targets_per_epoch", "eval_time_s", "eval_time_b1024_s", "peak_gpu_mem_mb",
@@ -89,7 +88,7 @@ def make_cfg(args, model: str, dataset: str, *, graphs: bool, **overrides) -> Tr
                   max_len=args.max_len or max_len, embedding_dim=args.embedding_dim or dim,
                   num_blocks=args.num_blocks, num_heads=args.num_heads or heads, batch_size=args.batch_size,
                   train_windows="all", device=args.device, cuda_graphs=graphs,
-                  rnn_dropout=args.rnn_dropout, rnn_streams=args.rnn_streams,
+                  rnn_dropout=args.rnn_dropout,
                   wandb_mode="disabled", data_mirror=args.data_mirror,
                   synthetic=json.loads(args.synthetic) if args.synthetic else {})
     values.update(overrides)
@@ -151,8 +150,7 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
                n_items=split.n_items, n_users=split.n_users,
                loss_path=getattr(step, "loss_path", "model"),
                fused_check=getattr(step, "fused_check", None),
-               mamba_backend=run.info.get("mamba_backend"), rnn_dropout=args.rnn_dropout,
-               rnn_streams=args.rnn_streams)
+               mamba_backend=run.info.get("mamba_backend"), rnn_dropout=args.rnn_dropout)
     log(f"  {mode:5s} epoch {row['epoch_time_s']:.4f} s (first {first:.2f} s) "
         f"eval {eval_all * 1e3:.1f} ms (b1024 {eval_1024 * 1e3:.1f} ms) "
         f"peak {peak or 0:.0f} MB util {util} losses {row['train_loss_epochs']} "
@@ -254,8 +252,6 @@ def parse(argv):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rnn-dropout", default="cudnn", choices=RNN_DROPOUTS,
                    help="GRU4Rec/LSTM: cuDNN's dropout between layers or torch's (resumable)")
-    p.add_argument("--rnn-streams", type=int, default=1,
-                   help="GRU4Rec/LSTM: CUDA streams the batch's rows are split over")
     p.add_argument("--synthetic", default=None, help="JSON SyntheticSpec overrides")
     p.add_argument("--data-mirror", default=None)
     p.add_argument("--no-check", dest="check", action="store_false")

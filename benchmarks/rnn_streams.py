@@ -1,16 +1,22 @@
-"""GRU4Rec's and LSTM's recurrence with the batch's rows split over CUDA streams.
+"""GRU4Rec's and LSTM's recurrence with the batch's rows split over CUDA streams: measured,
+and refuted (results/benchmarks/rnn_streams/).
 
-The recurrence is ~90% of GRU4Rec's training step on a GPU (0.145 of 0.160 s an epoch at the
-ML-1M shape, results/benchmarks/gpu_notes.md) and latency-bound: at batch 128 and D 64 each
-time step's kernels leave most of the GPU idle. `recsys_core.models.row_streams` runs chunks
-of rows on their own streams. This times forward + backward of the recurrence as the models
-run it (fp32, TF32 allowed, 2 layers, dropout 0.2 between them), for:
-- `cudnn`: one multi-layer cuDNN call (cuDNN's own dropout; the default `rnn_dropout`). Its
-  dropout state is one per device behind a lock whose CUDA event orders every cuDNN RNN call
-  after the one before it, so streams may not overlap here: measured, not assumed;
-- `stacked`: one cuDNN call per layer, torch's dropout between them (`rnn_dropout: torch`);
-eager and as a captured CUDA graph (what the trainer replays), 1, 2 and 4 streams. It also
-checks that the split gives the unsplit outputs and gradients (dropout 0).
+The recurrence is most of GRU4Rec's training step on a GPU (0.111 of its 0.170 s an epoch at the
+ML-1M shape on an H200, below) and looked latency-bound: at batch 128 and D 64 each time step's
+kernels use a few of the GPU's SMs. The idea: k chunks of the rows, each on its own stream,
+run their time steps side by side (rows are independent; autograd runs each backward op on
+its forward op's stream, and a CUDA graph keeps the streams' fork and join).
+On one H200 every split was slower, eager and graphed, 2 and 4 streams, one fused cuDNN call
+or a call per layer: GRU graphed 1.73 → 1.92 (2) → 2.82 ms (4) a step; GRU4Rec's whole epoch
+0.170 → 0.204 s. The chunks do not overlap: cuDNN's RNN calls take the device's one dropout
+state behind a lock whose CUDA event orders each call after the one before it, and a chunk
+of 64 rows costs as much as 128 (latency, not work). So the trainer keeps one call.
+
+This times forward + backward of the recurrence as the models run it (fp32, TF32 allowed, 2
+layers, dropout 0.2 between them), for `cudnn` (one multi-layer cuDNN call, cuDNN's dropout:
+`rnn_dropout: cudnn`) and `stacked` (a call per layer, torch's dropout: `rnn_dropout: torch`),
+eager and as a captured CUDA graph, 1, 2 and 4 streams, and checks that the split gives the
+unsplit outputs and gradients (dropout 0).
 
     python -m benchmarks.rnn_streams --out-dir results/benchmarks/rnn_streams
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -28,7 +35,39 @@ from benchmarks.report import write
 from benchmarks.rnn_precision import add_shape_arguments
 from benchmarks.timing import median_s
 from recsys_core.models.gru4rec import StackedRNN
-from recsys_core.models.row_streams import on_row_streams
+
+_side_streams: dict[int, torch.cuda.Stream] = {}
+
+
+def side_stream(i: int) -> torch.cuda.Stream:
+    """The i-th extra stream, made once: a CUDA graph's capture must see the streams its
+    warm-up used."""
+    if i not in _side_streams:
+        _side_streams[i] = torch.cuda.Stream()
+    return _side_streams[i]
+
+
+def on_row_streams(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   streams: int) -> torch.Tensor:
+    """fn(x) for a row-wise `fn`, as fn of `streams` chunks of x's rows, each on its own stream
+    (the first on the current one), concatenated."""
+    chunks = x.chunk(min(streams, x.shape[0]))
+    if len(chunks) == 1:
+        return fn(x)
+    main = torch.cuda.current_stream()
+    outs = [fn(chunks[0])]
+    for i, chunk in enumerate(chunks[1:], 1):
+        side_stream(i).wait_stream(main)            # x is ready before the side stream reads it
+        with torch.cuda.stream(side_stream(i)):
+            out = fn(chunk)
+        # the caching allocator must not reuse x's memory, nor hand the output's to the main
+        # stream, before the other stream is done with it
+        chunk.record_stream(side_stream(i))
+        out.record_stream(main)
+        outs.append(out)
+    for i in range(1, len(chunks)):
+        main.wait_stream(side_stream(i))
+    return torch.cat(outs)
 
 
 def make_rnn(cell: type[nn.RNNBase], layout: str, size: int, layers: int,

@@ -405,23 +405,3 @@ def test_rnn_dropout_by_torch_is_the_multi_layer_rnn_on_the_cpu(name):
     # one layer, or no dropout: nothing to drop between layers, the fused RNN stays
     for shape in (dict(num_blocks=1), dict(dropout=0.0)):
         assert isinstance(make(name, rnn_dropout="torch", **shape).rnn, torch.nn.RNNBase)
-
-
-@pytest.mark.parametrize("rnn_dropout", ["cudnn", "torch"])
-@pytest.mark.parametrize("name", ["gru4rec", "lstm"])
-def test_rnn_rows_split_over_streams_are_the_same_function(name, rnn_dropout):
-    """rnn_streams=k runs the recurrence on k chunks of the batch's rows (on a GPU each on its
-    own stream): the hidden states and gradients of one call, to rounding, 5 rows in 3 or 8
-    chunks included (no dropout drawn: with it, each chunk draws its own masks)."""
-    def step(streams):
-        model = make(name, num_blocks=2, dropout=0.0, rnn_dropout=rnn_dropout,
-                     rnn_streams=streams)
-        assert model.rnn_streams == streams
-        hidden = model.encode(left_padded([12, 7, 3, 9, 1], 12))
-        hidden.square().sum().backward()
-        return hidden, [p.grad for p in model.parameters()]
-    h1, g1 = step(1)
-    for streams in (3, 8):
-        hk, gk = step(streams)
-        assert torch.allclose(h1, hk, atol=1e-6) and not torch.equal(h1, torch.zeros_like(h1))
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, gk))

@@ -56,8 +56,7 @@ def build_model(name: str, n_items: int, cfg, device_type: str = "cpu"):
         positions=getattr(cfg, "positions", "from_end"),
         sasrec_block=getattr(cfg, "sasrec_block", "pre_ln"), d_state=getattr(cfg, "d_state", 32),
         d_conv=getattr(cfg, "d_conv", 4), expand=getattr(cfg, "expand", 2),
-        rnn_dropout=getattr(cfg, "rnn_dropout", "cudnn"),
-        rnn_streams=getattr(cfg, "rnn_streams", 1), device_type=device_type)
+        rnn_dropout=getattr(cfg, "rnn_dropout", "cudnn"), device_type=device_type)
     if getattr(cfg, "init_std", 0) and model.trainable:
         model.init_item_embeddings(cfg.init_std)
     return model

@@ -13,10 +13,9 @@ from torch import nn
 
 from recsys_core.models.base import SequentialModel
 from recsys_core.models.padding import left_to_right_padding, rotate_back
-from recsys_core.models.row_streams import on_row_streams
 
 
-def run_rnn(rnn: nn.Module, x: torch.Tensor, streams: int = 1) -> torch.Tensor:
+def run_rnn(rnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The recurrence in fp32 (cuDNN's TF32 default), also under bf16 autocast: at the study's
     sizes cuDNN's fp32 kernels are faster than its half-precision ones (ML-1M shape, 2 layers,
     D 64, batch 128, L 200, forward + backward on an H200: GRU 2.26 vs 3.00 ms a step, LSTM
@@ -52,9 +51,8 @@ class GRU4Rec(SequentialModel):
     rnn_class: type[nn.RNNBase] = nn.GRU
 
     def __init__(self, n_items: int, embedding_dim: int = 64, num_blocks: int = 1,
-                 dropout: float = 0.2, rnn_dropout: str = "cudnn", rnn_streams: int = 1, **_):
+                 dropout: float = 0.2, rnn_dropout: str = "cudnn", **_):
         super().__init__(n_items, embedding_dim)
-        self.rnn_streams = rnn_streams
         self.emb_dropout = nn.Dropout(dropout)
         if rnn_dropout == "torch" and num_blocks > 1 and dropout > 0:
             self.rnn = StackedRNN(self.rnn_class, embedding_dim, num_blocks, dropout)
@@ -72,6 +70,6 @@ class GRU4Rec(SequentialModel):
         ids = input_ids.gather(1, index)
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size for the input.
         x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
-        out = run_rnn(self.rnn, x, self.rnn_streams)
+        out = run_rnn(self.rnn, x)
         out = rotate_back(self.out_dropout(out), pad)
         return self.final_norm(out) * (input_ids != 0).unsqueeze(-1)

@@ -37,8 +37,7 @@ CHOICES = {
     "grad_sync": ("flat", "overlap"),
 }
 POSITIVE = ("max_len", "embedding_dim", "num_heads", "num_blocks", "epochs", "batch_size",
-            "eval_batch_size", "num_processes", "ffn_factor", "d_state", "d_conv", "expand",
-            "rnn_streams")
+            "eval_batch_size", "num_processes", "ffn_factor", "d_state", "d_conv", "expand")
 # The other numbers' ranges: a test of the value, and what the error says it must be.
 RANGES = {
     "patience": (lambda v: v >= 0, ">= 0 (0: stop at the first epoch that does not improve)"),
@@ -106,9 +105,6 @@ class TrainConfig(BaseModel):
     # GRU4Rec/LSTM between stacked layers: cuDNN's own dropout (one fused call) or torch's
     # (a call per layer), which a resume on the GPU repeats bitwise (models/gru4rec.py)
     rnn_dropout: str = added_later("cudnn")
-    # GRU4Rec/LSTM on a GPU: the batch's rows split over this many CUDA streams, whose
-    # latency-bound recurrences then run side by side (models/row_streams.py); speed only
-    rnn_streams: int = runtime(1, column=True)
     # optimisation
     epochs: int = 30
     batch_size: int = 128
