@@ -6,6 +6,7 @@ Session 19's pack took the smallest first: four SASMamba cells (L 512 and 1,024)
 one of them 204 epochs (980 s of training) in, for smaller checkpoints, one only 17 epochs in.
 
     python -m jobs.resume_pick WORK --max-mb 50
+    python -m jobs.resume_pick WORK --returned OUT    # what the call's 64 MiB leave
 
 prints each file to pack, relative to WORK (`SWEEP/cells/ID/checkpoint.pt`, its best_model.pt),
 and on stderr `left out (restarts from scratch): SWEEP/cells/ID/` for each cell that did not fit.
@@ -19,6 +20,8 @@ from pathlib import Path
 from jobs.pack import completed
 
 CHECKPOINTS = ("checkpoint.pt", "best_model.pt", "history.parquet")
+RETURN_LIMIT_MB = 64.0    # MiB a device call brings back in all (8 files of 16 MiB at most)
+LATER_LOGS_MB = 2.0       # what the call still writes after its pack: its last log lines
 
 
 def trained_seconds(cell_dir: Path) -> float:
@@ -49,6 +52,16 @@ def pick(cell_dirs: list[Path], max_bytes: float) -> tuple[list[Path], list[Path
     return chosen, left_out
 
 
+def room_mb(returned: Path) -> float:
+    """MiB left for checkpoints in a call's return: the limit less what `returned` (the folder
+    the device brings back) holds already, its resume parts aside (the pack makes them anew),
+    and the logs still to come. A fixed RESUME_MAX_MB of 50 left SASMamba L 1,024 s2023's
+    checkpoint, 69 epochs in, on the machine in session 23, with 20 MiB of room unused."""
+    used = sum(f.stat().st_size for f in returned.rglob("*")
+               if f.is_file() and not f.name.startswith("resume.tgz.part-"))
+    return max(0.0, RETURN_LIMIT_MB - LATER_LOGS_MB - used / 1048576)
+
+
 def unfinished(work: Path) -> list[Path]:
     """The cell folders under WORK's sweeps with a checkpoint and no COMPLETED result (a FAILED
     one of an earlier try is no end: session 10 lost 11 cells' checkpoints to that)."""
@@ -60,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.resume_pick",
                                 description=__doc__.split("\n")[0])
     p.add_argument("work", type=Path, help="the folder of the call's sweeps")
-    p.add_argument("--max-mb", type=float, required=True, help="MiB of checkpoints at most")
+    limit = p.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--max-mb", type=float, help="MiB of checkpoints at most")
+    limit.add_argument("--returned", type=Path, help="the folder the call brings back: the "
+                       f"checkpoints get what its {RETURN_LIMIT_MB:.0f} MiB leave")
     args = p.parse_args(argv)
+    if args.max_mb is None:
+        args.max_mb = room_mb(args.returned)
+        print(f"room for checkpoints: {args.max_mb:.1f} MiB ({RETURN_LIMIT_MB:.0f} less what "
+              f"{args.returned} holds and {LATER_LOGS_MB:.0f} for the last logs)", file=sys.stderr)
     chosen, left_out = pick(unfinished(args.work), args.max_mb * 1048576)
     for d in chosen:
         for name in ("checkpoint.pt", "best_model.pt"):

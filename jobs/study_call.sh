@@ -8,8 +8,8 @@
 #   then RERUN's;
 # - the results are packed as soon as training stops, before the analyses, which can outlast
 #   the call (session 10's last call lost 12 finished cells that way), and again after them;
-# - unfinished cells' checkpoints come back, the most training per byte first, up to
-#   RESUME_MAX_MB (pack; jobs/resume_pick.py).
+# - unfinished cells' checkpoints come back, the most training per byte first, as many as the
+#   call's 64 MiB leave, or up to RESUME_MAX_MB (pack; jobs/resume_pick.py).
 # Run from the repository root with .study/study, .whl (jobs/device_wheels.sh) and the datasets'
 # .data folders carried, BUDGET a little under the call's own limit (the device tool's limit_s:
 # its timeout, or less when less device time is left after the machine's start-up):
@@ -23,7 +23,8 @@
 # CELLS_PER_GPU (16), RESUME_WHERE (--where clauses for `resume`, space-separated KEY=V1,V2;
 # empty: every unfinished cell; "none": no resume), EXTEND (datasets to add with
 # `sweep study --extend`, space-separated), ANALYSES (datasets to analyse; default: those
-# with a cell that finished in this call), RESUME_MAX_MB (50), STUDY (the sweep to start
+# with a cell that finished in this call), RESUME_MAX_MB (default: what the call's 64 MiB
+# leave after the rest of its return, jobs/resume_pick.py), STUDY (the sweep to start
 # from, default .study/study), WORK (where it runs, default /tmp/study), CONTINUE=1 (start from
 # the sweep a previous call left in WORK on this machine, if there is one), RERUN (datasets
 # whose seeds SEEDS, default 42,123, are trained again into WORK/rerun-D and analysed: the
@@ -41,13 +42,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled RECSYS_DATA_MIRROR=${RECSYS_DATA_MIRROR:-$PWD/.data} \
   PYTHONUNBUFFERED=1 WORK=${WORK:-/tmp/study} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export RETURN_DIR=$OUT   # what the device brings back: the resume parts get what it leaves
 O=$OUT/o     # if the call is cut, what is 2 folders down comes back: call.log, study.log,
 L=$O/logs    # study.tgz and the resume parts (at most 8 files); the other logs go in back.tgz
 mkdir -p "$L" "$WORK"
 export OUT=$O
 left() { echo $(( BUDGET - ($(date +%s) - S) )); }
 log() { echo "[$(date +%T) +$(( $(date +%s) - S ))s] $*" | tee -a "$O/call.log"; }
-pack() { RESUME_MAX_MB=${RESUME_MAX_MB:-50} bash jobs/study_gpu.sh study-aggregate pack; }
+pack() { bash jobs/study_gpu.sh study-aggregate pack; }
 # "cell_dir dataset" of each COMPLETED cell of the sweep in $WORK/study
 completed_cells() { python3 -m jobs.finished "$WORK/study"; }
 finished_datasets() {

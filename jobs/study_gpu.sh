@@ -216,7 +216,11 @@ for phase in "$@"; do
       # the most training seconds per byte first, up to RESUME_MAX_MB (a call brings back 8
       # files of 16 MiB, 64 MiB together, at most; a cell left out restarts from its first
       # epoch, and the log names it). jobs/resume_pick.py says why.
-      ckpts=$(python3 -m jobs.resume_pick "$WORK" --max-mb "${RESUME_MAX_MB:-55}" 2>>"$OUT/study.log")
+      # Without RESUME_MAX_MB: what the call's 64 MiB leave after what RETURN_DIR (the folder
+      # the device brings back; default OUT) holds.
+      if [ -n "${RESUME_MAX_MB:-}" ]; then room=(--max-mb "$RESUME_MAX_MB")
+      else room=(--returned "${RETURN_DIR:-$OUT}"); fi
+      ckpts=$(python3 -m jobs.resume_pick "$WORK" "${room[@]}" 2>>"$OUT/study.log")
       # In parts of 15 MiB (what a device call brings back per file); here:
       # cat resume.tgz.part-* | tar xz -C .study   (then: bash jobs/study_gpu.sh resume-study)
       rm -f "$OUT"/resume.tgz.part-*

@@ -301,3 +301,28 @@ def test_a_call_leaves_a_daemon_it_did_not_start_running(tmp_path):
     said = [c["stdin"].strip() or c["argv"] for c in calls(record)]
     assert said[:2] == ["get_server_list", ["-d"]] and said[-1] == "quit", said
     assert not (pipe / "control").exists()
+
+
+def test_the_checkpoints_get_what_the_calls_return_leaves(tmp_path):
+    """Without RESUME_MAX_MB the pack gives the checkpoints what the device's 64 MiB leave
+    after the rest of the call's return (its old resume parts aside) and 2 MiB of later logs:
+    a fixed 50 MiB left a 69-epoch SASMamba checkpoint behind with 20 MiB unused (session 23)."""
+    work, returned = tmp_path / "work", tmp_path / "out"
+    for cell, mib in (("a", 3), ("b", 2)):
+        d = work / "sweep" / "cells" / cell
+        d.mkdir(parents=True)
+        with open(d / "checkpoint.pt", "wb") as f:
+            f.truncate(mib * 1048576)
+    (returned / "o").mkdir(parents=True)
+    with open(returned / "o" / "study.tgz", "wb") as f:      # 58.5 MiB returned already
+        f.truncate(int(58.5 * 1048576))
+    (returned / "resume.tgz.part-aa").write_bytes(b"p" * 4_000_000)   # the pack makes it anew
+    pick = subprocess.run([sys.executable, "-m", "jobs.resume_pick", work, "--returned", returned],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert pick.returncode == 0, pick.stderr
+    assert pick.stdout.split() == ["sweep/cells/b/checkpoint.pt"]       # 3.5 MiB of room
+    assert "room for checkpoints: 3.5 MiB" in pick.stderr
+    assert "left out (restarts from scratch): sweep/cells/a/" in pick.stderr
+    bare = subprocess.run([sys.executable, "-m", "jobs.resume_pick", work], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "--max-mb" in bare.stderr
