@@ -326,3 +326,41 @@ def test_the_checkpoints_get_what_the_calls_return_leaves(tmp_path):
     bare = subprocess.run([sys.executable, "-m", "jobs.resume_pick", work], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2 and "--max-mb" in bare.stderr
+
+
+def test_a_state_too_big_for_one_call_travels_in_parts_that_each_fit(tmp_path):
+    """jobs.carry_split: each call's folder, with the tracked tree and the paths every call
+    carries, stays within the limit; the parts joined are the file; --once's files ride in the
+    first call; a missing path is named, exit 2 (session 24: 42 MB of checkpoints beside a
+    43 MB tree were refused)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "tracked.txt").write_bytes(b"t" * 30_000)
+    (repo / ".gitignore").write_text("wheels/\n*.tgz\ncarry-*/\n")
+    (repo / "untracked.txt").write_bytes(b"u" * 5_000)      # not ignored: it travels too
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "tracked.txt"], cwd=repo, check=True)
+    tree = 30_000 + 5_000 + len((repo / ".gitignore").read_bytes())
+    (repo / "wheels").mkdir()
+    (repo / "wheels" / "a.whl").write_bytes(b"w" * 10_000)
+    big = repo / "state.tgz"
+    big.write_bytes(os.urandom(95_000))
+    data = repo / "data.tgz"
+    data.write_bytes(b"d" * 5_000)
+    run = subprocess.run([sys.executable, "-m", "jobs.carry_split", str(big),
+                          "--with", str(repo / "wheels"), "--once", str(data), "--out", str(repo / "carry"),
+                          "--repo", str(repo), "--limit", "80000"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    folders = sorted(repo.glob("carry-*"))
+    assert [f.name for f in folders] == ["carry-1", "carry-2", "carry-3"]   # 100 kB, 35 kB a call
+    for f in folders:
+        assert tree + 10_000 + sum(p.stat().st_size for p in f.iterdir()) <= 80_000
+    assert (folders[0] / "data.tgz").read_bytes() == data.read_bytes()
+    parts = sorted(repo.glob("carry-*/state.tgz.part-*"), key=lambda p: p.name)
+    assert b"".join(p.read_bytes() for p in parts) == big.read_bytes()
+    assert run.stdout.count("call ") == 3 and "/wheels'" in run.stdout
+    missing = subprocess.run([sys.executable, "-m", "jobs.carry_split", str(big), "--with",
+                              str(repo / "nowhere"), "--out", str(repo / "c"), "--repo", str(repo)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "nowhere: no such file" in missing.stderr
