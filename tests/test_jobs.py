@@ -189,3 +189,37 @@ def test_a_cancel_that_lands_inside_an_import_waits_until_the_import_is_done(tmp
         signal.signal(signal.SIGUSR1, previous)
         module = sys.modules.pop("slow_import", None)
     assert module is not None and module.DONE
+
+
+def test_bytecode_goes_to_the_sweep_where_the_stack_has_none_beside_its_sources(tmp_path):
+    """A cell's process on an image without .pyc (the device's: PYTHONDONTWRITEBYTECODE set,
+    none in site-packages; torch's import 3.3 s instead of 1.7) writes and reads bytecode under
+    `<sweep>/.cache/pycache`; where the probe package has its .pyc, or the environment names
+    its own prefix, nothing changes."""
+    import py_compile
+    pkg = tmp_path / "lib" / "stackpkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("VALUE = 1\n")
+    cell = tmp_path / "sweep" / "cells" / "abc"
+    cell.mkdir(parents=True)
+    (tmp_path / "sweep" / "manifest.json").write_text("{}")
+    code = ("import sys; from pathlib import Path; import jobs.train_cell as t; "
+            "t.BYTECODE_PROBE = 'stackpkg'; t.shared_compile_caches(Path(sys.argv[1])); "
+            "import stackpkg, os; print(sys.pycache_prefix, os.environ.get('PYTHONDONTWRITEBYTECODE'))")
+
+    def run(**env):
+        base = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+        out = subprocess.run([sys.executable, "-c", code, str(cell)], cwd=REPO, text=True,
+                             capture_output=True, timeout=60,
+                             env={**base, "PYTHONPATH": f"{tmp_path / 'lib'}:{REPO}",
+                                  "PYTHONDONTWRITEBYTECODE": "1", **env})
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    cache = tmp_path / "sweep" / ".cache" / "pycache"
+    assert run() == [str(cache), "None"]
+    assert list(cache.rglob("stackpkg/__init__*.pyc")), "no bytecode in the sweep's cache"
+    assert not (pkg / "__pycache__").exists()                # nothing beside the sources
+    assert run(PYTHONPYCACHEPREFIX=str(tmp_path / "mine")) == [str(tmp_path / "mine"), "1"]
+    py_compile.compile(str(pkg / "__init__.py"))            # the .pyc beside it: left alone
+    assert run() == ["None", "1"]
