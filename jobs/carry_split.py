@@ -40,6 +40,21 @@ def path_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def earlier_parts(out: Path, big: Path, once: list[Path]) -> list[Path]:
+    """The folders OUT-N already there, each holding only what a split of `big` writes (its
+    parts and the --once files); SystemExit naming any other file, which a new split would
+    have deleted."""
+    ours = {p.name for p in once}
+    found = [d for d in out.parent.glob(f"{out.name}-*")
+             if d.name[len(out.name) + 1:].isdigit()]
+    for d in found:
+        for f in d.iterdir() if d.is_dir() else [d]:
+            if not (f.is_file() and (f.name.startswith(f"{big.name}.part-") or f.name in ours)):
+                raise SystemExit(f"carry_split: {f}: not a part of {big.name} nor a --once file; "
+                                 f"move it or choose another --out")
+    return found
+
+
 def split(big: Path, out: Path, room: int, once: list[Path]) -> list[Path]:
     """Folders OUT-1, OUT-2, … each with one part of `big`, at most `room` bytes a folder;
     `once`'s files go in the first, beside a smaller part. Returns the folders in call order."""
@@ -51,10 +66,11 @@ def split(big: Path, out: Path, room: int, once: list[Path]) -> list[Path]:
     while left > 0:
         sizes.append(min(room - (once_bytes if not sizes else 0), left))
         left -= sizes[-1]
+    for old in earlier_parts(out, big, once):   # a stale part would join the new file's
+        shutil.rmtree(old)
     folders = [out.parent / f"{out.name}-{i}" for i in range(1, len(sizes) + 1)]
     with big.open("rb") as f:
         for i, (folder, n) in enumerate(zip(folders, sizes), 1):
-            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             (folder / f"{big.name}.part-{i:02d}").write_bytes(f.read(n))
     for p in once:

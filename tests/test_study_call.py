@@ -348,7 +348,8 @@ def test_a_state_too_big_for_one_call_travels_in_parts_that_each_fit(tmp_path):
     data = repo / "data.tgz"
     data.write_bytes(b"d" * 5_000)
     run = subprocess.run([sys.executable, "-m", "jobs.carry_split", str(big),
-                          "--with", str(repo / "wheels"), "--once", str(data), "--out", str(repo / "carry"),
+                          "--with", str(repo / "wheels"), "--once", str(data),
+                          "--out", str(repo / "carry"),
                           "--repo", str(repo), "--limit", "80000"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -360,6 +361,21 @@ def test_a_state_too_big_for_one_call_travels_in_parts_that_each_fit(tmp_path):
     parts = sorted(repo.glob("carry-*/state.tgz.part-*"), key=lambda p: p.name)
     assert b"".join(p.read_bytes() for p in parts) == big.read_bytes()
     assert run.stdout.count("call ") == 3 and "/wheels'" in run.stdout
+    stale = repo / "carry-4"                 # an earlier, longer split's last folder
+    stale.mkdir()
+    (stale / "state.tgz.part-04").write_bytes(b"old")
+    again = subprocess.run([sys.executable, "-m", "jobs.carry_split", str(big), "--once", str(data),
+                            "--out", str(repo / "carry"), "--repo", str(repo), "--limit", "80000"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and not stale.exists(), again.stderr
+    keep = repo / "carry-2" / "notes.txt"     # not the split's: refused, nothing deleted
+    keep.write_text("mine")
+    refused = subprocess.run([sys.executable, "-m", "jobs.carry_split", str(big), "--once",
+                              str(data), "--out", str(repo / "carry"), "--repo", str(repo),
+                              "--limit", "80000"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "notes.txt: not a part of state.tgz" in refused.stderr
+    assert keep.read_text() == "mine" and (repo / "carry-1" / "data.tgz").exists()
     missing = subprocess.run([sys.executable, "-m", "jobs.carry_split", str(big), "--with",
                               str(repo / "nowhere"), "--out", str(repo / "c"), "--repo", str(repo)],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
