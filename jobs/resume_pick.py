@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     limit.add_argument("--returned", type=Path, help="the folder the call brings back: the "
                        f"checkpoints get what its {RETURN_LIMIT_MB:.0f} MiB leave")
     args = p.parse_args(argv)
+    if not args.work.is_dir():
+        p.error(f"{args.work}: not a folder (the call's sweeps)")
+    if args.max_mb is not None and args.max_mb < 0:
+        p.error(f"--max-mb {args.max_mb:g}: a size in MiB is 0 or more")
     if args.max_mb is None:
         args.max_mb = room_mb(args.returned)
         print(f"room for checkpoints: {args.max_mb:.1f} MiB ({RETURN_LIMIT_MB:.0f} less what "

@@ -32,10 +32,14 @@ RESULT_FILES = ("cell.json", "result.json", "history.parquet", "predictions.txt"
 
 def manifest(sweep: Path) -> dict:
     path = sweep / "manifest.json"
+    if not sweep.is_dir():
+        raise SystemExit(f"{sweep}: not a sweep directory (not a folder)")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise SystemExit(f"{path}: missing; is {sweep} a sweep directory?") from None
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: cannot be read as a sweep's manifest ({e})") from None
 
 
 def merge(calls: list[Path], into: Path) -> dict[str, int]:

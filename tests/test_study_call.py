@@ -153,6 +153,11 @@ def test_merging_calls_keeps_each_completed_result_final_and_carries_checkpoints
     assert "0 unfinished cell(s) carry their checkpoints; left out (past --state-max-mb): " \
         "sasrec-synthetic-L8-s1 (0.0 MB)" in capped.stdout
     assert not (state / "cells" / cut / "checkpoint.pt").exists()
+    (tmp_path / "grid.yaml").write_text("name: x\n")      # a file given as a call's sweep
+    a_file = subprocess.run([sys.executable, "-m", "jobs.study_merge", tmp_path / "grid.yaml",
+                             "--into", into], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert a_file.returncode == 1 and "grid.yaml: not a sweep directory" in a_file.stderr
+    assert "Traceback" not in a_file.stderr
 
 
 def test_a_rerun_call_trains_a_datasets_cells_again_and_analyses_them(tmp_path):
@@ -326,6 +331,11 @@ def test_the_checkpoints_get_what_the_calls_return_leaves(tmp_path):
     bare = subprocess.run([sys.executable, "-m", "jobs.resume_pick", work], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2 and "--max-mb" in bare.stderr
+    for args, said in (([str(tmp_path / "nowhere"), "--max-mb", "5"], "nowhere: not a folder"),
+                       ([work, "--max-mb", "-3"], "--max-mb -3: a size in MiB is 0 or more")):
+        bad = subprocess.run([sys.executable, "-m", "jobs.resume_pick", *args], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and said in bad.stderr and not bad.stdout
 
 
 def test_a_state_too_big_for_one_call_travels_in_parts_that_each_fit(tmp_path):
