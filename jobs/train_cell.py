@@ -114,23 +114,28 @@ def shared_compile_caches(cell_dir: Path) -> None:
     bytecode_cache(sweep / ".cache" / "pycache")
 
 
+def bytecode_missing() -> bool:
+    """True where torch's sources have no .pyc beside them (its package's __init__)."""
+    import importlib.util
+    spec = importlib.util.find_spec(BYTECODE_PROBE)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return False
+    return not Path(importlib.util.cache_from_source(spec.origin)).exists()
+
+
 def bytecode_cache(folder: Path) -> None:
     """Where torch's .pyc are missing beside its sources (an image installed without them,
     with PYTHONDONTWRITEBYTECODE set or its site-packages read-only), every process compiled
     the training stack from source: on the device's H100 image, importing torch took 3.3 s
     and torch._dynamo 7.1-7.6 s, against 1.7 and 2.7 s from bytecode, and the Beauty cell 27.7 s
     against 18.3 s (results/benchmarks/grid_throughput_h100/). Such a cell writes and reads
-    bytecode under `folder` instead (Python's pycache prefix, for this process and those it
-    starts), so the sweep's later cells import it compiled. A PYTHONPYCACHEPREFIX of the
-    environment's own is kept; where the .pyc are there, nothing changes."""
-    import importlib.util
-    if os.environ.get("PYTHONPYCACHEPREFIX") or sys.pycache_prefix:
+    bytecode under `folder` (or $RECSYS_PYCACHE) instead: Python's pycache prefix, for this
+    process and those it starts, so the sweep's later cells import it compiled. A
+    PYTHONPYCACHEPREFIX of the environment's own is kept; where the .pyc are there, nothing
+    changes."""
+    if os.environ.get("PYTHONPYCACHEPREFIX") or sys.pycache_prefix or not bytecode_missing():
         return
-    spec = importlib.util.find_spec(BYTECODE_PROBE)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return
-    if Path(importlib.util.cache_from_source(spec.origin)).exists():
-        return
+    folder = Path(os.environ.get("RECSYS_PYCACHE") or folder)
     sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = str(folder)
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -221,5 +221,8 @@ def test_bytecode_goes_to_the_sweep_where_the_stack_has_none_beside_its_sources(
     assert list(cache.rglob("stackpkg/__init__*.pyc")), "no bytecode in the sweep's cache"
     assert not (pkg / "__pycache__").exists()                # nothing beside the sources
     assert run(PYTHONPYCACHEPREFIX=str(tmp_path / "mine")) == [str(tmp_path / "mine"), "1"]
+    shared = tmp_path / "shared"                 # RECSYS_PYCACHE: a benchmark's --warm runs
+    assert run(RECSYS_PYCACHE=str(shared)) == [str(shared), "None"]
+    assert list(shared.rglob("stackpkg/__init__*.pyc"))
     py_compile.compile(str(pkg / "__init__.py"))            # the .pyc beside it: left alone
     assert run() == ["None", "1"]
