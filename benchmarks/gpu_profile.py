@@ -3,13 +3,10 @@ bandwidth (the floor it compares epochs with), and torch.profiler summaries of o
 epoch and one evaluation (kernel time by name)."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.run_setup import Run, evaluator, train
-from benchmarks.timing import Stopwatch, median_s, sync
+from benchmarks.timing import median_s, profiled
 
 
 def matmul_rate(device, n: int = 8192, repeats: int = 20) -> float:
@@ -31,24 +28,9 @@ def copy_bandwidth(device, mb: int = 1024, repeats: int = 10) -> float | None:
     return 2 * x.numel() / median_s(lambda: y.copy_(x), device, repeats, warmup=2)
 
 
-def _profiled(fn: Callable[[], object], device) -> tuple[float, dict[str, list]]:
-    """Wall time of fn() under torch.profiler, and CUDA kernel time (us) and count by name."""
-    with Stopwatch(device) as wall:
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            fn()
-            sync(device)   # inside the profile, so that it sees every kernel end
-    kernels: dict[str, list] = {}
-    for ev in prof.events():
-        if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
-            k = kernels.setdefault(ev.name, [0.0, 0])
-            k[0] += ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
-            k[1] += 1
-    return wall.s, kernels
-
-
 def profile_epoch(run: Run, epoch: int) -> str:
     """torch.profiler over one epoch: kernel time by name (top 12) and the GPU-busy share."""
-    wall, kernels = _profiled(lambda: train(run, epoch), run.accelerator.device)
+    wall, kernels = profiled(lambda: train(run, epoch), run.accelerator.device)
     total = sum(v[0] for v in kernels.values()) / 1e6
     lines = [f"profile {run.cfg.dataset} {run.cfg.model} ({run.train_step.describe()}): wall "
              f"{wall:.4f} s (profiled), GPU kernel time {total:.4f} s "
@@ -64,7 +46,7 @@ def profile_eval(run: Run) -> str:
     """torch.profiler over one evaluation of all users in one batch: wall vs kernel time."""
     evaluate = evaluator(run, max(run.split.n_users, 1))
     evaluate()
-    wall, kernels = _profiled(evaluate, run.accelerator.device)
+    wall, kernels = profiled(evaluate, run.accelerator.device)
     total = sum(v[0] for v in kernels.values()) / 1e6
     lines = [f"eval profile {run.cfg.model} (all users, one batch): wall {wall:.4f} s "
              f"(profiled), GPU kernel time {total:.4f} s, "

@@ -16,17 +16,15 @@ get faster.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks.rnn_precision import add_shape_arguments
-from benchmarks.timing import median_s
+from benchmarks.rnn_precision import cuda_missing, rnn_parser
+from benchmarks.timing import median_s, profiled
 
 VARIANTS = (("fp32_tf32", True), ("fp32_tf32", False), ("fp16", True), ("fp16", False))
 
@@ -39,32 +37,20 @@ def make_step(rnn: nn.RNNBase, x: torch.Tensor):
 
 
 def kernel_ms(step, top: int = 4) -> tuple[float, list[tuple[str, float, int]]]:
-    """One step under torch.profiler: all kernels' milliseconds and the `top` kernels by time
-    (name cut to 90 characters, ms, calls)."""
-    from torch.profiler import ProfilerActivity, profile
+    """One step under torch.profiler, after one unprofiled: all kernels' milliseconds and the
+    `top` kernels by time (name cut to 90 characters, ms, calls)."""
     step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
-    by_name: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            by_name[e.name][0] += e.device_time / 1e3
-            by_name[e.name][1] += 1
-    ranked = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
-    return (sum(v[0] for v in by_name.values()),
-            [(name[:90], round(ms, 4), int(n)) for name, (ms, n) in ranked])
+    _, kernels = profiled(step, "cuda")
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
+    return (sum(us for us, _ in kernels.values()) / 1e3,
+            [(name[:90], round(us / 1e3, 4), int(n)) for name, (us, n) in ranked])
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_bias", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_shape_arguments(p)
+    p = rnn_parser("python -m benchmarks.rnn_bias", __doc__)
     p.add_argument("--out-dir", default=None, help="rnn_bias.json and rnn_bias.md go here")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("needs a CUDA device", file=sys.stderr)
+    if cuda_missing():
         return 2
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     rows = []

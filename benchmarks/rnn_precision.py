@@ -37,6 +37,23 @@ def time_step(rnn: nn.RNNBase, x: torch.Tensor, precision: str, repeats: int) ->
     return median_s(step, x.device, repeats, warmup=3)
 
 
+def rnn_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a benchmark of the recurrence alone: its docstring as the description and
+    the shape arguments (rnn_precision, rnn_streams, rnn_bias)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_arguments(p)
+    return p
+
+
+def cuda_missing() -> bool:
+    """True, and says so, where there is no CUDA device: these benchmarks time cuDNN."""
+    if torch.cuda.is_available():
+        return False
+    print("needs a CUDA device", file=sys.stderr)
+    return True
+
+
 def add_shape_arguments(p: argparse.ArgumentParser) -> None:
     """The recurrence's shape (the study's ML-1M cells by default) and the repeats timed."""
     p.add_argument("--batch-size", type=int, default=128)
@@ -49,13 +66,10 @@ def add_shape_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_precision", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_shape_arguments(p)
+    p = rnn_parser("python -m benchmarks.rnn_precision", __doc__)
     p.add_argument("--out", default=None, help="JSON file for the results")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("needs a CUDA device", file=sys.stderr)
+    if cuda_missing():
         return 2
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, args.max_len, args.embedding_dim, device="cuda",

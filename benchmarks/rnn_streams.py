@@ -22,7 +22,6 @@ unsplit outputs and gradients (dropout 0).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from benchmarks.report import write
-from benchmarks.rnn_precision import add_shape_arguments
+from benchmarks.rnn_precision import cuda_missing, rnn_parser
 from benchmarks.timing import median_s
 from recsys_core.models.gru4rec import StackedRNN
 
@@ -116,14 +115,11 @@ def agreement(cell, layout: str, args, streams: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rnn_streams", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_shape_arguments(p)
+    p = rnn_parser("python -m benchmarks.rnn_streams", __doc__)
     p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--out-dir", default=None, help="folder for rnn_streams.{md,csv}")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("needs a CUDA device", file=sys.stderr)
+    if cuda_missing():
         return 2
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     rows = []

@@ -60,3 +60,20 @@ def median_s(fn: Callable[[], Any], device, repeats: int, warmup: int = 0) -> fl
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
+
+
+def profiled(fn: Callable[[], object], device) -> tuple[float, dict[str, list]]:
+    """Wall time of fn() under torch.profiler, and CUDA kernel time (us) and count by name."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    with Stopwatch(device) as wall:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            sync(device)   # inside the profile, so that it sees every kernel end
+    kernels: dict[str, list] = {}
+    for ev in prof.events():
+        if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
+            k = kernels.setdefault(ev.name, [0.0, 0])
+            k[0] += ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
+            k[1] += 1
+    return wall.s, kernels
