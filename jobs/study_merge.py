@@ -25,21 +25,19 @@ from pathlib import Path
 
 from jobs.pack import completed
 from jobs.resume_pick import CHECKPOINTS, pick, size
+from launcher.sweep import Sweep
 from recsys_core.atomic import atomic_write_text
 
 RESULT_FILES = ("cell.json", "result.json", "history.parquet", "predictions.txt")
 
 
 def manifest(sweep: Path) -> dict:
-    path = sweep / "manifest.json"
-    if not sweep.is_dir():
-        raise SystemExit(f"{sweep}: not a sweep directory (not a folder)")
+    """The sweep's manifest, as the launcher reads it (launcher.sweep.Sweep.manifest), or
+    SystemExit with its one line: not a sweep, or a manifest that cannot be read."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SystemExit(f"{path}: missing; is {sweep} a sweep directory?") from None
+        return Sweep(sweep).manifest()
     except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot be read as a sweep's manifest ({e})") from None
+        raise SystemExit(str(e)) from None
 
 
 def merge(calls: list[Path], into: Path) -> dict[str, int]:
