@@ -28,7 +28,7 @@ def train(run: Run, epoch: int) -> tuple[float, float, int]:
 def evaluator(run: Run, batch_size: int) -> Callable[[], dict]:
     """The trainer's full-ranking validation of all users in batches of `batch_size`, as a call
     returning the metrics (it ends with host reads)."""
-    loader = run.accelerator.prepare(user_loader(run.split.n_users, batch_size))
+    loader = user_loader(run.split.n_users, batch_size, run.accelerator)
     return functools.partial(evaluate, run.model, run.split, "val", max_len=run.cfg.max_len,
                              filter_seen=run.cfg.filter_seen, ks=run.cfg.ks, loader=loader,
                              accelerator=run.accelerator)

@@ -16,13 +16,16 @@ __all__ = ["DEFAULT_KS", "METRICS", "metrics_from_ranks", "ranks"]
 
 
 def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor | None = None,
-          n_valid: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+          n_valid: int | None = None, host_read: bool | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pessimistic 1-based rank of each target among the candidates.
 
     scores:  [B, V] float, column i = item id i; column 0 is padding and never a candidate.
     targets: [B] item ids in 1..V-1.
     history: [B, H] item ids to exclude (0 entries are ignored); the target stays a candidate.
     n_valid: columns >= n_valid (e.g. a [MASK] token) are never candidates.
+    host_read: whether the NaN count may wait for a host read that says it is needed (default:
+    on the CPU only); the counts are the same either way.
     Returns (ranks [B] int64, nan_count [B] int64 = NaN scores among the row's candidates).
 
     The [B, V] scores are read in their own dtype (a comparison is exact in any float type),
@@ -38,9 +41,15 @@ def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor 
     target_score = scores[rows, targets]
     # a finite or +inf target: NaN candidates compare False, as the worst score should
     beats = (columns >= target_score[:, None]).sum(1)          # the target itself included
-    # NaNs are counted only where a row's sum says there may be one (a NaN, or +inf beside
-    # -inf): the sum reads the block once and writes nothing (one host read a batch)
-    if bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
+    if host_read is None:
+        host_read = scores.device.type == "cpu"
+    if not host_read:
+        # counted outright: a second pass over the block costs a GPU less than a host read,
+        # which would keep the next batch's kernels from queueing behind this one's
+        nans = torch.isnan(columns).sum(1)
+    elif bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
+        # on the CPU only where a row's sum says there may be one (a NaN, or +inf beside
+        # -inf): the sum reads the block once and writes nothing
         nans = torch.isnan(columns).sum(1)
     else:
         nans = torch.zeros_like(beats)

@@ -17,7 +17,8 @@ def brute_rank(scores, target, history, n_valid):
     return 1 + sum(val(scores[i]) >= t for i in others)
 
 
-def test_ranks_match_brute_force_with_ties_nans_and_history():
+@pytest.mark.parametrize("host_read", [True, False])    # False: as on a GPU, no host read
+def test_ranks_match_brute_force_with_ties_nans_and_history(host_read):
     g = torch.Generator().manual_seed(0)
     b, v = 64, 40
     scores = torch.randint(0, 6, (b, v), generator=g).float()      # many ties
@@ -25,7 +26,8 @@ def test_ranks_match_brute_force_with_ties_nans_and_history():
     targets = torch.randint(1, v - 2, (b,), generator=g)
     history = torch.randint(0, v - 2, (b, 7), generator=g)
     history[:3, 0] = targets[:3]                                   # target in its own history
-    r, nan = ranks(scores, targets, history=history, n_valid=v - 2)  # last 2 columns: e.g. [MASK]
+    r, nan = ranks(scores, targets, history=history, n_valid=v - 2,   # last 2 columns: e.g. [MASK]
+                   host_read=host_read)
     for i in range(b):
         expected = brute_rank(scores[i].tolist(), int(targets[i]), history[i].tolist(), v - 2)
         assert int(r[i]) == expected, i
@@ -61,15 +63,16 @@ def test_ranks_with_infinities_repeated_history_and_reduced_precision(dtype):
         assert int(r_all[i]) == brute_rank(scores[i].float().tolist(), int(targets[i]), [], v)
 
 
-def test_nan_counts_are_exact_whether_or_not_a_batch_holds_a_nan():
+@pytest.mark.parametrize("host_read", [True, False])
+def test_nan_counts_are_exact_whether_or_not_a_batch_holds_a_nan(host_read):
     scores = torch.arange(24.0).reshape(2, 12)
     targets = torch.tensor([4, 7])
-    assert ranks(scores, targets)[1].tolist() == [0, 0]
+    assert ranks(scores, targets, host_read=host_read)[1].tolist() == [0, 0]
     scores[0, 3], scores[1, 5] = float("inf"), float("-inf")       # their sum is NaN: no NaN
-    assert ranks(scores, targets)[1].tolist() == [0, 0]
+    assert ranks(scores, targets, host_read=host_read)[1].tolist() == [0, 0]
     scores[1, 9] = scores[1, 10] = float("nan")
     scores[0, 0] = float("nan")                                    # padding: not a candidate
-    r, nan = ranks(scores, targets, history=torch.tensor([[0, 0], [10, 10]]))
+    r, nan = ranks(scores, targets, history=torch.tensor([[0, 0], [10, 10]]), host_read=host_read)
     assert nan.tolist() == [0, 1]                                 # 10 is excluded, 9 is not
     assert r.tolist() == [9, 3]            # 3 (inf) and 4-11 ≥ 4; 7, 8 and 11 ≥ 7 (9 NaN, 10 seen)
 

@@ -50,6 +50,11 @@ def test_history_holds_everything_before_the_target():
     for u in (0, 7, 59):
         seq = data.items[data.offsets[u]:data.offsets[u + 1]]
         assert sorted(x for x in hist[u].tolist() if x) == sorted(seq[:-1].tolist())
+    # a batch's width read from the host's lengths (no read of the device) is the one it gets
+    for which in ("val", "test"):
+        users = torch.tensor([3, 59, 7])
+        width = split.history_width(which, users)
+        assert torch.equal(split.history(which, users, width=width), split.history(which, users))
 
 
 def test_train_item_counts_exclude_val_and_test():

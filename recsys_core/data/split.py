@@ -9,7 +9,7 @@ Inputs keep the last L items, left padded with 0. Everything is tensors over all
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,6 +24,8 @@ class LeaveOneOut:
     n_items: int
     offsets: torch.Tensor      # int64 [U+1]
     items: torch.Tensor        # int64 [N]
+    # history lengths per split on the host (history_width), made at first use
+    _host_lengths: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_data(cls, data: SequenceData, device: torch.device | str = "cpu") -> "LeaveOneOut":
@@ -59,13 +61,26 @@ class LeaveOneOut:
         users = self._all(users)
         return self.window(self.starts[users], self.target_index(split)[users], max_len)
 
-    def history(self, split: str, users: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, H] every item before the target (padded with 0), for filtering seen items."""
+    def history(self, split: str, users: torch.Tensor | None = None,
+                width: int | None = None) -> torch.Tensor:
+        """[B, H] every item before the target (padded with 0), for filtering seen items.
+        H: the longest of these histories (a host read), or `width` where the caller knows it
+        (`history_width`), e.g. to keep a GPU's evaluation free of host reads."""
         users = self._all(users)
         ends = self.target_index(split)[users]
         starts = self.starts[users]
-        width = max(int((ends - starts).max()) if len(users) else 1, 1)
+        if width is None:
+            width = max(int((ends - starts).max()) if len(users) else 1, 1)
         return self.window(starts, ends, width)
+
+    def history_width(self, split: str, users_on_host: torch.Tensor) -> int:
+        """The width `history` gives these users (ids on the host), read from a host copy of
+        every user's history length, made once per split."""
+        lengths = self._host_lengths.get(split)
+        if lengths is None:
+            lengths = (self.target_index(split) - self.starts).cpu()
+            self._host_lengths[split] = lengths
+        return max(int(lengths[users_on_host].max()) if len(users_on_host) else 1, 1)
 
     def window(self, starts: torch.Tensor, ends: torch.Tensor, length: int) -> torch.Tensor:
         """items[max(start, end-length) : end] per row, left padded to `length`."""

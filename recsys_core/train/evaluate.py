@@ -31,9 +31,14 @@ class UserIds(Dataset):
         return torch.as_tensor(indices, dtype=torch.long)
 
 
-def user_loader(n_users: int, batch_size: int) -> DataLoader:
-    return DataLoader(UserIds(n_users), batch_size=batch_size, shuffle=False,
-                      collate_fn=lambda batch: batch)
+def user_loader(n_users: int, batch_size: int, accelerator=None) -> DataLoader:
+    """Batches of user ids; with `accelerator`, this process's shard of them, left on the host
+    (each batch's history width is read there: `user_ranks`)."""
+    loader = DataLoader(UserIds(n_users), batch_size=batch_size, shuffle=False,
+                        collate_fn=lambda batch: batch)
+    if accelerator is None:
+        return loader
+    return accelerator.prepare_data_loader(loader, device_placement=False)
 
 
 @torch.no_grad()
@@ -43,12 +48,16 @@ def user_ranks(model, split: LeaveOneOut, which: str, *, max_len: int, filter_se
     model = accelerator.unwrap_model(model)   # scoring is not a DDP forward
     model.eval()
     all_ranks, all_nans = [], []
-    for users in loader:
-        users = users.to(split.items.device)
+    for host_users in loader:
+        # No host read in the loop (the width of the seen items comes from the host's copy of
+        # the history lengths, ranks() reads nothing back on a GPU): the next batch's kernels
+        # queue while this one's run, and the evaluation waits once, for its metrics.
+        users = host_users.to(split.items.device, non_blocking=True)
         history = split.inputs(which, max_len, users)
         with accelerator.autocast():
             scores = model.score_next(history)
-        seen = split.history(which, users) if filter_seen else None
+        seen = (split.history(which, users, width=split.history_width(which, host_users.cpu()))
+                if filter_seen else None)
         # ranked in the scores' own dtype: bf16 → fp32 changes no comparison, only the bytes read
         r, nan = ranks(scores, split.targets(which, users), history=seen, n_valid=n_valid)
         all_ranks.append(accelerator.gather_for_metrics(r))

@@ -157,13 +157,15 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
                             mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
     split = split if split is not None else LeaveOneOut.from_data(data, device)
     model = build_model(cfg.model, data.n_items, cfg, device.type).to(device)
-    loader = accelerator.prepare(user_loader(data.n_users, cfg.eval_batch_size))
+    loader = user_loader(data.n_users, cfg.eval_batch_size, accelerator)
     run = Run(cfg, hooks, accelerator, data, split, model, loader)
     run.info.update(dataset_users=data.n_users, dataset_items=data.n_items,
                     dataset_interactions=data.n_interactions,
                     **{f"params_{k}": v for k, v in model.param_counts().items()})
     if getattr(model, "mamba_backend", None):     # which Mamba kernels ran (models/ssm.py)
         run.info["mamba_backend"] = model.mamba_backend
+    if getattr(model, "gru_backward", None):      # whose GRU backward (models/gru_backward.py)
+        run.info["gru_backward"] = model.gru_backward
     if not model.trainable:
         model.fit(split.train_item_counts())
         return run
