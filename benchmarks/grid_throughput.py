@@ -21,7 +21,7 @@ so their kernels can run at the same time; `mps_clients`: the cells that ran as 
 `--order`: the local executor's queue order(s), one run each (`order`: the one its submissions
 record; pack: none). Every run starts cold: empty data, Triton and Inductor caches, and on an
 image without bytecode an empty bytecode cache (`--warm`: one set of caches for all runs,
-`RECSYS_PYCACHE` naming the bytecode's: jobs/train_cell.py bytecode_cache). `--epochs N`
+`RECSYS_PYCACHE` naming the bytecode's: recsys_core/bytecode.py). `--epochs N`
 caps every cell at N epochs (a copy of the grid with `fixed.epochs: N`; the cells' ids change
 with it): on a machine too slow to train a cell through, what is not training is timed all
 the same. `--repeat K`: each run K times.
@@ -122,8 +122,8 @@ def mode_args(mode: str, slots: int, order: str | None = ORDERS[0]) -> list[str]
 def caches(folder: Path) -> dict[str, str]:
     """The caches a run starts with. Where torch has no bytecode beside its sources (the
     device's image), Python's bytecode is one of them, as a sweep's `.cache/pycache` is for its
-    cells (jobs/train_cell.py: bytecode_cache): cold in a cold run, kept with `--warm`."""
-    from jobs.train_cell import bytecode_missing
+    cells (recsys_core/bytecode.py): cold in a cold run, kept with `--warm`."""
+    from recsys_core.bytecode import bytecode_missing
     folder.mkdir(parents=True, exist_ok=True)
     env = {"RECSYS_DATA_CACHE": str(folder / "data"), "TRITON_CACHE_DIR": str(folder / "triton"),
            "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import submitit
 
+from recsys_core.bytecode import bytecode_cache
+
 CELL_FILE = "cell.json"
 REQUEUES_FILE = "requeues.json"
 OOM_RETRIES_FILE = "oom_retries.json"   # the local executor's (launcher/executors/oom.py)
@@ -96,49 +98,20 @@ JOB_INFO = "RECSYS_JOB_INFO"   # what the outer job knew, for the processes it l
 COMPILE_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
 
-BYTECODE_PROBE = "torch"    # the package whose bytecode says whether the stack has its .pyc
-
-
 def shared_compile_caches(cell_dir: Path) -> None:
     """Inductor's and Triton's caches in the sweep's folder (`<sweep>/.cache/`), unless the
     environment names its own: their defaults are under the node's /tmp and ~, so a cell on
     another node (or a fresh container) compiled xLSTM's encoder and kernels again (76 s).
     Both caches key on the GPU and the software versions and write atomically, so cells of
     one sweep on several nodes may share them. Python's bytecode too, where it is not beside
-    the sources (`bytecode_cache`)."""
+    the sources (recsys_core/bytecode.py), for this process and those it starts: the sweep's
+    later cells import the stack compiled."""
     sweep = Path(cell_dir).resolve().parent.parent
     if not (sweep / "manifest.json").exists():
         return              # a run folder outside a sweep: the libraries' own defaults
     for var, name in COMPILE_CACHES.items():
         os.environ.setdefault(var, str(sweep / ".cache" / name))
     bytecode_cache(sweep / ".cache" / "pycache")
-
-
-def bytecode_missing() -> bool:
-    """True where torch's sources have no .pyc beside them (its package's __init__)."""
-    import importlib.util
-    spec = importlib.util.find_spec(BYTECODE_PROBE)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return False
-    return not Path(importlib.util.cache_from_source(spec.origin)).exists()
-
-
-def bytecode_cache(folder: Path) -> None:
-    """Where torch's .pyc are missing beside its sources (an image installed without them,
-    with PYTHONDONTWRITEBYTECODE set or its site-packages read-only), every process compiled
-    the training stack from source: on the device's H100 image, importing torch took 3.3 s
-    and torch._dynamo 7.1-7.6 s, against 1.7 and 2.7 s from bytecode, and the Beauty cell 27.7 s
-    against 18.3 s (results/benchmarks/grid_throughput_h100/). Such a cell writes and reads
-    bytecode under `folder` (or $RECSYS_PYCACHE) instead: Python's pycache prefix, for this
-    process and those it starts, so the sweep's later cells import it compiled. A
-    PYTHONPYCACHEPREFIX of the environment's own is kept; where the .pyc are there, nothing
-    changes."""
-    if os.environ.get("PYTHONPYCACHEPREFIX") or sys.pycache_prefix or not bytecode_missing():
-        return
-    folder = Path(os.environ.get("RECSYS_PYCACHE") or folder)
-    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = str(folder)
-    sys.dont_write_bytecode = False
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def train(cell_dir: str, *, since: float, job: dict, prepared=None) -> dict:

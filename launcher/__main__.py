@@ -27,12 +27,16 @@ import sys
 import time
 from pathlib import Path
 
-from launcher import executors
-from launcher.executors.base import options_from, running_flags
-from launcher.grid import GridError, absent_values, load_grid, expand, select
-from launcher.sweep import Sweep
-from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded
-from recsys_core.train.config import ConfigError
+from recsys_core.bytecode import LAUNCHER_CACHE, bytecode_cache
+
+bytecode_cache(LAUNCHER_CACHE, children=False)   # before the imports below: compiled once
+
+from launcher import executors  # noqa: E402
+from launcher.executors.base import options_from, running_flags  # noqa: E402
+from launcher.grid import GridError, absent_values, load_grid, expand, select  # noqa: E402
+from launcher.sweep import Sweep  # noqa: E402
+from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded  # noqa: E402
+from recsys_core.train.config import ConfigError  # noqa: E402
 
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
 

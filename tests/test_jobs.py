@@ -204,7 +204,8 @@ def test_bytecode_goes_to_the_sweep_where_the_stack_has_none_beside_its_sources(
     cell.mkdir(parents=True)
     (tmp_path / "sweep" / "manifest.json").write_text("{}")
     code = ("import sys; from pathlib import Path; import jobs.train_cell as t; "
-            "t.BYTECODE_PROBE = 'stackpkg'; t.shared_compile_caches(Path(sys.argv[1])); "
+            "import recsys_core.bytecode as b; b.BYTECODE_PROBE = 'stackpkg'; "
+            "t.shared_compile_caches(Path(sys.argv[1])); "
             "import stackpkg, os; print(sys.pycache_prefix, os.environ.get('PYTHONDONTWRITEBYTECODE'))")
 
     def run(**env):
@@ -224,5 +225,20 @@ def test_bytecode_goes_to_the_sweep_where_the_stack_has_none_beside_its_sources(
     shared = tmp_path / "shared"                 # RECSYS_PYCACHE: a benchmark's --warm runs
     assert run(RECSYS_PYCACHE=str(shared)) == [str(shared), "None"]
     assert list(shared.rglob("stackpkg/__init__*.pyc"))
+    # the launcher's own process: its bytecode under ~/.cache/recsys_core/pycache, for itself
+    # only (the cells it starts keep their sweep's)
+    launcher_code = ("import sys, os; import recsys_core.bytecode as b; "
+                     "b.BYTECODE_PROBE = 'stackpkg'; import launcher.__main__; import stackpkg; "
+                     "print(sys.pycache_prefix, os.environ.get('PYTHONPYCACHEPREFIX'))")
+    home = tmp_path / "home"
+    out = subprocess.run([sys.executable, "-c", launcher_code], cwd=REPO, text=True,
+                         capture_output=True, timeout=60,
+                         env={**{k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"},
+                              "PYTHONPATH": f"{tmp_path / 'lib'}:{REPO}", "HOME": str(home),
+                              "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.returncode == 0, out.stderr
+    mine = home / ".cache" / "recsys_core" / "pycache"
+    assert out.stdout.split() == [str(mine), "None"]
+    assert list(mine.rglob("stackpkg/__init__*.pyc")) and list(mine.rglob("launcher/grid*.pyc"))
     py_compile.compile(str(pkg / "__init__.py"))            # the .pyc beside it: left alone
     assert run() == ["None", "1"]
