@@ -34,6 +34,7 @@ bytecode_cache(LAUNCHER_CACHE, children=False)   # before the imports below: com
 from launcher import executors  # noqa: E402
 from launcher.executors.base import options_from, running_flags  # noqa: E402
 from launcher.grid import GridError, absent_values, load_grid, expand, select  # noqa: E402
+from launcher.status import watch_seconds  # noqa: E402
 from launcher.sweep import Sweep  # noqa: E402
 from recsys_core.cli import INTERRUPTED, ArgumentParser, guarded  # noqa: E402
 from recsys_core.train.config import ConfigError  # noqa: E402
@@ -47,18 +48,6 @@ def grid_path(arg: str) -> Path:
     if not path.exists() and (SHIPPED_GRIDS / f"{arg}.yaml").exists():
         return SHIPPED_GRIDS / f"{arg}.yaml"
     return path
-
-
-def _watch_seconds(text: str) -> float:
-    """--watch's period: each refresh is one sacct call, so a cluster's accounting database
-    is not polled in a busy loop (0) and sleep() gets no negative or NaN."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a number of seconds") from None
-    if not value >= 1 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds, at least 1")
-    return value
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -326,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="state of every cell")
     st.add_argument("sweep")
     st.add_argument("--json", action="store_true")
-    st.add_argument("--watch", nargs="?", type=_watch_seconds, const=10.0, default=None,
+    st.add_argument("--watch", nargs="?", type=watch_seconds, const=10.0, default=None,
                     help="refresh every SECONDS (default 10) until nothing is queued or running")
     st.set_defaults(func=cmd_status)
     r = sub.add_parser("resume", help="resubmit cells without a COMPLETED result")

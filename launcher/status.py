@@ -12,6 +12,7 @@ one source of truth: status, resume and aggregate read it and nothing else of a 
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from launcher import executors
@@ -19,7 +20,7 @@ from launcher.executors import ACTIVE, FINISHED, STATES, SchedulerState
 from launcher.sweep import Sweep
 from recsys_core.train.results import read_result
 
-__all__ = ["ACTIVE", "FINISHED", "RESUBMIT", "STATES", "cell_states", "counts", "render"]
+__all__ = ["ACTIVE", "FINISHED", "RESUBMIT", "STATES", "cell_states", "counts", "render", "watch_seconds"]
 
 # What resume resubmits: everything that did not complete and is not queued or running.
 RESUBMIT = ("FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_STARTED", "MISSING")
@@ -119,3 +120,15 @@ def render(rows: list[dict], width: int = 40) -> str:
     lines.append(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} finished  "
                  + "  ".join(f"{k} {v}" for k, v in c.items()))
     return "\n".join(lines)
+
+
+def watch_seconds(text: str) -> float:
+    """--watch's period: each refresh is one sacct call, so a cluster's accounting database
+    is not polled in a busy loop (0) and sleep() gets no negative or NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number of seconds") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds, at least 1")
+    return value
