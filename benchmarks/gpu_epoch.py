@@ -33,6 +33,10 @@ gradient, in fp32 and under bf16 autocast; the scan's own times):
     python -m benchmarks.gpu_epoch --models mamba4rec sasmamba --mamba-backends mambapy triton \\
         --out-dir $OUT
 
+GRU4Rec's GRU trains through the project's own backward where its layers allow it
+(`--rnn-dropout torch`, or one block: models/gru_backward.py); RECSYS_GRU_BACKWARD=cudnn
+keeps cuDNN's, and the `gru_backward` column says which ran.
+
 Writes gpu_epoch.csv, gpu_epoch.md, gpu_runs.jsonl, gpu_profiles.txt (and with triton among
 the Mamba backends scan_check.csv, scan_check.md) into --out-dir.
 """
@@ -72,8 +76,8 @@ SHAPES = {   # dataset -> (max_len, embedding_dim, num_heads); ML-20M: the study
 # The Mamba models have none until a first measurement says what their backend can do.
 TARGETS_S = {"sasrec": 0.10, "bert4rec": 0.15, "gru4rec": 0.15, "lstm": 0.15, "xlstm": 0.40}
 EVAL_TARGET_S = 0.03
-COLUMNS = ["model", "dataset", "device", "mode", "mamba_backend", "rnn_dropout", "loss_path",
-           "max_len", "embedding_dim", "batch_size", "num_blocks", "train_windows", "steps_per_epoch",
+COLUMNS = ["model", "dataset", "device", "mode", "mamba_backend", "rnn_dropout", "gru_backward",
+           "loss_path", "max_len", "embedding_dim", "batch_size", "num_blocks", "train_windows", "steps_per_epoch",
            "epoch_time_s", "epoch_time_min_s", "first_epoch_s", "capture_s", "sequences_per_s",
            "targets_per_epoch", "eval_time_s", "eval_time_b1024_s", "peak_gpu_mem_mb",
            "eval_peak_gpu_mem_mb", "gpu_util_pct", "floor_time_s", "ratio_to_floor",
@@ -150,7 +154,8 @@ def run_mode(args, model_name, dataset, mode, data, split_cpu, log) -> dict:
                n_items=split.n_items, n_users=split.n_users,
                loss_path=getattr(step, "loss_path", "model"),
                fused_check=getattr(step, "fused_check", None),
-               mamba_backend=run.info.get("mamba_backend"), rnn_dropout=args.rnn_dropout)
+               mamba_backend=run.info.get("mamba_backend"), rnn_dropout=args.rnn_dropout,
+               gru_backward=run.info.get("gru_backward"))
     log(f"  {mode:5s} epoch {row['epoch_time_s']:.4f} s (first {first:.2f} s) "
         f"eval {eval_all * 1e3:.1f} ms (b1024 {eval_1024 * 1e3:.1f} ms) "
         f"peak {peak or 0:.0f} MB util {util} losses {row['train_loss_epochs']} "

@@ -16,14 +16,12 @@ get faster.
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks.rnn_precision import cuda_missing, rnn_parser
+from benchmarks.rnn_precision import cuda_missing, rnn_parser, run_facts, write_report
 from benchmarks.timing import median_s, profiled
 
 VARIANTS = (("fp32_tf32", True), ("fp32_tf32", False), ("fp16", True), ("fp16", False))
@@ -70,23 +68,18 @@ def main(argv: list[str] | None = None) -> int:
                              kernels_ms=round(total, 4), top_kernels=top))
             print(f"{cell.__name__:4s} {precision:9s} bias={bias!s:5s} {s * 1e3:7.3f} ms/step, "
                   f"kernels {total:.3f} ms; top: {top[0][0][:50]} {top[0][1]} ms", flush=True)
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                  cudnn=torch.backends.cudnn.version(), shape=vars(args), rows=rows)
-    if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "rnn_bias.json").write_text(json.dumps(result, indent=1))
-        lines = [f"# cuDNN recurrence, forward + backward, by bias and precision ({result['device']})",
-                 "", f"torch {result['torch']}, cuDNN {result['cudnn']}; batch {args.batch_size}, "
-                 f"L {args.max_len}, D {args.embedding_dim}, {args.num_blocks} layers; median of "
-                 f"{args.repeats} steps (eager); kernels: one profiled step.", "",
-                 "| cell | precision | bias | ms a step | s a 64-step epoch | kernels ms | top kernel (ms, calls) |",
-                 "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            name, ms, n = r["top_kernels"][0]
-            lines.append(f"| {r['cell']} | {r['precision']} | {r['bias']} | {r['step_ms']} | "
-                         f"{r['epoch_s']} | {r['kernels_ms']} | `{name}` ({ms}, {n}) |")
-        (out / "rnn_bias.md").write_text("\n".join(lines) + "\n")
+    result = dict(run_facts(args), rows=rows)
+    lines = [f"# cuDNN recurrence, forward + backward, by bias and precision ({result['device']})",
+             "", f"torch {result['torch']}, cuDNN {result['cudnn']}; batch {args.batch_size}, "
+             f"L {args.max_len}, D {args.embedding_dim}, {args.num_blocks} layers; median of "
+             f"{args.repeats} steps (eager); kernels: one profiled step.", "",
+             "| cell | precision | bias | ms a step | s a 64-step epoch | kernels ms | top kernel (ms, calls) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name, ms, n = r["top_kernels"][0]
+        lines.append(f"| {r['cell']} | {r['precision']} | {r['bias']} | {r['step_ms']} | "
+                     f"{r['epoch_s']} | {r['kernels_ms']} | `{name}` ({ms}, {n}) |")
+    write_report(args.out_dir, "rnn_bias", result, lines)
     return 0
 
 

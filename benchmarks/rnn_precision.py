@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,6 +55,28 @@ def cuda_missing() -> bool:
     return True
 
 
+def recurrence_input(args) -> torch.Tensor:
+    """The recurrence's input at the arguments' shape, on the GPU, requiring a gradient."""
+    return torch.randn(args.batch_size, args.max_len, args.embedding_dim, device="cuda",
+                       requires_grad=True)
+
+
+def write_report(out_dir: str | None, name: str, result: dict, lines: list[str]) -> None:
+    """NAME.json (the result) and NAME.md (the lines) into out_dir, where one is given."""
+    if not out_dir:
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def run_facts(args) -> dict:
+    """What a result names of its machine and shape."""
+    return dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                cudnn=torch.backends.cudnn.version(), shape=vars(args))
+
+
 def add_shape_arguments(p: argparse.ArgumentParser) -> None:
     """The recurrence's shape (the study's ML-1M cells by default) and the repeats timed."""
     p.add_argument("--batch-size", type=int, default=128)
@@ -72,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if cuda_missing():
         return 2
     torch.manual_seed(0)
-    x = torch.randn(args.batch_size, args.max_len, args.embedding_dim, device="cuda",
-                    requires_grad=True)
+    x = recurrence_input(args)
     rows = []
     for cell in (nn.GRU, nn.LSTM):
         rnn = cell(args.embedding_dim, args.embedding_dim, num_layers=args.num_blocks,

@@ -5,15 +5,11 @@ precision on small odd shapes (L odd, ED not a power of two, several ED blocks, 
 5, the layer's strided inputs, bf16 inputs as under autocast), and a tiny model trained
 through the trainer with either backend. The GPU's figures: `python -m benchmarks.gpu_epoch
 --backends mambapy triton` (benchmarks/scan_check.py)."""
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.interpreter import interpreted
 
 CASES = {   # name -> shape; block_e: ED channels per program (default min(32, next pow2 ≥ ED))
     "L7 ED12 N16, 2 blocks of 8": dict(rows=2, L=7, ED=12, N=16, block_e=8, layout="contiguous"),
@@ -25,23 +21,10 @@ FP32 = 1e-5        # max |ours - mambapy| / max |mambapy| (both fp32; measured ~
 GRADS = ("dx", "ddelta", "dA", "dB", "dC", "dD")
 
 
-def interpreted(*args: str, tmp_path) -> dict | list:
-    """Run scan_twin under Triton's interpreter; its JSON result."""
-    if importlib.util.find_spec("triton") is None:
-        pytest.fail("triton is not installed: `pip install -e '.[dev]'` (or `pip install "
-                    "triton`); these tests run its interpreter on the CPU")
-    out = tmp_path / "result.json"
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "tests.helpers.scan_twin", *args, str(out)],
-                          capture_output=True, text=True, cwd=REPO, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
-
-
 @pytest.fixture(scope="module")
 def kernel_diffs(tmp_path_factory) -> dict:
     cases = [{**shape, "seed": i} for i, shape in enumerate(CASES.values())]
-    diffs = interpreted("kernels", json.dumps(cases), tmp_path=tmp_path_factory.mktemp("scan"))
+    diffs = interpreted("scan_twin", "kernels", json.dumps(cases), tmp_path=tmp_path_factory.mktemp("scan"))
     return dict(zip(CASES, diffs))
 
 
@@ -68,7 +51,7 @@ def test_tiny_mamba4rec_trains_the_same_with_either_backend(tmp_path):
     """Through the trainer (two steps, then validation and test): the same losses, gradient
     norms, metrics and weights, the backend in result.json; a checkpoint of the mambapy run
     loads into a triton-built model and scores alike."""
-    res = interpreted("trainer", "mamba4rec", tmp_path=tmp_path)
+    res = interpreted("scan_twin", "trainer", "mamba4rec", tmp_path=tmp_path)
     ref, ours = res["mambapy"], res["triton"]
     assert (ref["status"], ours["status"]) == ("COMPLETED", "COMPLETED")
     assert (ref["mamba_backend"], ours["mamba_backend"]) == ("mambapy", "triton")

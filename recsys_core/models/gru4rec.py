@@ -12,17 +12,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_core.models.base import SequentialModel
+from recsys_core.models.gru_backward import backward_choice, gru_layer, own_backward_fits
 from recsys_core.models.padding import left_to_right_padding, rotate_back
 
 
-def run_rnn(rnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def run_rnn(rnn: nn.Module, x: torch.Tensor, own_backward: bool = False) -> torch.Tensor:
     """The recurrence in fp32 (cuDNN's TF32 default), also under bf16 autocast: at the study's
     sizes cuDNN's fp32 kernels are faster than its half-precision ones (ML-1M shape, 2 layers,
     D 64, batch 128, L 200, forward + backward on an H200: GRU 2.26 vs 3.00 ms a step, LSTM
     2.23 vs 2.93; `python -m benchmarks.rnn_precision`, results/benchmarks/rnn_precision.json).
-    """
+    `own_backward`: a GRU whose layers are one-layer modules trains through gru_backward.py
+    (cuDNN's forward, the project's backward) instead of cuDNN's backward."""
     with torch.autocast(x.device.type, enabled=False):
-        return rnn(x.float())[0]
+        x = x.float()
+        # (a compiled encoder keeps cuDNN's: Dynamo would trace the autograd.Function)
+        if own_backward and rnn.training and torch.is_grad_enabled() and \
+                not torch.compiler.is_compiling():
+            if isinstance(rnn, StackedRNN) and all(map(own_backward_fits, rnn.layers)):
+                return rnn(x, layer_call=gru_layer)[0]
+            if own_backward_fits(rnn):
+                return gru_layer(rnn, x)
+        return rnn(x)[0]
 
 
 class StackedRNN(nn.Module):
@@ -39,11 +49,12 @@ class StackedRNN(nn.Module):
                                     for _ in range(num_layers))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, layer_call=None) -> tuple[torch.Tensor, None]:
+        """`layer_call(layer, x)` runs a layer where given (gru_backward.gru_layer)."""
         for i, layer in enumerate(self.layers):
             if i:
                 x = F.dropout(x, self.dropout, self.training)
-            x = layer(x)[0]
+            x = layer_call(layer, x) if layer_call else layer(x)[0]
         return x, None
 
 
@@ -51,8 +62,12 @@ class GRU4Rec(SequentialModel):
     rnn_class: type[nn.RNNBase] = nn.GRU
 
     def __init__(self, n_items: int, embedding_dim: int = 64, num_blocks: int = 1,
-                 dropout: float = 0.2, rnn_dropout: str = "cudnn", **_):
+                 dropout: float = 0.2, rnn_dropout: str = "cudnn", device_type: str = "cpu",
+                 **_):
         super().__init__(n_items, embedding_dim)
+        # the GRU's backward: cuDNN's, or on CUDA the project's own where its layers allow
+        # (gru_backward.py; RECSYS_GRU_BACKWARD=cudnn keeps cuDNN's)
+        self.own_backward = backward_choice(device_type) == "triton"
         self.emb_dropout = nn.Dropout(dropout)
         if rnn_dropout == "torch" and num_blocks > 1 and dropout > 0:
             self.rnn = StackedRNN(self.rnn_class, embedding_dim, num_blocks, dropout)
@@ -63,6 +78,15 @@ class GRU4Rec(SequentialModel):
         self.out_dropout = nn.Dropout(dropout)
         self.final_norm = nn.LayerNorm(embedding_dim)
 
+    @property
+    def gru_backward(self) -> str | None:
+        """Which backward trains the recurrence (the trainer writes it into result.json)."""
+        if self.rnn_class is not nn.GRU:
+            return None
+        layers = self.rnn.layers if isinstance(self.rnn, StackedRNN) else [self.rnn]
+        own = self.own_backward and all(map(own_backward_fits, layers))
+        return "triton" if own else "cudnn"
+
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Each row rotated so that its items come first (padding.py: why), which also keeps
         # cuDNN's fused kernel.
@@ -70,6 +94,6 @@ class GRU4Rec(SequentialModel):
         ids = input_ids.gather(1, index)
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size for the input.
         x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
-        out = run_rnn(self.rnn, x)
+        out = run_rnn(self.rnn, x, self.own_backward)
         out = rotate_back(self.out_dropout(out), pad)
         return self.final_norm(out) * (input_ids != 0).unsqueeze(-1)
