@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from recsys_core.metric_names import DEFAULT_KS, METRICS
+from recsys_core.rank_counts import kernel_fits, rank_counts
 
 __all__ = ["DEFAULT_KS", "METRICS", "metrics_from_ranks", "ranks"]
 
@@ -37,22 +38,26 @@ def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor 
     b, v = scores.shape
     hi = v if n_valid is None else min(n_valid, v)
     rows = torch.arange(b, device=scores.device)
-    columns = scores[:, 1:hi]
     target_score = scores[rows, targets]
-    # a finite or +inf target: NaN candidates compare False, as the worst score should
-    beats = (columns >= target_score[:, None]).sum(1)          # the target itself included
     if host_read is None:
         host_read = scores.device.type == "cpu"
-    if not host_read:
-        # counted outright: a second pass over the block costs a GPU less than a host read,
-        # which would keep the next batch's kernels from queueing behind this one's
-        nans = torch.isnan(columns).sum(1)
-    elif bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
-        # on the CPU only where a row's sum says there may be one (a NaN, or +inf beside
-        # -inf): the sum reads the block once and writes nothing
-        nans = torch.isnan(columns).sum(1)
+    if not host_read and kernel_fits(scores):
+        # both counts in one pass over the block (rank_counts.py), no [B, V] temporaries
+        beats, nans = rank_counts(scores, targets, hi)
     else:
-        nans = torch.zeros_like(beats)
+        columns = scores[:, 1:hi]
+        # a finite or +inf target: NaN candidates compare False, as the worst score should
+        beats = (columns >= target_score[:, None]).sum(1)      # the target itself included
+        if not host_read:
+            # counted outright: a second pass over the block costs a GPU less than a host
+            # read, which would keep the next batch's kernels from queueing behind this one's
+            nans = torch.isnan(columns).sum(1)
+        elif bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
+            # on the CPU only where a row's sum says there may be one (a NaN, or +inf beside
+            # -inf): the sum reads the block once and writes nothing
+            nans = torch.isnan(columns).sum(1)
+        else:
+            nans = torch.zeros_like(beats)
     if history is not None and history.numel():
         h, _ = history.sort(dim=1)
         first = torch.ones_like(h, dtype=torch.bool)

@@ -97,3 +97,13 @@ def test_metric_values_from_known_ranks():
     assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
     assert m["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 5) / 4)
     assert m["precision@10"] == pytest.approx(3 / 4 / 10)
+
+
+def test_the_gpu_counting_kernel_gives_the_ranks_and_nan_counts_torch_gives(tmp_path):
+    """rank_counts.py's kernel (the GPU's path of ranks) under Triton's interpreter: the same
+    ranks and NaN counts as torch's comparisons and sums, fp32 and bf16, with a history,
+    columns past n_valid and rows of a wider block (tests/helpers/rank_twin.py)."""
+    from tests.helpers.interpreter import interpreted
+    results = interpreted("rank_twin", tmp_path=tmp_path)
+    assert all(r["history"] and r["plain"] for r in results), results
+    assert all(r["plain_nans"] > 0 for r in results)      # the blocks did hold NaN candidates
