@@ -37,6 +37,7 @@ def test_which_grus_take_the_own_backward_and_how_it_is_chosen(monkeypatch):
     assert own_backward_fits(nn.GRU(64, 64, batch_first=True))
     assert not own_backward_fits(nn.GRU(64, 64, num_layers=2, batch_first=True, dropout=0.2))
     assert not own_backward_fits(nn.GRU(48, 48, batch_first=True))     # not a power of two
+    assert not own_backward_fits(nn.GRU(256, 256, batch_first=True))   # W_hh past the registers
     assert not own_backward_fits(nn.LSTM(64, 64, batch_first=True))
     assert not own_backward_fits(nn.GRU(64, 64))                          # time-first
     monkeypatch.delenv(BACKWARD_ENV, raising=False)

@@ -126,9 +126,13 @@ def walk_triton(dout, gi, gh, h_prev, w_hh):
     return d_gi, d_gh
 
 
+MAX_HIDDEN = 64    # W_hh stays in registers: 3 x 64 x 64 fp32 is 48 KB; at 128 it would spill
+
+
 def triton_fits(hidden: int) -> bool:
-    """The kernel's [H] vectors need a power of two, its dot products 16 or more."""
-    return hidden >= 16 and hidden & (hidden - 1) == 0
+    """The kernel's [H] vectors need a power of two, its dot products 16 or more, and W_hh
+    must fit its registers (larger GRUs, e.g. the ML-20M shape's D 256, keep cuDNN's)."""
+    return 16 <= hidden <= MAX_HIDDEN and hidden & (hidden - 1) == 0
 
 
 @contextlib.contextmanager
