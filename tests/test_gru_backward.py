@@ -11,6 +11,7 @@ from torch import nn
 
 from recsys_core.models.gru_backward import (BACKWARD_ENV, backward_choice, gru_layer,
                                              own_backward_fits, walk_torch)
+from recsys_core.models.gru4rec import GRU4Rec
 from tests.helpers.interpreter import interpreted
 
 
@@ -44,6 +45,10 @@ def test_which_grus_take_the_own_backward_and_how_it_is_chosen(monkeypatch):
     assert (backward_choice("cuda"), backward_choice("cpu")) == ("triton", "cudnn")
     monkeypatch.setenv(BACKWARD_ENV, "cudnn")
     assert backward_choice("cuda") == "cudnn"
+    monkeypatch.setenv(BACKWARD_ENV, "triton")              # at the model's build, not its backward
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="RECSYS_GRU_BACKWARD=triton needs a CUDA device"):
+        GRU4Rec(n_items=10, embedding_dim=16)
     monkeypatch.setenv(BACKWARD_ENV, "fast")
     with pytest.raises(ValueError, match="RECSYS_GRU_BACKWARD='fast'; valid: cudnn, triton"):
         backward_choice("cuda")

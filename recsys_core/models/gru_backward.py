@@ -180,6 +180,9 @@ def backward_choice(device_type: str) -> str:
     if forced:
         if forced not in BACKWARDS:
             raise ValueError(f"{BACKWARD_ENV}={forced!r}; valid: {', '.join(BACKWARDS)}")
+        if forced == "triton" and device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"{BACKWARD_ENV}=triton needs a CUDA device (or Triton's interpreter, "
+                             "TRITON_INTERPRET=1, on the CPU); unset it or use cudnn")
         return forced
     return "triton" if device_type == "cuda" else "cudnn"
 
