@@ -25,12 +25,17 @@ from benchmarks.rnn_precision import (cuda_missing, recurrence_input, rnn_parser
                                       write_report)
 from benchmarks.timing import median_s
 from recsys_core.models.gru4rec import StackedRNN, run_rnn
+from recsys_core.models.gru_backward import MAX_HIDDEN, triton_fits
 
 
 def main(argv: list[str] | None = None) -> int:
     p = rnn_parser("python -m benchmarks.gru_backward", __doc__)
     p.add_argument("--out-dir", default=None, help="gru_backward.json and .md go here")
     args = p.parse_args(argv)
+    if not triton_fits(args.embedding_dim):     # else both rows would time cuDNN's backward
+        print(f"--embedding-dim {args.embedding_dim}: the own backward takes hidden sizes "
+              f"16-{MAX_HIDDEN}, powers of two", file=sys.stderr)
+        return 2
     if cuda_missing():
         return 2
     torch.manual_seed(0)

@@ -77,3 +77,11 @@ def test_gru4rec_trains_through_the_own_backward_as_through_autograd(tmp_path):
     assert r["own"] == [False, True]
     assert r["loss"][0] == r["loss"][1] and r["grads"]
     assert r["max_diff"] < 1e-5, r
+
+
+def test_the_benchmark_refuses_a_shape_the_own_backward_does_not_take(capsys):
+    """Where the own backward cannot run, both of benchmarks.gru_backward's rows would time
+    cuDNN's: it stops first (exit 2, before looking for a GPU)."""
+    from benchmarks.gru_backward import main
+    assert main(["--embedding-dim", "48"]) == 2
+    assert "--embedding-dim 48: the own backward takes hidden sizes 16-64" in capsys.readouterr().err
