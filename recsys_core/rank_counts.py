@@ -12,9 +12,10 @@ interpreter (TRITON_INTERPRET=1), as the tests run it against torch's counts.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+
+from recsys_core.kernel_device import kernels_run_on
 
 BLOCK = 1024
 
@@ -49,7 +50,7 @@ def kernel_fits(scores: torch.Tensor) -> bool:
     """CUDA (or the interpreter), rows of unit stride, triton importable."""
     if scores.dim() != 2 or scores.stride(1) != 1:
         return False
-    if scores.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if not kernels_run_on(scores.device.type):
         return False
     import importlib.util
     return importlib.util.find_spec("triton") is not None

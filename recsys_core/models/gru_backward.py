@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_core.kernel_device import kernels_run_on
+
 BACKWARDS = ("cudnn", "triton")
 BACKWARD_ENV = "RECSYS_GRU_BACKWARD"
 BLOCK_ROWS = 16          # rows of the batch per program (tl.dot needs 16 or more)
@@ -113,7 +115,7 @@ def walk_torch(dout, gi, gh, h_prev, w_hh):
 
 def walk_triton(dout, gi, gh, h_prev, w_hh):
     """The same in one Triton kernel (CUDA, or the CPU under TRITON_INTERPRET=1)."""
-    if dout.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if not kernels_run_on(dout.device.type):
         raise RuntimeError(f"{BACKWARD_ENV}=triton on the CPU runs only under Triton's "
                            "interpreter (TRITON_INTERPRET=1 before the kernel is built); "
                            f"{BACKWARD_ENV}=cudnn uses autograd's backward")
@@ -180,7 +182,7 @@ def backward_choice(device_type: str) -> str:
     if forced:
         if forced not in BACKWARDS:
             raise ValueError(f"{BACKWARD_ENV}={forced!r}; valid: {', '.join(BACKWARDS)}")
-        if forced == "triton" and device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        if forced == "triton" and not kernels_run_on(device_type):
             raise ValueError(f"{BACKWARD_ENV}=triton needs a CUDA device (or Triton's interpreter, "
                              "TRITON_INTERPRET=1, on the CPU); unset it or use cudnn")
         return forced

@@ -25,12 +25,13 @@ environment before this module is imported): the tests compare it with mambapy t
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 from mambapy.mamba import MambaBlock
+
+from recsys_core.kernel_device import kernels_run_on
 
 
 @triton.jit
@@ -127,7 +128,7 @@ def _check(x, delta, A, B, C, D) -> None:
         if tuple(t.shape) != expected[name]:
             raise ValueError(f"selective_scan: {name} has shape {tuple(t.shape)}, expected "
                              f"{expected[name]} (x [rows, L, ED], A [ED, N])")
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if not kernels_run_on(x.device.type):
         raise RuntimeError("the triton selective scan runs on CUDA tensors, or on the CPU under "
                            "Triton's interpreter (TRITON_INTERPRET=1 before importing it); "
                            f"got tensors on {x.device}")
