@@ -27,12 +27,15 @@ def run_rnn(rnn: nn.Module, x: torch.Tensor, own_backward: bool = False) -> torc
         x = x.float()
         # (a compiled encoder keeps cuDNN's: Dynamo would trace the autograd.Function)
         if own_backward and rnn.training and torch.is_grad_enabled() and \
-                not torch.compiler.is_compiling():
-            if isinstance(rnn, StackedRNN) and all(map(own_backward_fits, rnn.layers)):
-                return rnn(x, layer_call=gru_layer)[0]
-            if own_backward_fits(rnn):
-                return gru_layer(rnn, x)
+                not torch.compiler.is_compiling() and takes_own_backward(rnn):
+            return rnn(x, layer_call=gru_layer)[0] if isinstance(rnn, StackedRNN) else \
+                gru_layer(rnn, x)
         return rnn(x)[0]
+
+
+def takes_own_backward(rnn: nn.Module) -> bool:
+    """Whether every layer of `rnn` (one module, or StackedRNN's) fits gru_backward's path."""
+    return all(map(own_backward_fits, rnn.layers if isinstance(rnn, StackedRNN) else [rnn]))
 
 
 class StackedRNN(nn.Module):
@@ -65,9 +68,7 @@ class GRU4Rec(SequentialModel):
                  dropout: float = 0.2, rnn_dropout: str = "cudnn", device_type: str = "cpu",
                  **_):
         super().__init__(n_items, embedding_dim)
-        # the GRU's backward: cuDNN's, or on CUDA the project's own where its layers allow
-        # (gru_backward.py; RECSYS_GRU_BACKWARD=cudnn keeps cuDNN's)
-        self.own_backward = backward_choice(device_type) == "triton"
+        choice = backward_choice(device_type)
         self.emb_dropout = nn.Dropout(dropout)
         if rnn_dropout == "torch" and num_blocks > 1 and dropout > 0:
             self.rnn = StackedRNN(self.rnn_class, embedding_dim, num_blocks, dropout)
@@ -77,15 +78,16 @@ class GRU4Rec(SequentialModel):
                                       dropout=dropout if num_blocks > 1 else 0.0)
         self.out_dropout = nn.Dropout(dropout)
         self.final_norm = nn.LayerNorm(embedding_dim)
+        # the GRU's backward: cuDNN's, or on CUDA the project's own where its layers allow
+        # (gru_backward.py; RECSYS_GRU_BACKWARD=cudnn keeps cuDNN's)
+        self.own_backward = choice == "triton" and takes_own_backward(self.rnn)
 
     @property
     def gru_backward(self) -> str | None:
         """Which backward trains the recurrence (the trainer writes it into result.json)."""
         if self.rnn_class is not nn.GRU:
             return None
-        layers = self.rnn.layers if isinstance(self.rnn, StackedRNN) else [self.rnn]
-        own = self.own_backward and all(map(own_backward_fits, layers))
-        return "triton" if own else "cudnn"
+        return "triton" if self.own_backward else "cudnn"
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Each row rotated so that its items come first (padding.py: why), which also keeps
