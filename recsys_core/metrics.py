@@ -48,13 +48,11 @@ def ranks(scores: torch.Tensor, targets: torch.Tensor, *, history: torch.Tensor 
         columns = scores[:, 1:hi]
         # a finite or +inf target: NaN candidates compare False, as the worst score should
         beats = (columns >= target_score[:, None]).sum(1)      # the target itself included
-        if not host_read:
-            # counted outright: a second pass over the block costs a GPU less than a host
-            # read, which would keep the next batch's kernels from queueing behind this one's
-            nans = torch.isnan(columns).sum(1)
-        elif bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
-            # on the CPU only where a row's sum says there may be one (a NaN, or +inf beside
-            # -inf): the sum reads the block once and writes nothing
+        # Without a host read (a GPU without the kernel: the next batch's kernels queue behind
+        # this one's) NaNs are counted outright; with one (the CPU), only where a row's sum
+        # says there may be one (a NaN, or +inf beside -inf): that sum reads the block once
+        # and writes nothing.
+        if not host_read or bool(torch.isnan(columns.sum(1, dtype=torch.float32)).any()):
             nans = torch.isnan(columns).sum(1)
         else:
             nans = torch.zeros_like(beats)
