@@ -17,6 +17,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.timing import kernel_times, sync, timed
 from recsys_core.train import TrainConfig
 from recsys_core.train.loop import train_epoch
 from recsys_core.train.setup import build_run
@@ -26,27 +27,11 @@ CELL = dict(model="sasrec", dataset="amazon-beauty", max_len=50, embedding_dim=6
             scheduler="none", grad_clip=0.0, epochs=100, patience=10, loss="ce",
             filter_seen=True, ks=[5, 10, 20], eval_batch_size=4096, init_std=0.02,
             sasrec_block="original", positions="from_start", seed=42, wandb_mode="disabled")
-
-
-def sync():
-    torch.cuda.synchronize()
-
-
-def timed(fn):
-    sync()
-    t = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - t, out
+DEVICE = "cuda"
 
 
 def kernels(prof, per, title, limit=80):
-    by = {}
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            e = by.setdefault(ev.name, [0.0, 0])
-            e[0] += ev.time_range.end - ev.time_range.start
-            e[1] += 1
+    by = kernel_times(prof)
     total = sum(v[0] for v in by.values())
     print(f"== {title}: {total / 1e3 / per:.3f} ms kernel time per unit, "
           f"{sum(v[1] for v in by.values()) / per:.0f} kernels per unit")
@@ -80,25 +65,25 @@ def probe(tag, **over):
     r = build_run(cfg)
     step = r.train_step
     print(f"### {tag}: {step.describe() if step else 'eager'}", flush=True)
-    t, _ = timed(lambda: train_epoch(r, 1))
+    t, _ = timed(lambda: train_epoch(r, 1), DEVICE)
     print(f"epoch 1 (capture) {t:.3f} s")
-    tr = [timed(lambda e=e: train_epoch(r, e))[0] for e in range(2, 5)]
-    ev = [timed(lambda: r.evaluate("val"))[0] for _ in range(5)]
+    tr = [timed(lambda e=e: train_epoch(r, e), DEVICE)[0] for e in range(2, 5)]
+    ev = [timed(lambda: r.evaluate("val"), DEVICE)[0] for _ in range(5)]
     print(f"train epoch {statistics.median(tr):.4f} s {['%.4f' % x for x in tr]}")
     print(f"validation {statistics.median(ev):.4f} s {['%.4f' % x for x in ev]}")
-    old = [timed(lambda: before_validation(r))[0] for _ in range(5)]
+    old = [timed(lambda: before_validation(r), DEVICE)[0] for _ in range(5)]
     print(f"validation as before {statistics.median(old):.4f} s {['%.4f' % x for x in old]}")
     a, b = r.evaluate("val"), before_validation(r)
     print("same metrics:", all(a[f"val_{k}"] == v for k, v in b.items()), a["val_recall@10"])
     n = step.steps if step else 315
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
         train_epoch(r, 5)
-        sync()
+        sync(DEVICE)
     kernels(p, n, f"{tag} training step ({n} steps)")
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
         t0 = time.perf_counter()
         r.evaluate("val")
-        sync()
+        sync(DEVICE)
         wall = time.perf_counter() - t0
     print(f"profiled evaluation wall {wall:.4f} s")
     kernels(p, 1, f"{tag} evaluation", limit=40)

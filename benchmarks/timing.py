@@ -70,10 +70,16 @@ def profiled(fn: Callable[[], object], device) -> tuple[float, dict[str, list]]:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             fn()
             sync(device)   # inside the profile, so that it sees every kernel end
+    return wall.s, kernel_times(prof)
+
+
+def kernel_times(prof) -> dict[str, list]:
+    """A finished torch.profiler's CUDA kernels: time (us) and count by name."""
+    import torch
     kernels: dict[str, list] = {}
     for ev in prof.events():
         if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA:
             k = kernels.setdefault(ev.name, [0.0, 0])
             k[0] += ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
             k[1] += 1
-    return wall.s, kernels
+    return kernels
