@@ -18,6 +18,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from recsys_core.cli import CELLS_PER_GPU_ENV
 from recsys_core.data import LeaveOneOut, load_dataset
 from recsys_core.models import build_model
+from recsys_core.models.attention_kernels import choose_attention_kernels
 from recsys_core.train import checkpoint as ckpt
 from recsys_core.train.config import ConfigError, TrainConfig
 from recsys_core.train.evaluate import evaluate, user_loader
@@ -166,6 +167,9 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
         run.info["mamba_backend"] = model.mamba_backend
     if getattr(model, "gru_backward", None):      # whose GRU backward (models/gru_backward.py)
         run.info["gru_backward"] = model.gru_backward
+    attention = choose_attention_kernels(model, device.type)
+    if attention:                                 # models/attention_kernels.py
+        run.info["attention_kernels"] = attention
     if not model.trainable:
         model.fit(split.train_item_counts())
         return run
