@@ -405,3 +405,31 @@ def test_rnn_dropout_by_torch_is_the_multi_layer_rnn_on_the_cpu(name):
     # one layer, or no dropout: nothing to drop between layers, the fused RNN stays
     for shape in (dict(num_blocks=1), dict(dropout=0.0)):
         assert isinstance(make(name, rnn_dropout="torch", **shape).rnn, torch.nn.RNNBase)
+
+
+def test_the_transformers_leave_cudnn_attention_out_on_cuda_unless_told(monkeypatch):
+    """models/attention_kernels.py: on CUDA a model with attention turns torch's cuDNN
+    attention off (`efficient`), or keeps torch's choice (`torch`); a model without attention,
+    or the CPU, sets nothing; a wrong value is refused, naming the valid ones."""
+    from recsys_core.models.attention_kernels import KERNELS_ENV, choose_attention_kernels
+    from recsys_core.train import TrainConfig
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    sasrec, gru = build_model("sasrec", 30, TrainConfig(embedding_dim=16)), \
+        build_model("gru4rec", 30, TrainConfig(model="gru4rec", embedding_dim=16))
+    try:
+        monkeypatch.delenv(KERNELS_ENV, raising=False)
+        assert choose_attention_kernels(sasrec, "cpu") is None
+        assert choose_attention_kernels(gru, "cuda") is None
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+        assert choose_attention_kernels(sasrec, "cuda") == "efficient"
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setenv(KERNELS_ENV, "torch")
+        assert choose_attention_kernels(build_model("bert4rec", 30, TrainConfig(
+            model="bert4rec", embedding_dim=16)), "cuda") == "torch"
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setenv(KERNELS_ENV, "cudnn")
+        with pytest.raises(ValueError, match="RECSYS_ATTENTION_KERNELS='cudnn'; valid: "
+                                             "efficient, torch"):
+            choose_attention_kernels(sasrec, "cuda")
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
