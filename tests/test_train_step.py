@@ -1,8 +1,9 @@
 """The parts of the CUDA-graph training step that a CPU can check: the fixed-shape epoch (same
 batches as the eager loop, last batch padded), padding that changes neither loss nor
 gradients, the eager run of the step body against the trainer's loop, the optimiser choices
-and the dispatch (no graph off CUDA). The graph itself is compared with the eager step on the
-GPU by `python -m benchmarks.gpu_epoch` (results/benchmarks/gpu_notes.md)."""
+and the dispatch (no graph off CUDA), and the fused loss under Triton's interpreter. The graph
+itself is compared with the eager step on the GPU by `python -m benchmarks.gpu_epoch`
+(results/benchmarks/gpu_notes.md)."""
 import copy
 import json
 import math
@@ -292,3 +293,16 @@ def test_an_encoder_that_fails_to_compile_is_dropped_with_the_reason(monkeypatch
     fallen, w_fallen = _epoch_losses(compile_encoder=True)
     assert "encoder not compiled (RuntimeError: inductor says no)" in fallen.describe()
     assert torch.equal(fallen.losses, plain.losses) and torch.equal(w_fallen, w_plain)
+
+
+def test_the_fused_loss_gives_the_loss_and_gradients_of_torchs_cross_entropy(tmp_path):
+    """fused_ce.py's kernel (the GPU step's loss) under Triton's interpreter: loss and the
+    gradients of hidden states, the whole item table and an output bias as torch's
+    cross-entropy gives them; rows of the table past n_valid (BERT4Rec's mask token) get
+    none (tests/helpers/ce_twin.py)."""
+    from tests.helpers.interpreter import interpreted
+    results = interpreted("ce_twin", tmp_path=tmp_path)
+    for r in results:
+        tol = 1e-5 if r["dtype"] == "torch.float32" else 1e-2
+        assert r["shapes"] and r["extra_rows_grad"] == 0.0, r
+        assert r["loss"] < tol and r["grads"] < tol, r

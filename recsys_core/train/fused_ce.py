@@ -62,41 +62,70 @@ def _ce_kernel():
 
 class _LinearCE(torch.autograd.Function):
     """logits = hidden @ weight.T + bias (in `dtype`), then the fused loss; the backward
-    scales the small results (dX, dW, db) by the incoming gradient, not the logits'."""
+    scales the small results (dX, db) by the incoming gradient, and dW through dX's input.
+
+    The item table is copied once into a `dtype` table padded to a multiple of 8 rows (the
+    cast autocast would make anyway; aligned matmuls), and its gradient comes straight out of
+    one matmul in fp32: no fp32 padded copy, no bf16 gradient cast back, no slice's zero-filled
+    copy (on an H100 about 35 µs of a 1.5 ms Beauty step)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, n_valid: int, dtype):
-        h, w = hidden.to(dtype), weight.to(dtype)
-        logits = torch.nn.functional.linear(h, w, None if bias is None else bias.to(dtype))
-        n, vp = logits.shape
+        rows, width = weight.shape
+        vp = -(-rows // 8) * 8
+        w = weight.new_empty((vp, width), dtype=dtype)
+        w[:rows].copy_(weight)
+        w[rows:].zero_()
+        b = None
+        if bias is not None:
+            b = bias.new_zeros(vp, dtype=dtype)
+            b[:len(bias)].copy_(bias)
+        h = hidden.to(dtype)
+        logits = torch.nn.functional.linear(h, w, b)
+        n = logits.shape[0]
         grad = torch.empty_like(logits)
         losses = torch.empty(n, dtype=torch.float32, device=logits.device)
         inv = 1.0 / (targets != 0).sum().clamp(min=1).float()
         block = min(1024, 1 << (max(n_valid, 2) - 1).bit_length())
         _ce_kernel()[(n,)](logits, grad, targets.contiguous(), losses, inv, logits.stride(0),
                            n_valid, vp, BLOCK=block, num_warps=4)
-        ctx.saved = (h, w, grad, hidden.dtype, weight.dtype, bias is not None)
+        ctx.saved = (h, w, grad, hidden.dtype, weight.dtype, rows,
+                     None if bias is None else len(bias))
         return losses.sum() * inv
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, w, grad, h_dtype, w_dtype, has_bias = ctx.saved
+        h, w, grad, h_dtype, w_dtype, rows, bias_len = ctx.saved
         ctx.saved = None
         g = grad_out.float()
         dh = ((grad @ w).float() * g).to(h_dtype)
-        dw = ((grad.t() @ h).float() * g).to(w_dtype)
-        db = (grad.sum(0, dtype=torch.float32) * g).to(w_dtype) if has_bias else None
+        dw = matmul_fp32(grad.t(), (h.float() * g).to(h.dtype))[:rows].to(w_dtype)
+        db = None
+        if bias_len is not None:
+            db = (grad.sum(0, dtype=torch.float32)[:bias_len] * g).to(w_dtype)
         return dh, dw, db, None, None, None
+
+
+def matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with an fp32 result: for bf16 on CUDA, the matmul's fp32 accumulators written as
+    they are (no bf16 rounding, no cast after it); on the CPU (Triton's interpreter in the
+    tests), the same products summed in fp32."""
+    if a.dtype == torch.float32:
+        return a @ b
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          targets: torch.Tensor, n_valid: int,
                          dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """With logits = hidden @ weight.T + bias computed in `dtype` ([N, V'], V' >= n_valid):
+    """With logits = hidden @ weight.T + bias computed in `dtype` (weight: the whole item table,
+    >= n_valid rows, e.g. BERT4Rec's mask token after them; bias: n_valid entries or None):
     sum over rows with target != 0 of (logsumexp(logits[r, :n_valid]) - logits[r, target])
     / their count, i.e. `F.cross_entropy(logits[:, :n_valid].float(), targets, ignore_index=0,
-    reduction="sum") / count`, the loss in one pass over the logits (CUDA, Triton). Columns
-    >= n_valid (alignment padding) are ignored and get no gradient."""
+    reduction="sum") / count`, the loss in one pass over the logits (CUDA, Triton). Rows of
+    the table past n_valid get no gradient."""
     return _LinearCE.apply(hidden, weight, bias, targets, n_valid, dtype)
 
 

@@ -173,18 +173,14 @@ class TrainStep:
 
     def _fused_loss(self, inputs, targets, encode=None) -> torch.Tensor:
         """The model's forward loss (full-softmax CE, mean over targets) through the fused
-        kernel; the item table padded to a multiple of 8 rows for aligned matmuls."""
+        kernel, over the item table's first n_items + 1 rows."""
         m = self.unwrapped
         encode = encode or self.encode
-        v = m.n_items + 1
-        vp = -(-v // 8) * 8
         with self.accelerator.autocast():
             hidden, targets = scored_positions(encode(inputs), targets, self.capacity)
-            weight = torch.nn.functional.pad(m.item_emb.weight[:v], (0, 0, 0, vp - v))
-            bias = getattr(m, "head_bias", None) if type(m).logits is not _base_logits() else None
-            if bias is not None:
-                bias = torch.nn.functional.pad(bias, (0, vp - v))
-        return linear_cross_entropy(hidden, weight, bias, targets, v, self.compute_dtype)
+        bias = getattr(m, "head_bias", None) if type(m).logits is not _base_logits() else None
+        return linear_cross_entropy(hidden, m.item_emb.weight, bias, targets, m.n_items + 1,
+                                    self.compute_dtype)
 
     @torch.no_grad()
     def _grads(self):
