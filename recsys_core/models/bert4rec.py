@@ -40,7 +40,7 @@ class BERT4Rec(SequentialModel):
         """Hidden states after the head's transform: what is scored against the item table
         (inside encode so that the sampled-softmax path, which skips `logits`, uses it too)."""
         pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
-        x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
+        x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos.int())
         x = self.emb_dropout(self.emb_norm(x))
         pad = input_ids == 0
         # A row of padding only (never built by the trainer, but possible for a caller) would

@@ -95,7 +95,7 @@ class GRU4Rec(SequentialModel):
         index, pad = left_to_right_padding(input_ids)
         ids = input_ids.gather(1, index)
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size for the input.
-        x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
+        x = self.emb_dropout(self.embed_items(ids) * self.embedding_dim ** 0.5)
         out = run_rnn(self.rnn, x, self.own_backward)
         out = rotate_back(self.out_dropout(out), pad)
         return self.final_norm(out) * (input_ids != 0).unsqueeze(-1)

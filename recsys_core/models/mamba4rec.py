@@ -54,7 +54,7 @@ class Mamba4Rec(ChunkedScoring, SequentialModel):
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         index, pad = left_to_right_padding(input_ids)
-        x = self.emb_norm(self.emb_dropout(self.item_emb(input_ids.gather(1, index))))
+        x = self.emb_norm(self.emb_dropout(self.embed_items(input_ids.gather(1, index))))
         for block in self.blocks:
             x = block(x)
         return rotate_back(x, pad) * (input_ids != 0).unsqueeze(-1)

@@ -58,7 +58,7 @@ class CausalAttentionModel(SequentialModel):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, L, D]: item embedding x sqrt(D) + position, dropout; padding positions zero."""
         pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
-        x = self.item_emb(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos)
+        x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos.int())
         return self.emb_dropout(x) * (input_ids != 0).unsqueeze(-1)
 
     def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:

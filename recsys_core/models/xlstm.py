@@ -84,7 +84,7 @@ class XLSTMRec(SequentialModel):
         ids = F.pad(input_ids, (padded - length, 0))
         # Embeddings start at N(0, 1/D) for the tied output; scaled to unit size on input, the
         # scale of xLSTMLarge's own N(0, 1) embedding.
-        x = self.emb_dropout(self.item_emb(ids) * self.embedding_dim ** 0.5)
+        x = self.emb_dropout(self.embed_items(ids) * self.embedding_dim ** 0.5)
         if not last_only:
             x, _ = self.blocks(x)
             return self.out_dropout(x[:, padded - length:])
