@@ -3,8 +3,9 @@
 A cell directory holds `cell.json` (the cell's id, sweep name and resolved parameters, written
 by the launcher); the trainer writes its checkpoints and result files beside it. The callable
 is a submitit `Checkpointable`: on SLURM's pre-timeout/preemption signal (USR2) submitit calls
-`checkpoint()`, which requeues the same callable. The trainer checkpoints after every epoch,
-so the requeued job resumes from the last finished epoch. Requeues are bounded per cell.
+`checkpoint()`, which writes the trainer's last finished epoch (held in memory between its
+checkpoint files, `checkpoint_every_s`) and requeues the same callable: the requeued job
+resumes from that epoch. Requeues are bounded per cell.
 
 A cell with num_processes > 1 (a multi-GPU cell: gpus × nodes) runs one task per node that
 starts `accelerate launch --multi_gpu --num_processes P --num_machines N --machine_rank
@@ -207,7 +208,15 @@ class TrainCell(submitit.helpers.Checkpointable):
                           "time_queue_s": slurm_queue_s()})
 
     def checkpoint(self, *args, **kwargs):
-        """Called by submitit on USR2. The epoch checkpoint on disk is the restart point."""
+        """Called by submitit on USR2: the last finished epoch written (the restart point),
+        then the requeue."""
+        try:
+            from recsys_core.train.checkpoint import flush_all
+            flush_all()
+        except Exception as e:  # noqa: BLE001 -- the requeue still goes: from the file before
+            print(f"cell {Path(self.cell_dir).name}: the last epoch could not be written "
+                  f"({type(e).__name__}: {e}); requeued from the checkpoint before",
+                  file=sys.stderr, flush=True)
         if not count_requeue(self.cell_dir, self.max_requeues):
             return None
         return submitit.helpers.DelayedSubmission(TrainCell(self.cell_dir, self.max_requeues))

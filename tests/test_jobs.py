@@ -132,6 +132,42 @@ def test_requeues_are_bounded(tmp_path):
     assert job.checkpoint() is None          # the third signal: no more requeues
 
 
+def test_the_preemption_signal_writes_the_epoch_held_back_before_the_requeue(tmp_path):
+    """Between checkpoint files (at most every checkpoint_every_s) the trainer holds its last
+    finished epoch in memory; submitit's USR2 handler, TrainCell.checkpoint, writes it before
+    the requeue, so the requeued job resumes from that epoch. checkpoint_every_s 0 writes
+    every epoch."""
+    import torch
+    from recsys_core.train import TrainConfig
+    from recsys_core.train import checkpoint as ckpt
+    from recsys_core.train.setup import make_accelerator
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = TrainConfig(device="cpu", wandb_mode="disabled", out=str(out))
+    accelerator = make_accelerator(cfg)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def epoch_on_disk():
+        return torch.load(out / ckpt.CHECKPOINT, weights_only=False)["state"]["epoch"]
+
+    writer = ckpt.Writer(every_s=3600)
+    for epoch in (1, 2, 3):
+        writer.save_best(out, model)         # as the trainer does: best, then the epoch
+        writer.save(out, cfg, accelerator, model, optimizer, None, ckpt.TrainState(epoch=epoch))
+        writer.wait()
+        assert epoch_on_disk() == 1          # the first epoch's file; the later ones held
+    (out / ckpt.BEST).unlink()
+    again = TrainCell(str(make_cell(tmp_path))).checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert epoch_on_disk() == 3 and (out / ckpt.BEST).exists()
+    every = ckpt.Writer(every_s=0)
+    for epoch in (4, 5):
+        every.save(out, cfg, accelerator, model, optimizer, None, ckpt.TrainState(epoch=epoch))
+        every.wait()
+        assert epoch_on_disk() == epoch
+
+
 def test_a_requeued_multi_node_job_never_takes_the_port_of_its_run_before(tmp_path, monkeypatch):
     """Node 0 publishes its rendezvous port in the cell directory. A requeued job keeps its id,
     so the other nodes must wait for this run's port, not take the last run's."""

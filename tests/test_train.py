@@ -7,6 +7,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from recsys_core.train import TrainConfig, run
 from recsys_core.train.eval_checkpoint import evaluate_checkpoint
@@ -36,7 +37,11 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
 
 
 def test_restart_from_epoch_checkpoint_reaches_the_same_result(tmp_path):
+    """Epochs here take milliseconds, far less than checkpoint_every_s: the file is written
+    after epoch 1 and at the end; the failure writes its last finished epoch (2)."""
     full = run(cell(tmp_path, "full", epochs=4))
+    saved = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    assert saved["state"]["epoch"] == 4
     crashed = cell(tmp_path, "resumed", epochs=4, wandb_mode="offline")
     with pytest.raises(RuntimeError, match="injected failure in epoch 3"):
         run(crashed, hooks=DebugHooks(inject_fault="raise@3"))
@@ -300,8 +305,9 @@ def test_early_stopping_follows_the_monitored_metric(tmp_path):
 
 
 def test_checkpoint_writer_writes_the_state_at_the_call_and_reports_failures(tmp_path):
-    """Checkpoints are written in the background while training goes on: the file holds the
-    weights as they were when saving was asked for, and a failed write surfaces at wait()."""
+    """Checkpoints are written in the background while training goes on (and the best weights
+    with the next checkpoint, or at flush()): the file holds the weights as they were when
+    saving was asked for, and a failed write surfaces at wait()."""
     import torch
     from recsys_core.models import build_model
     from recsys_core.train import checkpoint as ckpt
@@ -312,11 +318,13 @@ def test_checkpoint_writer_writes_the_state_at_the_call_and_reports_failures(tmp
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)                       # training goes on, in place
+    writer.flush()
     writer.wait()
     saved = torch.load(tmp_path / ckpt.BEST)
     assert all(torch.equal(saved[k], v) for k, v in before.items())
     (tmp_path / "a-file").write_text("")
     writer.save_best(tmp_path / "a-file", model)        # a file where the run folder should be
+    writer.flush()
     with pytest.raises(OSError):
         writer.wait()
 

@@ -150,6 +150,9 @@ class TrainConfig(BaseModel):
     grad_bucket_mb: float = runtime(25.0)
     multi_gpu_graph: bool = runtime(False, column=True)
     profile_steps: int = runtime(0)     # torch.profiler over this many steps of process 0
+    # checkpoint files at most this often (0: after every epoch); the last epoch is kept in
+    # memory and written anyway when the run fails, stops or ends (checkpoint.Writer)
+    checkpoint_every_s: float = runtime(30.0)
     wandb_mode: str = runtime("auto")   # auto = online with WANDB_API_KEY, else offline
     wandb_project: str = runtime("recsys-xlstm")
     wandb_entity: str | None = runtime(None)
@@ -259,6 +262,8 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"{name} must be {RANGES[name][1]}, got {value}"
     if name == "grad_bucket_mb" and value <= 0:
         return f"grad_bucket_mb must be > 0, got {value}"
+    if name == "checkpoint_every_s" and value < 0:
+        return f"checkpoint_every_s must be >= 0 (0 = after every epoch), got {value}"
     if name == "profile_steps" and value < 0:
         return f"profile_steps must be >= 0 (0 = no profile), got {value}"
     if name == "init_std" and value < 0:

@@ -64,7 +64,7 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
     say = progress if (progress is not None and main) else (lambda line: None)
     history: list[dict] = []
     tracker = None
-    writer = ckpt.Writer()
+    writer = ckpt.Writer(cfg.checkpoint_every_s)
     try:
         r = build_run(cfg, hooks, accelerator=accelerator, resume_dir=out, prepared=prepared)
         record.update(r.info, data_mirror=data_mirror_used(cfg))
@@ -106,7 +106,8 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
                               time.time() - t_epoch))
             t_save = time.time()
             times["time_epochs_s"] += t_save - t_epoch
-            if main:   # the checkpoint files are written in the background (ckpt.Writer)
+            if main:   # checkpoint files written in the background, at most every
+                # checkpoint_every_s (ckpt.Writer); the epoch's snapshot is kept until then
                 if state.best_epoch == epoch:
                     writer.save_best(out, r.unwrapped)
                 writer.save(out, cfg, accelerator, r.model, r.optimizer, r.schedule, state)
@@ -118,6 +119,7 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
                 time.sleep(hooks.epoch_sleep_s)
 
         t_final = time.time()
+        writer.flush()
         writer.wait()
         # Only the main process writes best_model.pt (in the background): every process reads
         # it only once that write has finished.
@@ -150,8 +152,9 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
     except Exception as e:
         if isinstance(e, ckpt.OtherRunsFolder):   # out is another run's: leave it as it is
             raise
-        try:
-            writer.wait()    # the last good epoch's checkpoint on disk: what a resume reads
+        try:   # the last finished epoch's checkpoint on disk: what a resume reads
+            writer.flush()
+            writer.wait()
         except Exception:  # noqa: BLE001 -- the first error is the one to report
             pass
         record.update(status="FAILED", reason=f"{type(e).__name__}: {e}",
