@@ -168,6 +168,34 @@ def test_the_preemption_signal_writes_the_epoch_held_back_before_the_requeue(tmp
         assert epoch_on_disk() == epoch
 
 
+def test_ctrl_c_writes_the_last_finished_epoch_before_the_cell_ends(tmp_path):
+    """Ctrl-C (or `timeout -s INT`, or the local launcher stopping its cells) between
+    checkpoint files: the cell's process writes the epoch it last finished, then ends with 130
+    and no result, so that resume continues from that epoch, not from the first."""
+    import signal
+
+    import torch
+    from recsys_core.train.results import read_history
+    cell = make_cell(tmp_path, model="sasrec", epochs=30, max_len=10, embedding_dim=16,
+                     num_heads=2, num_blocks=1, batch_size=64, checkpoint_every_s=3600.0,
+                     synthetic={"n_users": 120, "n_items": 60, "n_interactions": 3000})
+    spec = json.loads((cell / "cell.json").read_text())
+    spec["debug_hooks"] = {"epoch_sleep_s": 0.4}
+    (cell / "cell.json").write_text(json.dumps(spec))
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.train_cell", str(cell)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(read_history(cell, "epoch")) < 3 and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    saved = torch.load(cell / "checkpoint.pt", weights_only=False)["state"]["epoch"]
+    assert saved >= 3 and saved == len(read_history(cell, "epoch"))
+    assert not (cell / "result.json").exists()
+
+
 def test_a_requeued_multi_node_job_never_takes_the_port_of_its_run_before(tmp_path, monkeypatch):
     """Node 0 publishes its rendezvous port in the cell directory. A requeued job keeps its id,
     so the other nodes must wait for this run's port, not take the last run's."""

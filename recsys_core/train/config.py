@@ -151,7 +151,8 @@ class TrainConfig(BaseModel):
     multi_gpu_graph: bool = runtime(False, column=True)
     profile_steps: int = runtime(0)     # torch.profiler over this many steps of process 0
     # checkpoint files at most this often (0: after every epoch); the last epoch is kept in
-    # memory and written anyway when the run fails, stops or ends (checkpoint.Writer)
+    # memory and written anyway when the run fails, is interrupted, stops or ends
+    # (checkpoint.Writer)
     checkpoint_every_s: float = runtime(30.0)
     wandb_mode: str = runtime("auto")   # auto = online with WANDB_API_KEY, else offline
     wandb_project: str = runtime("recsys-xlstm")

@@ -4,7 +4,10 @@ Accelerate; only the main process writes files and logs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -149,6 +152,15 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
         if main:
             write_result(out, record)
         return record
+    except KeyboardInterrupt:
+        # Ctrl-C, `timeout -s INT`, a local launcher stopping its cells (SIGINT, then SIGTERM):
+        # the last finished epoch is written before the process ends (SIGTERM held off while
+        # it is: the launcher's SIGKILL still ends a write that hangs). No result: resume runs
+        # the cell again from there.
+        with sigterm_held_off():
+            writer.flush()
+            writer.wait()
+        raise
     except Exception as e:
         if isinstance(e, ckpt.OtherRunsFolder):   # out is another run's: leave it as it is
             raise
@@ -170,6 +182,19 @@ def run(cfg: TrainConfig, progress=None, hooks: DebugHooks = DebugHooks(), *,
         if isinstance(e, NonFiniteLoss):
             return record
         raise
+
+
+@contextlib.contextmanager
+def sigterm_held_off():
+    """SIGTERM ignored within (main thread only; a signal that came meanwhile is dropped)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def data_mirror_used(cfg: TrainConfig) -> str | None:
