@@ -6,9 +6,10 @@ the files in a background thread, at most every `checkpoint_every_s` seconds (th
 always). The last snapshot is written anyway when the run fails, is interrupted (Ctrl-C) or
 preempted, stops or ends (`flush`), so such a run resumes from its last finished epoch; one
 killed outright (SIGKILL, a node lost) from at most that many seconds before. Why not every
-epoch: on short epochs the background write still slowed training. On the Amazon Beauty cell on an H100, epochs took 0.54
-instead of 0.51 s, and with the snapshots and the final wait that was about 1 s of the cell's
-15. A write interrupted by a kill leaves the previous file (atomic rename)."""
+epoch: on short epochs the background write still slowed training. On the Amazon Beauty cell
+on an H100, epochs took 0.54 instead of 0.51 s, and with the final wait that was about 1 s of
+the cell's 15 (results/benchmarks/checkpoint_cost/). A write interrupted by a kill leaves the
+previous file (atomic rename)."""
 from __future__ import annotations
 
 import contextlib
