@@ -23,7 +23,7 @@ from pathlib import Path
 
 import submitit
 
-from jobs.train_cell import DEFAULT_MAX_REQUEUES, count_requeue
+from jobs.train_cell import DEFAULT_MAX_REQUEUES, count_requeue, write_held_epochs
 
 CANCELLED = "cancelled.json"
 
@@ -106,8 +106,10 @@ class TrainPack(submitit.helpers.Checkpointable):
         raise CellCancelled(self.current)
 
     def checkpoint(self, *args, **kwargs):
-        """Called by submitit on USR2: requeue a pack of the cells not finished in this run
-        (each within its own requeue bound); None if there are none."""
+        """Called by submitit on USR2: the running cell's last finished epoch written, then
+        a pack of the cells not finished in this run requeued (each within its own requeue
+        bound); None if there are none."""
+        write_held_epochs()
         todo = [d for d in self.cell_dirs if d not in self.finished and not completed(d)
                 and not cancelled(d)]
         todo = [d for d in todo if count_requeue(d, self.max_requeues)]

@@ -210,16 +210,22 @@ class TrainCell(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on USR2: the last finished epoch written (the restart point),
         then the requeue."""
-        try:
-            from recsys_core.train.checkpoint import flush_all
-            flush_all()
-        except Exception as e:  # noqa: BLE001 -- the requeue still goes: from the file before
-            print(f"cell {Path(self.cell_dir).name}: the last epoch could not be written "
-                  f"({type(e).__name__}: {e}); requeued from the checkpoint before",
-                  file=sys.stderr, flush=True)
+        write_held_epochs()
         if not count_requeue(self.cell_dir, self.max_requeues):
             return None
         return submitit.helpers.DelayedSubmission(TrainCell(self.cell_dir, self.max_requeues))
+
+
+def write_held_epochs() -> None:
+    """The trainer's last finished epoch, held in memory between checkpoint files, written
+    (the restart point of a requeue: USR2). A failure is said; the requeue still goes, from
+    the file before."""
+    try:
+        from recsys_core.train.checkpoint import flush_all
+        flush_all()
+    except Exception as e:  # noqa: BLE001 -- the requeue must not fail with it
+        print(f"the last epoch could not be written ({type(e).__name__}: {e}); requeued from "
+              "the checkpoint before", file=sys.stderr, flush=True)
 
 
 def count_requeue(cell_dir: str, max_requeues: int) -> bool:

@@ -134,9 +134,9 @@ def test_requeues_are_bounded(tmp_path):
 
 def test_the_preemption_signal_writes_the_epoch_held_back_before_the_requeue(tmp_path):
     """Between checkpoint files (at most every checkpoint_every_s) the trainer holds its last
-    finished epoch in memory; submitit's USR2 handler, TrainCell.checkpoint, writes it before
-    the requeue, so the requeued job resumes from that epoch. checkpoint_every_s 0 writes
-    every epoch."""
+    finished epoch in memory; submitit's USR2 handler, TrainCell.checkpoint (or a pack's,
+    TrainPack.checkpoint), writes it before the requeue, so the requeued job resumes from that
+    epoch. checkpoint_every_s 0 writes every epoch."""
     import torch
     from recsys_core.train import TrainConfig
     from recsys_core.train import checkpoint as ckpt
@@ -158,11 +158,16 @@ def test_the_preemption_signal_writes_the_epoch_held_back_before_the_requeue(tmp
         writer.wait()
         assert epoch_on_disk() == 1          # the first epoch's file; the later ones held
     (out / ckpt.BEST).unlink()
-    again = TrainCell(str(make_cell(tmp_path))).checkpoint()
+    cell = make_cell(tmp_path)
+    again = TrainCell(str(cell)).checkpoint()
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert epoch_on_disk() == 3 and (out / ckpt.BEST).exists()
+    from jobs.pack import TrainPack        # a pack's job: its running cell's epoch, the same way
+    writer.save(out, cfg, accelerator, model, optimizer, None, ckpt.TrainState(epoch=4))
+    assert isinstance(TrainPack([str(cell)]).checkpoint(), submitit.helpers.DelayedSubmission)
+    assert epoch_on_disk() == 4
     every = ckpt.Writer(every_s=0)
-    for epoch in (4, 5):
+    for epoch in (5, 6):
         every.save(out, cfg, accelerator, model, optimizer, None, ckpt.TrainState(epoch=epoch))
         every.wait()
         assert epoch_on_disk() == epoch
