@@ -13,8 +13,6 @@ evaluation shape 0.16-0.20 s, the memory-efficient kernels' 0.03-0.04 s
 (results/benchmarks/attention_kernels/README.md)."""
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,18 +20,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks.report import write
+from benchmarks.report import fresh_process_row, write
+from benchmarks.timing import timed
 
 CHOICES = ("default", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 EVAL_BATCHES = (4096, 3362, 1000)
 
 
-def timed(fn) -> float:
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - t
+def seconds(fn) -> float:
+    return timed(fn, "cuda")[0]
 
 
 def measure(choice: str) -> dict:
@@ -44,7 +39,8 @@ def measure(choice: str) -> dict:
 
     from recsys_core.models.sasrec import SASRec
     dev = torch.device("cuda")
-    row = {"kernels": choice, "cuda_init_s": timed(lambda: torch.zeros(1, device=dev))}
+    # the wall clock alone: a sync before the timer would start CUDA itself
+    row = {"kernels": choice, "cuda_init_s": timed(lambda: torch.zeros(1, device=dev).cpu())[0]}
     model = SASRec(54542, 64, num_heads=1, num_blocks=2, dropout=0.1, max_len=50,
                    sasrec_block="original", positions="from_start").to(dev)
     scope = (lambda: nullcontext()) if choice == "default" else \
@@ -58,14 +54,14 @@ def measure(choice: str) -> dict:
         with scope(), torch.autocast("cuda", torch.bfloat16):
             hidden = model.encode(ids)
         hidden.float().sum().backward()
-    row["train_first_s"] = timed(step)
-    row["train_second_s"] = timed(step)
-    row["train_steady_ms"] = timed(lambda: [step() for _ in range(50)]) / 50 * 1e3
+    row["train_first_s"] = seconds(step)
+    row["train_second_s"] = seconds(step)
+    row["train_steady_ms"] = seconds(lambda: [step() for _ in range(50)]) / 50 * 1e3
     model.eval()
     for b in EVAL_BATCHES:
         batch = torch.randint(1, 54543, (b, 50), generator=g).to(dev)
         with torch.no_grad(), scope(), torch.autocast("cuda", torch.bfloat16):
-            row[f"eval_first_{b}_s"] = timed(lambda: model.encode(batch, last_only=True))
+            row[f"eval_first_{b}_s"] = seconds(lambda: model.encode(batch, last_only=True))
     return row
 
 
@@ -80,16 +76,9 @@ def main(argv=None) -> int:
     if args.one:
         print(json.dumps(measure(args.one)))
         return 0
-    rows = []
     # the first process also pays the stack's first imports: `default` runs first and last
-    for choice in (*CHOICES, "default"):
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.attention_kernels", "--one",
-                               choice], capture_output=True, text=True, env=os.environ)
-        if proc.returncode:
-            raise SystemExit(f"{choice}: exit {proc.returncode}: {proc.stderr[-2000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([fresh_process_row("benchmarks.attention_kernels", "--one", choice)
+                          for choice in (*CHOICES, "default")])
     table.insert(0, "device", torch.cuda.get_device_name())
     print(write(Path(args.out_dir), "attention_kernels",
                 f"# Attention kernels at the Beauty cell's shape ({time.strftime('%Y-%m-%d')})",

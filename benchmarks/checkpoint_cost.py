@@ -10,9 +10,7 @@ the first epoch and at the end.
 Writes checkpoint_cost.{md,csv}."""
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.report import write
+from benchmarks.report import fresh_process_row, write
 
 INTERVALS = (0.0, 30.0)
 
@@ -52,17 +50,10 @@ def main(argv=None) -> int:
     if args.one is not None:
         print(json.dumps(one(args.one, args.run_dir)))
         return 0
-    rows, work = [], Path(tempfile.mkdtemp(prefix="checkpoint-cost-"))
-    for every_s in INTERVALS:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.checkpoint_cost", "--one",
-                               str(every_s), "--run-dir", str(work / f"every{every_s:g}")],
-                              capture_output=True, text=True, env=os.environ)
-        if proc.returncode:
-            raise SystemExit(f"checkpoint_every_s {every_s}: exit {proc.returncode}: "
-                             f"{proc.stderr[-2000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
-    table = pd.DataFrame(rows)
+    work = Path(tempfile.mkdtemp(prefix="checkpoint-cost-"))
+    table = pd.DataFrame([fresh_process_row("benchmarks.checkpoint_cost", "--one", str(every_s),
+                                            "--run-dir", str(work / f"every{every_s:g}"))
+                          for every_s in INTERVALS])
     print(write(Path(args.out_dir), "checkpoint_cost",
                 f"# Checkpoint files and the Beauty cell ({time.strftime('%Y-%m-%d')})",
                 "`python -m benchmarks.checkpoint_cost`: the cell's trainer, one fresh process "

@@ -1,9 +1,14 @@
 """The one writer of the benchmarks' tables: OUT/NAME.md (text and GitHub Markdown tables, through
 `DataFrame.to_markdown`, i.e. tabulate) and, where a benchmark has one, OUT/NAME.csv (its data,
-every column unformatted)."""
+every column unformatted); and `fresh_process_row`, a table's row measured in a process of its
+own."""
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -43,3 +48,17 @@ def write(out: Path, name: str, *parts: str | pd.DataFrame, data: pd.DataFrame |
     if data is not None:
         data.to_csv(out / f"{name}.csv", index=False)
     return text
+
+
+def fresh_process_row(module: str, *args: str) -> dict:
+    """`python -m MODULE ARGS` in a fresh process (its first calls pay what a cell's process
+    pays); the JSON object on its last line of output, printed as it comes. A child that fails
+    stops the benchmark, naming its arguments."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=os.environ)
+    if proc.returncode:
+        raise SystemExit(f"{module} {' '.join(args)}: exit {proc.returncode}: "
+                         f"{proc.stderr[-2000:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)
+    return row
