@@ -109,13 +109,14 @@ class Writer:
 
     def flush(self) -> None:
         held, self._held = self._held, {}
+        if not held:
+            return
+        for f in [f for f in self._pending if f.done()]:
+            self._pending.remove(f)
+            f.result()
         for path in sorted(held, key=lambda p: p.name != BEST):
-            for f in [f for f in self._pending if f.done()]:
-                self._pending.remove(f)
-                f.result()
             self._pending.append(self._pool.submit(_save, path, held[path]))
-        if held:
-            self._last_write = time.monotonic()
+        self._last_write = time.monotonic()
 
     def wait(self) -> None:
         pending, self._pending = self._pending, []
