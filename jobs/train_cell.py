@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -242,6 +243,10 @@ def count_requeue(cell_dir: str, max_requeues: int) -> bool:
     return True
 
 
+def _as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
@@ -249,12 +254,17 @@ def main(argv: list[str] | None = None) -> int:
               "in CELL_DIR, from its last checkpoint)", file=sys.stderr)
         return 0 if argv in (["-h"], ["--help"]) else 2
     from recsys_core.cli import close_process_group
+    # SIGTERM alone (a local launcher stopped by it stops its cells with it) ends the cell as
+    # Ctrl-C does: its last finished epoch written first (recsys_core/train/loop.py), exit 130.
+    # Once the cell has ended, a SIGTERM (the launcher's, after its Ctrl-C) cannot cut the exit.
+    signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
         TrainCell(argv[0])()
     except (RuntimeError, ValueError) as e:   # a failed run, a bad cell.json
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         close_process_group()
     return 0
 

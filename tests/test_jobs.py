@@ -173,10 +173,11 @@ def test_the_preemption_signal_writes_the_epoch_held_back_before_the_requeue(tmp
         assert epoch_on_disk() == epoch
 
 
-def test_ctrl_c_writes_the_last_finished_epoch_before_the_cell_ends(tmp_path):
-    """Ctrl-C (or `timeout -s INT`, or the local launcher stopping its cells) between
-    checkpoint files: the cell's process writes the epoch it last finished, then ends with 130
-    and no result, so that resume continues from that epoch, not from the first."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_writes_the_last_finished_epoch_before_the_cell_ends(tmp_path, stop):
+    """Ctrl-C (or `timeout -s INT`, or the local launcher stopping its cells; or SIGTERM alone)
+    between checkpoint files: the cell's process writes the epoch it last finished, then ends
+    with 130 and no result, so that resume continues from that epoch, not from the first."""
     import signal
 
     import torch
@@ -193,7 +194,7 @@ def test_ctrl_c_writes_the_last_finished_epoch_before_the_cell_ends(tmp_path):
     while len(read_history(cell, "epoch")) < 3 and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     saved = torch.load(cell / "checkpoint.pt", weights_only=False)["state"]["epoch"]
