@@ -76,6 +76,44 @@ def test_sampler_reads_in_the_background_while_its_block_runs():
     assert telemetry.read()["gpu_mem_used_mb"] == 1024.0
 
 
+def test_compile_reuse_smoke_run_writes_its_table(tmp_path):
+    """benchmarks/compile_reuse.py: one worker's cells, then a process per cell, on shared
+    caches; each cell's row says where it ran, and a cell gives the same metrics either way."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_reuse", "--smoke",
+                           "--cells", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "compile_reuse.csv")
+    assert list(table["where"]) == ["new process, empty caches", "same process, a cell before",
+                                    "new process, caches on disk", "new process, caches on disk"]
+    assert list(table["runner"]) == ["worker", "worker", "process-per-cell", "process-per-cell"]
+    assert set(table["status"]) == {"COMPLETED"}
+    by_seed = table.groupby("seed")["test_recall@10"].nunique()
+    assert (by_seed == 1).all()
+    assert "| new process, caches on disk" in (tmp_path / "compile_reuse.md").read_text()
+
+
+def test_compile_subprocesses_lists_what_a_cell_starts(tmp_path):
+    """benchmarks/compile_subprocesses.py trains a cell in its process and lists the processes
+    the run started, with the frames that started them (here the provenance's git call)."""
+    import subprocess
+    import sys
+    cell = tmp_path / "cells" / "c1"
+    cell.mkdir(parents=True)
+    (cell / "cell.json").write_text(json.dumps({"config": dict(
+        model="sasrec", dataset="synthetic", epochs=1, max_len=12, embedding_dim=8,
+        num_heads=1, num_blocks=1, batch_size=64, device="cpu", wandb_mode="disabled")}))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_subprocesses", str(cell)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "capture None" in proc.stdout
+    started = [line for line in proc.stdout.splitlines() if line.startswith("--- started +")]
+    assert any("'git', 'rev-parse'" in line for line in started)
+    assert "provenance.py" in proc.stdout
+
+
 def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     """benchmarks/grid_throughput.py on its tiny CPU workload: one cell, a process of its own,
     a worker and a worker with --mps (a CPU cell: no MPS client), the same metrics, the

@@ -223,6 +223,34 @@ def test_xlstm_splits_a_batch_the_triton_kernels_cannot_launch_at_once():
         assert model.score_next(x).shape == (5, N_ITEMS + 1)
 
 
+def test_xlstm_leaves_its_mlstm_kernels_out_of_the_compiled_encoder():
+    """compile_encoder: traced, the kernels' autograd Function put CPU scalar tensors in the
+    graph, whose CPU kernels cost a GPU process 23 s of Inductor's CPU checks. After
+    `leave_out_of_compile` no compiled graph holds a node of the mLSTM backend, and the
+    compiled encoder gives the module's outputs."""
+    model = make("xlstm", dropout=0.0)
+    x = left_padded([12, 3, 7], 12)
+    expected = model.encode(x)
+
+    def backend_nodes(model) -> int:
+        graphs = []
+
+        def record(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+        torch._dynamo.reset()
+        out = torch.compile(model.encode, backend=record, dynamic=False)(x)
+        torch.testing.assert_close(out, expected)
+        assert graphs
+        return sum("mlstm_backend" in str(node.meta.get("nn_module_stack", ""))
+                   for gm in graphs for node in gm.graph.nodes)
+
+    assert backend_nodes(model) > 0          # traced into the backend without the mark
+    model.leave_out_of_compile()
+    assert backend_nodes(model) == 0
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("length", [5, 12, 29])
 def test_xlstm_takes_lengths_that_are_not_multiples_of_the_chunk(length):
     model = make("xlstm", dropout=0.0)

@@ -77,6 +77,10 @@ class SequentialModel(nn.Module):
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, D]
         raise NotImplementedError
 
+    def leave_out_of_compile(self) -> None:
+        """Before its encoder is torch.compile'd (`compile_encoder`): mark the parts that
+        should run as they are, outside the compiled graphs (none here; xlstm.py)."""
+
     def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
         """item_emb(ids), looked up with 32-bit ids: on CUDA the embedding's backward sorts the
         ids on all their bits, in half the passes for int32 (8 fewer radix-sort passes a

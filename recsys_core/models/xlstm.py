@@ -60,6 +60,18 @@ class XLSTMRec(SequentialModel):
         self.blocks = xLSTMLargeBlockStack(self.config)
         self.out_dropout = torch.nn.Dropout(dropout)
 
+    def leave_out_of_compile(self) -> None:
+        """The mLSTM kernels run outside the compiled encoder, between its graphs. Traced,
+        their autograd Function puts its saved scalars in the graph as CPU tensors (mlstm_kernels
+        2.0.6 keeps qk_scale, chunk_size and eps as torch.tensor(...)), and a graph with CPU
+        kernels makes Inductor test the CPU's vector instructions once per process: ten
+        `python -c "import torch; ..."` subprocesses, 23 of the 28 s that an H100 process took
+        to compile the encoder with Inductor's caches warm (3.2 s without them). Under the
+        step's CUDA graph the epoch is the same (results/benchmarks/compile_reuse/)."""
+        for block in self.blocks.blocks:
+            backend = block.mlstm_layer.mlstm_backend
+            backend.forward = torch.compiler.disable(backend.forward)
+
     def batch_rows(self, length: int) -> int | None:
         """The most sequences of this length one kernel launch takes (None: no limit, the
         CPU's kernels)."""

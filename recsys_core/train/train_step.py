@@ -130,6 +130,7 @@ class TrainStep:
         self.encode = self.unwrapped.encode
         self.compile_note: str | None = None
         if getattr(cfg, "compile_encoder", False):
+            self.unwrapped.leave_out_of_compile()
             self.encode = torch.compile(self.unwrapped.encode, dynamic=False)
             self.compile_note = "encoder compiled"
         self._compiled_ran = False
