@@ -114,6 +114,16 @@ def test_compile_subprocesses_lists_what_a_cell_starts(tmp_path):
     assert "provenance.py" in proc.stdout
 
 
+def test_triton_key_benchmark_times_both_kinds_in_fresh_processes(tmp_path):
+    pytest.importorskip("triton")
+    from benchmarks import triton_key
+    assert triton_key.main(["--repeat", "1", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "triton_key.csv")
+    assert list(table["kind"]) == ["serial", "thread"]
+    assert table.loc[0, "key_s"] > 0 and math.isnan(table.loc[1, "key_s"])
+    assert (table["total_s"] > 0).all()
+
+
 def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     """benchmarks/grid_throughput.py on its tiny CPU workload: one cell, a process of its own,
     a worker and a worker with --mps (a CPU cell: no MPS client), the same metrics, the

@@ -295,6 +295,21 @@ def test_an_encoder_that_fails_to_compile_is_dropped_with_the_reason(monkeypatch
     assert torch.equal(fallen.losses, plain.losses) and torch.equal(w_fallen, w_plain)
 
 
+def test_tritons_cache_key_is_hashed_in_a_thread():
+    """A GPU run starts Triton's once-per-process cache key (a hash of Triton's files,
+    libtriton's 500 MB included) in a thread as it sets up (setup.build_run): the first kernel
+    finds it computed instead of hashing on the cell's critical path."""
+    pytest.importorskip("triton")
+    from triton.runtime.cache import triton_key
+
+    from recsys_core.kernel_device import hash_triton_in_background
+    triton_key.cache_clear()
+    thread = hash_triton_in_background()
+    assert thread is not None and thread.name == "triton-key"
+    thread.join(timeout=120)
+    assert triton_key.cache_info().currsize == 1 and triton_key.cache_info().misses == 1
+
+
 def test_the_fused_loss_gives_the_loss_and_gradients_of_torchs_cross_entropy(tmp_path):
     """fused_ce.py's kernel (the GPU step's loss) under Triton's interpreter: loss and the
     gradients of hidden states, the whole item table and an output bias as torch's

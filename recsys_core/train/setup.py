@@ -17,6 +17,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 
 from recsys_core.cli import CELLS_PER_GPU_ENV
 from recsys_core.data import LeaveOneOut, load_dataset
+from recsys_core.kernel_device import hash_triton_in_background
 from recsys_core.models import build_model
 from recsys_core.models.attention_kernels import choose_attention_kernels
 from recsys_core.train import checkpoint as ckpt
@@ -150,6 +151,8 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     `prepared`: the data a process keeps across its runs (prepared.py: a worker's cells)."""
     accelerator = accelerator or make_accelerator(cfg)
     device = accelerator.device
+    if device.type == "cuda":
+        hash_triton_in_background()
     if prepared is not None and data is None:
         data, split = prepared.data(cfg, device)
     seed_everything(cfg.seed)
