@@ -43,6 +43,17 @@ grid_throughput  A grid from the launcher command to its last result.json: a pro
                  grid_setup_profile.md, grid_setup_profile.csv
                  (CPU smoke run: --smoke --out /tmp/gt; a cell's phases outside training,
                  launcher to exit, on a slow machine: --epochs 1 --name NAME)
+compile_reuse    What compiling a cell's encoder costs (`compile_encoder: true`): on empty
+                 caches, in a later cell of the same worker, in a later process on the first
+                 sweep's caches (two local sweeps of one grid).
+                 `python -m benchmarks.compile_reuse` -> results/benchmarks/compile_reuse/
+                 (CPU smoke run: --smoke --out /tmp/cr)
+compile_subprocesses  Trains one cell in this process and lists every process its run starts
+                 (compilers, Inductor's checks, workers), when and from where.
+                 `python -m benchmarks.compile_subprocesses SWEEP/cells/CELL`
+triton_key       Triton's once-per-process cache key, hashed before an import or in a thread
+                 beside it (what a GPU cell's setup does), fresh processes.
+                 `python -m benchmarks.triton_key` -> results/benchmarks/triton_key/
 sampling         `python -m recsys_core.data sample` on a synthetic Music4All-Onion-shaped log
                  of 12.5, 25 and 50 M rows (Parquet, generated in chunks under /tmp): rows/s,
                  peak RSS, output size.
