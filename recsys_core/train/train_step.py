@@ -41,8 +41,9 @@ one; else all run the step eagerly, with the reason (results/benchmarks/scaling/
 With `compile_encoder: true` the model's encoder inside that step is torch.compile'd (Inductor
 fuses the blocks' LayerNorms, dropout, residuals and masks into a few larger kernels): about
 half the ML-1M-shape epoch on an H200, for a compile of 12-76 s at the first step on empty
-caches, 3-5 s on a sweep's warm ones (results/benchmarks/gpu_epoch.md, compile_reuse/). The graph then replays the compiled kernels; a compile or
-capture that fails drops the compiled encoder and says why (`compile_note`).
+caches, 3-5 s on a sweep's warm ones (results/benchmarks/gpu_epoch.md, compile_reuse/). The
+graph then replays the compiled kernels; a compile or capture that fails drops the compiled
+encoder and says why (`compile_note`).
 
 `TrainStep` also runs the same fixed-shape body eagerly (`use_graph=False`): on the CPU, for
 tests, and as the reference the GPU benchmark compares the graph against
