@@ -265,3 +265,16 @@ def test_eval_speed_times_the_trainers_evaluation_and_appends_a_row_per_run(tmp_
     assert (rows["eval_s"] > 0).all() and (rows["ranks_batch_s"] > 0).all()
     assert rows["val_recall@10"].nunique() == 1          # same seed, same untrained model
     assert "| after" in (tmp_path / "out" / "eval_speed.md").read_text()
+
+
+def test_attention_layout_counts_each_layouts_operations_on_the_cpu(tmp_path):
+    """benchmarks/attention_layout.py on the CPU: a row per layout and head count, the
+    batch-first attention dispatching fewer operations and copies than nn.MultiheadAttention's
+    call, with the same encoder output."""
+    from benchmarks import attention_layout
+    assert attention_layout.main(["--device", "cpu", "--items", "300", "--batch", "8",
+                                  "--heads", "1", "--out-dir", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "attention_layout.csv").set_index("layout")
+    module, batch_first = table.loc["nn.MultiheadAttention"], table.loc["batch_first_attention"]
+    assert batch_first["ops"] < module["ops"] and batch_first["copies"] < module["copies"]
+    assert (table["max_abs_diff"] == 0).all() and "kernels" not in table

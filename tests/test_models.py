@@ -461,3 +461,76 @@ def test_the_transformers_leave_cudnn_attention_out_on_cuda_unless_told(monkeypa
             choose_attention_kernels(sasrec, "cuda")
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def copies_and_output(run) -> tuple[int, object]:
+    """How many copies (clone, _to_copy, copy_) `run()` dispatches, forward and backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        copies = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("clone", "_to_copy", "copy_"):
+                Count.copies += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        out = run()
+    return Count.copies, out
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_batch_first_attention_is_the_modules_attention_with_fewer_copies(heads, self_attention):
+    """models/batch_first_attention.py: `attend` on nn.MultiheadAttention's own weights gives
+    the module's output bit for bit on the CPU, in training too (dropout: the same draws),
+    for SASRec's normalised query and for self-attention (SASMamba), and for the last query
+    alone; the gradients to float32's rounding; fewer copies. `attention_bias` is the module's mask, one for
+    every head, in the attention's dtype, its rows 8-aligned."""
+    from recsys_core.models.batch_first_attention import attend, attention_bias
+    from recsys_core.models.sasrec import SASRec
+    torch.manual_seed(0)
+    model = SASRec(50, 16, num_heads=heads, num_blocks=1, dropout=0.3, max_len=12,
+                   sasrec_block="original")
+    mha = model.blocks[0].attn.train()
+    ids = torch.randint(1, 51, (6, 12))
+    ids[:3, :5] = 0
+    ids[4, :11] = 0
+    mask = model.attention_mask(ids)                      # [B·heads, L, L] for the module
+    bias = attention_bias(model.causal_mask, ids, torch.float32)
+    assert bias.shape == (6, 1, 12, 12) and bias.stride(-2) == 16
+    allowed = [[[j <= i and (ids[b, j] != 0 or j == i) for j in range(12)] for i in range(12)]
+               for b in range(6)]                     # causal, blind to padding, self always
+    expected = torch.where(torch.tensor(allowed), 0.0, float("-inf"))
+    assert torch.equal(bias[:, 0], expected)
+    assert torch.equal(mask, expected.repeat_interleave(heads, 0))
+    x = torch.randn(6, 12, 16)
+    q = x if self_attention else torch.randn(6, 12, 16)
+
+    def run(fn):
+        inputs = [t.clone().requires_grad_() for t in (q, x)]
+        query, key_value = (inputs[1], inputs[1]) if self_attention else inputs
+        torch.manual_seed(1)
+        out = fn(query, key_value)
+        out.square().sum().backward()
+        grads = [t.grad for t in inputs] + [p.grad for p in mha.parameters()]
+        mha.zero_grad(set_to_none=True)
+        return out.detach(), grads
+
+    module_copies, (expected, expected_grads) = copies_and_output(lambda: run(
+        lambda query, kv: mha(query, kv, kv, attn_mask=mask, need_weights=False)[0]))
+    copies, (out, grads) = copies_and_output(lambda: run(
+        lambda query, kv: attend(mha, query, kv, bias)))
+    assert torch.equal(out, expected)
+    for g, e in zip(grads, expected_grads):
+        if e is not None:
+            torch.testing.assert_close(g, e)    # the weights' sums in another order
+    assert copies < module_copies
+    mha.eval()
+    with torch.no_grad():
+        last = mha(x[:, -1:], x, x, attn_mask=mask[:, -1:], need_weights=False)[0]
+        assert torch.equal(attend(mha, x[:, -1:], x, bias[:, :, -1:]), last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.attention_bias(ids, x).dtype == torch.bfloat16
+    assert model.attention_bias(ids, x).dtype == torch.float32

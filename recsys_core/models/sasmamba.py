@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_core.models.batch_first_attention import attend
 from recsys_core.models.padding import left_to_right_padding, rotate, rotate_back
 from recsys_core.models.sasrec import CausalAttentionModel
 from recsys_core.models.ssm import ChunkedScoring, FeedForward, mamba_backend, mamba_layer
@@ -38,8 +39,8 @@ class HybridBlock(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-12)
         self.ffn = FeedForward(dim, ffn_factor, dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        attn = self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        attn = attend(self.attn, x, x, bias)
         gate = torch.softmax(self.gate(x), dim=-1)
         mixed = gate[..., :1] * attn + gate[..., 1:] * self.mamba(x)
         return self.ffn(self.norm(x + self.dropout(mixed)))
@@ -62,7 +63,8 @@ class SASMamba(ChunkedScoring, CausalAttentionModel):
         # Embedded where the items are (their positions), then rotated.
         index, pad = left_to_right_padding(input_ids)
         ids = input_ids.gather(1, index)
-        x, mask = rotate(self.embed(input_ids), pad), self.attention_mask(ids)
+        x = rotate(self.embed(input_ids), pad)
+        bias = self.attention_bias(ids, x)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, bias)
         return rotate_back(x, pad) * (input_ids != 0).unsqueeze(-1)

@@ -16,6 +16,7 @@ from torch import nn
 
 from recsys_core.models import SASREC_BLOCKS as BLOCKS
 from recsys_core.models.base import SequentialModel, position_ids
+from recsys_core.models.batch_first_attention import attend, attention_bias, compute_dtype
 
 
 class OriginalBlock(nn.Module):
@@ -29,13 +30,13 @@ class OriginalBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, dim * ffn_factor), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(dim * ffn_factor, dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """[B, L, D] -> [B, L, D]; with `last_only` (mask already [B·heads, 1, L]) the last
-        query alone -> [B, 1, D]."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]; with `last_only` (bias already [B, 1, 1, L]) the last
+        query alone -> [B, 1, D]. `bias`: attention_bias's (batch_first_attention.py)."""
         q = self.attn_norm(x)
         if last_only:
             q = q[:, -1:]
-        x = q + self.attn(q, x, x, attn_mask=mask, need_weights=False)[0]
+        x = q + attend(self.attn, q, x, bias)
         h = self.ffn_norm(x)
         return h + self.ffn(h)
 
@@ -61,15 +62,17 @@ class CausalAttentionModel(SequentialModel):
         x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos.int())
         return self.emb_dropout(x) * (input_ids != 0).unsqueeze(-1)
 
-    def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[B·heads, L, L] additive mask: causal and blind to padded keys, so that the output
-        does not depend on how much padding there is. Every position may still attend to
-        itself: an all-padding row with nothing to attend to would give NaN."""
+    def attention_bias(self, input_ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, L, L], the mask of batch_first_attention.attend, in the dtype attention on
+        `x` runs in."""
         length = input_ids.shape[1]
-        eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
-        blocked = (input_ids == 0)[:, None, :] & ~eye
-        mask = self.causal_mask[-length:, -length:].masked_fill(blocked, float("-inf"))
-        return mask.repeat_interleave(self.num_heads, 0)
+        return attention_bias(self.causal_mask[-length:, -length:], input_ids, compute_dtype(x))
+
+    def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """attention_bias's mask as nn.MultiheadAttention takes it: [B·heads, L, L], fp32."""
+        batch, length = input_ids.shape
+        bias = attention_bias(self.causal_mask[-length:, -length:], input_ids, torch.float32)
+        return bias.expand(batch, self.num_heads, length, length).reshape(-1, length, length)
 
 
 class SASRec(CausalAttentionModel):
@@ -103,12 +106,17 @@ class SASRec(CausalAttentionModel):
         """[B, L, D] hidden states; with `last_only` [B, 1, D], the last position's alone: the
         last block then runs its attention and feed-forward for that one query (the earlier
         blocks still run every position as keys)."""
-        x, mask = self.embed(input_ids), self.attention_mask(input_ids)
+        x = self.embed(input_ids)
+        if self.block == "pre_ln":
+            layers, mask = self.blocks.layers, self.attention_mask(input_ids)
+            last_mask = mask[:, -1:]
+        else:
+            layers, mask = self.blocks, self.attention_bias(input_ids, x)
+            last_mask = mask[:, :, -1:]
         keep = (input_ids != 0).unsqueeze(-1)
-        layers = self.blocks.layers if self.block == "pre_ln" else self.blocks
         for i, layer in enumerate(layers):
             if last_only and i == len(layers) - 1:
-                x = self._last_query(layer, x, mask[:, -1:]) * keep[:, -1:]
+                x = self._last_query(layer, x, last_mask) * keep[:, -1:]
             else:
                 x = layer(x, mask) * keep     # padded positions stay zero between blocks
         return self.final_norm(x)
