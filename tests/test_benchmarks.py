@@ -267,14 +267,17 @@ def test_eval_speed_times_the_trainers_evaluation_and_appends_a_row_per_run(tmp_
     assert "| after" in (tmp_path / "out" / "eval_speed.md").read_text()
 
 
-def test_attention_layout_counts_each_layouts_operations_on_the_cpu(tmp_path):
-    """benchmarks/attention_layout.py on the CPU: a row per layout and head count, the
-    batch-first attention dispatching fewer operations and copies than nn.MultiheadAttention's
-    call, with the same encoder output."""
-    from benchmarks import attention_layout
-    assert attention_layout.main(["--device", "cpu", "--items", "300", "--batch", "8",
-                                  "--heads", "1", "--out-dir", str(tmp_path)]) == 0
-    table = pd.read_csv(tmp_path / "attention_layout.csv").set_index("layout")
-    module, batch_first = table.loc["nn.MultiheadAttention"], table.loc["batch_first_attention"]
-    assert batch_first["ops"] < module["ops"] and batch_first["copies"] < module["copies"]
+def test_sasrec_encoder_counts_each_variants_operations_on_the_cpu(tmp_path):
+    """benchmarks/sasrec_encoder.py on the CPU: a row per variant, with the same encoder
+    output; the batch-first attention dispatches fewer operations and copies, the positions'
+    matmul one embedding backward fewer (each a dozen kernels on CUDA)."""
+    from benchmarks import sasrec_encoder
+    assert sasrec_encoder.main(["--device", "cpu", "--items", "300", "--batch", "8",
+                                "--heads", "1", "--out-dir", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "sasrec_encoder.csv")
+    assert list(table["variant"]) == ["module attention, position lookup",
+                                      "batch-first attention, position lookup",
+                                      "batch-first attention, position matmul"]
+    assert table["ops"][1] < table["ops"][0] and table["copies"][1] < table["copies"][0]
+    assert list(table["embedding_backwards"]) == [2, 2, 1]
     assert (table["max_abs_diff"] == 0).all() and "kernels" not in table

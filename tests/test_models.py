@@ -534,3 +534,43 @@ def test_batch_first_attention_is_the_modules_attention_with_fewer_copies(heads,
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model.attention_bias(ids, x).dtype == torch.bfloat16
     assert model.attention_bias(ids, x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("origin", ["from_start", "from_end"])
+def test_position_embeddings_are_the_tables_rows_without_the_embeddings_backward(origin):
+    """models/base.py:position_embeddings: the rows table(position_ids(...)) gives, also under
+    bf16 autocast (fp32, exact); where the table trains, its gradient is the embedding's
+    without nn.Embedding's backward (on CUDA a sort and a dozen kernels); where nothing
+    trains, a lookup (no one-hot matrix for an evaluation's thousands of rows)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from recsys_core.models.base import position_embeddings, position_ids
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(12, 8)
+    ids = torch.randint(1, 30, (5, 10))
+    ids[:2, :4] = 0
+    ids[3, :9] = 0
+    expected = table(position_ids(ids, 12, origin))
+    grad = torch.randn(5, 10, 8)
+    expected.expand(5, 10, 8).backward(grad)
+    expected_grad, table.weight.grad = table.weight.grad, None
+    with Ops() as ops:
+        with torch.autocast("cpu", dtype=torch.bfloat16):     # the backward outside, as trained
+            rows = position_embeddings(table, ids, origin)
+        rows.expand(5, 10, 8).backward(grad)
+    assert rows.dtype == torch.float32 and torch.equal(rows, expected.detach())
+    torch.testing.assert_close(table.weight.grad, expected_grad)
+    assert "embedding_dense_backward" not in ops.names
+    with Ops() as ops, torch.no_grad():
+        assert torch.equal(position_embeddings(table, ids, origin), expected.detach())
+    assert "embedding" in ops.names and "mm" not in ops.names

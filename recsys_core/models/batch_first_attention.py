@@ -12,9 +12,9 @@ same (bit for bit on the CPU: tests). `attention_bias` builds the mask once a st
 dtype the attention will run in, [B, 1, L, L] for every head, in rows of a multiple of 8.
 SASRec's `original` block (the study's) and SASMamba's hybrid block use them; the pre-LN
 layers stay nn.TransformerEncoderLayer's. At the Beauty cell's shape (2 blocks, one head), an
-encoder's forward and backward under bf16 autocast dispatches 233 operations instead of 258,
-77 copies instead of 94 (CPU; `python -m benchmarks.attention_layout`,
-results/benchmarks/attention_layout/).
+encoder's forward and backward under bf16 autocast dispatches 232 operations instead of 257,
+77 copies instead of 94 (CPU; `python -m benchmarks.sasrec_encoder`,
+results/benchmarks/sasrec_encoder/).
 """
 from __future__ import annotations
 

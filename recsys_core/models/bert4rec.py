@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys_core.models.base import SequentialModel, position_ids
+from recsys_core.models.base import SequentialModel, position_embeddings
 
 
 class BERT4Rec(SequentialModel):
@@ -39,8 +39,8 @@ class BERT4Rec(SequentialModel):
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states after the head's transform: what is scored against the item table
         (inside encode so that the sampled-softmax path, which skips `logits`, uses it too)."""
-        pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
-        x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos.int())
+        pos = position_embeddings(self.pos_emb, input_ids, self.positions)
+        x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + pos
         x = self.emb_dropout(self.emb_norm(x))
         pad = input_ids == 0
         # A row of padding only (never built by the trainer, but possible for a caller) would

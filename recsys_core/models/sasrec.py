@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from recsys_core.models import SASREC_BLOCKS as BLOCKS
-from recsys_core.models.base import SequentialModel, position_ids
+from recsys_core.models.base import SequentialModel, position_embeddings
 from recsys_core.models.batch_first_attention import attend, attention_bias, compute_dtype
 
 
@@ -58,8 +58,8 @@ class CausalAttentionModel(SequentialModel):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, L, D]: item embedding x sqrt(D) + position, dropout; padding positions zero."""
-        pos = position_ids(input_ids, self.pos_emb.num_embeddings, self.positions)
-        x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + self.pos_emb(pos.int())
+        pos = position_embeddings(self.pos_emb, input_ids, self.positions)
+        x = self.embed_items(input_ids) * self.embedding_dim ** 0.5 + pos
         return self.emb_dropout(x) * (input_ids != 0).unsqueeze(-1)
 
     def attention_bias(self, input_ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
