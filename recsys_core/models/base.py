@@ -171,18 +171,16 @@ def position_embeddings(table: nn.Embedding, input_ids: torch.Tensor, origin: st
     same values, whose gradient skips the embedding's backward where it trains: on CUDA that
     sorts the ids and sums their segments in about a dozen kernels, for 50 distinct positions
     as for the item table's lookups (the two took 0.17 of the Beauty cell step's 1.47 ms in
-    results/benchmarks/rank_counts/beauty_cell_profile_h100_s26.txt). from_end
-    is a slice of the table; from_start a one-hot matrix times the table in fp32, out of
-    autocast: exact, each row picks one row of the table, and its gradient is one matmul.
-    Where nothing trains (an evaluation's thousands of rows), and where fp32 matmuls would run
+    results/benchmarks/rank_counts/beauty_cell_profile_h100_s26.txt). from_end is a slice of
+    the table; from_start a one-hot matrix times the table in fp32, out of autocast: exact,
+    each row picks one row of the table, and its gradient is one matmul. Where nothing trains (an evaluation's thousands of rows), and where fp32 matmuls would run
     in TF32 and round the table, a lookup as before."""
     n, length = table.num_embeddings, input_ids.shape[1]
-    pos = position_ids(input_ids, n, origin)
-    if not (torch.is_grad_enabled() and table.weight.requires_grad) or length > n:
-        return table(pos.int())
-    if origin == "from_end":
+    trains = torch.is_grad_enabled() and table.weight.requires_grad and length <= n
+    if trains and origin == "from_end":
         return table.weight[n - length:]
-    if input_ids.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+    pos = position_ids(input_ids, n, origin)
+    if not trains or (input_ids.is_cuda and torch.backends.cuda.matmul.allow_tf32):
         return table(pos.int())
     one_hot = (pos[..., None] == torch.arange(n, device=pos.device)).float()
     with torch.autocast(pos.device.type, enabled=False):
