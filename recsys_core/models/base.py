@@ -173,8 +173,9 @@ def position_embeddings(table: nn.Embedding, input_ids: torch.Tensor, origin: st
     as for the item table's lookups (the two took 0.17 of the Beauty cell step's 1.47 ms in
     results/benchmarks/rank_counts/beauty_cell_profile_h100_s26.txt). from_end is a slice of
     the table; from_start a one-hot matrix times the table in fp32, out of autocast: exact,
-    each row picks one row of the table, and its gradient is one matmul. Where nothing trains (an evaluation's thousands of rows), and where fp32 matmuls would run
-    in TF32 and round the table, a lookup as before."""
+    each row picks one row of the table, and its gradient is one matmul. Where nothing trains
+    (an evaluation's thousands of rows), and where fp32 matmuls would run in TF32 and round
+    the table, a lookup as before."""
     n, length = table.num_embeddings, input_ids.shape[1]
     trains = torch.is_grad_enabled() and table.weight.requires_grad and length <= n
     if trains and origin == "from_end":
