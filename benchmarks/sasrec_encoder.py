@@ -129,8 +129,8 @@ def main(argv=None) -> int:
                 "`python -m benchmarks.sasrec_encoder " + " ".join(argv or sys.argv[1:]) +
                 "`: one encoder forward and backward of 2 `original` blocks under bf16 autocast "
                 "(L 50, D 64, positions from the start); `ops`, `copies` and "
-                "`embedding_backwards` dispatched, views left out; on CUDA the profiled step's kernels and their time, and the step's "
-                "median GPU time.",
+                "`embedding_backwards` dispatched, views left out; on CUDA the profiled "
+                "step's kernels and their time, and the step's median GPU time.",
                 table, data=table), end="")
     return 0
 

@@ -46,7 +46,8 @@ def attend(mha: nn.MultiheadAttention, query: torch.Tensor, key_value: torch.Ten
     return mha.out_proj(out.transpose(1, 2).reshape(batch, rows, dim))
 
 
-def attention_bias(causal: torch.Tensor, input_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def attention_bias(causal: torch.Tensor, input_ids: torch.Tensor,
+                   dtype: torch.dtype) -> torch.Tensor:
     """[B, 1, L, L] additive mask of `dtype` from [L, L] `causal` (0 allowed, -inf not):
     causal and blind to padded keys, so that the output does not depend on how much padding
     there is. Every position may still attend to itself: an all-padding row with nothing to
