@@ -574,3 +574,8 @@ def test_position_embeddings_are_the_tables_rows_without_the_embeddings_backward
     with Ops() as ops, torch.no_grad():
         assert torch.equal(position_embeddings(table, ids, origin), expected.detach())
     assert "embedding" in ops.names and "mm" not in ops.names
+    if origin == "from_start":    # a one-hot matrix past its cap: a lookup again
+        with Ops() as ops, pytest.MonkeyPatch.context() as patch:
+            patch.setattr("recsys_core.models.base.ONE_HOT_MAX", 5 * 10 * 12 - 1)
+            assert torch.equal(position_embeddings(table, ids, origin), expected.detach())
+        assert "embedding" in ops.names and "mm" not in ops.names

@@ -166,6 +166,9 @@ def position_ids(input_ids: torch.Tensor, n_positions: int, origin: str) -> torc
     return (cols - pad).clamp(min=0)
 
 
+ONE_HOT_MAX = 1 << 25    # elements (128 MB): a batch of 128 x 200 positions of 200 takes 5.1 M
+
+
 def position_embeddings(table: nn.Embedding, input_ids: torch.Tensor, origin: str) -> torch.Tensor:
     """table(position_ids(input_ids, ...)): [L, D] (from_end) or [B, L, D] (from_start), the
     same values, whose gradient skips the embedding's backward where it trains: on CUDA that
@@ -174,14 +177,16 @@ def position_embeddings(table: nn.Embedding, input_ids: torch.Tensor, origin: st
     results/benchmarks/rank_counts/beauty_cell_profile_h100_s26.txt). from_end is a slice of
     the table; from_start a one-hot matrix times the table in fp32, out of autocast: exact,
     each row picks one row of the table, and its gradient is one matmul. Where nothing trains
-    (an evaluation's thousands of rows), and where fp32 matmuls would run in TF32 and round
-    the table, a lookup as before."""
+    (an evaluation's thousands of rows), where the one-hot matrix would outgrow ONE_HOT_MAX
+    (long sequences), and where fp32 matmuls would run in TF32 and round the table, a lookup
+    as before."""
     n, length = table.num_embeddings, input_ids.shape[1]
     trains = torch.is_grad_enabled() and table.weight.requires_grad and length <= n
     if trains and origin == "from_end":
         return table.weight[n - length:]
     pos = position_ids(input_ids, n, origin)
-    if not trains or (input_ids.is_cuda and torch.backends.cuda.matmul.allow_tf32):
+    if not trains or pos.numel() * n > ONE_HOT_MAX or \
+            (input_ids.is_cuda and torch.backends.cuda.matmul.allow_tf32):
         return table(pos.int())
     one_hot = (pos[..., None] == torch.arange(n, device=pos.device)).float()
     with torch.autocast(pos.device.type, enabled=False):
