@@ -23,6 +23,10 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl 2>/dev/null || echo "bench_call: the wheels did not install"
 fi
+if ! command -v python >/dev/null; then     # an image with python3 alone: commands say python
+  mkdir -p /tmp/bench-bin && ln -sf "$(command -v python3)" /tmp/bench-bin/python
+  export PATH=/tmp/bench-bin:$PATH
+fi
 export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1 \
   RECSYS_DATA_MIRROR=${RECSYS_DATA_MIRROR:-$PWD/.study/bmirror}
 LOGS=$(mktemp -d)
