@@ -465,19 +465,10 @@ def test_the_transformers_leave_cudnn_attention_out_on_cuda_unless_told(monkeypa
 
 def copies_and_output(run) -> tuple[int, object]:
     """How many copies (clone, _to_copy, copy_) `run()` dispatches, forward and backward."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        copies = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket.__name__ in ("clone", "_to_copy", "copy_"):
-                Count.copies += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
+    from benchmarks.sasrec_encoder import COPIES, Dispatched
+    with Dispatched() as seen:
         out = run()
-    return Count.copies, out
+    return sum(seen.counts[c] for c in COPIES), out
 
 
 @pytest.mark.parametrize("heads", [1, 2])
@@ -542,18 +533,8 @@ def test_position_embeddings_are_the_tables_rows_without_the_embeddings_backward
     bf16 autocast (fp32, exact); where the table trains, its gradient is the embedding's
     without nn.Embedding's backward (on CUDA a sort and a dozen kernels); where nothing
     trains, a lookup (no one-hot matrix for an evaluation's thousands of rows)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
+    from benchmarks.sasrec_encoder import Dispatched
     from recsys_core.models.base import position_embeddings, position_ids
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.add(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
 
     torch.manual_seed(0)
     table = torch.nn.Embedding(12, 8)
@@ -564,18 +545,18 @@ def test_position_embeddings_are_the_tables_rows_without_the_embeddings_backward
     grad = torch.randn(5, 10, 8)
     expected.expand(5, 10, 8).backward(grad)
     expected_grad, table.weight.grad = table.weight.grad, None
-    with Ops() as ops:
+    with Dispatched() as ops:
         with torch.autocast("cpu", dtype=torch.bfloat16):     # the backward outside, as trained
             rows = position_embeddings(table, ids, origin)
         rows.expand(5, 10, 8).backward(grad)
     assert rows.dtype == torch.float32 and torch.equal(rows, expected.detach())
     torch.testing.assert_close(table.weight.grad, expected_grad)
-    assert "embedding_dense_backward" not in ops.names
-    with Ops() as ops, torch.no_grad():
+    assert "embedding_dense_backward" not in ops.counts
+    with Dispatched() as ops, torch.no_grad():
         assert torch.equal(position_embeddings(table, ids, origin), expected.detach())
-    assert "embedding" in ops.names and "mm" not in ops.names
+    assert "embedding" in ops.counts and "mm" not in ops.counts
     if origin == "from_start":    # a one-hot matrix past its cap: a lookup again
-        with Ops() as ops, pytest.MonkeyPatch.context() as patch:
+        with Dispatched() as ops, pytest.MonkeyPatch.context() as patch:
             patch.setattr("recsys_core.models.base.ONE_HOT_MAX", 5 * 10 * 12 - 1)
             assert torch.equal(position_embeddings(table, ids, origin), expected.detach())
-        assert "embedding" in ops.names and "mm" not in ops.names
+        assert "embedding" in ops.counts and "mm" not in ops.counts
