@@ -4,7 +4,9 @@ from the start, batch 128, bf16 autocast on CUDA and CPU), one forward and backw
 - `module attention, position lookup`: before; each block calls its nn.MultiheadAttention with
   the [B·heads, L, L] mask, positions through nn.Embedding;
 - `batch-first attention, position lookup`: recsys_core/models/batch_first_attention.py;
-- `batch-first attention, position matmul`: now, models/base.py:position_embeddings too.
+- `batch-first attention, position matmul`: models/base.py:position_embeddings too;
+- `+ weights cast once`: the linear layers' weights and biases cast to bf16 in one multi-tensor
+  copy a step and their gradients back in one (recsys_core/train/cast_once.py).
 Per row:
 - `ops`, `copies`: the operations it dispatches (views left out), and of them the copies
   (clone, _to_copy, copy_); on a GPU each is a kernel of the CUDA-graph step;
@@ -31,6 +33,7 @@ from benchmarks.report import write
 from benchmarks.timing import median_s, profiled
 from recsys_core.models.base import position_ids
 from recsys_core.models.sasrec import SASRec
+from recsys_core.train.cast_once import CastOnce
 
 VIEWS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "unsqueeze", "squeeze",
          "expand", "alias", "detach", "select", "slice", "as_strided", "split", "unbind",
@@ -81,7 +84,9 @@ def measure(device: str, items: int, batch: int, heads: int) -> list[dict]:
     ids = ids.to(device)
     encoders = {"module attention, position lookup": lambda: encode_before(model, ids, False),
                 "batch-first attention, position lookup": lambda: encode_before(model, ids, True),
-                "batch-first attention, position matmul": lambda: model.encode(ids)}
+                "batch-first attention, position matmul": lambda: model.encode(ids),
+                "+ weights cast once": lambda: cast_once(ids)}
+    cast_once = CastOnce(model)
     with torch.no_grad():
         model.eval()
         reference = encoders["module attention, position lookup"]()

@@ -270,14 +270,17 @@ def test_eval_speed_times_the_trainers_evaluation_and_appends_a_row_per_run(tmp_
 def test_sasrec_encoder_counts_each_variants_operations_on_the_cpu(tmp_path):
     """benchmarks/sasrec_encoder.py on the CPU: a row per variant, with the same encoder
     output; the batch-first attention dispatches fewer operations and copies, the positions'
-    matmul one embedding backward fewer (each a dozen kernels on CUDA)."""
+    matmul one embedding backward fewer (each a dozen kernels on CUDA), the weights cast once
+    40 copies fewer."""
     from benchmarks import sasrec_encoder
     assert sasrec_encoder.main(["--device", "cpu", "--items", "300", "--batch", "8",
                                 "--heads", "1", "--out-dir", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "sasrec_encoder.csv")
     assert list(table["variant"]) == ["module attention, position lookup",
                                       "batch-first attention, position lookup",
-                                      "batch-first attention, position matmul"]
+                                      "batch-first attention, position matmul",
+                                      "+ weights cast once"]
     assert table["ops"][1] < table["ops"][0] and table["copies"][1] < table["copies"][0]
-    assert list(table["embedding_backwards"]) == [2, 2, 1]
+    assert table["copies"][3] == table["copies"][2] - 40
+    assert list(table["embedding_backwards"]) == [2, 2, 1, 1]
     assert (table["max_abs_diff"] == 0).all() and "kernels" not in table

@@ -19,6 +19,11 @@ from recsys_core.models import POSITIONS
 class SequentialModel(nn.Module):
     objective = "causal"
     trainable = True
+    # Whether the training step may cast the linear layers' weights to autocast's dtype once
+    # a step for the whole encoder (train/cast_once.py): only where that equals autocast's own
+    # casts bit for bit (tests/test_train_step.py; not the Mamba models, whose scan adds
+    # dt_proj's bias in fp32).
+    cast_weights_once = False
 
     def __init__(self, n_items: int, embedding_dim: int):
         super().__init__()

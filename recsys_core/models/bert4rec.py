@@ -15,6 +15,7 @@ from recsys_core.models.base import SequentialModel, position_embeddings
 
 class BERT4Rec(SequentialModel):
     objective = "masked"
+    cast_weights_once = True
 
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
                  num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,

@@ -76,6 +76,8 @@ class CausalAttentionModel(SequentialModel):
 
 
 class SASRec(CausalAttentionModel):
+    cast_weights_once = True
+
     def __init__(self, n_items: int, embedding_dim: int = 64, num_heads: int = 2,
                  num_blocks: int = 2, dropout: float = 0.2, max_len: int = 50,
                  ffn_factor: int = 4, positions: str = "from_end", sasrec_block: str = "pre_ln",
