@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     table = pd.DataFrame([row for heads in args.heads
                           for row in measure(args.device, args.items, args.batch, heads)])
     print(write(Path(args.out_dir), args.name,
-                f"# SASRec's encoder before and after session 28 ({time.strftime('%Y-%m-%d')})",
+                f"# SASRec's encoder, change by change ({time.strftime('%Y-%m-%d')})",
                 "`python -m benchmarks.sasrec_encoder " + " ".join(argv or sys.argv[1:]) +
                 "`: one encoder forward and backward of 2 `original` blocks under bf16 autocast "
                 "(L 50, D 64, positions from the start); `ops`, `copies` and "
