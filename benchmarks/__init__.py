@@ -54,11 +54,14 @@ compile_subprocesses  Trains one cell in this process and lists every process it
 triton_key       Triton's once-per-process cache key, hashed before an import or in a thread
                  beside it (what a GPU cell's setup does), fresh processes.
                  `python -m benchmarks.triton_key` -> results/benchmarks/triton_key/
+triton_cold      The project's Triton kernels (fused loss, rank counts) at the Beauty cell's
+                 shape in a fresh process, on an empty and on a full Triton cache (CUDA only).
+                 `python -m benchmarks.triton_cold` -> results/benchmarks/triton_cold/
 sasrec_encoder   SASRec's encoder of `original` blocks before session 28 (nn.MultiheadAttention's
                  call, nn.Embedding's positions) and now (batch-first attention, positions as
-                 a matmul), at the Beauty cell's shape: operations and copies dispatched by
-                 one forward and backward; on CUDA the step's kernels, their time, the step's
-                 GPU time.  `python -m benchmarks.sasrec_encoder` -> results/benchmarks/sasrec_encoder/
+                 a matmul, weights cast once), at the Beauty cell's shape: operations and
+                 copies dispatched by one forward and backward; on CUDA the step's kernels,
+                 their time, the step's GPU time.  `python -m benchmarks.sasrec_encoder` -> results/benchmarks/sasrec_encoder/
 sampling         `python -m recsys_core.data sample` on a synthetic Music4All-Onion-shaped log
                  of 12.5, 25 and 50 M rows (Parquet, generated in chunks under /tmp): rows/s,
                  peak RSS, output size.
