@@ -131,9 +131,12 @@ class TrainStep:
         # with the reason in `compile_note`, and the step goes on with the module's encoder.
         # Otherwise, under bf16 autocast and where the model allows it, the module's encoder with
         # its linear layers' weights cast once a step, in one kernel, and their gradients back in
-        # one (cast_once.py): at the Beauty cell's shape 40 fewer copy kernels a step.
+        # one (cast_once.py): at the Beauty cell's shape 40 fewer copy kernels a step. Not with
+        # the overlapped gradient all-reduce, whose buckets would then all wait for that last
+        # cast at the end of the backward.
         self.casts_once = (self.compute_dtype != torch.float32 and
-                           self.unwrapped.cast_weights_once)
+                           self.unwrapped.cast_weights_once and
+                           (self.world == 1 or cfg.grad_sync != "overlap"))
         self.module_encode = CastOnce(self.unwrapped) if self.casts_once else self.unwrapped.encode
         self.encode = self.module_encode
         self.compile_note: str | None = None
