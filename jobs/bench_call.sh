@@ -15,6 +15,7 @@
 #   results.tgz  the files the commands wrote under BACK (default: results .study/base/results),
 #                md, csv, txt, json, jsonl and yaml under 4 MB each.
 # BUDGET (seconds, default 560) bounds the call: a command gets what is left, then an INT.
+# Python's bytecode goes to PYTHONPYCACHEPREFIX (default /tmp/bench-pycache): see below.
 set -u
 S=$(date +%s)
 BUDGET=${BUDGET:-560}
@@ -29,6 +30,14 @@ if ! command -v python >/dev/null; then     # an image with python3 alone: comma
 fi
 export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1 \
   RECSYS_DATA_MIRROR=${RECSYS_DATA_MIRROR:-$PWD/.study/bmirror}
+# The device's image has no bytecode (PYTHONDONTWRITEBYTECODE): each process would compile what
+# it imports from source (torch and its dynamo: 9.4 s of a 27.7 s cell, results/benchmarks/
+# grid_throughput_h100/). The commands keep theirs in one folder, as a pip install leaves a
+# stack; a first command that imports the stack fills it (session 27's calls did the same).
+if [ -z "${PYTHONPYCACHEPREFIX:-}" ]; then
+  export PYTHONPYCACHEPREFIX=/tmp/bench-pycache
+  unset PYTHONDONTWRITEBYTECODE
+fi
 LOGS=$(mktemp -d)
 stamp=$LOGS/.started
 touch "$stamp"

@@ -19,10 +19,12 @@ def test_a_call_runs_its_commands_in_turn_and_brings_back_what_they_wrote(tmp_pa
     (res / "old.md").write_text("before the call")
     time.sleep(1.1)                     # older than the call's start to the second
     out = tmp_path / "out"
-    commands = [f"echo hello; printf '# table' > {res}/new.md; head -c 100 /dev/zero > {res}/x.bin",
+    commands = [f"echo hello; printf '# table' > {res}/new.md; head -c 100 /dev/zero > {res}/x.bin;"
+                f" echo $PYTHONPYCACHEPREFIX${{PYTHONDONTWRITEBYTECODE:-}} > {tmp_path}/pyc",
                 "echo failing; exit 3", "sleep 30", "echo never"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "OUT": str(out), "BACK": str(res), "BUDGET": "8"}
+           "OUT": str(out), "BACK": str(res), "BUDGET": "8", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPYCACHEPREFIX", None)
     call = subprocess.run(["bash", "jobs/bench_call.sh", *commands], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
@@ -37,3 +39,5 @@ def test_a_call_runs_its_commands_in_turn_and_brings_back_what_they_wrote(tmp_pa
                 if m.isfile()}
     assert logs == {"01.log": "hello\n", "02.log": "failing\n", "03.log": ""}
     assert "== 2: exit 3" in call.stdout
+    # an image without bytecode: the commands share one bytecode folder, and write to it
+    assert (tmp_path / "pyc").read_text() == "/tmp/bench-pycache\n"
