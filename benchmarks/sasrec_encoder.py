@@ -82,11 +82,11 @@ def measure(device: str, items: int, batch: int, heads: int) -> list[dict]:
     ids = torch.randint(1, items + 1, (batch, 50))
     ids[:, :20] = 0                                  # left padding, as the trainer's windows
     ids = ids.to(device)
+    cast_once = CastOnce(model)
     encoders = {"module attention, position lookup": lambda: encode_before(model, ids, False),
                 "batch-first attention, position lookup": lambda: encode_before(model, ids, True),
                 "batch-first attention, position matmul": lambda: model.encode(ids),
                 "+ weights cast once": lambda: cast_once(ids)}
-    cast_once = CastOnce(model)
     with torch.no_grad():
         model.eval()
         reference = encoders["module attention, position lookup"]()

@@ -32,7 +32,7 @@ def measure(cache: str) -> dict:
     import time
 
     import torch
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda")
     torch.zeros(1, device=device)                     # the CUDA context, outside the clock
     from triton.runtime.cache import triton_key
 

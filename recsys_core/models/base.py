@@ -21,7 +21,7 @@ class SequentialModel(nn.Module):
     trainable = True
     # Whether the training step may cast the linear layers' weights to autocast's dtype once
     # a step for the whole encoder (train/cast_once.py): only where that equals autocast's own
-    # casts bit for bit (tests/test_train_step.py; not the Mamba models, whose scan adds
+    # casts bit for bit (tests/test_cast_once.py; not the Mamba models, whose scan adds
     # dt_proj's bias in fp32).
     cast_weights_once = False
 

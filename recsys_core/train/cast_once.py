@@ -3,11 +3,11 @@ multi-tensor copy, and their gradients cast back in one.
 
 Under bf16 autocast every F.linear casts its fp32 weight and bias to bf16 (a copy kernel each),
 and its backward casts their bf16 gradients back to fp32 (another each). SASRec's two blocks at
-the Beauty cell's shape have 10 linear layers: 40 of the 76 copies in a training step, each a
+the Beauty cell's shape have 10 linear layers: 40 of the 77 copies in a training step, each a
 kernel of the CUDA-graph step. `CastOnce` makes the same casts with one torch._foreach_copy_
 each way and runs the module's own code on the copies (torch.func.functional_call swaps them in
 for the parameters). Rounding to nearest either way, the outputs and the gradients are the same
-bit for bit as autocast's (tests/test_train_step.py).
+bit for bit as autocast's (tests/test_cast_once.py).
 """
 from __future__ import annotations
 
@@ -75,7 +75,6 @@ class CastOnce:
     def __init__(self, model: nn.Module, method: str = "encode"):
         self.names = linear_parameter_names(model)
         self.params = [model.get_parameter(n) for n in self.names]
-        self.method = method
         self.call = _Method(model, method)
 
     def __call__(self, *args):
