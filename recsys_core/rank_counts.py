@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from recsys_core.kernel_device import kernels_run_on
+from recsys_core.kernel_device import kernels_run_on, load_on_device, wait_for_compiles
 
 BLOCK = 1024
 
@@ -65,6 +65,22 @@ def rank_counts(scores: torch.Tensor, targets: torch.Tensor,
     beats = torch.empty(b, dtype=torch.long, device=scores.device)
     nans = torch.empty(b, dtype=torch.long, device=scores.device)
     if b:
-        _kernel()[(b,)](scores, targets.contiguous(), beats, nans, scores.stride(0), hi,
-                        BLOCK=BLOCK, num_warps=4)
+        wait_for_compiles()
+        args, options = _counts_args(scores, targets.contiguous(), beats, nans,
+                                     scores.stride(0), hi)
+        _kernel()[(b,)](*args, **options)
     return beats, nans
+
+
+def _counts_args(scores, targets, beats, nans, stride: int, hi: int):
+    """The kernel's arguments and options; tensors or, for `precompile`, their dtypes."""
+    return (scores, targets, beats, nans, stride, hi), {"BLOCK": BLOCK, "num_warps": 4}
+
+
+def precompile(width: int, hi: int, dtype: torch.dtype, targets_dtype: torch.dtype) -> None:
+    """Compile and load on the current CUDA device the kernel `rank_counts` will launch on
+    [B, width] contiguous scores of `dtype` with `hi` and targets of `targets_dtype`
+    (kernel_device.BackgroundCompile runs it during setup; the same specialisation, as
+    fused_ce.precompile says)."""
+    args, options = _counts_args(dtype, targets_dtype, torch.long, torch.long, width, hi)
+    load_on_device(_kernel().warmup(*args, grid=(1,), **options))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from recsys_core.kernel_device import load_on_device, wait_for_compiles
 from recsys_core.models.gru4rec import StackedRNN
 
 
@@ -60,6 +61,30 @@ def _ce_kernel():
     return _KERNEL
 
 
+def padded_rows(rows: int) -> int:
+    return -(-rows // 8) * 8
+
+
+def _ce_args(logits, grad, targets, losses, inv, stride: int, n_valid: int, vp: int):
+    """The kernel's arguments and options; tensors or, for `precompile`, their dtypes."""
+    block = min(1024, 1 << (max(n_valid, 2) - 1).bit_length())
+    return (logits, grad, targets, losses, inv, stride, n_valid, vp), \
+        {"BLOCK": block, "num_warps": 4}
+
+
+def precompile(table_rows: int, n_valid: int, dtype: torch.dtype,
+               targets_dtype: torch.dtype) -> None:
+    """Compile and load on the current CUDA device the kernel `linear_cross_entropy` will
+    launch for an item table of `table_rows` rows, `n_valid` of them scored, logits in `dtype`
+    and targets of `targets_dtype` (kernel_device.BackgroundCompile runs it during setup).
+    Triton specialises a kernel on its tensors' dtypes and 16-byte alignment and on its
+    integers' values: fresh tensors are aligned, and the integers are the real call's own."""
+    vp = padded_rows(table_rows)
+    args, options = _ce_args(dtype, dtype, targets_dtype, torch.float32, torch.float32, vp,
+                             n_valid, vp)
+    load_on_device(_ce_kernel().warmup(*args, grid=(1,), **options))
+
+
 class _LinearCE(torch.autograd.Function):
     """logits = hidden @ weight.T + bias (in `dtype`), then the fused loss; the backward
     scales the small results (dX, db) by the incoming gradient, and dW through dX's input.
@@ -73,7 +98,7 @@ class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, n_valid: int, dtype):
         rows, width = weight.shape
-        vp = -(-rows // 8) * 8
+        vp = padded_rows(rows)
         w = weight.new_empty((vp, width), dtype=dtype)
         w[:rows].copy_(weight)
         w[rows:].zero_()
@@ -87,9 +112,10 @@ class _LinearCE(torch.autograd.Function):
         grad = torch.empty_like(logits)
         losses = torch.empty(n, dtype=torch.float32, device=logits.device)
         inv = 1.0 / (targets != 0).sum().clamp(min=1).float()
-        block = min(1024, 1 << (max(n_valid, 2) - 1).bit_length())
-        _ce_kernel()[(n,)](logits, grad, targets.contiguous(), losses, inv, logits.stride(0),
-                           n_valid, vp, BLOCK=block, num_warps=4)
+        wait_for_compiles()
+        args, options = _ce_args(logits, grad, targets.contiguous(), losses, inv,
+                                 logits.stride(0), n_valid, vp)
+        _ce_kernel()[(n,)](*args, **options)
         ctx.saved = (h, w, grad, hidden.dtype, weight.dtype, rows,
                      None if bias is None else len(bias))
         return losses.sum() * inv
@@ -143,6 +169,20 @@ def fused_loss_unsupported_reason(model) -> str | None:
     if cls.logits is BERT4Rec.logits:
         return None
     return f"{cls.__name__} has its own output layer"
+
+
+def fused_loss_reason(cfg, model, device_type: str, fused_loss: bool = True) -> str | None:
+    """Why the training step (train_step.py) computes the model's own loss, or None: it
+    computes `linear_cross_entropy`."""
+    return ("fused_loss=False" if not fused_loss else
+            "not CUDA" if device_type != "cuda" else
+            f"loss={cfg.loss}" if cfg.loss != "ce" else
+            fused_loss_unsupported_reason(model))
+
+
+def logits_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype of the fused loss's logits in a run of this `mixed_precision`."""
+    return torch.bfloat16 if mixed_precision == "bf16" else torch.float32
 
 
 def dropout_off(model) -> list:

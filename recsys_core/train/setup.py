@@ -17,7 +17,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 
 from recsys_core.cli import CELLS_PER_GPU_ENV
 from recsys_core.data import LeaveOneOut, load_dataset
-from recsys_core.kernel_device import hash_triton_in_background
+from recsys_core.kernel_device import compile_in_background, hash_triton_in_background
 from recsys_core.models import build_model
 from recsys_core.models.attention_kernels import choose_attention_kernels
 from recsys_core.train import checkpoint as ckpt
@@ -26,6 +26,7 @@ from recsys_core.train.evaluate import evaluate, user_loader
 from recsys_core.train.graph_capture import NCCL_ENV_RECORDED, NCCL_GRAPH_ENV
 from recsys_core.train.hooks import DebugHooks
 from recsys_core.train.optim import Schedule, make_optimizer
+from recsys_core.train.precompile import kernels_to_precompile
 from recsys_core.train.prepared import Prepared
 from recsys_core.train.results import read_result
 from recsys_core.train.step_choice import build_train_step, step_kind
@@ -151,8 +152,7 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     `prepared`: the data a process keeps across its runs (prepared.py: a worker's cells)."""
     accelerator = accelerator or make_accelerator(cfg)
     device = accelerator.device
-    if device.type == "cuda":
-        hash_triton_in_background()
+    hashing = hash_triton_in_background() if device.type == "cuda" else None
     if prepared is not None and data is None:
         data, split = prepared.data(cfg, device)
     seed_everything(cfg.seed)
@@ -176,10 +176,15 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
     if not model.trainable:
         model.fit(split.train_item_counts())
         return run
+    kind = step_kind(cfg, accelerator, hooks) if train else None
+    if device.type == "cuda":       # its kernels compile while the optimiser imports dynamo
+        jobs = kernels_to_precompile(cfg, model, split, accelerator.mixed_precision,
+                                     fixed_step=kind is not None, fused_loss=fused_loss)
+        if jobs:
+            run.info["triton_precompile"] = compile_in_background(jobs, device, hashing).summary
     if not train:
         return run
     lr = cfg.lr * (accelerator.num_processes if cfg.lr_scale_with_processes else 1)
-    kind = step_kind(cfg, accelerator, hooks)
     graphs = kind == "graph"
     # a capturable optimiser (step count and learning rate on the device) where a graph runs
     optimizer = make_optimizer(cfg, model, lr, capturable=graphs)

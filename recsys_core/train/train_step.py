@@ -58,12 +58,13 @@ import time
 
 import torch
 
+from recsys_core.kernel_device import wait_for_compiles
 from recsys_core.models.base import scored_positions
 from recsys_core.train.batches import (padded_epoch_batches, target_capacity, training_batch,
                                      window_target_counts, with_empty_window)
 from recsys_core.train.cast_once import CastOnce
-from recsys_core.train.fused_ce import (dropout_off, fused_loss_unsupported_reason,
-                                       linear_cross_entropy)
+from recsys_core.train.fused_ce import (dropout_off, fused_loss_reason, linear_cross_entropy,
+                                       logits_dtype)
 from recsys_core.train.grad_sync import broadcast_parameters, make_grad_sync
 from recsys_core.train.graph_capture import capture_state, reset_rng_capture_state, restore_state
 from recsys_core.train.optim import lr_on_device
@@ -117,13 +118,9 @@ class TrainStep:
         if use_graph:
             lr_on_device(torch_optimizer(optimizer), dev)
         # the loss: "model" (the model's forward) or "fused" (linear_cross_entropy)
-        why = ("fused_loss=False" if not fused_loss else
-               "not CUDA" if dev.type != "cuda" else
-               f"loss={cfg.loss}" if cfg.loss != "ce" else
-               fused_loss_unsupported_reason(self.unwrapped))
+        why = fused_loss_reason(cfg, self.unwrapped, dev.type, fused_loss)
         self.fused = why is None
-        self.compute_dtype = (torch.bfloat16 if accelerator.mixed_precision == "bf16"
-                              else torch.float32)
+        self.compute_dtype = logits_dtype(accelerator.mixed_precision)
         self.loss_path = "fused" if self.fused else f"model ({why})"
         # The encoder as Inductor kernels (LayerNorm, dropout, residual and mask fused: fewer,
         # larger kernels) or as the module's own ops. It compiles at its first call (the first
@@ -298,6 +295,7 @@ class TrainStep:
             torch.cuda.synchronize(self.device)
             torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             self._reset_epoch(rows)
+            wait_for_compiles()     # no kernel loaded on the device from a thread mid-capture
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=stream if nccl else None,
                                   capture_error_mode="thread_local" if nccl else "global"):
