@@ -31,11 +31,19 @@ CONTEXT_MB = 1024.0
 
 def history_peak_mb(cell_dir: Path) -> float | None:
     """The largest per-epoch peak a cell's history records (None: no history, or no GPU)."""
+    path = cell_dir / "history.parquet"
+    if not path.exists():
+        return None
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas, 0.55 s of a
+    # launcher's start on an H100 host (results/benchmarks/grid_throughput_h100/README.md)
     import pyarrow.parquet as pq
     try:
-        column = pq.read_table(cell_dir / "history.parquet", columns=["peak_gpu_mem_mb"])[0]
-    except (OSError, KeyError, ValueError):    # absent, being rewritten, or a CPU run's
+        table = pq.ParquetFile(path).read(columns=["peak_gpu_mem_mb"])
+    except (OSError, KeyError, ValueError):    # being rewritten
         return None
+    if table.num_columns == 0:                 # a CPU run's
+        return None
+    column = table[0]
     peaks = [v for v in column.to_pylist() if v is not None]
     return max(peaks) if peaks else None
 
