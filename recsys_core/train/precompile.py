@@ -2,8 +2,8 @@
 first call will have, so that `build_run` can compile them in a thread during its setup
 (kernel_device.BackgroundCompile): the fused loss of the training step (fused_ce.py) and the
 evaluation's rank counts (rank_counts.py). A kernel guessed wrong is compiled for nothing,
-and its first real call compiles it as before; the benchmark `triton_cold --precompiled`
-checks on a GPU that the first calls find theirs."""
+and its first real call compiles it as before; `python -m benchmarks.triton_cold` (its
+`empty, precompiled` rows) checks on a GPU that the first calls find theirs."""
 from __future__ import annotations
 
 from functools import partial
