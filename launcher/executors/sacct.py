@@ -1,7 +1,9 @@
 """What SLURM's accounting says of a sweep's jobs (one sacct call for all of them): each job's
 state in the launcher's words, and why a pending job waits, where that is worth saying: a
 job SLURM will never start as it asked (more than its partition has, a per-job limit) waits
-in the queue forever without it."""
+in the queue forever without it. A pending job's reason comes from squeue (slurmctld's own,
+set at its first scheduling pass); slurmdbd receives it later, over a minute later on a busy
+controller, so sacct alone would say nothing for that long."""
 from __future__ import annotations
 
 import re
@@ -56,7 +58,31 @@ def sacct_states(job_ids: list[str]) -> dict[str, dict]:
                 states[f"{base}_{task}"] = dict(entry)
             continue
         states[job] = entry
+    # slurmctld knows a job before slurmdbd does, and a pending job's reason first.
+    unsettled = {j for j in job_ids if states.get(j, {}).get("state", "PENDING") == "PENDING"}
+    for job, live in squeue_states(sorted(unsettled)).items():
+        if job in unsettled and (job in states or live["state"] in ("PENDING", "RUNNING")):
+            states[job] = {**states.get(job, {"exit_code": ""}), **live}
     return states
+
+
+def squeue_states(job_ids: list[str]) -> dict[str, dict]:
+    """job id → {state, raw, reason} from slurmctld (one squeue call; -r lists a pending
+    array's tasks one per line), for the jobs it still holds; {} where squeue fails."""
+    if not job_ids:
+        return {}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        proc = _run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(arrays)])
+    except SlurmError:
+        return {}
+    out = {}
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        parts = line.split("|")
+        if len(parts) == 3:
+            out[parts[0]] = {"state": SACCT_STATES.get(parts[1], parts[1]), "raw": parts[1],
+                             "reason": parts[2]}
+    return out
 
 
 def _expand_range(text: str) -> list[int]:
@@ -101,4 +127,4 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as e:
-        raise SlurmError(f"sacct could not be run ({e}); is SLURM reachable here?") from None
+        raise SlurmError(f"{cmd[0]} could not be run ({e}); is SLURM reachable here?") from None
