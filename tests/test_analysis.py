@@ -46,8 +46,18 @@ def test_rank_two_embeddings_use_two_dimensions():
     coords = rng.normal(size=(5000, 2))
     coords = (coords - coords.mean(0)) / coords.std(0)            # equal variances
     eig = geo.spectrum(coords @ basis)
-    assert geo.dims_for(eig, 0.9) == 2 and np.all(eig[2:] < 1e-20)
+    assert geo.dims_for(eig, 0.9) == 2 and np.all(eig[2:] < 1e-13 * eig[0])
     assert geo.participation_ratio(eig) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_spectrum_is_the_squared_singular_values_of_the_centred_table():
+    rng = np.random.default_rng(3)
+    emb = (rng.normal(size=(3000, 24)) @ rng.normal(size=(24, 24)) * 0.05 + 1).astype(np.float32)
+    singular = np.linalg.svd(emb.astype(np.float64) - emb.mean(0, dtype=np.float64),
+                             compute_uv=False)
+    eig = geo.spectrum(emb)
+    assert eig.shape == (24,) and np.all(np.diff(eig) <= 0)
+    np.testing.assert_allclose(eig, singular ** 2 / 2999, rtol=1e-9)
 
 
 def test_anisotropy_is_the_mean_pairwise_cosine():
