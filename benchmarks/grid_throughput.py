@@ -24,7 +24,8 @@ image without bytecode an empty bytecode cache (`--warm`: one set of caches for 
 `RECSYS_PYCACHE` naming the bytecode's: recsys_core/bytecode.py). `--epochs N`
 caps every cell at N epochs (a copy of the grid with `fixed.epochs: N`; the cells' ids change
 with it): on a machine too slow to train a cell through, what is not training is timed all
-the same. `--repeat K`: each run K times.
+the same. `--set KEY=VALUE` fixes a setting in every cell the same way (e.g.
+`fused_layer_norm=true`). `--repeat K`: each run K times.
 
 Per run: wall_s (the launcher command, and for `pack` the polling, to the last result),
 last_result_s (the command's start to the last result.json written: wall_s less it is the
@@ -88,20 +89,34 @@ def smoke_workloads(folder: Path) -> dict[str, list[str]]:
 MODES = ("process-per-cell", "worker", "pack", "process-per-cell-mps", "worker-mps")
 
 
-def capped(grid_args: list[str], epochs: int | None, folder: Path) -> list[str]:
+def capped(grid_args: list[str], epochs: int | None, folder: Path,
+           settings: dict | None = None) -> list[str]:
     """The workload's launcher arguments with its grid copied to `folder`, every cell's epochs
-    capped at `epochs` (None: as they are)."""
-    if epochs is None:
+    capped at `epochs` and `settings` fixed in every cell (None and {}: as they are)."""
+    fixed = {**(settings or {}), **({"epochs": epochs} if epochs is not None else {})}
+    if not fixed:
         return grid_args
     from launcher.__main__ import grid_path
     from launcher.resources import read_yaml
     source = grid_path(grid_args[0])
     grid = read_yaml(source, "grid")
     grid.setdefault("name", source.stem)
-    grid["fixed"] = {**grid.get("fixed", {}), "epochs": epochs}
-    copy = folder / f"{source.stem}-epochs{epochs}.yaml"
+    grid["fixed"] = {**grid.get("fixed", {}), **fixed}
+    copy = folder / f"{source.stem}-{'-'.join(f'{k}{v}' for k, v in fixed.items())}.yaml"
     copy.write_text(json.dumps(grid))
     return [str(copy), *grid_args[1:]]
+
+
+def setting(text: str) -> tuple[str, object]:
+    """--set KEY=VALUE: the value as JSON where it parses (true, 3, "x"), else the text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. "
+                                         "fused_layer_norm=true")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def mode_args(mode: str, slots: int, order: str | None = ORDERS[0]) -> list[str]:
@@ -299,6 +314,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, metavar="N",
                    help="cap every cell at N epochs (a copy of the grid)")
     p.add_argument("--repeat", type=int, default=1, metavar="K", help="each run K times")
+    p.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed in every cell (a copy of the grid), e.g. fused_layer_norm=true")
     p.add_argument("--importtime", action="store_true",
                    help="then one more run of the first, its processes under `python -X "
                         "importtime`: OUT/NAME_imports.csv")
@@ -315,7 +332,7 @@ def main(argv=None) -> int:
     unknown = [n for n in chosen if n not in workloads]
     if unknown:
         raise SystemExit(f"unknown workload {unknown[0]!r}; valid: {', '.join(workloads)}")
-    grids = {n: capped(workloads[n], args.epochs, work) for n in chosen}
+    grids = {n: capped(workloads[n], args.epochs, work, dict(args.set)) for n in chosen}
     for name, mode, slots, order, rep in runs:
         label = f"-r{rep}" if rep else ""
         cache = caches(work / ("caches" if args.warm else

@@ -159,6 +159,33 @@ def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     assert "| smoke-cell" in (tmp_path / "grid_throughput.md").read_text()
 
 
+def test_grid_throughput_set_fixes_values_in_every_cell_of_a_copy_of_the_grid(tmp_path):
+    """`--set fused_layer_norm=true` (a flag the Beauty cell is measured with and without): the
+    workload's grid copied with the value fixed, its own arguments (the cell's --where) kept;
+    the launcher reads the copy's cell with the value."""
+    import argparse
+    import subprocess
+    import sys
+    from benchmarks.grid_throughput import capped, setting, smoke_workloads
+    from tests.conftest import REPO
+    args = smoke_workloads(tmp_path)["smoke-cell"]
+    copy = capped(args, 2, tmp_path, dict([setting("fused_layer_norm=true"),
+                                           setting("sasrec_block=original")]))
+    assert copy[1:] == args[1:] and copy[0] != args[0]
+    fixed = json.loads(open(copy[0]).read())["fixed"]
+    assert (fixed["fused_layer_norm"], fixed["sasrec_block"], fixed["epochs"]) == \
+        (True, "original", 2)
+    assert capped(args, None, tmp_path, {}) == args
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        setting("fused_layer_norm")
+    proc = subprocess.run([sys.executable, "-m", "launcher", "sweep", *copy, "--executor",
+                           "dry-run", "--out", str(tmp_path / "s")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = json.loads((tmp_path / "s" / "manifest.json").read_text())["cells"]
+    assert cell["params"]["fused_layer_norm"] is True and cell["params"]["epochs"] == 2
+
+
 def test_study_cost_estimate_multiplies_exclusive_epochs_by_the_study_best_epochs(tmp_path):
     from benchmarks import study_cost_estimate
     for i, (model, best, last, recall) in enumerate([("sasrec", 90, 110, 0.32),

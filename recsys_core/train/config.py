@@ -143,6 +143,8 @@ class TrainConfig(BaseModel):
     mixed_precision: str = "auto"     # auto = bf16 on CUDA, no on CPU
     cuda_graphs: bool = runtime(True, column=True)   # one GPU: the training step as a CUDA graph
     compile_encoder: bool = runtime(False, column=True)   # torch.compile the encoder in that step
+    # every LayerNorm of the model as two Triton kernels (models/fused_layer_norm.py; CUDA only)
+    fused_layer_norm: bool = runtime(False, column=True)
     # several GPUs (train/grad_sync.py): one all-reduce of all gradients after the backward
     # (flat), or bucketed ones launched during it (overlap); and whether the step with its NCCL
     # all-reduces is captured in a CUDA graph too (a capture that fails runs it eagerly)

@@ -1,9 +1,10 @@
 """Which of the project's Triton kernels a GPU run will call, with the specialisation each
 first call will have, so that `build_run` can compile them in a thread during its setup
-(kernel_device.BackgroundCompile): the fused loss of the training step (fused_ce.py) and the
-evaluation's rank counts (rank_counts.py). A kernel guessed wrong is compiled for nothing,
-and its first real call compiles it as before; `python -m benchmarks.triton_cold` (its
-`empty, precompiled` rows) checks on a GPU that the first calls find theirs."""
+(kernel_device.BackgroundCompile): the fused loss of the training step (fused_ce.py), the
+evaluation's rank counts (rank_counts.py) and, with `fused_layer_norm`, the LayerNorm's
+(models/fused_layer_norm.py). A kernel guessed wrong is compiled for nothing, and its first
+real call compiles it as before; `python -m benchmarks.triton_cold` (its `empty, precompiled`
+rows) checks on a GPU that the first calls find theirs."""
 from __future__ import annotations
 
 from functools import partial
@@ -12,6 +13,7 @@ import torch
 
 from recsys_core import rank_counts
 from recsys_core.models.base import SequentialModel
+from recsys_core.models import fused_layer_norm
 from recsys_core.models.bert4rec import BERT4Rec
 from recsys_core.train import fused_ce
 
@@ -46,4 +48,7 @@ def kernels_to_precompile(cfg, model, split, mixed_precision: str,
         # the evaluation's n_valid (train/evaluate.py) over scores of n_items + 1 columns
         jobs["rank_counts"] = partial(rank_counts.precompile, model.n_items + 1,
                                       split.n_items + 1, scores, ids)
+    for width in fused_layer_norm.fused_widths(model):
+        # the kernels' dtype: fp32, as autocast gives LayerNorm (_LayerNorm's custom_fwd)
+        jobs[f"layer_norm_{width}"] = partial(fused_layer_norm.precompile, width, torch.float32)
     return jobs

@@ -20,6 +20,7 @@ from recsys_core.data import LeaveOneOut, load_dataset
 from recsys_core.kernel_device import compile_in_background, hash_triton_in_background
 from recsys_core.models import build_model
 from recsys_core.models.attention_kernels import choose_attention_kernels
+from recsys_core.models.fused_layer_norm import fuse_for_run
 from recsys_core.train import checkpoint as ckpt
 from recsys_core.train.config import ConfigError, TrainConfig
 from recsys_core.train.evaluate import evaluate, user_loader
@@ -161,11 +162,14 @@ def build_run(cfg: TrainConfig, hooks: DebugHooks = DebugHooks(), *,
                             mirror=cfg.data_mirror, synthetic=cfg.synthetic or None)
     split = split if split is not None else LeaveOneOut.from_data(data, device)
     model = build_model(cfg.model, data.n_items, cfg, device.type).to(device)
+    fused_norms = fuse_for_run(cfg, model, device.type) if cfg.fused_layer_norm else None
     loader = user_loader(data.n_users, cfg.eval_batch_size, accelerator)
     run = Run(cfg, hooks, accelerator, data, split, model, loader)
     run.info.update(dataset_users=data.n_users, dataset_items=data.n_items,
                     dataset_interactions=data.n_interactions,
                     **{f"params_{k}": v for k, v in model.param_counts().items()})
+    if fused_norms:
+        run.info["layer_norm_kernels"] = fused_norms
     if getattr(model, "mamba_backend", None):     # which Mamba kernels ran (models/ssm.py)
         run.info["mamba_backend"] = model.mamba_backend
     if getattr(model, "gru_backward", None):      # whose GRU backward (models/gru_backward.py)

@@ -2,13 +2,12 @@
 `kernel CASES OUT` compares gru_backward's Triton walk with its torch twin; `model OUT`
 trains one step of a small GRU4Rec whose layers take the project's backward
 (RECSYS_GRU_BACKWARD=triton) against the same model with autograd's. Writes JSON to OUT."""
-import json
 import os
-import sys
 
 import torch
 
 from recsys_core.models.gru_backward import BACKWARD_ENV, walk_torch, walk_triton
+from tests.helpers.interpreter import main
 
 
 def kernel(cases: list[dict]) -> list[float]:
@@ -49,9 +48,4 @@ def model() -> dict:
 
 
 if __name__ == "__main__":
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        sys.exit("run with TRITON_INTERPRET=1 (Triton's interpreter, for CPU tensors)")
-    what, *rest = sys.argv[1:]
-    result = kernel(json.loads(rest[0])) if what == "kernel" else model()
-    with open(rest[-1], "w") as f:
-        json.dump(result, f)
+    main(kernel, model)
