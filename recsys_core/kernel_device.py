@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 
 def kernels_run_on(device_type: str) -> bool:
@@ -47,14 +48,18 @@ class BackgroundCompile:
     counts 0.43 s on an H100, against 0.35 and 0.006 s on a full one (results/benchmarks/
     triton_cold/): most of a cold cell's extra second. Their compilers (ptxas; the C compiler
     of each kernel's launcher) are other processes, so part of it runs beside the setup's
-    imports (the GIL's work). `jobs`: name → a call that compiles and loads one
-    kernel with the specialisation its real call will have; one that fails is recorded, and
-    that kernel's first call compiles it as before. `summary` goes into result.json."""
+    imports (the GIL's work). `jobs`: name → a call that compiles and loads one kernel with the
+    specialisation its real call will have, in the order given (the training step's first, the
+    evaluation's last: those compile during the first epoch); a kernel's first call waits for
+    its own job only. One that fails is recorded, and that kernel's first call compiles it as
+    before. `summary` goes into result.json."""
 
     def __init__(self, jobs: dict, device, after: threading.Thread | None = None):
         # every key set now: result.json may be written while the thread changes a value
         self.summary: dict = {"kernels": list(jobs), "compile_s": None, "failed": None,
                               "waited_s": 0.0}
+        self._done: set[str] = set()
+        self._changed = threading.Condition()
         import torch
         # "cuda" means the caller's current device; in a new thread that would be device 0
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -68,20 +73,32 @@ class BackgroundCompile:
             after.join()
         t0 = time.perf_counter()
         failed = {}
-        with torch.cuda.device(device):   # the device's context, not device 0's, on a rank > 0
-            for name, job in jobs.items():
-                try:
-                    job()
-                except Exception as e:   # noqa: BLE001 -- the first real call compiles it again
-                    failed[name] = f"{type(e).__name__}: {e}"[:300]
-        self.summary["failed"] = failed or None
-        self.summary["compile_s"] = round(time.perf_counter() - t0, 3)
+        try:
+            with torch.cuda.device(device):   # the device's context, not device 0's, on rank > 0
+                for name, job in jobs.items():
+                    try:
+                        job()
+                    except Exception as e:   # noqa: BLE001 -- its first real call compiles it
+                        failed[name] = f"{type(e).__name__}: {e}"[:300]
+                    with self._changed:
+                        self._done.add(name)
+                        self._changed.notify_all()
+        finally:
+            self.summary["failed"] = failed or None
+            self.summary["compile_s"] = round(time.perf_counter() - t0, 3)
 
-    def wait(self) -> None:
-        if not self._thread.is_alive():
+    def wait(self, name: str | None = None) -> None:
+        """Until the job `name` has ended (None: every job); not while this thread captures a
+        CUDA graph (its kernels were called, so compiled, before the capture)."""
+        if not self._thread.is_alive() or _capture.active == threading.get_ident():
             return
         t0 = time.perf_counter()
-        self._thread.join()
+        if name is None:
+            self._thread.join()
+        else:
+            with self._changed:
+                self._changed.wait_for(lambda: name in self._done or
+                                       not self._thread.is_alive(), timeout=None)
         self.summary["waited_s"] = round(self.summary["waited_s"] + time.perf_counter() - t0, 3)
 
 
@@ -97,16 +114,41 @@ def compile_in_background(jobs: dict, device,
     return _compiling
 
 
-def wait_for_compiles() -> None:
-    """Wait for the background compile, if one is running: before a kernel it compiles is
-    called (two compiles of one kernel would race in Triton's caches), and before a CUDA graph
-    is captured (loading a module on the device while another thread captures invalidates the
-    capture)."""
+def wait_for_compiles(name: str | None = None) -> None:
+    """Wait for the background compile's job `name` (None: all of them), if it is running:
+    before the kernel it compiles is called (two compiles of one kernel would race in Triton's
+    caches)."""
     if _compiling is not None:
-        _compiling.wait()
+        _compiling.wait(name)
+
+
+class _Capture:
+    """Loading a kernel's module on the device while another thread captures a CUDA graph
+    invalidates the capture: `capturing()` holds the lock that `load_on_device` takes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active: int | None = None     # the capturing thread's ident
+
+
+_capture = _Capture()
+
+
+@contextmanager
+def capturing():
+    """Around a CUDA graph's capture: no module is loaded from the compile thread meanwhile
+    (a load in progress finishes first; the jobs go on compiling)."""
+    with _capture.lock:
+        _capture.active = threading.get_ident()
+        try:
+            yield
+        finally:
+            _capture.active = None
 
 
 def load_on_device(compiled) -> None:
     """Build a compiled kernel's launcher (a C module Triton compiles and caches) and load its
-    binary on the current device: what its first launch would do otherwise."""
-    compiled._init_handles()
+    binary on the current device: what its first launch would do otherwise; never while a
+    graph is being captured."""
+    with _capture.lock:
+        compiled._init_handles()

@@ -65,7 +65,7 @@ def rank_counts(scores: torch.Tensor, targets: torch.Tensor,
     beats = torch.empty(b, dtype=torch.long, device=scores.device)
     nans = torch.empty(b, dtype=torch.long, device=scores.device)
     if b:
-        wait_for_compiles()
+        wait_for_compiles(PRECOMPILE_JOB)
         args, options = _counts_args(scores, targets.contiguous(), beats, nans,
                                      scores.stride(0), hi)
         _kernel()[(b,)](*args, **options)
@@ -75,6 +75,9 @@ def rank_counts(scores: torch.Tensor, targets: torch.Tensor,
 def _counts_args(scores, targets, beats, nans, stride: int, hi: int):
     """The kernel's arguments and options; tensors or, for `precompile`, their dtypes."""
     return (scores, targets, beats, nans, stride, hi), {"BLOCK": BLOCK, "num_warps": 4}
+
+
+PRECOMPILE_JOB = "rank_counts"     # its job's name in kernel_device.BackgroundCompile
 
 
 def precompile(width: int, hi: int, dtype: torch.dtype, targets_dtype: torch.dtype) -> None:

@@ -149,6 +149,32 @@ def test_the_background_compile_runs_its_jobs_in_order_records_failures_and_is_w
     assert compiling.summary["waited_s"] < 1
 
 
+def test_a_kernels_first_call_waits_for_its_own_job_and_no_module_loads_during_a_capture(
+        monkeypatch):
+    """The training step's kernels need not wait for the evaluation's compile; a load that is
+    ready while a graph is captured waits for the capture's end, and a wait on the capturing
+    thread returns at once (its kernels were called, so compiled, before the capture)."""
+    monkeypatch.setattr(torch.cuda, "device", lambda index: _Noting(index, []))
+    events, release = [], threading.Event()
+    loaded = type("Compiled", (), {"_init_handles": lambda self: events.append("loaded")})()
+    jobs = {"step": lambda: events.append("step compiled"),
+            "eval": lambda: (release.wait(10), kernel_device.load_on_device(loaded))}
+    compiling = kernel_device.compile_in_background(jobs, torch.device("cuda", 0))
+    kernel_device.wait_for_compiles("step")
+    assert events == ["step compiled"] and compiling._thread.is_alive()
+    with kernel_device.capturing():
+        release.set()
+        time.sleep(0.2)                      # the eval job is ready to load: it must wait
+        assert events == ["step compiled"]
+        t0 = time.perf_counter()
+        kernel_device.wait_for_compiles("eval")       # on the capturing thread: no wait
+        kernel_device.wait_for_compiles()
+        assert time.perf_counter() - t0 < 0.05 and compiling._thread.is_alive()
+    kernel_device.wait_for_compiles("eval")
+    assert events == ["step compiled", "loaded"] and compiling.summary["failed"] is None
+    kernel_device.wait_for_compiles("not a job")     # a job it never had: the thread's end
+
+
 class _Noting:
     def __init__(self, index, seen):
         self.index, self.seen = index, seen

@@ -100,6 +100,11 @@ def _bwd_args(x, w, dy, mean, rstd, dx, part, m: int, n: int, p: int):
         {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": 4}
 
 
+def precompile_job(width: int) -> str:
+    """The name of the job compiling a width's kernels (kernel_device.BackgroundCompile)."""
+    return f"layer_norm_{width}"
+
+
 def precompile(width: int, dtype: torch.dtype, param_dtype: torch.dtype = torch.float32) -> None:
     """Compile and load on the current CUDA device both kernels for rows of `width` values in
     `dtype` (fp32 under autocast) with parameters in `param_dtype` (precompile.py)."""
@@ -121,7 +126,7 @@ class _LayerNorm(torch.autograd.Function):
         y = torch.empty_like(x2)
         mean = torch.empty(m, dtype=torch.float32, device=x.device)
         rstd = torch.empty_like(mean)
-        wait_for_compiles()
+        wait_for_compiles(precompile_job(n))
         args, options = _fwd_args(x2, weight, bias, y, mean, rstd, m, n, eps)
         block_m = options["BLOCK_M"]
         _kernels()[0][(_cdiv(m, block_m),)](*args, **options)

@@ -72,6 +72,9 @@ def _ce_args(logits, grad, targets, losses, inv, stride: int, n_valid: int, vp: 
         {"BLOCK": block, "num_warps": 4}
 
 
+PRECOMPILE_JOB = "fused_ce"     # its job's name in kernel_device.BackgroundCompile
+
+
 def precompile(table_rows: int, n_valid: int, dtype: torch.dtype,
                targets_dtype: torch.dtype) -> None:
     """Compile and load on the current CUDA device the kernel `linear_cross_entropy` will
@@ -112,7 +115,7 @@ class _LinearCE(torch.autograd.Function):
         grad = torch.empty_like(logits)
         losses = torch.empty(n, dtype=torch.float32, device=logits.device)
         inv = 1.0 / (targets != 0).sum().clamp(min=1).float()
-        wait_for_compiles()
+        wait_for_compiles(PRECOMPILE_JOB)
         args, options = _ce_args(logits, grad, targets.contiguous(), losses, inv,
                                  logits.stride(0), n_valid, vp)
         _ce_kernel()[(n,)](*args, **options)

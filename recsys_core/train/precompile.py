@@ -40,15 +40,19 @@ def kernels_to_precompile(cfg, model, split, mixed_precision: str,
     caller of the fused loss."""
     jobs = {}
     ids = split.items.dtype
+    # in the order of their first calls: the training step's (its first warm-up step), then
+    # the evaluation's (the first validation), which compiles during the first epoch
     if fixed_step and fused_ce.fused_loss_reason(cfg, model, "cuda", fused_loss) is None:
-        jobs["fused_ce"] = partial(fused_ce.precompile, model.item_emb.weight.shape[0],
-                                   model.n_items + 1, fused_ce.logits_dtype(mixed_precision), ids)
+        jobs[fused_ce.PRECOMPILE_JOB] = partial(
+            fused_ce.precompile, model.item_emb.weight.shape[0], model.n_items + 1,
+            fused_ce.logits_dtype(mixed_precision), ids)
+    for width in fused_layer_norm.fused_widths(model):
+        # the kernels' dtype: fp32, as autocast gives LayerNorm (_LayerNorm's custom_fwd)
+        jobs[fused_layer_norm.precompile_job(width)] = partial(fused_layer_norm.precompile,
+                                                               width, torch.float32)
     scores = eval_scores_dtype(model, mixed_precision)
     if scores is not None:
         # the evaluation's n_valid (train/evaluate.py) over scores of n_items + 1 columns
-        jobs["rank_counts"] = partial(rank_counts.precompile, model.n_items + 1,
-                                      split.n_items + 1, scores, ids)
-    for width in fused_layer_norm.fused_widths(model):
-        # the kernels' dtype: fp32, as autocast gives LayerNorm (_LayerNorm's custom_fwd)
-        jobs[f"layer_norm_{width}"] = partial(fused_layer_norm.precompile, width, torch.float32)
+        jobs[rank_counts.PRECOMPILE_JOB] = partial(rank_counts.precompile, model.n_items + 1,
+                                                   split.n_items + 1, scores, ids)
     return jobs

@@ -58,7 +58,7 @@ import time
 
 import torch
 
-from recsys_core.kernel_device import wait_for_compiles
+from recsys_core.kernel_device import capturing
 from recsys_core.models.base import scored_positions
 from recsys_core.train.batches import (padded_epoch_batches, target_capacity, training_batch,
                                      window_target_counts, with_empty_window)
@@ -295,10 +295,10 @@ class TrainStep:
             torch.cuda.synchronize(self.device)
             torch_optimizer(self.optimizer).zero_grad(set_to_none=True)
             self._reset_epoch(rows)
-            wait_for_compiles()     # no kernel loaded on the device from a thread mid-capture
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream if nccl else None,
-                                  capture_error_mode="thread_local" if nccl else "global"):
+            with capturing(), torch.cuda.graph(   # no kernel loaded from a thread mid-capture
+                    graph, stream=stream if nccl else None,
+                    capture_error_mode="thread_local" if nccl else "global"):
                 self._body()
             torch.cuda.synchronize(self.device)
             self.graph = graph
