@@ -7,6 +7,11 @@ as autocast gives LayerNorm. Also each width's first call in this process (a com
 Triton's cache lacks the kernels).
 
     python -m benchmarks.layer_norm [--shapes 6400x64 6400x256 204800x64] [--name layer_norm_h100]
+        [--block-values 1024 2048 4096] [--warps 2 4 8]
+
+`--block-values` and `--warps` try other blocks (values a block: rows × the width padded to a
+power of two) and warps than the kernels' (fused_layer_norm.BLOCK_VALUES, NUM_WARPS): a row
+per shape and pair, torch's figures repeated in each.
 
 The cell's own figure: `python -m benchmarks.grid_throughput --workloads beauty-sasrec-cell
 --modes process-per-cell --cells-per-gpu 1 --set fused_layer_norm=true` against the same without.
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 
 from benchmarks.report import write
 from benchmarks.timing import profiled, sync
+from recsys_core.models import fused_layer_norm
 from recsys_core.models.fused_layer_norm import layer_norm
 
 CALLS = 50
@@ -67,7 +73,8 @@ def measure(rows: int, width: int, device) -> dict:
     sync(device)
     first_s = time.perf_counter() - t
     ours, ref = run("triton", x, w, b, dy, True), run("torch", x, w, b, dy, True)
-    row = {"rows": rows, "width": width, "first_call_s": round(first_s, 3)}
+    row = {"rows": rows, "width": width, "block_values": fused_layer_norm.BLOCK_VALUES,
+           "warps": fused_layer_norm.NUM_WARPS, "first_call_s": round(first_s, 3)}
     for kind in ("torch", "triton"):
         row[f"{kind}_fwd_us"] = per_call_us(kind, x, w, b, dy, backward=False)
         row[f"{kind}_fwd_bwd_us"] = per_call_us(kind, x, w, b, dy, backward=True)
@@ -80,6 +87,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.layer_norm")
     p.add_argument("--shapes", nargs="+", default=["6400x64", "6400x128", "6400x256",
                                                     "204800x64"], help="ROWSxWIDTH")
+    p.add_argument("--block-values", type=int, nargs="+", default=[fused_layer_norm.BLOCK_VALUES])
+    p.add_argument("--warps", type=int, nargs="+", default=[fused_layer_norm.NUM_WARPS])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="results/benchmarks/layer_norm")
     p.add_argument("--name", default="layer_norm")
@@ -88,8 +97,11 @@ def main() -> None:
     rows = []
     for shape in args.shapes:
         n, width = map(int, shape.split("x"))
-        rows.append(measure(n, width, device))
-        print(rows[-1], flush=True)
+        for values in args.block_values:
+            for warps in args.warps:
+                fused_layer_norm.BLOCK_VALUES, fused_layer_norm.NUM_WARPS = values, warps
+                rows.append(measure(n, width, device))
+                print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (interpreter)"
     unit = "kernel µs per call (torch.profiler)" if device.type == "cuda" else "wall µs per call"

@@ -109,10 +109,13 @@ def test_precompiled_layer_norm_kernels_have_the_specialisation_of_their_first_c
 def test_the_benchmark_runs_both_under_the_interpreter_and_writes_its_table(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.layer_norm", "--shapes", "40x24",
-                           "--out", str(tmp_path), "--name", "t"], capture_output=True,
-                          text=True, env=env)
+                           "--block-values", "256", "2048", "--out", str(tmp_path),
+                           "--name", "t"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import pandas as pd
-    (row,) = pd.read_csv(tmp_path / "t.csv").to_dict("records")
-    assert (row["rows"], row["width"]) == (40, 24) and row["triton_fwd_bwd_us"] > 0
-    assert max(row[f"diff_{n}"] for n in ("y", "dx", "dw", "db")) < 1e-5
+    rows = pd.read_csv(tmp_path / "t.csv").to_dict("records")
+    assert [(r["rows"], r["width"], r["block_values"], r["warps"]) for r in rows] == \
+        [(40, 24, 256, 4), (40, 24, 2048, 4)]       # 8 rows of 32 a block, then all 40 in one
+    for row in rows:
+        assert row["triton_fwd_bwd_us"] > 0
+        assert max(row[f"diff_{n}"] for n in ("y", "dx", "dw", "db")) < 1e-5

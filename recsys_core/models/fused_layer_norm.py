@@ -81,23 +81,28 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+# A block of rows holds about BLOCK_VALUES values (32 rows of 64); NUM_WARPS warps run it.
+# `python -m benchmarks.layer_norm --block-values ... --warps ...` tries others on a GPU.
+BLOCK_VALUES, NUM_WARPS = 2048, 4
+
+
 def _blocks(n: int) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_N): the width padded to a power of two, about 2,048 values a block."""
+    """(BLOCK_M, BLOCK_N): the width padded to a power of two, BLOCK_VALUES values a block."""
     block_n = 1 << max(n - 1, 1).bit_length()
-    return max(1, 2048 // block_n), block_n
+    return max(1, BLOCK_VALUES // block_n), block_n
 
 
 def _fwd_args(x, w, b, y, mean, rstd, m: int, n: int, eps: float):
     """The forward kernel's arguments and options; tensors or, for `precompile`, dtypes."""
     block_m, block_n = _blocks(n)
     return (x, w, b, y, mean, rstd, m, n, eps), \
-        {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": 4}
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": NUM_WARPS}
 
 
 def _bwd_args(x, w, dy, mean, rstd, dx, part, m: int, n: int, p: int):
     block_m, block_n = _blocks(n)
     return (x, w, dy, mean, rstd, dx, part, m, n, p), \
-        {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": 4}
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": NUM_WARPS}
 
 
 def precompile_job(width: int) -> str:
