@@ -58,7 +58,7 @@ class BackgroundCompile:
         # every key set now: result.json may be written while the thread changes a value
         self.summary: dict = {"kernels": list(jobs), "compile_s": None, "failed": None,
                               "waited_s": 0.0}
-        self._done: set[str] = set()
+        self._done: set[str] = set()        # jobs ended; all of them once the thread ends
         self._changed = threading.Condition()
         import torch
         # "cuda" means the caller's current device; in a new thread that would be device 0
@@ -83,9 +83,14 @@ class BackgroundCompile:
                     with self._changed:
                         self._done.add(name)
                         self._changed.notify_all()
-        finally:
+        except Exception as e:   # noqa: BLE001 -- no device: each kernel compiles at its call
+            failed["device"] = f"{type(e).__name__}: {e}"[:300]
+        finally:   # also where the thread failed before a job (a waiter must not hang)
             self.summary["failed"] = failed or None
             self.summary["compile_s"] = round(time.perf_counter() - t0, 3)
+            with self._changed:
+                self._done.update(jobs)
+                self._changed.notify_all()
 
     def wait(self, name: str | None = None) -> None:
         """Until the job `name` has ended (None: every job); not while this thread captures a
@@ -96,9 +101,9 @@ class BackgroundCompile:
         if name is None:
             self._thread.join()
         else:
-            with self._changed:
+            with self._changed:     # a name that is no job: until the thread's end
                 self._changed.wait_for(lambda: name in self._done or
-                                       not self._thread.is_alive(), timeout=None)
+                                       self._done.issuperset(self.summary["kernels"]))
         self.summary["waited_s"] = round(self.summary["waited_s"] + time.perf_counter() - t0, 3)
 
 

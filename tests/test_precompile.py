@@ -175,6 +175,21 @@ def test_a_kernels_first_call_waits_for_its_own_job_and_no_module_loads_during_a
     kernel_device.wait_for_compiles("not a job")     # a job it never had: the thread's end
 
 
+def test_a_compile_thread_that_cannot_enter_its_device_is_recorded_and_never_waited_on(
+        monkeypatch):
+    def no_device(index):
+        raise RuntimeError("CUDA error: no device")
+    monkeypatch.setattr(torch.cuda, "device", no_device)
+    compiling = kernel_device.compile_in_background({"step": lambda: None},
+                                                    torch.device("cuda", 0))
+    waiter = threading.Thread(target=kernel_device.wait_for_compiles, args=("step",),
+                              daemon=True)
+    waiter.start()
+    waiter.join(5)
+    assert not waiter.is_alive()                     # the step's first call goes on
+    assert compiling.summary["failed"] == {"device": "RuntimeError: CUDA error: no device"}
+
+
 class _Noting:
     def __init__(self, index, seen):
         self.index, self.seen = index, seen
