@@ -12,30 +12,23 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
+import statistics
 
 import numpy as np
 import pandas as pd
 import torch
 
 from benchmarks.report import write
+from benchmarks.timing import timed
 from recsys_core.analysis import geometry
 
 ITEMS, DIM, K = 54542, 64, 10
 
 
 def median_s(fn, device: str, repeat: int) -> float:
+    """Median wall-clock seconds (host and device work alike) after one untimed call."""
     fn()
-    times = []
-    for _ in range(repeat):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return statistics.median(timed(fn, device)[0] for _ in range(repeat))
 
 
 def svd_spectrum(emb: np.ndarray) -> np.ndarray:

@@ -19,14 +19,13 @@ The cell's own figure: `python -m benchmarks.grid_throughput --workloads beauty-
 from __future__ import annotations
 
 import argparse
-import time
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from benchmarks.report import write
-from benchmarks.timing import profiled, sync
+from benchmarks.timing import profiled, timed
 from recsys_core.models import fused_layer_norm
 from recsys_core.models.fused_layer_norm import layer_norm
 
@@ -51,9 +50,7 @@ def per_call_us(kind: str, x, w, b, dy, backward: bool) -> float:
     if x.is_cuda:
         kernels = profiled(calls, x.device)[1]
         return sum(us for us, _ in kernels.values()) / CALLS
-    t = time.perf_counter()
-    calls()
-    return (time.perf_counter() - t) / CALLS * 1e6
+    return timed(calls)[0] / CALLS * 1e6
 
 
 def relative(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -67,11 +64,7 @@ def measure(rows: int, width: int, device) -> dict:
     w = 1 + 0.1 * torch.randn(width, device=device, generator=g)
     b = 0.1 * torch.randn(width, device=device, generator=g)
     dy = torch.randn(rows, width, device=device, generator=g)
-    sync(device)
-    t = time.perf_counter()
-    run("triton", x, w, b, dy, backward=True)
-    sync(device)
-    first_s = time.perf_counter() - t
+    first_s = timed(lambda: run("triton", x, w, b, dy, backward=True), device)[0]
     ours, ref = run("triton", x, w, b, dy, True), run("torch", x, w, b, dy, True)
     row = {"rows": rows, "width": width, "block_values": fused_layer_norm.BLOCK_VALUES,
            "warps": fused_layer_norm.NUM_WARPS, "first_call_s": round(first_s, 3)}
