@@ -6,12 +6,14 @@ injected fault) is recorded FAILED and the next cell runs.
 
 Two ways in:
 - `Worker.run(cell_dir)`, in this process: a SLURM pack (jobs/pack.py) runs its cells so;
-- `python -m jobs.worker`: the local executor's persistent worker. It reads one JSON request
+- `python -m jobs.worker [--spare]`: the local executor's persistent worker. It reads one JSON request
   a line on stdin, `{"cell": DIR, "out": FILE, "err": FILE, "sent": EPOCH_S}`, runs the cell
   with its stdout and stderr (the file descriptors, so C libraries' output too) in those files,
   and answers `{"cell": DIR, "code": 0 or 1}` on a line of its own stdout; EOF ends it.
   Ctrl-C (SIGINT) ends it: a cell it was running is answered with code 130 (interrupted, not
   failed: the launcher marks it so and `resume` runs it again), then it exits 130 quietly.
+  A spare (`--spare`, started by the launcher before it read its grid: launcher/spare_worker.py)
+  first gets `{"env": {...}, "log": FILE}`: the environment and log it is taken with.
 """
 from __future__ import annotations
 
@@ -103,6 +105,9 @@ def serve(requests, replies) -> int:
         if not line.strip():
             continue
         req = json.loads(line)
+        if "env" in req:
+            taken(req["env"], req["log"])
+            continue
         try:
             with output_to(req["out"], req["err"]):
                 ok = worker.run(req["cell"], handed_at=req.get("sent"))
@@ -113,12 +118,34 @@ def serve(requests, replies) -> int:
     return 0
 
 
+def taken(env: dict[str, str], log: str) -> None:
+    """A spare (launcher/spare_worker.py), taken: from now on it has the environment and the
+    log a worker started for these cells has. Its CUDA_VISIBLE_DEVICES was already this."""
+    os.environ.clear()
+    os.environ.update(env)
+    import torch
+    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))   # OpenMP read it at torch's import
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    print(f"worker {os.getpid()}: the spare started with the launcher, taken for "
+          f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')!r}", file=sys.stderr, flush=True)
+
+
 def reply(replies, cell: str, code: int) -> None:
     replies.write(json.dumps({"cell": cell, "code": code}) + "\n")
     replies.flush()
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if "--spare" in argv:
+        # Started before the launcher knew its sweep (whose folder keeps the cells' bytecode
+        # where the stack has none): the launcher's own bytecode folder instead.
+        from recsys_core.bytecode import LAUNCHER_CACHE, bytecode_cache
+        bytecode_cache(LAUNCHER_CACHE, children=False)
     # The replies get the original stdout; fd 1 itself goes to each cell's log in turn.
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -132,4 +159,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     from recsys_core.cli import exit_cli
-    exit_cli(guarded(lambda _argv: main()))
+    exit_cli(guarded(lambda _argv: main(sys.argv[1:])))

@@ -30,6 +30,9 @@ from pathlib import Path
 from recsys_core.bytecode import LAUNCHER_CACHE, bytecode_cache
 
 bytecode_cache(LAUNCHER_CACHE, children=False)   # before the imports below: compiled once
+if __name__ == "__main__":
+    from launcher import spare_worker
+    spare_worker.start(sys.argv[1:])     # its imports while ours, the grid's and the plan's run
 
 from launcher import executors  # noqa: E402
 from launcher.executors.base import options_from, running_flags  # noqa: E402

@@ -53,6 +53,13 @@ def test_cells_in_one_worker_match_a_process_each_bit_for_bit(tmp_path):
             ("sasrec-synthetic-L8-s1", "sasrec-synthetic-L12-s2", "bert4rec-synthetic-L12-s2")] \
         == [0, 1, 3]
     assert {r["runner"] for r in in_worker.values()} == {"worker"}
+    # ... all in the spare worker the launcher started before it read the grid
+    (log,) = (shared / "workers").glob("*.log")
+    (line,) = [x for x in log.read_text().splitlines() if "the spare started with" in x]
+    assert line.endswith("taken for CUDA_VISIBLE_DEVICES=''")
+    pid = int(line.split()[1].rstrip(":"))
+    assert {json.loads(p.read_text())["pid"] for p in shared.glob("cells/*/running.json")} \
+        == {pid}
 
     alone = tmp_path / "alone"
     proc = launcher("sweep", grid, "--executor", "local", "--workers", "2", "--process-per-cell",

@@ -4,7 +4,8 @@ the CUDA context, compiled kernels and its dataset's tensors (all kept in the wo
 
 Each of the executor's slots (threads) keeps its own workers, one per device it ran cells on:
 one for the CPU (cells asking for no GPU) and one per GPU, started when first needed and kept
-until the sweep ends. A worker that dies (a crash, a kill) takes only the cell it was running;
+until the sweep ends; the first may be the spare the launcher started before reading the grid
+(spare_worker.py). A worker that dies (a crash, a kill) takes only the cell it was running;
 the slot starts a new one for its next cell.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from launcher import spare_worker
 from launcher.executors.mps import MpsDaemon
 from recsys_core.cli import CELLS_PER_GPU_ENV, INTERRUPTED
 
@@ -47,6 +49,9 @@ class WorkerProcess:
                  cells_per_gpu: int = 1):
         env = process_env(gpus, threads, mps, cells_per_gpu)
         log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = spare_worker.take(env, log)     # the one started with the launcher
+        if self.proc is not None:
+            return
         with open(log, "a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "jobs.worker"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
