@@ -236,7 +236,9 @@ def cell_rows(run: dict, results: dict[str, dict]) -> list[dict]:
              **{f"{p}_s": r.get(f"time_{p}_s") for p in ("start", "setup", "capture", "epochs",
                                                           "saving", "final")},
              "exit_s": r["_phases"]["exit_s"],
-             "epochs": r.get("epochs_run"), "test_recall@10": r.get("test_recall@10")}
+             "epochs": r.get("epochs_run"), "test_recall@10": r.get("test_recall@10"),
+             # what ran: a graph or the eager step (and why), the LayerNorms' kernels
+             "train_step": r.get("train_step"), "layer_norm_kernels": r.get("layer_norm_kernels")}
             for name, r in results.items()]
     return sorted(rows, key=lambda r: (r["cells_before_in_process"] or 0, r["start_s"] or 0.0))
 

@@ -148,6 +148,7 @@ def test_grid_throughput_smoke_run_writes_its_table(tmp_path):
     assert ((table["last_result_s"] > 0) & (table["last_result_s"] <= table["wall_s"])).all()
     cells = pd.read_csv(tmp_path / "grid_throughput_cells.csv")
     assert set(cells["order"]) == {"grid"} and set(cells["epochs"]) == {1}   # the smoke grid: 3
+    assert set(cells["train_step"]) == {"eager"}          # what ran, from result.json (CPU: no graph)
     own = table.iloc[0]
     parts = cells.iloc[0][["launcher_s", "to_run_s", "setup_s", "epochs_s", "saving_s", "final_s",
                            "exit_s"]]
