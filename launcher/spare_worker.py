@@ -40,10 +40,11 @@ def wanted(argv: list[str]) -> bool:
 
 def first_gpu() -> str:
     """The GPU a first cell most likely gets (launcher/executors/local.py's visible_gpus, the
-    pool's first), read without starting anything: '' where there is none."""
+    pool's first, spelled as it spells it), read without starting anything: '' where there is
+    none."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return next((g.strip() for g in env.split(",") if g.strip()), "")
+        return next((g for g in env.split(",") if g.strip()), "")
     return "0" if Path("/dev/nvidia0").exists() else ""
 
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from launcher.spare_worker import wanted
+from launcher.executors.local import visible_gpus
+from launcher.spare_worker import first_gpu, wanted
 from tests.conftest import REPO
 from tests.test_worker import TINY
 
@@ -33,6 +34,15 @@ def test_which_commands_start_a_spare():
     assert not wanted(["sweep", "g.yaml", "--executor", "local", "--mps"])
     assert not wanted(["status", "sweeps/g", "--executor", "local"])
     assert not wanted([])
+
+
+def test_the_spare_sees_the_gpu_the_pool_gives_first(monkeypatch):
+    """Spelled as the launcher's pool spells it: take() compares the two strings."""
+    for visible in (" 1, 2", "3", "GPU-5f2a,GPU-77c1", ",4"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert first_gpu() == visible_gpus()[0]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert first_gpu() == "" and visible_gpus() == []
 
 
 def sweep(grid: Path, out: Path, **env) -> subprocess.CompletedProcess:
